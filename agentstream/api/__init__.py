@@ -1,0 +1,1 @@
+"""The HTTP API: LangGraph Server's routes, bodies, status codes and SSE framing."""

@@ -1,0 +1,69 @@
+"""Every error leaves as {"detail": "<string>"}, the shape the SDKs and the real server use."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agentstream.api.responses import JsonResponse
+from agentstream.graphs import GraphLoadError
+from agentstream.storage.base import Conflict, NotFound
+
+log = logging.getLogger("agentstream.api")
+
+
+class ApiError(HTTPException):
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(status_code=status_code, detail=detail)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "Invalid JSON in request body"
+    first = errors[0] if errors else {}
+    where = _location(tuple(first.get("loc", ())))
+    if first.get("type") == "missing":
+        return f'"{where}" is a required property'
+    value = first.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return f"{where}: {first.get('msg', 'invalid value')} (got {shown})"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
+        return JsonResponse({"detail": validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+        return JsonResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JsonResponse:
+        return JsonResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JsonResponse:
+        return JsonResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(GraphLoadError)
+    async def _graph(_: Request, exc: GraphLoadError) -> JsonResponse:
+        return JsonResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
+        # Never a traceback on the wire; the log keeps it.
+        log.exception("unhandled error", exc_info=exc)
+        return JsonResponse({"detail": "Internal server error"}, status_code=500)

@@ -1,0 +1,81 @@
+"""The command line: `agentstream dev` serves a langgraph.json on the embedded backend."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from agentstream.graphs import GraphLoadError
+from agentstream.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentstream")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="serve the graphs of a langgraph.json on one machine")
+    dev.add_argument("--config", default=None, help="path to langgraph.json")
+    dev.add_argument("--host", default=None)
+    dev.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    dev.add_argument("--database", default=None, help="SQLite file (default .agentstream/)")
+    dev.add_argument("--max-concurrency", type=int, default=None)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if args.config:
+        settings.config = Path(args.config)
+    if args.host:
+        settings.host = args.host
+    if args.port is not None:
+        settings.port = args.port
+    if args.database:
+        settings.database = args.database
+    if args.max_concurrency:
+        settings.max_concurrency = args.max_concurrency
+    return settings
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    from agentstream.app import create_app
+
+    try:
+        app = create_app(settings)
+    except GraphLoadError as exc:
+        sys.exit(f"agentstream: {exc}")
+    sock = _bind(settings.host, settings.port)
+    settings.port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
+    if not _api_keys_configured():
+        print("agentstream: no auth configured; the server is open to anyone who can reach it")
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+def _api_keys_configured() -> bool:
+    return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        serve(_settings(args))

@@ -1,0 +1,69 @@
+"""The event-bus contract: what every backend (memory, Redis) must provide."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# Modes that every reader receives whatever stream_mode filter it asked for.
+END_MODES = frozenset({"error", "evicted"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a run: its id in the run's log, the stream mode it came from, and its frame."""
+
+    seq: int
+    mode: str
+    name: str
+    data: bytes
+    frame: bytes
+
+
+class EventsEvicted(Exception):
+    """A reader asked for events that the log no longer keeps."""
+
+    def __init__(self, requested_after: int, first_kept: int) -> None:
+        super().__init__(
+            f"events after id {requested_after} are no longer kept; the oldest kept id is "
+            f"{first_kept}"
+        )
+        self.requested_after = requested_after
+        self.first_kept = first_kept
+
+
+def encode_frame(seq: int, name: str, data: bytes) -> bytes:
+    """The SSE frame, in the real server's field order: event, data, id."""
+    return b"".join(
+        (b"event: ", name.encode(), b"\r\ndata: ", data, b"\r\nid: ", str(seq).encode(), b"\r\n\r\n")
+    )
+
+
+class EventBus(Protocol):
+    async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        """Append (mode, event name, JSON data) items in order; returns the last id given."""
+        ...
+
+    async def close(self, run_id: str) -> None:
+        """Mark the log complete: readers drain what is left and stop."""
+        ...
+
+    async def last_seq(self, run_id: str) -> int:
+        """The id of the newest event, 0 when there is none."""
+        ...
+
+    def subscribe(
+        self, run_id: str, after: int | None, *, wait: bool = True
+    ) -> AsyncIterator[list[Event]]:
+        """Batches of events with id > after (None: from now on) until the log is closed.
+
+        With wait=False it returns what the log holds now and stops (for finished runs).
+
+        Raises EventsEvicted when `after` is older than what the log keeps.
+        """
+        ...
+
+    async def delete(self, run_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...

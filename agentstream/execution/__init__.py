@@ -1,0 +1,1 @@
+"""Running graphs: the executor, stream-mode translation, the worker and multitask handling."""

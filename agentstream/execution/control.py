@@ -1,0 +1,60 @@
+"""The control plane: waking workers when runs are queued, and reaching the worker of a run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+CancelHandler = Callable[[str, str], Awaitable[bool]]
+
+
+class Control(Protocol):
+    async def wake(self) -> None:
+        """A run was queued or a thread freed up: idle workers should try to claim."""
+        ...
+
+    async def wait(self, timeout: float | None) -> None:
+        """Block until woken (or timeout); a wake between clear() and wait() is not lost."""
+        ...
+
+    def clear(self) -> None: ...
+
+    async def cancel(self, run_id: str, action: str) -> None:
+        """Ask whichever worker executes run_id to cancel it with action."""
+        ...
+
+    def on_cancel(self, handler: CancelHandler) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalControl:
+    """API and workers in one process: an event for wake-ups, direct calls for cancels."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._handlers: list[CancelHandler] = []
+
+    async def wake(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def cancel(self, run_id: str, action: str) -> None:
+        for handler in self._handlers:
+            if await handler(run_id, action):
+                return
+
+    def on_cancel(self, handler: CancelHandler) -> None:
+        self._handlers.append(handler)
+
+    async def aclose(self) -> None:
+        self._handlers.clear()

@@ -1,0 +1,312 @@
+"""One run, start to finish: build its config, stream the graph, publish events, settle state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import langgraph.version
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.pregel import Pregel
+from langgraph.types import Command, Interrupt
+
+from agentstream import __version__, serde
+from agentstream.eventbus import EventBus
+from agentstream.execution.modes import Item, Translator, graph_modes
+from agentstream.graphs import GraphRegistry
+from agentstream.storage.base import NotFound, RunClaim, Storage, ThreadStatus
+
+log = logging.getLogger("agentstream.executor")
+
+# Modes that only exist inside the log, never shown to SSE readers.
+RESULT_MODE = "result"
+
+
+@dataclass
+class Cancellation:
+    """Why a run's task was cancelled; set before the task is cancelled."""
+
+    action: str = "interrupt"
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    thread_status: ThreadStatus
+    values: Any = None
+    interrupts: dict[str, Any] = field(default_factory=dict)
+    pending_interrupts: list[Any] = field(default_factory=list)
+    error: dict[str, str] | None = None
+
+
+def error_payload(exc: BaseException) -> dict[str, str]:
+    return {"error": type(exc).__name__, "message": str(exc)}
+
+
+def _input(kwargs: Mapping[str, Any]) -> Any:
+    command = kwargs.get("command")
+    if command:
+        return Command(
+            resume=command.get("resume"),
+            update=command.get("update"),
+            goto=command.get("goto") or (),
+        )
+    return kwargs.get("input")
+
+
+def _interrupts_of(values: Any) -> list[Any]:
+    if isinstance(values, dict):
+        found = values.get("__interrupt__")
+        if found:
+            return list(found)
+    return []
+
+
+class Executor:
+    def __init__(self, storage: Storage, bus: EventBus, graphs: GraphRegistry, host: str) -> None:
+        self.storage = storage
+        self.bus = bus
+        self.graphs = graphs
+        self.host = host
+
+    def build_config(
+        self, claim: RunClaim, graph_id: str, assistant_config: Mapping[str, Any]
+    ) -> RunnableConfig:
+        run = claim["run"]
+        kwargs = run["kwargs"]
+        user_config: Mapping[str, Any] = kwargs.get("config") or {}
+        configurable = {
+            **(assistant_config.get("configurable") or {}),
+            **(user_config.get("configurable") or {}),
+            "run_id": run["run_id"],
+            "thread_id": run["thread_id"],
+            "graph_id": graph_id,
+            "assistant_id": run["assistant_id"],
+            "run_attempt": claim["attempt"],
+        }
+        auth_user = claim["auth_user"]
+        if auth_user is not None:
+            configurable["langgraph_auth_user"] = auth_user
+            configurable["langgraph_auth_user_id"] = auth_user.get("identity", "")
+        metadata = {
+            "created_by": "system",
+            **(assistant_config.get("metadata") or {}),
+            **(user_config.get("metadata") or {}),
+            **(run["metadata"] or {}),
+            "graph_id": graph_id,
+            "assistant_id": run["assistant_id"],
+            "run_attempt": claim["attempt"],
+            "langgraph_version": langgraph.version.__version__,
+            "agentstream_version": __version__,
+            "langgraph_host": "self-hosted",
+            "langgraph_api_url": self.host,
+            "run_id": run["run_id"],
+            "thread_id": run["thread_id"],
+        }
+        config: dict[str, Any] = {
+            **{k: v for k, v in assistant_config.items() if k not in ("configurable", "metadata")},
+            **{k: v for k, v in user_config.items() if k not in ("configurable", "metadata")},
+            "configurable": configurable,
+            "metadata": metadata,
+            "run_id": UUID(run["run_id"]),
+        }
+        if kwargs.get("checkpoint_id"):
+            configurable["checkpoint_id"] = kwargs["checkpoint_id"]
+        checkpoint = kwargs.get("checkpoint") or {}
+        for key in ("checkpoint_id", "checkpoint_ns"):
+            if checkpoint.get(key):
+                configurable[key] = checkpoint[key]
+        return config  # type: ignore[return-value]
+
+    async def run(self, claim: RunClaim, cancellation: Cancellation) -> None:
+        run = claim["run"]
+        run_id = run["run_id"]
+        await self.bus.publish(
+            run_id,
+            [("metadata", "metadata", serde.dumps({"run_id": run_id, "attempt": claim["attempt"]}))],
+        )
+        try:
+            outcome = await self._execute(claim)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome = await self._cancelled(claim, cancellation)
+        except Exception as exc:
+            log.info("run %s failed: %r", run_id, exc)
+            outcome = RunOutcome("error", "error", error=error_payload(exc))
+            await self.bus.publish(run_id, [("error", "error", serde.dumps(outcome.error))])
+            outcome.values = await self._state_values(claim)
+        await self._settle(claim, outcome, cancellation)
+
+    async def _execute(self, claim: RunClaim) -> RunOutcome:
+        run = claim["run"]
+        kwargs = run["kwargs"]
+        assistant = await self.storage.get_assistant(run["assistant_id"])
+        config = self.build_config(claim, assistant["graph_id"], assistant["config"])
+        graph = await self.graphs.get(assistant["graph_id"], config)
+        persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
+        async with self.storage.checkpointer() as saver:
+            graph = graph.copy(update={"checkpointer": saver if persist else None})
+            context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
+            requested = list(kwargs.get("stream_mode") or ["values"])
+            translator = Translator(requested)
+            items = self._stream(graph, config, kwargs, requested, translator, context or None)
+            async for batch in items:
+                await self.bus.publish(run["run_id"], batch)
+            return await self._outcome(graph, config, translator, persist, saver)
+
+    async def _stream(
+        self,
+        graph: Pregel,
+        config: RunnableConfig,
+        kwargs: Mapping[str, Any],
+        requested: list[str],
+        translator: Translator,
+        context: Any,
+    ) -> AsyncIterator[list[Item]]:
+        modes = graph_modes(requested, need_values=True)
+        options: dict[str, Any] = {
+            "stream_mode": modes,
+            "subgraphs": bool(kwargs.get("subgraphs")),
+            "interrupt_before": kwargs.get("interrupt_before"),
+            "interrupt_after": kwargs.get("interrupt_after"),
+        }
+        if kwargs.get("durability"):
+            options["durability"] = kwargs["durability"]
+        if context is not None:
+            options["context"] = context
+        graph_input = _input(kwargs)
+        if "events" not in requested:
+            async for part in graph.astream(graph_input, config, **options):
+                yield list(translator.translate(*_parts(part)))
+            return
+        root = str(config["run_id"])  # type: ignore[typeddict-item]
+        async for event in graph.astream_events(graph_input, config, version="v2", **options):
+            if event["event"] == "on_chain_stream" and event["run_id"] == root:
+                yield list(translator.translate(*_parts(event["data"]["chunk"])))
+            else:
+                yield [("events", "events", serde.dumps(event))]
+
+    async def _outcome(
+        self,
+        graph: Pregel,
+        config: RunnableConfig,
+        translator: Translator,
+        persist: bool,
+        saver: BaseCheckpointSaver[Any],
+    ) -> RunOutcome:
+        if not persist:
+            values = translator.last_values
+            found = _interrupts_of(values)
+            status: ThreadStatus = "interrupted" if found else "idle"
+            return RunOutcome(
+                "success", status, values=_without_interrupt(values), pending_interrupts=found
+            )
+        state = await graph.aget_state(config)
+        interrupts = {
+            task.id: [_stored_interrupt(i) for i in task.interrupts]
+            for task in state.tasks
+            if task.interrupts
+        }
+        thread_status: ThreadStatus = "interrupted" if state.next or interrupts else "idle"
+        return RunOutcome(
+            "success",
+            thread_status,
+            values=state.values,
+            interrupts=interrupts,
+            pending_interrupts=[i for task in state.tasks for i in task.interrupts],
+        )
+
+    async def _state_values(self, claim: RunClaim) -> Any:
+        try:
+            thread = await self.storage.get_thread(claim["run"]["thread_id"])
+        except NotFound:
+            return None
+        return thread["values"]
+
+    async def _cancelled(self, claim: RunClaim, cancellation: Cancellation) -> RunOutcome:
+        run = claim["run"]
+        if cancellation.action == "rollback":
+            await self.storage.rollback_run(run["run_id"], run["thread_id"])
+            return RunOutcome("interrupted", "idle", values=await self._state_values(claim))
+        values = await self._current_values(claim)
+        return RunOutcome("interrupted", "interrupted", values=values)
+
+    async def _current_values(self, claim: RunClaim) -> Any:
+        run = claim["run"]
+        try:
+            assistant = await self.storage.get_assistant(run["assistant_id"])
+            config = self.build_config(claim, assistant["graph_id"], assistant["config"])
+            graph = await self.graphs.get(assistant["graph_id"], config)
+            async with self.storage.checkpointer() as saver:
+                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            return state.values
+        except Exception:  # a cancelled run's state is a courtesy, never a reason to fail
+            return await self._state_values(claim)
+
+    async def _settle(
+        self, claim: RunClaim, outcome: RunOutcome, cancellation: Cancellation
+    ) -> None:
+        run = claim["run"]
+        run_id = run["run_id"]
+        result = {
+            "values": outcome.values,
+            "error": outcome.error,
+            "status": outcome.status,
+            "interrupts": outcome.pending_interrupts,
+        }
+        await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+        delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
+        if cancellation.action == "rollback" and outcome.status == "interrupted":
+            await self._settle_rolled_back(claim)
+        else:
+            await self.storage.finish_run(
+                run_id,
+                status=outcome.status,  # type: ignore[arg-type]
+                thread_status=outcome.thread_status,
+                values=serde.to_jsonable(outcome.values),
+                interrupts=serde.to_jsonable(outcome.interrupts),
+                error=outcome.error,
+                delete_thread=delete_thread,
+            )
+        await self.bus.close(run_id)
+
+    async def _settle_rolled_back(self, claim: RunClaim) -> None:
+        # The run row is gone; the thread goes back to what its checkpoints now say.
+        run = claim["run"]
+        values: Any = None
+        try:
+            assistant = await self.storage.get_assistant(run["assistant_id"])
+            graph = await self.graphs.get(assistant["graph_id"])
+            config: RunnableConfig = {"configurable": {"thread_id": run["thread_id"]}}
+            async with self.storage.checkpointer() as saver:
+                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            values = state.values or None
+        except NotFound:
+            pass
+        await self.storage.set_thread_state(
+            run["thread_id"], values=serde.to_jsonable(values), interrupts={}, status="idle"
+        )
+
+
+def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
+    # astream yields (mode, chunk) without subgraphs and (namespace, mode, chunk) with them.
+    if len(part) == 3:
+        return part[0], part[1], part[2]
+    return (), part[0], part[1]
+
+
+def _stored_interrupt(interrupt: Interrupt) -> dict[str, Any]:
+    return {"id": interrupt.id, "value": interrupt.value}
+
+
+def _without_interrupt(values: Any) -> Any:
+    if isinstance(values, dict) and "__interrupt__" in values:
+        return {k: v for k, v in values.items() if k != "__interrupt__"}
+    return values

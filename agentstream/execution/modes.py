@@ -1,0 +1,80 @@
+"""Stream-mode translation: LangGraph's astream chunks into the server's named SSE events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
+
+from agentstream import serde
+
+# The modes a client may ask for, and the LangGraph mode each one needs.
+STREAM_MODES: dict[str, str | None] = {
+    "values": "values",
+    "updates": "updates",
+    "messages": "messages",
+    "messages-tuple": "messages",
+    "custom": "custom",
+    "tasks": "tasks",
+    "checkpoints": "checkpoints",
+    "debug": "debug",
+    "events": None,  # served by astream_events, not by a LangGraph stream mode
+}
+
+Item = tuple[str, str, bytes]  # (requested mode, SSE event name, JSON data)
+
+
+def graph_modes(requested: Sequence[str], *, need_values: bool) -> list[str]:
+    modes: list[str] = []
+    for mode in requested:
+        lg = STREAM_MODES[mode]
+        if lg is not None and lg not in modes:
+            modes.append(lg)
+    if need_values and "values" not in modes:
+        modes.append("values")
+    return modes
+
+
+def _suffix(ns: Sequence[str]) -> str:
+    return "|" + "|".join(ns) if ns else ""
+
+
+class Translator:
+    """Turns (namespace, mode, chunk) into events, encoding each one exactly once."""
+
+    def __init__(self, requested: Sequence[str]) -> None:
+        self.requested = frozenset(requested)
+        self.last_values: Any = None
+        self._seen_message_ids: set[str] = set()
+        self._partial: dict[str, BaseMessageChunk] = {}
+
+    def translate(self, ns: Sequence[str], mode: str, chunk: Any) -> Iterable[Item]:
+        if mode == "values" and not ns:
+            self.last_values = chunk
+        if mode == "messages":
+            yield from self._messages(ns, chunk)
+        elif mode in self.requested:
+            yield mode, mode + _suffix(ns), serde.dumps(chunk)
+
+    def _messages(self, ns: Sequence[str], chunk: Any) -> Iterable[Item]:
+        message, metadata = chunk
+        if "messages-tuple" in self.requested:
+            yield "messages-tuple", "messages" + _suffix(ns), serde.dumps((message, metadata))
+        if "messages" in self.requested:
+            yield from self._legacy(message, metadata)
+
+    def _legacy(self, message: BaseMessage, metadata: dict[str, Any]) -> Iterable[Item]:
+        # The old format is never namespaced: the real server sends subgraph tokens plainly too.
+        msg_id = message.id or ""
+        if msg_id not in self._seen_message_ids:
+            self._seen_message_ids.add(msg_id)
+            yield "messages", "messages/metadata", serde.dumps({msg_id: {"metadata": metadata}})
+        if isinstance(message, BaseMessageChunk):
+            so_far = self._partial.get(msg_id)
+            so_far = message if so_far is None else so_far + message
+            self._partial[msg_id] = so_far
+            yield "messages", "messages/partial", serde.dumps([message_chunk_to_message(so_far)])
+        else:
+            self._partial.pop(msg_id, None)
+            yield "messages", "messages/complete", serde.dumps([message])

@@ -1,0 +1,171 @@
+"""Load langgraph.json, import its graphs and describe their default assistants."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid5
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import StateGraph
+from langgraph.pregel import Pregel
+
+# The namespace LangGraph Server derives default assistant ids from, so ids match across servers.
+ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+
+class GraphLoadError(Exception):
+    pass
+
+
+def default_assistant_id(graph_id: str) -> str:
+    return str(uuid5(ASSISTANT_NAMESPACE, graph_id))
+
+
+@dataclass
+class Config:
+    """The parts of langgraph.json that agentstream reads."""
+
+    path: Path
+    graphs: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    auth: dict[str, Any] | None = None
+    http: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def read_config(path: str | Path) -> Config:
+    path = Path(path).resolve()
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraphLoadError(f"no config file at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise GraphLoadError(f"{path} is not valid JSON: {exc}") from None
+    graphs = raw.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise GraphLoadError(f"{path} lists no graphs")
+    env = raw.get("env") or {}
+    if isinstance(env, str):
+        env = _read_env_file(path.parent / env)
+    return Config(
+        path=path,
+        graphs={k: (v["path"] if isinstance(v, dict) else v) for k, v in graphs.items()},
+        env={k: str(v) for k, v in env.items()},
+        dependencies=list(raw.get("dependencies") or []),
+        auth=raw.get("auth"),
+        http=raw.get("http") or {},
+    )
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+def prepare(config: Config) -> None:
+    """Apply env and make the dependencies importable, before any graph is imported."""
+    for key, value in config.env.items():
+        os.environ.setdefault(key, value)
+    for dep in config.dependencies:
+        folder = (config.root / dep).resolve()
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    if str(config.root) not in sys.path:
+        sys.path.insert(0, str(config.root))
+
+
+def import_object(spec: str, root: Path) -> Any:
+    """`./file.py:name` (relative to root) or `package.module:name`."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not name:
+        raise GraphLoadError(f"graph spec {spec!r} must look like 'file.py:name'")
+    if target.endswith(".py") or "/" in target:
+        file = (root / target).resolve()
+        if not file.exists():
+            raise GraphLoadError(f"graph file {file} does not exist")
+        module_name = f"agentstream_user_{file.stem}_{abs(hash(str(file)))}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(module_name, file)
+            if module_spec is None or module_spec.loader is None:
+                raise GraphLoadError(f"cannot import {file}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_name] = module
+            module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise GraphLoadError(f"{target} has no attribute {name!r}") from None
+
+
+@dataclass
+class GraphEntry:
+    graph_id: str
+    obj: Any  # a Pregel, a StateGraph, or a factory taking a config
+
+    @property
+    def is_factory(self) -> bool:
+        return not isinstance(self.obj, Pregel | StateGraph) and callable(self.obj)
+
+
+class GraphRegistry:
+    """The graphs of one langgraph.json, imported once at start."""
+
+    def __init__(self, config: Config) -> None:
+        prepare(config)
+        self.config = config
+        self.entries: dict[str, GraphEntry] = {}
+        for graph_id, spec in config.graphs.items():
+            obj = import_object(spec, config.root)
+            if not isinstance(obj, Pregel | StateGraph) and not callable(obj):
+                raise GraphLoadError(f"{spec} is neither a graph nor a factory")
+            self.entries[graph_id] = GraphEntry(graph_id, obj)
+
+    def __contains__(self, graph_id: object) -> bool:
+        return graph_id in self.entries
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.entries)
+
+    async def get(self, graph_id: str, config: RunnableConfig | None = None) -> Pregel:
+        """The compiled graph; factories are called with the run's config each time."""
+        entry = self.entries[graph_id]
+        obj = entry.obj
+        if entry.is_factory:
+            obj = _call_factory(obj, config or {})
+            if inspect.isawaitable(obj):
+                obj = await obj
+        if isinstance(obj, StateGraph):
+            obj = obj.compile()
+        if not isinstance(obj, Pregel):
+            raise GraphLoadError(f"graph {graph_id!r} did not produce a compiled graph")
+        return obj
+
+
+def _call_factory(factory: Any, config: Mapping[str, Any]) -> Any:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    return factory(config) if params else factory()

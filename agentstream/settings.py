@@ -1,0 +1,52 @@
+"""Configuration: command-line flags over environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass
+class Settings:
+    config: Path = Path("langgraph.json")
+    host: str = "127.0.0.1"
+    port: int = 2024
+    database: str | None = None  # SQLite file; defaults to .agentstream/agentstream.sqlite
+    max_concurrency: int = 32
+    heartbeat_seconds: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    event_log_max_events: int = 50_000
+    event_log_keep_seconds: float = 600.0
+    lease_seconds: float = 30.0
+    run_workers: bool = True
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            config=Path(os.environ.get("AGENTSTREAM_CONFIG", "langgraph.json")),
+            host=os.environ.get("AGENTSTREAM_HOST", "127.0.0.1"),
+            port=_env_int("PORT", 2024),
+            database=os.environ.get("AGENTSTREAM_DATABASE"),
+            max_concurrency=_env_int("AGENTSTREAM_MAX_CONCURRENCY", 32),
+            heartbeat_seconds=_env_float("AGENTSTREAM_HEARTBEAT_SECONDS", 5.0),
+            max_body_bytes=_env_int("AGENTSTREAM_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            event_log_max_events=_env_int("AGENTSTREAM_EVENT_LOG_MAX_EVENTS", 50_000),
+            event_log_keep_seconds=_env_float("AGENTSTREAM_EVENT_LOG_KEEP_SECONDS", 600.0),
+            lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
+        )
+
+    def database_path(self) -> str:
+        if self.database:
+            return self.database
+        return str(self.config.resolve().parent / ".agentstream" / "agentstream.sqlite")

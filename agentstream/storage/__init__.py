@@ -1,0 +1,1 @@
+"""Assistants, threads, runs, the run queue and the LangGraph checkpointer, per backend."""

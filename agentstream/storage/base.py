@@ -1,0 +1,264 @@
+"""The storage contract: records, errors and the one interface every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+IfExists = Literal["raise", "do_nothing"]
+CancelAction = Literal["interrupt", "rollback"]
+
+TERMINAL: frozenset[str] = frozenset({"success", "error", "timeout", "interrupted"})
+
+# An owner filter from auth: {"owner": "alice"}, {"owner": {"$eq": "alice"}}, {"tags": {"$contains": "x"}}.
+# Every read and write takes one and applies it inside its query, never to results afterwards.
+Filter = Mapping[str, Any]
+
+
+class Assistant(TypedDict):
+    assistant_id: str
+    graph_id: str
+    config: dict[str, Any]
+    context: dict[str, Any]
+    metadata: dict[str, Any]
+    name: str
+    description: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Thread(TypedDict):
+    thread_id: str
+    created_at: datetime
+    updated_at: datetime
+    state_updated_at: datetime
+    metadata: dict[str, Any]
+    status: ThreadStatus
+    config: dict[str, Any]
+    values: Any
+    interrupts: dict[str, Any]
+    error: Any
+
+
+class Run(TypedDict):
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    metadata: dict[str, Any]
+    status: RunStatus
+    kwargs: dict[str, Any]
+    multitask_strategy: MultitaskStrategy
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunClaim(TypedDict):
+    """What a worker gets when it claims a run: the run plus what the API never shows."""
+
+    run: Run
+    attempt: int
+    temporary: bool
+    auth_user: dict[str, Any] | None
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class ThreadBusy(Conflict):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Storage(Protocol):
+    # --- lifecycle -------------------------------------------------------------------------
+    async def setup(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
+        """A saver for one run; backends decide whether savers are pooled."""
+        ...
+
+    # --- assistants ------------------------------------------------------------------------
+    async def put_assistant(
+        self, assistant: Assistant, *, if_exists: IfExists, filters: Filter | None = None
+    ) -> Assistant: ...
+
+    async def get_assistant(
+        self, assistant_id: str, *, filters: Filter | None = None
+    ) -> Assistant: ...
+
+    async def search_assistants(
+        self,
+        *,
+        graph_id: str | None,
+        name: str | None,
+        metadata: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        filters: Filter | None = None,
+    ) -> tuple[list[Assistant], int]: ...
+
+    async def patch_assistant(
+        self, assistant_id: str, changes: Mapping[str, Any], *, filters: Filter | None = None
+    ) -> Assistant: ...
+
+    async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None: ...
+
+    async def assistant_versions(
+        self, assistant_id: str, *, metadata: Mapping[str, Any] | None, limit: int, offset: int,
+        filters: Filter | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    async def set_latest_assistant(
+        self, assistant_id: str, version: int, *, filters: Filter | None = None
+    ) -> Assistant: ...
+
+    # --- threads ---------------------------------------------------------------------------
+    async def create_thread(
+        self,
+        thread_id: str,
+        *,
+        metadata: Mapping[str, Any],
+        if_exists: IfExists,
+        filters: Filter | None = None,
+    ) -> Thread: ...
+
+    async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread: ...
+
+    async def search_threads(
+        self,
+        *,
+        ids: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        values: Mapping[str, Any] | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        filters: Filter | None = None,
+    ) -> tuple[list[Thread], int]: ...
+
+    async def patch_thread(
+        self, thread_id: str, metadata: Mapping[str, Any], *, filters: Filter | None = None
+    ) -> Thread: ...
+
+    async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
+        """Delete a thread, its runs and checkpoints; returns the ids of runs still in flight."""
+        ...
+
+    async def copy_thread(
+        self, thread_id: str, new_thread_id: str, *, filters: Filter | None = None
+    ) -> Thread: ...
+
+    async def set_thread_state(
+        self,
+        thread_id: str,
+        *,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        status: ThreadStatus | None = None,
+        error: Any = None,
+    ) -> None:
+        """Cache the latest state values on the thread row (after a run or a state update)."""
+        ...
+
+    # --- runs ------------------------------------------------------------------------------
+    async def create_run(
+        self,
+        run: Run,
+        *,
+        temporary: bool,
+        if_not_exists: Literal["create", "reject"],
+        auth_user: dict[str, Any] | None,
+        thread_metadata: Mapping[str, Any],
+        filters: Filter | None = None,
+    ) -> list[str]:
+        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
+        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
+        rollback (the new run waits behind them in the queue)."""
+        ...
+
+    async def get_run(
+        self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
+    ) -> Run: ...
+
+    async def list_runs(
+        self,
+        thread_id: str,
+        *,
+        limit: int,
+        offset: int,
+        status: str | None,
+        filters: Filter | None = None,
+    ) -> list[Run]: ...
+
+    async def delete_run(
+        self, thread_id: str, run_id: str, *, filters: Filter | None = None
+    ) -> None: ...
+
+    async def inflight_runs(
+        self,
+        *,
+        thread_id: str | None,
+        run_ids: Sequence[str] | None,
+        status: str | None,
+        filters: Filter | None = None,
+    ) -> list[Run]:
+        """Pending and running runs matching the selection (for cancel)."""
+        ...
+
+    # --- the queue -------------------------------------------------------------------------
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
+        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
+        run whose lease has expired (a new attempt). Marks it running under a lease."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending run scheduled in the future becomes due."""
+        ...
+
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+        delete_thread: bool,
+    ) -> None: ...
+
+    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
+        """Finish a run that has not started; False when a worker already took it."""
+        ...
+
+    async def rollback_run(self, run_id: str, thread_id: str) -> None:
+        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
+        ...
+
+    async def expire_leases(self) -> int:
+        """Make every running run claimable again (the embedded server after a crash)."""
+        ...

@@ -1,0 +1,842 @@
+"""The embedded backend: assistants, threads, runs and the run queue in one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from agentstream import serde
+from agentstream.storage.base import (
+    Assistant,
+    Conflict,
+    Filter,
+    IfExists,
+    NotFound,
+    Run,
+    RunClaim,
+    RunStatus,
+    Thread,
+    ThreadBusy,
+    ThreadStatus,
+    utcnow,
+)
+from agentstream.storage.sqlfilters import match
+
+MIGRATIONS = [
+    # 1: the initial schema
+    """
+    CREATE TABLE IF NOT EXISTS assistants (
+        assistant_id TEXT PRIMARY KEY,
+        graph_id TEXT NOT NULL,
+        config TEXT NOT NULL,
+        context TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS assistant_versions (
+        assistant_id TEXT NOT NULL REFERENCES assistants(assistant_id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        graph_id TEXT NOT NULL,
+        config TEXT NOT NULL,
+        context TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (assistant_id, version)
+    );
+    CREATE TABLE IF NOT EXISTS threads (
+        thread_id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        state_updated_at TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        config TEXT NOT NULL,
+        "values" TEXT,
+        interrupts TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE TABLE IF NOT EXISTS runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        thread_id TEXT NOT NULL,
+        assistant_id TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        kwargs TEXT NOT NULL,
+        multitask_strategy TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        temporary INTEGER NOT NULL DEFAULT 0,
+        auth_user TEXT,
+        worker_id TEXT,
+        lease_expires_at REAL,
+        due_at REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, seq);
+    CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+    """,
+]
+
+_ASSISTANT_COLS = (
+    "assistant_id, graph_id, config, context, metadata, name, description, version, "
+    "created_at, updated_at"
+)
+_THREAD_COLS = (
+    'thread_id, created_at, updated_at, state_updated_at, metadata, status, config, "values", '
+    "interrupts, error"
+)
+_RUN_COLS = (
+    "run_id, thread_id, assistant_id, metadata, status, kwargs, multitask_strategy, "
+    "created_at, updated_at"
+)
+_SORTABLE = {"created_at", "updated_at", "assistant_id", "thread_id", "graph_id", "name", "status"}
+
+
+def _j(value: Any) -> str:
+    return serde.dumps(value).decode()
+
+
+def _uj(value: str | None) -> Any:
+    return None if value is None else serde.loads(value)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _assistant(row: aiosqlite.Row) -> Assistant:
+    return Assistant(
+        assistant_id=row[0],
+        graph_id=row[1],
+        config=_uj(row[2]),
+        context=_uj(row[3]),
+        metadata=_uj(row[4]),
+        name=row[5],
+        description=row[6],
+        version=row[7],
+        created_at=_ts(row[8]),
+        updated_at=_ts(row[9]),
+    )
+
+
+def _thread(row: aiosqlite.Row) -> Thread:
+    return Thread(
+        thread_id=row[0],
+        created_at=_ts(row[1]),
+        updated_at=_ts(row[2]),
+        state_updated_at=_ts(row[3]),
+        metadata=_uj(row[4]),
+        status=row[5],
+        config=_uj(row[6]),
+        values=_uj(row[7]),
+        interrupts=_uj(row[8]),
+        error=_uj(row[9]),
+    )
+
+
+def _run(row: aiosqlite.Row) -> Run:
+    return Run(
+        run_id=row[0],
+        thread_id=row[1],
+        assistant_id=row[2],
+        metadata=_uj(row[3]),
+        status=row[4],
+        kwargs=_uj(row[5]),
+        multitask_strategy=row[6],
+        created_at=_ts(row[7]),
+        updated_at=_ts(row[8]),
+    )
+
+
+def _order(sort_by: str | None, sort_order: str | None, default: str) -> str:
+    column = sort_by if sort_by in _SORTABLE else default
+    direction = "ASC" if (sort_order or "").lower() == "asc" else "DESC"
+    return f"{column} {direction}"
+
+
+class SqliteStorage:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._saver_conn: aiosqlite.Connection | None = None
+        self._saver: AsyncSqliteSaver | None = None
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def setup(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._db.execute("PRAGMA busy_timeout=10000")
+        await self._migrate()
+        self._saver_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._saver_conn.execute("PRAGMA busy_timeout=10000")
+        self._saver = AsyncSqliteSaver(self._saver_conn)
+        await self._saver.setup()
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                await db.executescript(
+                    f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;"
+                )
+
+    async def aclose(self) -> None:
+        for conn in (self._saver_conn, self._db):
+            if conn is not None:
+                await conn.close()
+        self._db = self._saver_conn = self._saver = None
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("storage is not set up")
+        return self._db
+
+    @asynccontextmanager
+    async def checkpointer(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        if self._saver is None:
+            raise RuntimeError("storage is not set up")
+        yield self._saver
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self._conn
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> aiosqlite.Row | None:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # --- assistants ------------------------------------------------------------------------
+    async def put_assistant(
+        self, assistant: Assistant, *, if_exists: IfExists, filters: Filter | None = None
+    ) -> Assistant:
+        a = assistant
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT 1 FROM assistants WHERE assistant_id = ?", (a["assistant_id"],)
+            ) as cur:
+                exists = await cur.fetchone() is not None
+            if exists:
+                if if_exists == "raise":
+                    raise Conflict(f"Assistant {a['assistant_id']} already exists")
+            else:
+                values = (
+                    a["assistant_id"], a["graph_id"], _j(a["config"]), _j(a["context"]),
+                    _j(a["metadata"]), a["name"], a["description"], a["version"],
+                    a["created_at"].isoformat(), a["updated_at"].isoformat(),
+                )  # fmt: skip
+                await db.execute(f"INSERT INTO assistants ({_ASSISTANT_COLS}) VALUES "
+                                 "(?,?,?,?,?,?,?,?,?,?)", values)  # fmt: skip
+                await db.execute(
+                    "INSERT INTO assistant_versions (assistant_id, version, graph_id, config, "
+                    "context, metadata, name, description, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (values[0], values[7], *values[1:7], values[8]),
+                )
+        return await self.get_assistant(a["assistant_id"], filters=filters)
+
+    async def get_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> Assistant:
+        cond, params = match("metadata", filters)
+        row = await self._one(
+            f"SELECT {_ASSISTANT_COLS} FROM assistants WHERE assistant_id = ? AND {cond}",
+            [assistant_id, *params],
+        )
+        if row is None:
+            raise NotFound(f"Assistant '{assistant_id}' not found")
+        return _assistant(row)
+
+    async def search_assistants(
+        self,
+        *,
+        graph_id: str | None,
+        name: str | None,
+        metadata: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        filters: Filter | None = None,
+    ) -> tuple[list[Assistant], int]:
+        where, params = self._assistant_where(graph_id, name, metadata, filters)
+        rows = await self._all(
+            f"SELECT {_ASSISTANT_COLS} FROM assistants WHERE {where} "
+            f"ORDER BY {_order(sort_by, sort_order, 'created_at')} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self._one(f"SELECT COUNT(*) FROM assistants WHERE {where}", params)
+        return [_assistant(r) for r in rows], total[0] if total else 0
+
+    @staticmethod
+    def _assistant_where(
+        graph_id: str | None,
+        name: str | None,
+        metadata: Mapping[str, Any] | None,
+        filters: Filter | None,
+    ) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        for cond, p in (match("metadata", metadata), match("metadata", filters)):
+            parts.append(cond)
+            params += p
+        if graph_id is not None:
+            parts.append("graph_id = ?")
+            params.append(graph_id)
+        if name is not None:
+            parts.append("name LIKE ?")
+            params.append(f"%{name}%")
+        return " AND ".join(parts), params
+
+    async def patch_assistant(
+        self, assistant_id: str, changes: Mapping[str, Any], *, filters: Filter | None = None
+    ) -> Assistant:
+        current = await self.get_assistant(assistant_id, filters=filters)
+        now = utcnow().isoformat()
+        merged: dict[str, Any] = {**current, **{k: v for k, v in changes.items() if v is not None}}
+        if "metadata" in changes and changes["metadata"] is not None:
+            merged["metadata"] = {**current["metadata"], **changes["metadata"]}
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT MAX(version) FROM assistant_versions WHERE assistant_id = ?",
+                (assistant_id,),
+            ) as cur:
+                row = await cur.fetchone()
+            version = (row[0] if row else 0) + 1
+            values = (
+                merged["graph_id"], _j(merged["config"]), _j(merged["context"]),
+                _j(merged["metadata"]), merged["name"], merged["description"],
+            )  # fmt: skip
+            await db.execute(
+                "INSERT INTO assistant_versions (assistant_id, version, graph_id, config, context,"
+                " metadata, name, description, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (assistant_id, version, *values, now),
+            )
+            await db.execute(
+                "UPDATE assistants SET graph_id=?, config=?, context=?, metadata=?, name=?, "
+                "description=?, version=?, updated_at=? WHERE assistant_id=?",
+                (*values, version, now, assistant_id),
+            )
+        return await self.get_assistant(assistant_id)
+
+    async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None:
+        cond, params = match("metadata", filters)
+        async with self._tx() as db:
+            cur = await db.execute(
+                f"DELETE FROM assistants WHERE assistant_id = ? AND {cond}",
+                [assistant_id, *params],
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"Assistant '{assistant_id}' not found")
+
+    async def assistant_versions(
+        self,
+        assistant_id: str,
+        *,
+        metadata: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        filters: Filter | None = None,
+    ) -> list[dict[str, Any]]:
+        await self.get_assistant(assistant_id, filters=filters)
+        cond, params = match("metadata", metadata)
+        rows = await self._all(
+            "SELECT assistant_id, version, graph_id, config, context, metadata, name, "
+            f"description, created_at FROM assistant_versions WHERE assistant_id = ? AND {cond} "
+            "ORDER BY version DESC LIMIT ? OFFSET ?",
+            [assistant_id, *params, limit, offset],
+        )
+        return [
+            {
+                "assistant_id": r[0], "version": r[1], "graph_id": r[2], "config": _uj(r[3]),
+                "context": _uj(r[4]), "metadata": _uj(r[5]), "name": r[6],
+                "description": r[7], "created_at": _ts(r[8]),
+            }  # fmt: skip
+            for r in rows
+        ]
+
+    async def set_latest_assistant(
+        self, assistant_id: str, version: int, *, filters: Filter | None = None
+    ) -> Assistant:
+        await self.get_assistant(assistant_id, filters=filters)
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT graph_id, config, context, metadata, name, description "
+                "FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+                (assistant_id, version),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"Version {version} of assistant '{assistant_id}' not found")
+            await db.execute(
+                "UPDATE assistants SET graph_id=?, config=?, context=?, metadata=?, name=?, "
+                "description=?, version=?, updated_at=? WHERE assistant_id=?",
+                (*row, version, utcnow().isoformat(), assistant_id),
+            )
+        return await self.get_assistant(assistant_id)
+
+    # --- threads ---------------------------------------------------------------------------
+    async def create_thread(
+        self,
+        thread_id: str,
+        *,
+        metadata: Mapping[str, Any],
+        if_exists: IfExists,
+        filters: Filter | None = None,
+    ) -> Thread:
+        async with self._tx() as db:
+            inserted = await self._insert_thread(db, thread_id, metadata)
+        if not inserted:
+            if if_exists == "raise":
+                raise Conflict(f"Thread with ID {thread_id} already exists")
+        try:
+            return await self.get_thread(thread_id, filters=filters)
+        except NotFound:
+            # Someone else's thread with this id: the caller may not see it, nor take its id.
+            raise Conflict(f"Thread with ID {thread_id} already exists") from None
+
+    @staticmethod
+    async def _insert_thread(
+        db: aiosqlite.Connection, thread_id: str, metadata: Mapping[str, Any]
+    ) -> bool:
+        now = utcnow().isoformat()
+        cur = await db.execute(
+            f"INSERT OR IGNORE INTO threads ({_THREAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (thread_id, now, now, now, _j(dict(metadata)), "idle", _j({"configurable": {}}),
+             None, "{}", None),
+        )  # fmt: skip
+        return cur.rowcount > 0
+
+    async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread:
+        cond, params = match("metadata", filters)
+        row = await self._one(
+            f"SELECT {_THREAD_COLS} FROM threads WHERE thread_id = ? AND {cond}",
+            [thread_id, *params],
+        )
+        if row is None:
+            raise NotFound(f"Thread with ID {thread_id} not found")
+        return _thread(row)
+
+    async def search_threads(
+        self,
+        *,
+        ids: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        values: Mapping[str, Any] | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        filters: Filter | None = None,
+    ) -> tuple[list[Thread], int]:
+        parts, params = [], []
+        for cond, p in (
+            match("metadata", metadata),
+            match('"values"', values),
+            match("metadata", filters),
+        ):
+            parts.append(cond)
+            params += p
+        if ids:
+            parts.append(f"thread_id IN ({','.join('?' * len(ids))})")
+            params += list(ids)
+        if status:
+            parts.append("status = ?")
+            params.append(status)
+        where = " AND ".join(parts)
+        rows = await self._all(
+            f"SELECT {_THREAD_COLS} FROM threads WHERE {where} "
+            f"ORDER BY {_order(sort_by, sort_order, 'created_at')} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self._one(f"SELECT COUNT(*) FROM threads WHERE {where}", params)
+        return [_thread(r) for r in rows], total[0] if total else 0
+
+    async def patch_thread(
+        self, thread_id: str, metadata: Mapping[str, Any], *, filters: Filter | None = None
+    ) -> Thread:
+        current = await self.get_thread(thread_id, filters=filters)
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ?",
+                (_j({**current["metadata"], **metadata}), utcnow().isoformat(), thread_id),
+            )
+        return await self.get_thread(thread_id)
+
+    async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
+        cond, params = match("metadata", filters)
+        async with self._tx() as db:
+            async with db.execute(
+                f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}", [thread_id, *params]
+            ) as cur:
+                if await cur.fetchone() is None:
+                    raise NotFound(f"Thread with ID {thread_id} not found")
+            async with db.execute(
+                "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running')",
+                (thread_id,),
+            ) as cur:
+                inflight = [r[0] for r in await cur.fetchall()]
+            await self._delete_thread_rows(db, thread_id)
+        await self._delete_checkpoints(thread_id)
+        return inflight
+
+    @staticmethod
+    async def _delete_thread_rows(db: aiosqlite.Connection, thread_id: str) -> None:
+        await db.execute("DELETE FROM runs WHERE thread_id = ?", (thread_id,))
+        await db.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+
+    async def _delete_checkpoints(self, thread_id: str) -> None:
+        if self._saver is not None:
+            await self._saver.adelete_thread(thread_id)
+
+    async def copy_thread(
+        self, thread_id: str, new_thread_id: str, *, filters: Filter | None = None
+    ) -> Thread:
+        source = await self.get_thread(thread_id, filters=filters)
+        now = utcnow().isoformat()
+        async with self._tx() as db:
+            await db.execute(
+                f"INSERT INTO threads ({_THREAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (new_thread_id, now, now, now, _j(source["metadata"]), "idle",
+                 _j(source["config"]), _j(source["values"]) if source["values"] is not None
+                 else None, _j(source["interrupts"]), None),
+            )  # fmt: skip
+        await self._copy_checkpoints(thread_id, new_thread_id)
+        return await self.get_thread(new_thread_id)
+
+    async def _copy_checkpoints(self, thread_id: str, new_thread_id: str) -> None:
+        saver = self._saver
+        if saver is None:
+            return
+        async with saver.lock:
+            conn = saver.conn
+            for table, cols in (
+                ("checkpoints", "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
+                 "checkpoint, metadata"),
+                ("writes", "checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value"),
+            ):  # fmt: skip
+                await conn.execute(
+                    f"INSERT INTO {table} (thread_id, {cols}) "
+                    f"SELECT ?, {cols} FROM {table} WHERE thread_id = ?",
+                    (new_thread_id, thread_id),
+                )
+            await conn.commit()
+
+    async def set_thread_state(
+        self,
+        thread_id: str,
+        *,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        status: ThreadStatus | None = None,
+        error: Any = None,
+    ) -> None:
+        now = utcnow().isoformat()
+        async with self._tx() as db:
+            await db.execute(
+                'UPDATE threads SET "values" = ?, interrupts = ?, status = CASE '
+                "WHEN ? IS NULL THEN status WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ? "
+                "AND status IN ('pending','running')) THEN 'busy' ELSE ? END, "
+                "error = ?, updated_at = ?, state_updated_at = ? WHERE thread_id = ?",
+                (_j(values), _j(dict(interrupts)), status, thread_id, status,
+                 _j(error) if error else None, now, now, thread_id),
+            )  # fmt: skip
+
+    # --- runs ------------------------------------------------------------------------------
+    async def create_run(
+        self,
+        run: Run,
+        *,
+        temporary: bool,
+        if_not_exists: Literal["create", "reject"],
+        auth_user: dict[str, Any] | None,
+        thread_metadata: Mapping[str, Any],
+        filters: Filter | None = None,
+    ) -> list[str]:
+        thread_id = run["thread_id"]
+        cond, params = match("metadata", filters)
+        async with self._tx() as db:
+            if temporary or if_not_exists == "create":
+                await self._insert_thread(db, thread_id, thread_metadata)
+            async with db.execute(
+                f"SELECT metadata FROM threads WHERE thread_id = ? AND {cond}",
+                [thread_id, *params],
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound("Thread or assistant not found.")
+            async with db.execute(
+                "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running') "
+                "ORDER BY seq",
+                (thread_id,),
+            ) as cur:
+                inflight = [r[0] for r in await cur.fetchall()]
+            strategy = run["multitask_strategy"]
+            if inflight and strategy == "reject":
+                raise ThreadBusy(
+                    "Thread is already running a task. Wait for it to finish or choose a "
+                    "different multitask strategy."
+                )
+            due = time.time() + float(run["kwargs"].get("after_seconds") or 0)
+            await db.execute(
+                f"INSERT INTO runs ({_RUN_COLS}, temporary, auth_user, due_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run["run_id"], thread_id, run["assistant_id"], _j(run["metadata"]), "pending",
+                 _j(run["kwargs"]), strategy, run["created_at"].isoformat(),
+                 run["updated_at"].isoformat(), int(temporary),
+                 _j(auth_user) if auth_user is not None else None, due),
+            )  # fmt: skip
+            merged = {**_uj(row[0]), **thread_metadata}
+            await db.execute(
+                "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? "
+                "WHERE thread_id = ?",
+                (_j(merged), utcnow().isoformat(), thread_id),
+            )
+        return inflight if strategy in ("interrupt", "rollback") else []
+
+    async def get_run(
+        self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
+    ) -> Run:
+        cond, params = match("t.metadata", filters)
+        sql = (
+            f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM runs r "
+            f"JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = ? AND {cond}"
+        )
+        args: list[Any] = [run_id, *params]
+        if thread_id is not None:
+            sql += " AND r.thread_id = ?"
+            args.append(thread_id)
+        row = await self._one(sql, args)
+        if row is None:
+            raise NotFound("Run not found")
+        return _run(row)
+
+    async def list_runs(
+        self,
+        thread_id: str,
+        *,
+        limit: int,
+        offset: int,
+        status: str | None,
+        filters: Filter | None = None,
+    ) -> list[Run]:
+        await self.get_thread(thread_id, filters=filters)
+        sql = f"SELECT {_RUN_COLS} FROM runs WHERE thread_id = ?"
+        args: list[Any] = [thread_id]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        rows = await self._all(sql + " ORDER BY seq DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        return [_run(r) for r in rows]
+
+    async def delete_run(self, thread_id: str, run_id: str, *, filters: Filter | None = None) -> None:
+        await self.get_run(thread_id, run_id, filters=filters)
+        async with self._tx() as db:
+            await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    async def inflight_runs(
+        self,
+        *,
+        thread_id: str | None,
+        run_ids: Sequence[str] | None,
+        status: str | None,
+        filters: Filter | None = None,
+    ) -> list[Run]:
+        cond, params = match("t.metadata", filters)
+        cols = ", ".join("r." + c.strip() for c in _RUN_COLS.split(","))
+        sql = (
+            f"SELECT {cols} FROM runs r JOIN threads t ON t.thread_id = r.thread_id "
+            f"WHERE r.status IN ('pending','running') AND {cond}"
+        )
+        args: list[Any] = list(params)
+        if thread_id is not None:
+            sql += " AND r.thread_id = ?"
+            args.append(thread_id)
+        if run_ids is not None:
+            sql += f" AND r.run_id IN ({','.join('?' * len(run_ids))})"
+            args += list(run_ids)
+        if status in ("pending", "running"):
+            sql += " AND r.status = ?"
+            args.append(status)
+        return [_run(r) for r in await self._all(sql + " ORDER BY r.seq", args)]
+
+    # --- the queue -------------------------------------------------------------------------
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT r.seq, r.status, r.attempt FROM runs r WHERE "
+                "(r.status = 'pending' AND r.due_at <= ? AND NOT EXISTS ("
+                "  SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq AND"
+                "  (o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq))))"
+                " OR (r.status = 'running' AND r.lease_expires_at < ?) "
+                "ORDER BY r.seq LIMIT 1",
+                (now, now),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            seq, attempt = row[0], row[2] + 1
+            await db.execute(
+                "UPDATE runs SET status = 'running', attempt = ?, worker_id = ?, "
+                "lease_expires_at = ?, updated_at = ? WHERE seq = ?",
+                (attempt, worker_id, now + lease_seconds, utcnow().isoformat(), seq),
+            )
+            async with db.execute(
+                f"SELECT {_RUN_COLS}, temporary, auth_user FROM runs WHERE seq = ?", (seq,)
+            ) as cur:
+                full = await cur.fetchone()
+        assert full is not None
+        return RunClaim(
+            run=_run(full), attempt=attempt, temporary=bool(full[9]), auth_user=_uj(full[10])
+        )
+
+    async def next_due(self) -> datetime | None:
+        row = await self._one(
+            "SELECT MIN(due_at) FROM runs WHERE status = 'pending' AND due_at > ?", (time.time(),)
+        )
+        if row is None or row[0] is None:
+            return None
+        return datetime.fromtimestamp(row[0], tz=utcnow().tzinfo)
+
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND worker_id = ? "
+                "AND status = 'running'",
+                (time.time() + lease_seconds, run_id, worker_id),
+            )
+            return cur.rowcount > 0
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+        delete_thread: bool,
+    ) -> None:
+        now = utcnow().isoformat()
+        async with self._tx() as db:
+            async with db.execute("SELECT thread_id FROM runs WHERE run_id = ?", (run_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return
+            thread_id = row[0]
+            await db.execute(
+                "UPDATE runs SET status = ?, updated_at = ?, lease_expires_at = NULL "
+                "WHERE run_id = ?",
+                (status, now, run_id),
+            )
+            if delete_thread:
+                await self._delete_thread_rows(db, thread_id)
+            else:
+                await self._settle_thread(db, thread_id, thread_status, values, interrupts, error)
+        if delete_thread:
+            await self._delete_checkpoints(thread_id)
+
+    @staticmethod
+    async def _settle_thread(
+        db: aiosqlite.Connection,
+        thread_id: str,
+        status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+    ) -> None:
+        # A thread stays busy while another run of it is queued or running.
+        now = utcnow().isoformat()
+        await db.execute(
+            'UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ? '
+            "AND status IN ('pending','running')) THEN 'busy' ELSE ? END, "
+            '"values" = ?, interrupts = ?, error = ?, updated_at = ?, state_updated_at = ? '
+            "WHERE thread_id = ?",
+            (thread_id, status, _j(values), _j(dict(interrupts)),
+             _j(error) if error is not None else None, now, now, thread_id),
+        )  # fmt: skip
+
+    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND status = 'pending'",
+                (status, utcnow().isoformat(), run_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            async with db.execute(
+                'SELECT r.thread_id, t."values", t.interrupts, t.status FROM runs r '
+                "JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = ?",
+                (run_id,),
+            ) as c2:
+                row = await c2.fetchone()
+            if row is not None:
+                settled = "idle" if row[3] == "busy" else row[3]
+                await self._settle_thread(db, row[0], settled, _uj(row[1]), _uj(row[2]), None)
+        return True
+
+    async def rollback_run(self, run_id: str, thread_id: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        saver = self._saver
+        if saver is None:
+            return
+        async with saver.lock:
+            conn = saver.conn
+            async with conn.execute(
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND "
+                "json_extract(CAST(metadata AS TEXT), '$.run_id') = ?",
+                (thread_id, run_id),
+            ) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            if ids:
+                marks = ",".join("?" * len(ids))
+                for table in ("checkpoints", "writes"):
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id IN ({marks})",
+                        (thread_id, *ids),
+                    )
+                await conn.commit()
+
+    async def expire_leases(self) -> int:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'"
+            )
+            return cur.rowcount
