@@ -17,7 +17,7 @@ from agentstream.execution.control import LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
 from agentstream.execution.worker import Worker
-from agentstream.graphs import GraphRegistry, default_assistant_id
+from agentstream.graphs import GraphRegistry, default_assistant_id, read_config
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
 from agentstream.storage.sqlite import SqliteStorage
@@ -46,7 +46,7 @@ async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> 
 
 
 def create_app(settings: Settings) -> FastAPI:
-    graphs = GraphRegistry(_read(settings))
+    graphs = GraphRegistry(read_config(settings.config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
             max_concurrency=settings.max_concurrency,
             lease_seconds=settings.lease_seconds,
         )
-        app.state.ctx = ApiContext(storage, bus, RunService(storage, bus, control), graphs, settings)
+        app.state.ctx = ApiContext(
+            storage, bus, RunService(storage, bus, control), graphs, settings
+        )
         app.state.worker = worker
         await worker.start()
         try:
@@ -88,9 +90,3 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (system, assistants, threads, runs):
         app.include_router(module.router)
     return app
-
-
-def _read(settings: Settings):  # type: ignore[no-untyped-def]
-    from agentstream.graphs import read_config
-
-    return read_config(settings.config)

@@ -60,9 +60,7 @@ def serve(settings: Settings) -> None:
         sys.exit(f"agentstream: {exc}")
     sock = _bind(settings.host, settings.port)
     settings.port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_graceful_shutdown=5
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
     if not _api_keys_configured():

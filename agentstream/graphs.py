@@ -148,7 +148,9 @@ class GraphRegistry:
     def ids(self) -> list[str]:
         return list(self.entries)
 
-    async def get(self, graph_id: str, config: RunnableConfig | None = None) -> Pregel:
+    async def get(
+        self, graph_id: str, config: RunnableConfig | None = None
+    ) -> Pregel[Any, Any, Any, Any]:
         """The compiled graph; factories are called with the run's config each time."""
         entry = self.entries[graph_id]
         obj = entry.obj

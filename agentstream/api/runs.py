@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -34,7 +34,7 @@ def _paths(thread_id: str, run_id: str, temporary: bool) -> tuple[str, str]:
     return base, f"{base}/stream"
 
 
-def _stream_modes(value: str | list[str] | None) -> list[str]:
+def _stream_modes(value: str | Sequence[str] | None) -> list[str]:
     if not value:
         return ["values"]
     return [value] if isinstance(value, str) else list(dict.fromkeys(value))
@@ -50,7 +50,9 @@ def _check_route_fields(body: RunCreate, route: Route, threaded: bool) -> tuple[
     if on_disconnect is None:
         on_disconnect = "continue"
     elif on_disconnect not in ("cancel", "continue"):
-        raise ApiError(422, f'on_disconnect: {on_disconnect!r} is not one of "cancel" or "continue"')
+        raise ApiError(
+            422, f'on_disconnect: {on_disconnect!r} is not one of "cancel" or "continue"'
+        )
     return strategy, on_disconnect
 
 
@@ -219,7 +221,9 @@ async def wait_threaded(
 
 
 @router.post("/runs/wait")
-async def wait_stateless(request: Request, body: RunCreate, c: ApiContext = Depends(ctx)) -> Response:
+async def wait_stateless(
+    request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
+) -> Response:
     return await _wait_response(c, request, body, None)
 
 

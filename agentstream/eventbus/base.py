@@ -36,7 +36,15 @@ class EventsEvicted(Exception):
 def encode_frame(seq: int, name: str, data: bytes) -> bytes:
     """The SSE frame, in the real server's field order: event, data, id."""
     return b"".join(
-        (b"event: ", name.encode(), b"\r\ndata: ", data, b"\r\nid: ", str(seq).encode(), b"\r\n\r\n")
+        (
+            b"event: ",
+            name.encode(),
+            b"\r\ndata: ",
+            data,
+            b"\r\nid: ",
+            str(seq).encode(),
+            b"\r\n\r\n",
+        )
     )
 
 

@@ -14,7 +14,7 @@ class Control(Protocol):
         """A run was queued or a thread freed up: idle workers should try to claim."""
         ...
 
-    async def wait(self, timeout: float | None) -> None:
+    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
         """Block until woken (or timeout); a wake between clear() and wait() is not lost."""
         ...
 
@@ -42,7 +42,7 @@ class LocalControl:
     def clear(self) -> None:
         self._event.clear()
 
-    async def wait(self, timeout: float | None) -> None:
+    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:

@@ -128,7 +128,13 @@ class Executor:
         run_id = run["run_id"]
         await self.bus.publish(
             run_id,
-            [("metadata", "metadata", serde.dumps({"run_id": run_id, "attempt": claim["attempt"]}))],
+            [
+                (
+                    "metadata",
+                    "metadata",
+                    serde.dumps({"run_id": run_id, "attempt": claim["attempt"]}),
+                )
+            ],
         )
         try:
             outcome = await self._execute(claim)
@@ -163,7 +169,7 @@ class Executor:
 
     async def _stream(
         self,
-        graph: Pregel,
+        graph: Pregel[Any, Any, Any, Any],
         config: RunnableConfig,
         kwargs: Mapping[str, Any],
         requested: list[str],
@@ -195,7 +201,7 @@ class Executor:
 
     async def _outcome(
         self,
-        graph: Pregel,
+        graph: Pregel[Any, Any, Any, Any],
         config: RunnableConfig,
         translator: Translator,
         persist: bool,

@@ -113,9 +113,7 @@ class Worker:
         entry = self._running.get(run_id)
         if entry is None:
             now = time.monotonic()
-            self._early_cancels = {
-                k: v for k, v in self._early_cancels.items() if now - v[1] < 60
-            }
+            self._early_cancels = {k: v for k, v in self._early_cancels.items() if now - v[1] < 60}
             self._early_cancels[run_id] = (action, now)
             return False
         task, cancellation = entry

@@ -17,7 +17,8 @@ CancelAction = Literal["interrupt", "rollback"]
 
 TERMINAL: frozenset[str] = frozenset({"success", "error", "timeout", "interrupted"})
 
-# An owner filter from auth: {"owner": "alice"}, {"owner": {"$eq": "alice"}}, {"tags": {"$contains": "x"}}.
+# An owner filter from auth: {"owner": "alice"}, {"owner": {"$eq": "alice"}},
+# {"tags": {"$contains": "x"}}.
 # Every read and write takes one and applies it inside its query, never to results afterwards.
 Filter = Mapping[str, Any]
 
@@ -121,10 +122,17 @@ class Storage(Protocol):
         self, assistant_id: str, changes: Mapping[str, Any], *, filters: Filter | None = None
     ) -> Assistant: ...
 
-    async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None: ...
+    async def delete_assistant(
+        self, assistant_id: str, *, filters: Filter | None = None
+    ) -> None: ...
 
     async def assistant_versions(
-        self, assistant_id: str, *, metadata: Mapping[str, Any] | None, limit: int, offset: int,
+        self,
+        assistant_id: str,
+        *,
+        metadata: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
         filters: Filter | None = None,
     ) -> list[dict[str, Any]]: ...
 

@@ -1,4 +1,4 @@
-"""Owner filters and metadata matches turned into SQL conditions on JSON columns (SQLite dialect)."""
+"""Owner filters and metadata matches as SQL conditions on JSON columns (SQLite dialect)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,11 @@ def match(column: str, conditions: Mapping[str, Any] | None) -> tuple[str, list[
     parts: list[str] = []
     params: list[Any] = []
     for key, value in conditions.items():
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("$eq", "$contains"):
+        if (
+            isinstance(value, dict)
+            and len(value) == 1
+            and next(iter(value)) in ("$eq", "$contains")
+        ):
             op, operand = next(iter(value.items()))
             sql, p = (_equals if op == "$eq" else _contains)(column, key, operand)
         else:

@@ -381,10 +381,16 @@ class SqliteStorage:
         )
         return [
             {
-                "assistant_id": r[0], "version": r[1], "graph_id": r[2], "config": _uj(r[3]),
-                "context": _uj(r[4]), "metadata": _uj(r[5]), "name": r[6],
-                "description": r[7], "created_at": _ts(r[8]),
-            }  # fmt: skip
+                "assistant_id": r[0],
+                "version": r[1],
+                "graph_id": r[2],
+                "config": _uj(r[3]),
+                "context": _uj(r[4]),
+                "metadata": _uj(r[5]),
+                "name": r[6],
+                "description": r[7],
+                "created_at": _ts(r[8]),
+            }
             for r in rows
         ]
 
@@ -663,7 +669,9 @@ class SqliteStorage:
         rows = await self._all(sql + " ORDER BY seq DESC LIMIT ? OFFSET ?", [*args, limit, offset])
         return [_run(r) for r in rows]
 
-    async def delete_run(self, thread_id: str, run_id: str, *, filters: Filter | None = None) -> None:
+    async def delete_run(
+        self, thread_id: str, run_id: str, *, filters: Filter | None = None
+    ) -> None:
         await self.get_run(thread_id, run_id, filters=filters)
         async with self._tx() as db:
             await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
@@ -795,7 +803,8 @@ class SqliteStorage:
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND status = 'pending'",
+                "UPDATE runs SET status = ?, updated_at = ? "
+                "WHERE run_id = ? AND status = 'pending'",
                 (status, utcnow().isoformat(), run_id),
             )
             if cur.rowcount == 0:
@@ -807,7 +816,7 @@ class SqliteStorage:
             ) as c2:
                 row = await c2.fetchone()
             if row is not None:
-                settled = "idle" if row[3] == "busy" else row[3]
+                settled: ThreadStatus = "idle" if row[3] == "busy" else row[3]
                 await self._settle_thread(db, row[0], settled, _uj(row[1]), _uj(row[2]), None)
         return True
 
@@ -836,7 +845,5 @@ class SqliteStorage:
 
     async def expire_leases(self) -> int:
         async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'"
-            )
+            cur = await db.execute("UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'")
             return cur.rowcount

@@ -1,0 +1,120 @@
+"""Real servers for the tests: `agentstream dev` processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "langgraph.json"
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen[str]
+    database: Path
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def start_server(
+    database: Path,
+    *,
+    config: Path = EXAMPLES,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    cmd = [sys.executable, "-m", "agentstream", "dev", "--config", str(config), "--port", "0"]
+    cmd += ["--database", str(database), *extra_args]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    url = None
+    for line in proc.stdout:
+        output.append(line)
+        if "serving on " in line:
+            url = line.split("serving on ", 1)[1].strip()
+            break
+    if url is None:
+        raise RuntimeError("server did not start:\n" + "".join(output))
+    server = ServerProcess(url, proc, database, output)
+    # Keep draining the log so the process never blocks on a full pipe.
+    threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True).start()
+    _wait_ready(url)
+    return server
+
+
+def _wait_ready(url: str) -> None:
+    with httpx.Client(timeout=30) as http:
+        for _ in range(300):
+            try:
+                if http.get(url + "/ok").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            threading.Event().wait(0.05)
+    raise RuntimeError(f"server at {url} never answered /ok")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("db") / "agentstream.sqlite")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def factory(**kwargs: object) -> ServerProcess:
+        database = kwargs.pop("database", None) or tmp_path / f"db{len(started)}.sqlite"
+        proc = start_server(database, **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+async def client(server: ServerProcess) -> AsyncIterator[LangGraphClient]:
+    c = get_client(url=server.url)
+    yield c
+    await c.http.client.aclose()
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as h:
+        yield h
