@@ -49,7 +49,12 @@ class RunService:
         ):
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            result: dict[str, Any] = {"values": None, "error": None, "status": "interrupted", "interrupts": []}
+            result: dict[str, Any] = {
+                "values": None,
+                "error": None,
+                "status": "interrupted",
+                "interrupts": [],
+            }
             await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
             await self.bus.close(run_id)
             await self.control.wake()

@@ -1,0 +1,66 @@
+"""System routes: health (/ok and /), server information (/info) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import langgraph.version
+from fastapi import APIRouter, Depends, Request, Response
+
+from agentstream import __version__
+from agentstream.api.context import ApiContext, ctx
+from agentstream.api.responses import JsonResponse
+
+router = APIRouter()
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@router.get("/ok")
+async def ok() -> JsonResponse:
+    return JsonResponse({"ok": True, "services": {}})
+
+
+@router.get("/")
+async def root() -> JsonResponse:
+    # The real server answers / exactly as it answers /ok.
+    return JsonResponse({"ok": True, "services": {}})
+
+
+@router.get("/info")
+async def info() -> JsonResponse:
+    return JsonResponse(
+        {
+            "version": __version__,
+            "langgraph_py_version": langgraph.version.__version__,
+            "flags": {"assistants": True, "crons": False, "langsmith": False},
+            "host": {
+                "kind": "self-hosted",
+                "project_id": None,
+                "host_revision_id": None,
+                "revision_id": None,
+                "tenant_id": None,
+            },
+        }
+    )
+
+
+def _gauge(name: str, help_text: str, value: float, labels: dict[str, str] | None = None) -> str:
+    shown = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
+    sample = f"{name}{{{shown}}}" if shown else name
+    return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{sample} {value}\n"
+
+
+@router.get("/metrics")
+async def metrics(request: Request, c: ApiContext = Depends(ctx)) -> Response:
+    # A process that serves the API without workers (`agentstream serve`) has no worker.
+    worker: Any = getattr(request.app.state, "worker", None)
+    active = getattr(worker, "active", 0) if worker is not None else 0
+    body = "".join(
+        [
+            _gauge("agentstream_info", "Server version.", 1, {"version": __version__}),
+            _gauge("agentstream_runs_active", "Runs executing in this process.", active),
+            _gauge("agentstream_graphs", "Graphs loaded from langgraph.json.", len(c.graphs.ids)),
+        ]
+    )
+    return Response(content=body, media_type=PROMETHEUS_TEXT)
