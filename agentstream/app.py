@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from agentstream import __version__
-from agentstream.api import assistants, errors, runs, system, threads
+from agentstream.api import assistants, errors, runs, system, thread_stream, threads
 from agentstream.api.context import ApiContext
 from agentstream.api.responses import JsonResponse
 from agentstream.eventbus.memory import MemoryEventBus
@@ -87,6 +87,6 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=JsonResponse,
     )
     errors.install(app)
-    for module in (system, assistants, threads, runs):
+    for module in (system, assistants, threads, thread_stream, runs):
         app.include_router(module.router)
     return app

@@ -26,6 +26,8 @@ class ServerProcess:
     database: Path
     output: list[str] = field(default_factory=list)
 
+    drain: threading.Thread | None = None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -34,10 +36,18 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._close_pipe()
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.drain is not None:
+            self.drain.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_server(
@@ -68,7 +78,8 @@ def start_server(
         raise RuntimeError("server did not start:\n" + "".join(output))
     server = ServerProcess(url, proc, database, output)
     # Keep draining the log so the process never blocks on a full pipe.
-    threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True).start()
+    server.drain = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
+    server.drain.start()
     _wait_ready(url)
     return server
 

@@ -33,19 +33,10 @@ class EventsEvicted(Exception):
         self.first_kept = first_kept
 
 
-def encode_frame(seq: int, name: str, data: bytes) -> bytes:
+def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
     """The SSE frame, in the real server's field order: event, data, id."""
-    return b"".join(
-        (
-            b"event: ",
-            name.encode(),
-            b"\r\ndata: ",
-            data,
-            b"\r\nid: ",
-            str(seq).encode(),
-            b"\r\n\r\n",
-        )
-    )
+    head = (b"event: ", name.encode(), b"\r\ndata: ", data)
+    return b"".join((*head, b"\r\nid: ", str(event_id).encode(), b"\r\n\r\n"))
 
 
 class EventBus(Protocol):

@@ -36,6 +36,11 @@ class RunService:
             thread_metadata=thread_metadata,
             filters=filters,
         )
+        if not temporary:
+            # The thread's own log lists its runs in order, for thread streams to follow.
+            await self.bus.publish(
+                thread_log(run["thread_id"]), [("run", "run", run["run_id"].encode())]
+            )
         action = "rollback" if run["multitask_strategy"] == "rollback" else "interrupt"
         for run_id in preempted:
             previous = await self.storage.get_run(run["thread_id"], run_id)
@@ -82,6 +87,10 @@ class RunService:
                 return found
             except EventsEvicted as evicted:
                 after = evicted.first_kept - 1
+
+
+def thread_log(thread_id: str) -> str:
+    return f"thread:{thread_id}"
 
 
 def wait_body(result: dict[str, Any] | None, fallback_values: Any = None) -> Any:
