@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
 from agentstream.api.context import ApiContext
+from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import LocalControl
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=JsonResponse,
     )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for module in (system, assistants, threads, thread_stream, runs):
         app.include_router(module.router)
     return app

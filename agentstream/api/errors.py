@@ -31,6 +31,8 @@ def validation_message(exc: RequestValidationError) -> str:
     if any(e.get("type") == "json_invalid" for e in errors):
         return "Invalid JSON in request body"
     first = errors[0] if errors else {}
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return "Invalid JSON in request body"  # an empty body, as the real server words it
     where = _location(tuple(first.get("loc", ())))
     if first.get("type") == "missing":
         return f'"{where}" is a required property'

@@ -147,7 +147,8 @@ class Executor:
             log.info("run %s failed: %r", run_id, exc)
             outcome = RunOutcome("error", "error", error=error_payload(exc))
             await self.bus.publish(run_id, [("error", "error", serde.dumps(outcome.error))])
-            outcome.values = await self._state_values(claim)
+            # What the checkpoints hold (the nodes that did finish), as the real server shows.
+            outcome.values = await self._current_values(claim)
         await self._settle(claim, outcome, cancellation)
 
     async def _execute(self, claim: RunClaim) -> RunOutcome:

@@ -1,0 +1,9 @@
+// runs.stream on a stateless run in "updates" mode: every part, in order.
+import { HI, client, emit, main } from "./common.mjs";
+
+await main(async () => {
+  const parts = client().runs.stream(null, "agent", { input: HI, streamMode: "updates" });
+  for await (const part of parts) {
+    emit({ event: part.event, data: part.data });
+  }
+});
