@@ -1,10 +1,13 @@
-"""Wiring: choose the backends, build the FastAPI app, start and stop workers with it."""
+"""Wiring: choose the backends (the one place that does), build the app, run workers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -13,8 +16,9 @@ from agentstream.api import assistants, errors, runs, system, thread_stream, thr
 from agentstream.api.context import ApiContext
 from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
+from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
-from agentstream.execution.control import LocalControl
+from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
 from agentstream.execution.worker import Worker
@@ -24,6 +28,45 @@ from agentstream.storage.base import Assistant, Storage, utcnow
 from agentstream.storage.sqlite import SqliteStorage
 
 log = logging.getLogger("agentstream")
+
+
+@dataclass
+class Backends:
+    storage: Storage
+    bus: EventBus
+    control: Control
+    distributed: bool
+
+    async def aclose(self) -> None:
+        await self.control.aclose()
+        await self.bus.aclose()
+        await self.storage.aclose()
+
+
+async def open_backends(settings: Settings) -> Backends:
+    """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say."""
+    if settings.database_uri:
+        from agentstream.storage.postgres import PostgresStorage
+
+        storage: Storage = PostgresStorage(settings.database_uri)
+    else:
+        storage = SqliteStorage(settings.database_path())
+    await storage.setup()
+    if settings.redis_uri:
+        from agentstream.eventbus.redis import RedisEventBus
+        from agentstream.execution.control_redis import RedisControl
+
+        bus: EventBus = RedisEventBus(
+            settings.redis_uri, settings.event_log_max_events, settings.event_log_keep_seconds
+        )
+        redis_control = RedisControl(settings.redis_uri)
+        await redis_control.start()
+        control: Control = redis_control
+    else:
+        bus = MemoryEventBus(settings.event_log_max_events, settings.event_log_keep_seconds)
+        control = LocalControl()
+    distributed = bool(settings.database_uri and settings.redis_uri)
+    return Backends(storage, bus, control, distributed)
 
 
 async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> None:
@@ -46,40 +89,44 @@ async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> 
         )
 
 
+async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegistry) -> Worker:
+    if not backends.distributed:
+        # One process owns the embedded database: runs a dead process left running resume now
+        # instead of after their lease runs out.
+        orphans = await backends.storage.expire_leases()
+        if orphans:
+            log.warning("taking over %d run(s) left running by a previous process", orphans)
+    executor = Executor(
+        backends.storage, backends.bus, graphs, f"http://{settings.host}:{settings.port}"
+    )
+    worker = Worker(
+        backends.storage,
+        backends.control,
+        executor,
+        max_concurrency=settings.max_concurrency,
+        lease_seconds=settings.lease_seconds,
+    )
+    await worker.start()
+    return worker
+
+
 def create_app(settings: Settings) -> FastAPI:
     graphs = GraphRegistry(read_config(settings.config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage = SqliteStorage(settings.database_path())
-        await storage.setup()
-        bus = MemoryEventBus(settings.event_log_max_events, settings.event_log_keep_seconds)
-        control = LocalControl()
-        await ensure_default_assistants(storage, graphs)
-        # One process owns the SQLite file: runs left running by a previous process resume now.
-        orphans = await storage.expire_leases()
-        if orphans:
-            log.warning("taking over %d run(s) left running by a previous process", orphans)
-        executor = Executor(storage, bus, graphs, f"http://{settings.host}:{settings.port}")
-        worker = Worker(
-            storage,
-            control,
-            executor,
-            max_concurrency=settings.max_concurrency,
-            lease_seconds=settings.lease_seconds,
-        )
-        app.state.ctx = ApiContext(
-            storage, bus, RunService(storage, bus, control), graphs, settings
-        )
+        backends = await open_backends(settings)
+        await ensure_default_assistants(backends.storage, graphs)
+        worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
+        runs_service = RunService(backends.storage, backends.bus, backends.control)
+        app.state.ctx = ApiContext(backends.storage, backends.bus, runs_service, graphs, settings)
         app.state.worker = worker
-        await worker.start()
         try:
             yield
         finally:
-            await worker.stop()
-            await control.aclose()
-            await bus.aclose()
-            await storage.aclose()
+            if worker is not None:
+                await worker.stop()
+            await backends.aclose()
 
     app = FastAPI(
         title="agentstream",
@@ -92,3 +139,21 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (system, assistants, threads, thread_stream, runs):
         app.include_router(module.router)
     return app
+
+
+async def run_worker_process(settings: Settings) -> None:
+    """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
+    graphs = GraphRegistry(read_config(settings.config))
+    backends = await open_backends(settings)
+    await ensure_default_assistants(backends.storage, graphs)
+    worker = await start_worker(settings, backends, graphs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"agentstream: worker {worker.worker_id} ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await backends.aclose()

@@ -15,15 +15,28 @@ from agentstream.graphs import GraphLoadError
 from agentstream.settings import Settings
 
 
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="path to langgraph.json")
+    parser.add_argument("--max-concurrency", type=int, default=None, help="runs at once")
+
+
+def _http(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None, help="0 picks a free port")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentstream")
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="serve the graphs of a langgraph.json on one machine")
-    dev.add_argument("--config", default=None, help="path to langgraph.json")
-    dev.add_argument("--host", default=None)
-    dev.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    dev = sub.add_parser("dev", help="API and workers in one process (SQLite by default)")
+    _common(dev)
+    _http(dev)
     dev.add_argument("--database", default=None, help="SQLite file (default .agentstream/)")
-    dev.add_argument("--max-concurrency", type=int, default=None)
+    serve = sub.add_parser("serve", help="the HTTP API only (DATABASE_URI and REDIS_URI)")
+    _common(serve)
+    _http(serve)
+    worker = sub.add_parser("worker", help="run execution only (DATABASE_URI and REDIS_URI)")
+    _common(worker)
     return parser
 
 
@@ -31,11 +44,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     if args.config:
         settings.config = Path(args.config)
-    if args.host:
+    if getattr(args, "host", None):
         settings.host = args.host
-    if args.port is not None:
+    if getattr(args, "port", None) is not None:
         settings.port = args.port
-    if args.database:
+    if getattr(args, "database", None):
         settings.database = args.database
     if args.max_concurrency:
         settings.max_concurrency = args.max_concurrency
@@ -72,8 +85,29 @@ def _api_keys_configured() -> bool:
     return False
 
 
+def _require_distributed(settings: Settings, command: str) -> None:
+    if not (settings.database_uri and settings.redis_uri):
+        sys.exit(
+            f"agentstream {command}: set DATABASE_URI (PostgreSQL) and REDIS_URI (Redis); "
+            "processes share runs and streams through them. For one machine use `agentstream dev`."
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    settings = _settings(args)
     if args.command == "dev":
-        serve(_settings(args))
+        serve(settings)
+    elif args.command == "serve":
+        _require_distributed(settings, "serve")
+        settings.run_workers = False
+        serve(settings)
+    else:
+        _require_distributed(settings, "worker")
+        from agentstream.app import run_worker_process
+
+        try:
+            asyncio.run(run_worker_process(settings))
+        except GraphLoadError as exc:
+            sys.exit(f"agentstream: {exc}")

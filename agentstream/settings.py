@@ -23,6 +23,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 2024
     database: str | None = None  # SQLite file; defaults to .agentstream/agentstream.sqlite
+    database_uri: str | None = None  # PostgreSQL: the distributed deployment
+    redis_uri: str | None = None
     max_concurrency: int = 32
     heartbeat_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -38,6 +40,8 @@ class Settings:
             host=os.environ.get("AGENTSTREAM_HOST", "127.0.0.1"),
             port=_env_int("PORT", 2024),
             database=os.environ.get("AGENTSTREAM_DATABASE"),
+            database_uri=os.environ.get("DATABASE_URI") or None,
+            redis_uri=os.environ.get("REDIS_URI") or None,
             max_concurrency=_env_int("AGENTSTREAM_MAX_CONCURRENCY", 32),
             heartbeat_seconds=_env_float("AGENTSTREAM_HEARTBEAT_SECONDS", 5.0),
             max_body_bytes=_env_int("AGENTSTREAM_MAX_BODY_BYTES", 10 * 1024 * 1024),
