@@ -1,0 +1,836 @@
+"""The storage contract: every backend stores, filters and queues runs the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import psycopg
+import pytest
+from langgraph.graph import START, StateGraph
+from psycopg.conninfo import make_conninfo
+
+from agentstream.execution.runs import new_run
+from agentstream.storage.base import (
+    Assistant,
+    Conflict,
+    NotFound,
+    RunClaim,
+    Storage,
+    ThreadBusy,
+    utcnow,
+)
+from agentstream.storage.postgres import PostgresStorage
+from agentstream.storage.sqlite import SqliteStorage
+
+# The server the postgres backend runs against; each test module gets its own database there.
+ADMIN_URI = os.environ.get(
+    "AGENTSTREAM_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+MakeStorage = Callable[[], Awaitable[Storage]]
+
+
+# --- backends --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A fresh database for this module, dropped at the end, so parallel runs never collide."""
+    name = f"agentstream_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(ADMIN_URI, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        # Never a skip: a contract that silently drops a backend proves nothing.
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_URI} ({exc}); start it with "
+            "`bash scripts/services.sh` or set AGENTSTREAM_TEST_POSTGRES_URI"
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(ADMIN_URI, dbname=name)
+    finally:
+        with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _fresh_schema(database: str) -> str:
+    """A connection string whose tables live in a new, empty schema of the module's database."""
+    schema = f"t_{secrets.token_hex(6)}"
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    return make_conninfo(database, options=f"-c search_path={schema}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def make_storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MakeStorage]:
+    """Opens storages that share one fresh database (as processes of one deployment would)."""
+    factory: Callable[[], Storage]
+    if request.param == "sqlite":
+        path = tmp_path / "agentstream.sqlite"
+        factory = lambda: SqliteStorage(path)  # noqa: E731
+    else:
+        uri = await _fresh_schema(request.getfixturevalue("pg_database"))
+        factory = lambda: PostgresStorage(uri, pool_min=1, pool_max=6)  # noqa: E731
+    opened: list[Storage] = []
+
+    async def make() -> Storage:
+        storage = factory()
+        await storage.setup()
+        opened.append(storage)
+        return storage
+
+    yield make
+    for storage in opened:
+        await storage.aclose()
+
+
+@pytest.fixture
+async def storage(make_storage: MakeStorage) -> Storage:
+    return await make_storage()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _assistant(assistant_id: str, **overrides: Any) -> Assistant:
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "assistant_id": assistant_id,
+        "graph_id": "agent",
+        "config": {"configurable": {"model": "m"}},
+        "context": {},
+        "metadata": {},
+        "name": assistant_id,
+        "description": None,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **overrides,
+    }
+    return Assistant(**fields)  # type: ignore[typeddict-item]
+
+
+async def _enqueue(
+    storage: Storage,
+    thread_id: str | None = None,
+    *,
+    strategy: str = "enqueue",
+    kwargs: dict[str, Any] | None = None,
+    temporary: bool = False,
+    filters: dict[str, Any] | None = None,
+    thread_metadata: dict[str, Any] | None = None,
+) -> tuple[str, list[str]]:
+    """Queue a run (creating its thread when needed); its id and the ids to preempt."""
+    run_id = str(uuid.uuid4())
+    run = new_run(run_id, thread_id or str(uuid.uuid4()), "asst", kwargs or {}, {"m": 1}, strategy)
+    preempt = await storage.create_run(
+        run,
+        temporary=temporary,
+        if_not_exists="create",
+        auth_user={"identity": "u1"},
+        thread_metadata=thread_metadata or {},
+        filters=filters,
+    )
+    return run_id, preempt
+
+
+async def _thread_of(storage: Storage, run_id: str) -> str:
+    return (await storage.get_run(None, run_id))["thread_id"]
+
+
+async def _claim_within(storage: Storage, worker: str, seconds: float = 5.0) -> RunClaim:
+    """Claim until something is claimable; time-dependent tests wait on this, never on sleep."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        claim = await storage.claim_run(worker, 30)
+        if claim is not None:
+            return claim
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing became claimable within {seconds}s")
+
+
+async def _finish(storage: Storage, run_id: str, values: Any = None) -> None:
+    await storage.finish_run(
+        run_id,
+        status="success",
+        thread_status="idle",
+        values=values,
+        interrupts={},
+        error=None,
+        delete_thread=False,
+    )
+
+
+class _State(TypedDict):
+    items: Annotated[list[str], operator.add]
+
+
+def _graph_builder() -> StateGraph[_State]:
+    builder = StateGraph(_State)
+    builder.add_node("echo", lambda state: {"items": ["echo"]})
+    builder.add_edge(START, "echo")
+    return builder
+
+
+async def _graph_run(storage: Storage, thread_id: str, run_id: str, item: str) -> None:
+    async with storage.checkpointer() as saver:
+        graph = _graph_builder().compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": thread_id}, "metadata": {"run_id": run_id}}
+        await graph.ainvoke({"items": [item]}, config)
+
+
+async def _graph_items(storage: Storage, thread_id: str) -> list[str]:
+    async with storage.checkpointer() as saver:
+        graph = _graph_builder().compile(checkpointer=saver)
+        state = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    return list(state.values.get("items", []))
+
+
+# --- assistants ------------------------------------------------------------------------------
+async def test_assistant_put_get_and_if_exists(storage: Storage) -> None:
+    stored = await storage.put_assistant(_assistant("a1", metadata={"k": "v"}), if_exists="raise")
+    assert stored["version"] == 1
+    assert stored["metadata"] == {"k": "v"}
+    assert stored["config"] == {"configurable": {"model": "m"}}
+    assert stored["created_at"].tzinfo is not None
+    with pytest.raises(Conflict):
+        await storage.put_assistant(_assistant("a1"), if_exists="raise")
+    again = await storage.put_assistant(_assistant("a1", name="other"), if_exists="do_nothing")
+    assert again["name"] == "a1"
+    assert await storage.get_assistant("a1") == stored
+    with pytest.raises(NotFound):
+        await storage.get_assistant("missing")
+
+
+async def test_assistant_search(storage: Storage) -> None:
+    for assistant in (
+        _assistant("a1", name="alpha", metadata={"team": "x"}),
+        _assistant("a2", name="beta", metadata={"team": "y"}),
+        _assistant("a3", name="gamma", graph_id="other", metadata={"team": "x"}),
+    ):
+        await storage.put_assistant(assistant, if_exists="raise")
+    search = storage.search_assistants
+
+    async def ids(**kw: Any) -> tuple[list[str], int]:
+        args: dict[str, Any] = {
+            "graph_id": None, "name": None, "metadata": None, "limit": 10, "offset": 0,
+            "sort_by": "name", "sort_order": "asc", **kw,
+        }  # fmt: skip
+        found, total = await search(**args)
+        return [a["assistant_id"] for a in found], total
+
+    assert await ids() == (["a1", "a2", "a3"], 3)
+    assert await ids(graph_id="agent") == (["a1", "a2"], 2)
+    assert await ids(metadata={"team": "x"}) == (["a1", "a3"], 2)
+    assert await ids(name="ALPH") == (["a1"], 1)
+    assert await ids(limit=1, offset=1) == (["a2"], 3)
+    assert await ids(sort_order="desc") == (["a3", "a2", "a1"], 3)
+
+
+async def test_assistant_patch_versions_and_set_latest(storage: Storage) -> None:
+    await storage.put_assistant(_assistant("a1", metadata={"a": 1}), if_exists="raise")
+    patched = await storage.patch_assistant("a1", {"metadata": {"b": 2}, "name": "renamed"})
+    assert patched["version"] == 2
+    assert patched["metadata"] == {"a": 1, "b": 2}
+    assert patched["name"] == "renamed"
+    assert patched["config"] == {"configurable": {"model": "m"}}
+    third = await storage.patch_assistant("a1", {"config": {"configurable": {"model": "n"}}})
+    assert third["version"] == 3
+    versions = await storage.assistant_versions("a1", metadata=None, limit=10, offset=0)
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert versions[2]["name"] == "a1"
+    with_b = await storage.assistant_versions("a1", metadata={"b": 2}, limit=10, offset=0)
+    assert [v["version"] for v in with_b] == [3, 2]
+
+    latest = await storage.set_latest_assistant("a1", 1)
+    assert (latest["version"], latest["name"], latest["metadata"]) == (1, "a1", {"a": 1})
+    assert (await storage.get_assistant("a1"))["version"] == 1
+    with pytest.raises(NotFound):
+        await storage.set_latest_assistant("a1", 9)
+    after = await storage.patch_assistant("a1", {"description": "d"})
+    assert after["version"] == 4
+    with pytest.raises(NotFound):
+        await storage.patch_assistant("missing", {"name": "x"})
+
+
+async def test_assistant_delete(storage: Storage) -> None:
+    await storage.put_assistant(_assistant("a1"), if_exists="raise")
+    await storage.delete_assistant("a1")
+    with pytest.raises(NotFound):
+        await storage.get_assistant("a1")
+    with pytest.raises(NotFound):
+        await storage.delete_assistant("a1")
+    # Its versions went with it: the id can start over at version 1.
+    again = await storage.put_assistant(_assistant("a1"), if_exists="raise")
+    versions = await storage.assistant_versions("a1", metadata=None, limit=10, offset=0)
+    assert again["version"] == 1
+    assert [v["version"] for v in versions] == [1]
+
+
+# --- threads ---------------------------------------------------------------------------------
+async def test_thread_create_if_exists(storage: Storage) -> None:
+    thread = await storage.create_thread("t1", metadata={"k": "v"}, if_exists="raise")
+    assert (thread["thread_id"], thread["status"], thread["metadata"]) == ("t1", "idle", {"k": "v"})
+    assert thread["values"] is None
+    assert thread["interrupts"] == {}
+    assert thread["created_at"].tzinfo is not None
+    with pytest.raises(Conflict):
+        await storage.create_thread("t1", metadata={}, if_exists="raise")
+    same = await storage.create_thread("t1", metadata={"k": "new"}, if_exists="do_nothing")
+    assert same["metadata"] == {"k": "v"}
+    assert await storage.get_thread("t1") == thread
+    with pytest.raises(NotFound):
+        await storage.get_thread("missing")
+
+
+async def test_thread_search_by_metadata_status_and_ids(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"k": "a", "tags": ["x", "y"]}, if_exists="raise")
+    await storage.create_thread("t2", metadata={"k": "b", "n": {"d": 1}}, if_exists="raise")
+    await storage.create_thread("t3", metadata={"k": "a", "none": None}, if_exists="raise")
+    await _enqueue(storage, "t2")
+
+    async def ids(**kw: Any) -> list[str]:
+        args: dict[str, Any] = {
+            "ids": None, "metadata": None, "values": None, "status": None, "limit": 10,
+            "offset": 0, "sort_by": "thread_id", "sort_order": "asc", **kw,
+        }  # fmt: skip
+        found, total = await storage.search_threads(**args)
+        assert total == len(found)
+        return [t["thread_id"] for t in found]
+
+    assert await ids() == ["t1", "t2", "t3"]
+    assert await ids(metadata={"k": "a"}) == ["t1", "t3"]
+    # Equality, not containment: a list or an object matches only as a whole.
+    assert await ids(metadata={"tags": ["x", "y"]}) == ["t1"]
+    assert await ids(metadata={"tags": ["x"]}) == []
+    assert await ids(metadata={"n": {"d": 1}}) == ["t2"]
+    assert await ids(metadata={"none": None}) == ["t3"]
+    assert await ids(status="busy") == ["t2"]
+    assert await ids(status="idle") == ["t1", "t3"]
+    assert await ids(ids=["t3", "t1", "nope"]) == ["t1", "t3"]
+    assert await ids(ids=["t3", "t1"], metadata={"k": "b"}) == []
+    found, total = await storage.search_threads(
+        ids=None, metadata=None, values=None, status=None, limit=1, offset=1,
+        sort_by="thread_id", sort_order="desc",
+    )  # fmt: skip
+    assert ([t["thread_id"] for t in found], total) == (["t2"], 3)
+
+
+async def test_thread_search_by_values(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={}, if_exists="raise")
+    await storage.create_thread("t2", metadata={}, if_exists="raise")
+    await storage.set_thread_state("t1", values={"answer": 42}, interrupts={}, status="idle")
+    found, _ = await storage.search_threads(
+        ids=None, metadata=None, values={"answer": 42}, status=None, limit=10, offset=0,
+        sort_by=None, sort_order=None,
+    )  # fmt: skip
+    assert [t["thread_id"] for t in found] == ["t1"]
+    assert found[0]["values"] == {"answer": 42}
+
+
+async def test_thread_patch_merges_metadata(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"a": 1, "b": 1}, if_exists="raise")
+    patched = await storage.patch_thread("t1", {"b": 2, "c": 3})
+    assert patched["metadata"] == {"a": 1, "b": 2, "c": 3}
+    assert (await storage.get_thread("t1"))["metadata"] == {"a": 1, "b": 2, "c": 3}
+    with pytest.raises(NotFound):
+        await storage.patch_thread("missing", {"a": 1})
+
+
+async def test_thread_delete_returns_inflight_runs(storage: Storage) -> None:
+    run_a, _ = await _enqueue(storage, "t1")
+    run_b, _ = await _enqueue(storage, "t1")
+    claim = await storage.claim_run("w", 30)
+    assert claim is not None and claim["run"]["run_id"] == run_a
+    await _graph_run(storage, "t1", run_a, "one")
+    assert sorted(await storage.delete_thread("t1")) == sorted([run_a, run_b])
+    with pytest.raises(NotFound):
+        await storage.get_thread("t1")
+    with pytest.raises(NotFound):
+        await storage.get_run(None, run_b)
+    assert await _graph_items(storage, "t1") == []
+    with pytest.raises(NotFound):
+        await storage.delete_thread("t1")
+    await storage.create_thread("t2", metadata={}, if_exists="raise")
+    assert await storage.delete_thread("t2") == []
+
+
+async def test_thread_copy_takes_row_and_checkpoints(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"k": "v"}, if_exists="raise")
+    await _graph_run(storage, "t1", "r1", "one")
+    await storage.set_thread_state("t1", values={"items": ["x"]}, interrupts={}, status="idle")
+    copy = await storage.copy_thread("t1", "t2")
+    assert copy["thread_id"] == "t2"
+    assert (copy["metadata"], copy["values"], copy["status"]) == (
+        {"k": "v"},
+        {"items": ["x"]},
+        "idle",
+    )
+    assert await storage.get_thread("t2") == copy
+    assert await _graph_items(storage, "t2") == ["one", "echo"]
+    # The copy goes its own way.
+    await _graph_run(storage, "t2", "r2", "two")
+    assert await _graph_items(storage, "t2") == ["one", "echo", "two", "echo"]
+    assert await _graph_items(storage, "t1") == ["one", "echo"]
+    with pytest.raises(NotFound):
+        await storage.copy_thread("missing", "t3")
+
+
+async def test_rollback_run_removes_its_checkpoints(storage: Storage) -> None:
+    first, _ = await _enqueue(storage, "t1")
+    await _graph_run(storage, "t1", first, "one")
+    second, _ = await _enqueue(storage, "t1")
+    await _graph_run(storage, "t1", second, "two")
+    assert await _graph_items(storage, "t1") == ["one", "echo", "two", "echo"]
+    await storage.rollback_run(second, "t1")
+    assert await _graph_items(storage, "t1") == ["one", "echo"]
+    with pytest.raises(NotFound):
+        await storage.get_run("t1", second)
+    assert (await storage.get_run("t1", first))["run_id"] == first
+    # The thread carries on from where the first run left it.
+    await _graph_run(storage, "t1", "r3", "three")
+    assert await _graph_items(storage, "t1") == ["one", "echo", "three", "echo"]
+
+
+async def test_set_thread_state_keeps_a_busy_thread_busy(storage: Storage) -> None:
+    await _enqueue(storage, "t1")
+    await storage.set_thread_state("t1", values={"v": 1}, interrupts={"task": []}, status="idle")
+    thread = await storage.get_thread("t1")
+    assert thread["status"] == "busy"
+    assert (thread["values"], thread["interrupts"]) == ({"v": 1}, {"task": []})
+    await storage.set_thread_state("t1", values={"v": 2}, interrupts={}, status=None)
+    assert (await storage.get_thread("t1"))["status"] == "busy"
+
+
+# --- owner filters ---------------------------------------------------------------------------
+OWNER_FILTERS = [{"owner": "a"}, {"owner": {"$eq": "a"}}, {"tags": {"$contains": "x"}}]
+MINE = {"owner": "a", "tags": ["x", "y"]}
+THEIRS = {"owner": "b", "tags": ["z"]}
+
+
+@pytest.mark.parametrize("owner", OWNER_FILTERS, ids=["plain", "eq", "contains"])
+async def test_owner_filter_hides_other_threads_and_runs(
+    storage: Storage, owner: dict[str, Any]
+) -> None:
+    await storage.create_thread("mine", metadata=MINE, if_exists="raise")
+    await storage.create_thread("theirs", metadata=THEIRS, if_exists="raise")
+    my_run, _ = await _enqueue(storage, "mine")
+    their_run, _ = await _enqueue(storage, "theirs")
+
+    assert (await storage.get_thread("mine", filters=owner))["thread_id"] == "mine"
+    found, total = await storage.search_threads(
+        ids=None, metadata=None, values=None, status=None, limit=10, offset=0,
+        sort_by=None, sort_order=None, filters=owner,
+    )  # fmt: skip
+    assert ([t["thread_id"] for t in found], total) == (["mine"], 1)
+    for attempt in (
+        storage.get_thread("theirs", filters=owner),
+        storage.patch_thread("theirs", {"owner": "a"}, filters=owner),
+        storage.copy_thread("theirs", "stolen", filters=owner),
+        storage.delete_thread("theirs", filters=owner),
+        storage.get_run("theirs", their_run, filters=owner),
+        storage.get_run(None, their_run, filters=owner),
+        storage.list_runs("theirs", limit=10, offset=0, status=None, filters=owner),
+        storage.delete_run("theirs", their_run, filters=owner),
+        _enqueue(storage, "theirs", filters=owner),
+    ):
+        with pytest.raises(NotFound):
+            await attempt
+    # Nor can their thread's id be taken.
+    with pytest.raises(Conflict):
+        await storage.create_thread("theirs", metadata=MINE, if_exists="do_nothing", filters=owner)
+
+    inflight = await storage.inflight_runs(thread_id=None, run_ids=None, status=None, filters=owner)
+    assert [r["run_id"] for r in inflight] == [my_run]
+    listed = await storage.list_runs("mine", limit=10, offset=0, status=None, filters=owner)
+    assert [r["run_id"] for r in listed] == [my_run]
+    # Nothing of theirs changed.
+    theirs = await storage.get_thread("theirs")
+    assert theirs["metadata"] == THEIRS
+    their_runs = await storage.list_runs("theirs", limit=10, offset=0, status=None)
+    assert [r["run_id"] for r in their_runs] == [their_run]
+    with pytest.raises(NotFound):
+        await storage.get_thread("stolen")
+
+
+@pytest.mark.parametrize("owner", OWNER_FILTERS, ids=["plain", "eq", "contains"])
+async def test_owner_filter_hides_other_assistants(storage: Storage, owner: dict[str, Any]) -> None:
+    await storage.put_assistant(_assistant("mine", metadata=MINE), if_exists="raise")
+    await storage.put_assistant(_assistant("theirs", metadata=THEIRS), if_exists="raise")
+    found, total = await storage.search_assistants(
+        graph_id=None, name=None, metadata=None, limit=10, offset=0, sort_by=None,
+        sort_order=None, filters=owner,
+    )  # fmt: skip
+    assert ([a["assistant_id"] for a in found], total) == (["mine"], 1)
+    assert (await storage.get_assistant("mine", filters=owner))["assistant_id"] == "mine"
+    for attempt in (
+        storage.get_assistant("theirs", filters=owner),
+        storage.patch_assistant("theirs", {"name": "x"}, filters=owner),
+        storage.delete_assistant("theirs", filters=owner),
+        storage.set_latest_assistant("theirs", 1, filters=owner),
+        storage.assistant_versions("theirs", metadata=None, limit=1, offset=0, filters=owner),
+        storage.put_assistant(_assistant("theirs"), if_exists="do_nothing", filters=owner),
+    ):
+        with pytest.raises(NotFound):
+            await attempt
+    theirs = await storage.get_assistant("theirs")
+    assert (theirs["version"], theirs["name"]) == (1, "theirs")
+
+
+# --- creating runs ---------------------------------------------------------------------------
+async def test_create_run_reject_on_busy_thread(storage: Storage) -> None:
+    first, preempt = await _enqueue(storage, "t1", strategy="reject")
+    assert preempt == []
+    with pytest.raises(ThreadBusy):
+        await _enqueue(storage, "t1", strategy="reject")
+    runs = await storage.list_runs("t1", limit=10, offset=0, status=None)
+    assert [r["run_id"] for r in runs] == [first]
+    assert (await storage.get_thread("t1"))["status"] == "busy"
+
+
+@pytest.mark.parametrize("strategy", ["interrupt", "rollback"])
+async def test_create_run_interrupt_and_rollback_return_inflight(
+    storage: Storage, strategy: str
+) -> None:
+    running, _ = await _enqueue(storage, "t1")
+    assert (await _claim_within(storage, "w"))["run"]["run_id"] == running
+    queued, _ = await _enqueue(storage, "t1")
+    new, preempt = await _enqueue(storage, "t1", strategy=strategy)
+    assert preempt == [running, queued]
+    assert (await storage.get_run("t1", new))["status"] == "pending"
+
+
+async def test_create_run_enqueue_returns_nothing(storage: Storage) -> None:
+    await _enqueue(storage, "t1")
+    _, preempt = await _enqueue(storage, "t1", strategy="enqueue")
+    assert preempt == []
+    assert len(await storage.list_runs("t1", limit=10, offset=0, status="pending")) == 2
+
+
+async def test_create_run_on_unknown_thread(storage: Storage) -> None:
+    run = new_run(str(uuid.uuid4()), "t-new", "asst", {}, {}, "reject")
+    with pytest.raises(NotFound):
+        await storage.create_run(
+            run, temporary=False, if_not_exists="reject", auth_user=None, thread_metadata={}
+        )
+    with pytest.raises(NotFound):
+        await storage.get_thread("t-new")
+    await storage.create_run(
+        run, temporary=False, if_not_exists="create", auth_user=None,
+        thread_metadata={"graph_id": "agent"},
+    )  # fmt: skip
+    thread = await storage.get_thread("t-new")
+    assert (thread["status"], thread["metadata"]) == ("busy", {"graph_id": "agent"})
+    stored = await storage.get_run("t-new", run["run_id"])
+    assert (stored["status"], stored["kwargs"]) == ("pending", {})
+    assert stored["multitask_strategy"] == "reject"
+    assert stored["created_at"].tzinfo is not None
+
+
+async def test_create_run_merges_thread_metadata(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"a": 1, "b": 1}, if_exists="raise")
+    await _enqueue(storage, "t1", thread_metadata={"b": 2})
+    assert (await storage.get_thread("t1"))["metadata"] == {"a": 1, "b": 2}
+
+
+async def test_get_list_delete_and_inflight_runs(storage: Storage) -> None:
+    first, _ = await _enqueue(storage, "t1")
+    second, _ = await _enqueue(storage, "t1")
+    other, _ = await _enqueue(storage, "t2")
+    listed = await storage.list_runs("t1", limit=10, offset=0, status=None)
+    assert [r["run_id"] for r in listed] == [second, first]
+    paged = await storage.list_runs("t1", limit=1, offset=1, status=None)
+    assert [r["run_id"] for r in paged] == [first]
+    with pytest.raises(NotFound):
+        await storage.get_run("t2", first)
+    await _claim_within(storage, "w")
+    running = await storage.inflight_runs(thread_id=None, run_ids=None, status="running")
+    assert [r["run_id"] for r in running] == [first]
+    pending = await storage.inflight_runs(thread_id=None, run_ids=None, status="pending")
+    assert sorted(r["run_id"] for r in pending) == sorted([second, other])
+    chosen = await storage.inflight_runs(thread_id="t1", run_ids=[second, other], status=None)
+    assert [r["run_id"] for r in chosen] == [second]
+    assert await storage.inflight_runs(thread_id=None, run_ids=[], status=None) == []
+    await storage.delete_run("t1", second)
+    with pytest.raises(NotFound):
+        await storage.get_run("t1", second)
+    with pytest.raises(NotFound):
+        await storage.delete_run("t1", second)
+
+
+# --- the queue -------------------------------------------------------------------------------
+async def test_claim_takes_oldest_first_and_one_run_per_thread(storage: Storage) -> None:
+    a1, _ = await _enqueue(storage, "ta")
+    b1, _ = await _enqueue(storage, "tb")
+    a2, _ = await _enqueue(storage, "ta")
+    c1, _ = await _enqueue(storage, "tc")
+    order = []
+    while (claim := await storage.claim_run("w", 30)) is not None:
+        order.append(claim["run"]["run_id"])
+    assert order == [a1, b1, c1]  # a2 waits behind a1 on its thread
+    await _finish(storage, a1)
+    claim = await storage.claim_run("w", 30)
+    assert claim is not None
+    assert (claim["run"]["run_id"], claim["attempt"], claim["run"]["status"]) == (a2, 1, "running")
+    assert claim["temporary"] is False
+    assert claim["auth_user"] == {"identity": "u1"}
+    assert await storage.claim_run("w", 30) is None
+
+
+async def test_claim_respects_after_seconds(storage: Storage) -> None:
+    before = datetime.now(UTC)
+    delayed, _ = await _enqueue(storage, "t1", kwargs={"after_seconds": 1.0})
+    assert await storage.claim_run("w", 30) is None
+    due = await storage.next_due()
+    assert due is not None and due.tzinfo is not None
+    # The database's clock decides; allow for it to differ a little from ours.
+    assert abs((due - before).total_seconds() - 1.0) < 5
+    # A later run on the same thread waits behind the delayed one.
+    later, _ = await _enqueue(storage, "t1")
+    assert await storage.claim_run("w", 30) is None
+    claim = await _claim_within(storage, "w")
+    assert claim["run"]["run_id"] == delayed
+    assert await storage.next_due() is None
+    await _finish(storage, delayed)
+    assert (await _claim_within(storage, "w"))["run"]["run_id"] == later
+
+
+async def test_next_due_is_none_without_delayed_runs(storage: Storage) -> None:
+    assert await storage.next_due() is None
+    await _enqueue(storage, "t1")
+    assert await storage.next_due() is None
+
+
+async def test_expired_lease_is_claimable_again(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    first = await storage.claim_run("w1", 0.01)
+    assert first is not None and first["attempt"] == 1
+    again = await _claim_within(storage, "w2")
+    assert (again["run"]["run_id"], again["attempt"]) == (run_id, 2)
+    # The lease now belongs to w2 only.
+    assert await storage.renew_lease(run_id, "w1", 30) is False
+    assert await storage.renew_lease(run_id, "w2", 30) is True
+    assert await storage.claim_run("w3", 30) is None
+
+
+async def test_negative_lease_expires_at_once(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    assert await storage.claim_run("w1", -1) is not None
+    again = await storage.claim_run("w2", 30)
+    assert again is not None and (again["run"]["run_id"], again["attempt"]) == (run_id, 2)
+
+
+async def test_renewed_lease_keeps_the_run(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    assert await storage.claim_run("w1", -1) is not None
+    assert await storage.renew_lease(run_id, "w1", 30) is True
+    assert await storage.claim_run("w2", 30) is None
+    await _finish(storage, run_id)
+    assert await storage.renew_lease(run_id, "w1", 30) is False
+
+
+async def test_expire_leases_frees_running_runs(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    await _enqueue(storage, "t2")
+    assert await storage.claim_run("w1", 3600) is not None
+    assert await storage.claim_run("w1", 3600) is not None
+    assert await storage.expire_leases() == 2
+    again = await storage.claim_run("w2", 30)
+    assert again is not None and (again["run"]["run_id"], again["attempt"]) == (run_id, 2)
+
+
+async def test_finish_run_settles_run_and_thread(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    await storage.finish_run(
+        run_id, status="success", thread_status="interrupted", values={"v": 1},
+        interrupts={"task": [{"id": "i", "value": "q"}]}, error=None, delete_thread=False,
+    )  # fmt: skip
+    assert (await storage.get_run("t1", run_id))["status"] == "success"
+    thread = await storage.get_thread("t1")
+    assert (thread["status"], thread["values"]) == ("interrupted", {"v": 1})
+    assert thread["interrupts"] == {"task": [{"id": "i", "value": "q"}]}
+    assert thread["error"] is None
+
+    failed, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    error = {"error": "ValueError", "message": "boom"}
+    await storage.finish_run(
+        failed, status="error", thread_status="error", values=None, interrupts={},
+        error=error, delete_thread=False,
+    )  # fmt: skip
+    assert (await storage.get_run("t1", failed))["status"] == "error"
+    thread = await storage.get_thread("t1")
+    assert (thread["status"], thread["error"]) == ("error", error)
+    # Finishing a run that is gone is not an error.
+    await _finish(storage, "no-such-run")
+
+
+async def test_finish_run_keeps_thread_busy_while_runs_queue(storage: Storage) -> None:
+    first, _ = await _enqueue(storage, "t1")
+    await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    await _finish(storage, first, {"v": 1})
+    thread = await storage.get_thread("t1")
+    assert (thread["status"], thread["values"]) == ("busy", {"v": 1})
+
+
+async def test_finish_run_deletes_temporary_thread(storage: Storage) -> None:
+    thread_id = str(uuid.uuid4())
+    run_id, _ = await _enqueue(storage, thread_id, temporary=True)
+    claim = await _claim_within(storage, "w")
+    assert claim["temporary"] is True
+    await _graph_run(storage, thread_id, run_id, "one")
+    await storage.finish_run(
+        run_id, status="success", thread_status="idle", values={}, interrupts={}, error=None,
+        delete_thread=True,
+    )  # fmt: skip
+    with pytest.raises(NotFound):
+        await storage.get_thread(thread_id)
+    with pytest.raises(NotFound):
+        await storage.get_run(None, run_id)
+    assert await _graph_items(storage, thread_id) == []
+
+
+async def test_cancel_pending_only_cancels_pending_runs(storage: Storage) -> None:
+    running, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    assert await storage.cancel_pending(running, status="interrupted") is False
+    assert (await storage.get_run("t1", running))["status"] == "running"
+
+    queued, _ = await _enqueue(storage, "t2")
+    assert await storage.cancel_pending(queued, status="interrupted") is True
+    assert (await storage.get_run("t2", queued))["status"] == "interrupted"
+    assert (await storage.get_thread("t2"))["status"] == "idle"
+    assert await storage.cancel_pending(queued, status="interrupted") is False
+    assert await storage.claim_run("w", 30) is None
+    assert await storage.cancel_pending("no-such-run", status="interrupted") is False
+
+
+async def test_cancelled_head_of_queue_lets_the_next_run_go(storage: Storage) -> None:
+    head, _ = await _enqueue(storage, "t1", kwargs={"after_seconds": 3600})
+    nxt, _ = await _enqueue(storage, "t1")
+    assert await storage.claim_run("w", 30) is None
+    assert await storage.cancel_pending(head, status="interrupted") is True
+    assert (await storage.get_thread("t1"))["status"] == "busy"
+    assert (await _claim_within(storage, "w"))["run"]["run_id"] == nxt
+
+
+# --- many processes --------------------------------------------------------------------------
+async def test_concurrent_claims_hand_out_each_run_once(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    queued = [(await _enqueue(first))[0] for _ in range(20)]
+    claimed: list[str] = []
+
+    async def claimer(storage: Storage, worker: str) -> None:
+        while (claim := await storage.claim_run(worker, 30)) is not None:
+            claimed.append(claim["run"]["run_id"])
+
+    await asyncio.gather(*(claimer(s, f"w{i}") for i, s in enumerate([first, second] * 4)))
+    assert sorted(claimed) == sorted(queued)
+
+
+async def test_concurrent_claims_start_one_run_per_thread(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    queued = [(await _enqueue(first, "t1"))[0] for _ in range(6)]
+    for expected in queued:
+        results = await asyncio.gather(
+            *(s.claim_run(f"w{i}", 30) for i, s in enumerate([first, second] * 4))
+        )
+        claims = [c for c in results if c is not None]
+        assert [c["run"]["run_id"] for c in claims] == [expected]
+        await _finish(second, expected)
+
+
+async def test_concurrent_reject_lets_one_run_in(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    await first.create_thread("t1", metadata={}, if_exists="raise")
+    results = await asyncio.gather(
+        *(_enqueue(s, "t1", strategy="reject") for s in [first, second] * 5),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, ThreadBusy) for r in results if isinstance(r, BaseException))
+    assert len(await second.list_runs("t1", limit=20, offset=0, status=None)) == 1
+
+
+# --- postgres only ---------------------------------------------------------------------------
+async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> None:
+    uri = await _fresh_schema(pg_database)
+    storages = [PostgresStorage(uri, pool_min=1, pool_max=2) for _ in range(6)]
+    try:
+        await asyncio.gather(*(s.setup() for s in storages))
+        await storages[0].create_thread("t1", metadata={}, if_exists="raise")
+        assert (await storages[-1].get_thread("t1"))["thread_id"] == "t1"
+    finally:
+        for s in storages:
+            await s.aclose()
+    async with await psycopg.AsyncConnection.connect(uri) as conn:
+        cur = await conn.execute("SELECT version FROM schema_version")
+        assert await cur.fetchall() == [(1,)]
+
+
+async def test_postgres_listen_wakes_on_queue_changes(pg_database: str) -> None:
+    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=2)
+    await storage.setup()
+    notifications = storage.listen()
+    try:
+        woke = asyncio.ensure_future(anext(notifications))
+        deadline = time.monotonic() + 10
+        # LISTEN starts inside the generator: queue runs until one is heard.
+        while not woke.done() and time.monotonic() < deadline:
+            await _enqueue(storage)
+            await asyncio.wait([woke], timeout=0.1)
+        assert woke.done() and woke.result() is None
+    finally:
+        await notifications.aclose()  # type: ignore[attr-defined]
+        await storage.aclose()
+
+
+async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:
+    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=4)
+    await storage.setup()
+    try:
+        await _graph_run(storage, "t1", "r1", "one")
+        async with storage.checkpointer() as busy, storage.checkpointer() as other:
+            async with busy.lock:  # type: ignore[attr-defined]
+                found = await asyncio.wait_for(
+                    other.aget_tuple({"configurable": {"thread_id": "t1"}}), 5
+                )
+        assert found is not None
+    finally:
+        await storage.aclose()
+
+
+async def test_postgres_rollback_drops_only_its_blobs(pg_database: str) -> None:
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=2)
+    await storage.setup()
+
+    async def counts() -> tuple[int, ...]:
+        async with await psycopg.AsyncConnection.connect(uri) as conn:
+            found = []
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+                cur = await conn.execute(f"SELECT count(*) FROM {table}")
+                row = await cur.fetchone()
+                found.append(row[0] if row else 0)
+            return tuple(found)
+
+    try:
+        await _graph_run(storage, "t1", "r1", "one")
+        after_first = await counts()
+        await _graph_run(storage, "t1", "r2", "two")
+        assert await counts() != after_first
+        await storage.rollback_run("r2", "t1")
+        assert await counts() == after_first
+        assert await _graph_items(storage, "t1") == ["one", "echo"]
+    finally:
+        await storage.aclose()
