@@ -97,7 +97,11 @@ async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegi
         if orphans:
             log.warning("taking over %d run(s) left running by a previous process", orphans)
     executor = Executor(
-        backends.storage, backends.bus, graphs, f"http://{settings.host}:{settings.port}"
+        backends.storage,
+        backends.bus,
+        graphs,
+        f"http://{settings.host}:{settings.port}",
+        max_attempts=settings.max_attempts,
     )
     worker = Worker(
         backends.storage,

@@ -31,6 +31,7 @@ class Settings:
     event_log_max_events: int = 50_000
     event_log_keep_seconds: float = 600.0
     lease_seconds: float = 30.0
+    max_attempts: int = 3
     run_workers: bool = True
 
     @classmethod
@@ -48,6 +49,7 @@ class Settings:
             event_log_max_events=_env_int("AGENTSTREAM_EVENT_LOG_MAX_EVENTS", 50_000),
             event_log_keep_seconds=_env_float("AGENTSTREAM_EVENT_LOG_KEEP_SECONDS", 600.0),
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
+            max_attempts=_env_int("AGENTSTREAM_MAX_ATTEMPTS", 3),
         )
 
     def database_path(self) -> str:

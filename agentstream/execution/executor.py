@@ -27,6 +27,10 @@ log = logging.getLogger("agentstream.executor")
 RESULT_MODE = "result"
 
 
+class RunAttemptsExceeded(Exception):
+    """A run whose workers kept dying is ended instead of being retried forever."""
+
+
 @dataclass
 class Cancellation:
     """Why a run's task was cancelled; set before the task is cancelled."""
@@ -68,11 +72,20 @@ def _interrupts_of(values: Any) -> list[Any]:
 
 
 class Executor:
-    def __init__(self, storage: Storage, bus: EventBus, graphs: GraphRegistry, host: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        bus: EventBus,
+        graphs: GraphRegistry,
+        host: str,
+        *,
+        max_attempts: int = 3,
+    ) -> None:
         self.storage = storage
         self.bus = bus
         self.graphs = graphs
         self.host = host
+        self.max_attempts = max_attempts
 
     def build_config(
         self, claim: RunClaim, graph_id: str, assistant_config: Mapping[str, Any]
@@ -126,17 +139,14 @@ class Executor:
     async def run(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run = claim["run"]
         run_id = run["run_id"]
-        await self.bus.publish(
-            run_id,
-            [
-                (
-                    "metadata",
-                    "metadata",
-                    serde.dumps({"run_id": run_id, "attempt": claim["attempt"]}),
-                )
-            ],
-        )
+        metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
+        await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
         try:
+            if claim["attempt"] > self.max_attempts:
+                raise RunAttemptsExceeded(
+                    f"run {run_id} was started {self.max_attempts} times and its worker "
+                    "stopped each time; it will not be retried"
+                )
             outcome = await self._execute(claim)
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -163,7 +173,12 @@ class Executor:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
-            items = self._stream(graph, config, kwargs, requested, translator, context or None)
+            graph_input = _input(kwargs)
+            if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
+                graph_input = None  # a taken-over run continues from its own last checkpoint
+            items = self._stream(
+                graph, config, kwargs, graph_input, requested, translator, context or None
+            )
             async for batch in items:
                 await self.bus.publish(run["run_id"], batch)
             return await self._outcome(graph, config, translator, persist, saver)
@@ -173,6 +188,7 @@ class Executor:
         graph: Pregel[Any, Any, Any, Any],
         config: RunnableConfig,
         kwargs: Mapping[str, Any],
+        graph_input: Any,
         requested: list[str],
         translator: Translator,
         context: Any,
@@ -188,7 +204,6 @@ class Executor:
             options["durability"] = kwargs["durability"]
         if context is not None:
             options["context"] = context
-        graph_input = _input(kwargs)
         if "events" not in requested:
             async for part in graph.astream(graph_input, config, **options):
                 yield list(translator.translate(*_parts(part)))
@@ -300,6 +315,12 @@ class Executor:
         await self.storage.set_thread_state(
             run["thread_id"], values=serde.to_jsonable(values), interrupts={}, status="idle"
         )
+
+
+async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: RunnableConfig) -> bool:
+    state = await graph.aget_state(config)
+    run_id = str(config["configurable"]["run_id"])  # type: ignore[index]
+    return bool(state.metadata) and state.metadata.get("run_id") == run_id  # type: ignore[union-attr]
 
 
 def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
