@@ -51,14 +51,20 @@ class ServerProcess:
 
 
 def start_server(
-    database: Path,
+    database: Path | None,
     *,
     config: Path = EXAMPLES,
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    command: str = "dev",
 ) -> ServerProcess:
-    cmd = [sys.executable, "-m", "agentstream", "dev", "--config", str(config), "--port", "0"]
-    cmd += ["--database", str(database), *extra_args]
+    """`dev` and `serve` print the URL they listen on; `worker` prints when it is ready."""
+    cmd = [sys.executable, "-m", "agentstream", command, "--config", str(config)]
+    if command != "worker":
+        cmd += ["--port", "0"]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    cmd += list(extra_args)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -74,13 +80,17 @@ def start_server(
         if "serving on " in line:
             url = line.split("serving on ", 1)[1].strip()
             break
+        if command == "worker" and line.startswith("agentstream: worker "):
+            url = line.split()[2]  # the worker id stands where a URL would
+            break
     if url is None:
-        raise RuntimeError("server did not start:\n" + "".join(output))
-    server = ServerProcess(url, proc, database, output)
+        raise RuntimeError(f"{command} did not start:\n" + "".join(output))
+    server = ServerProcess(url, proc, database or Path(), output)
     # Keep draining the log so the process never blocks on a full pipe.
     server.drain = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
     server.drain.start()
-    _wait_ready(url)
+    if command != "worker":
+        _wait_ready(url)
     return server
 
 
