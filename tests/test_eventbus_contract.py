@@ -3,22 +3,63 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+import redis
+from redis.asyncio import Redis
 
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.eventbus.memory import MemoryEventBus
+from agentstream.eventbus.redis import RedisEventBus
 
-BACKENDS: dict[str, Callable[..., EventBus]] = {"memory": MemoryEventBus}
+# Database 15 of the test server; every test gets its own key prefix there, so parallel runs
+# never see each other's logs and nothing needs flushing.
+REDIS_URL = os.environ.get("AGENTSTREAM_TEST_REDIS_URI", "redis://127.0.0.1:6379/15")
+
+# Each factory gets the test's namespace: buses made in one test share it, as the processes of
+# one deployment share a Redis.
+BACKENDS: dict[str, Callable[[str], Callable[..., EventBus]]] = {
+    "memory": lambda namespace: MemoryEventBus,
+    "redis": lambda namespace: lambda **kw: RedisEventBus(REDIS_URL, key_prefix=namespace, **kw),
+}
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A fresh key prefix on the test Redis, its keys removed afterwards."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        client.close()
+        # Never a skip: a contract that silently drops a backend proves nothing.
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc}); start it with "
+            "`bash scripts/services.sh` or set AGENTSTREAM_TEST_REDIS_URI"
+        )
+    namespace = f"agentstream-test:{secrets.token_hex(8)}:"
+    try:
+        yield namespace
+    finally:
+        keys = list(client.scan_iter(match=namespace + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., EventBus]]:
+    namespace = ""
+    if request.param == "redis":
+        namespace = request.getfixturevalue("redis_namespace")
+    factory = BACKENDS[request.param](namespace)
     made: list[EventBus] = []
 
     def make(**kwargs: object) -> EventBus:
-        bus = BACKENDS[request.param](**kwargs)
+        bus = factory(**kwargs)
         made.append(bus)
         return bus
 
@@ -113,3 +154,197 @@ async def test_publish_after_close_reopens_with_next_id(make_bus: Callable[..., 
     assert await bus.publish("r", _items("b")) == 2
     await bus.close("r")
     assert await _read_all(bus, "r", 0) == [1, 2]
+
+
+async def test_old_end_marker_does_not_stop_a_new_subscriber(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    # A reader that saw the close stopped; after a new attempt reopens the log, a new reader
+    # reads past the old close and stops only at the next one.
+    bus = make_bus()
+    await bus.publish("r", _items("a"))
+    await bus.close("r")
+    assert await _read_all(bus, "r", 0) == [1]
+    await bus.publish("r", _items("b"))
+    seen: list[int] = []
+    got_second = asyncio.Event()
+
+    async def reader() -> None:
+        async for batch in bus.subscribe("r", 0):
+            seen.extend(e.seq for e in batch)
+            if 2 in seen:
+                got_second.set()
+
+    task = asyncio.create_task(reader())
+    second = asyncio.create_task(got_second.wait())
+    await asyncio.wait([task, second], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    assert got_second.is_set() and not task.done(), f"stopped early after {seen}"
+    await bus.publish("r", _items("c"))
+    await bus.close("r")
+    await asyncio.wait_for(task, 10)
+    assert seen == [1, 2, 3]
+
+
+async def test_no_wait_read_passes_an_old_end_marker(make_bus: Callable[..., EventBus]) -> None:
+    bus = make_bus()
+    await bus.publish("r", _items("a"))
+    await bus.close("r")
+    await bus.publish("r", _items("b", "c"))
+    batches = [b async for b in bus.subscribe("r", 0, wait=False)]
+    assert [e.seq for batch in batches for e in batch] == [1, 2, 3]
+
+
+async def test_no_wait_read_of_an_open_log_returns_what_is_there(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    bus = make_bus()
+    await bus.publish("r", _items("a", "b"))
+    batches = [b async for b in bus.subscribe("r", 1, wait=False)]
+    assert [e.seq for batch in batches for e in batch] == [2]
+
+
+async def test_reading_from_now_or_beyond_a_closed_log_ends(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    bus = make_bus()
+    await bus.publish("r", _items("a", "b"))
+    await bus.close("r")
+    assert await asyncio.wait_for(_read_all(bus, "r", None), 10) == []
+    assert await asyncio.wait_for(_read_all(bus, "r", 7), 10) == []
+
+
+async def test_last_seq_counts_events_not_closes(make_bus: Callable[..., EventBus]) -> None:
+    bus = make_bus()
+    assert await bus.last_seq("r") == 0
+    await bus.close("r")
+    await bus.close("r")
+    assert await bus.last_seq("r") == 0
+    assert await bus.publish("r", _items("a")) == 1
+    await bus.close("r")
+    assert await bus.last_seq("r") == 1
+
+
+async def test_reader_that_falls_behind_is_told(make_bus: Callable[..., EventBus]) -> None:
+    bus = make_bus(max_events=5)
+    await bus.publish("r", _items("a"))
+    reader = bus.subscribe("r", 0)
+    assert [e.seq for e in await anext(reader)] == [1]
+    await bus.publish("r", _items(*"bcdefghijk"))
+    with pytest.raises(EventsEvicted) as info:
+        await anext(reader)
+    assert (info.value.requested_after, info.value.first_kept) == (1, 7)
+
+
+async def test_delete_forgets_the_log(make_bus: Callable[..., EventBus]) -> None:
+    bus = make_bus()
+    await bus.publish("r", _items("a", "b"))
+    await bus.close("r")
+    await bus.delete("r")
+    assert await bus.last_seq("r") == 0
+    assert [b async for b in bus.subscribe("r", 0, wait=False)] == []
+
+
+# --- Redis only: what a shared server adds ---------------------------------------------------
+@pytest.fixture
+async def redis_bus(redis_namespace: str) -> AsyncIterator[Callable[..., RedisEventBus]]:
+    """RedisEventBus instances on one server, each standing for a process of one deployment."""
+    made: list[RedisEventBus] = []
+
+    def make(**kwargs: object) -> RedisEventBus:
+        bus = RedisEventBus(REDIS_URL, key_prefix=redis_namespace, **kwargs)  # type: ignore[arg-type]
+        made.append(bus)
+        return bus
+
+    yield make
+    for bus in made:
+        await bus.aclose()
+
+
+async def test_redis_close_sets_a_ttl_and_reopen_clears_it(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    bus = redis_bus(keep_seconds=30)
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await bus.publish("r", _items("a"))
+        assert await client.ttl(bus.key("r")) == -1, "an open log never expires"
+        await bus.close("r")
+        assert 0 < await client.ttl(bus.key("r")) <= 30
+        await bus.publish("r", _items("b"))
+        assert await client.ttl(bus.key("r")) == -1, "a new attempt keeps its log"
+    finally:
+        await client.aclose()
+
+
+async def test_redis_subscriber_in_another_process_gets_everything_live(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    publisher, subscriber = redis_bus(), redis_bus()
+    received: list[tuple[int, bytes]] = []
+    got_first = asyncio.Event()
+
+    async def reader(after: int) -> None:
+        async for batch in subscriber.subscribe("r", after):
+            received.extend((e.seq, e.data) for e in batch)
+            got_first.set()
+
+    # "Now", taken before anything is published, as a join does.
+    task = asyncio.create_task(reader(await subscriber.last_seq("r")))
+    await publisher.publish("r", _items("0"))
+    await asyncio.wait_for(got_first.wait(), 10)
+    for i in range(1, 300, 3):
+        await publisher.publish("r", _items(str(i), str(i + 1), str(i + 2)))
+    await publisher.close("r")
+    await asyncio.wait_for(task, 10)
+    assert received == [(n + 1, f'{{"n":"{n}"}}'.encode()) for n in range(301)]
+
+
+async def test_redis_publishers_in_two_processes_never_share_an_id(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A thread's log gets its runs from every API process: batches interleave but stay whole.
+    buses = [redis_bus(), redis_bus()]
+
+    async def publish(bus: RedisEventBus, tag: str) -> list[int]:
+        return [await bus.publish("r", _items(f"{tag}{i}a", f"{tag}{i}b")) for i in range(100)]
+
+    lasts = await asyncio.gather(publish(buses[0], "x"), publish(buses[1], "y"))
+    assert sorted(lasts[0] + lasts[1]) == list(range(2, 401, 2))
+    events = [
+        e for batch in [b async for b in buses[0].subscribe("r", 0, wait=False)] for e in batch
+    ]
+    assert [e.seq for e in events] == list(range(1, 401))
+    for first, second in zip(events[::2], events[1::2], strict=True):
+        assert first.data[:-4] == second.data[:-4], "a batch is never split"
+    for tag in "xy":
+        mine = [e.data for e in events if e.data.startswith(f'{{"n":"{tag}'.encode())]
+        assert mine == [f'{{"n":"{tag}{i}{p}"}}'.encode() for i in range(100) for p in "ab"]
+
+
+async def test_redis_new_attempt_in_another_process_continues_ids(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    crashed = redis_bus()
+    await crashed.publish("r", _items("a", "b", "c"))
+    await crashed.aclose()  # gone without closing the log
+    taker = redis_bus()
+    assert await taker.publish("r", _items("d")) == 4
+    await taker.close("r")
+    assert await _read_all(taker, "r", 0) == [1, 2, 3, 4]
+
+
+async def test_reader_that_goes_away_mid_wait_leaves_the_log_usable(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    bus = make_bus()
+    await bus.publish("r", _items("a"))
+    gone = asyncio.create_task(_read_all(bus, "r", 1))
+    staying = asyncio.create_task(_read_all(bus, "r", 1))
+    await bus.publish("r", _items("b"))
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await bus.publish("r", _items("c"))
+    await bus.close("r")
+    assert await asyncio.wait_for(staying, 10) == [2, 3]
+    assert await _read_all(bus, "r", 0) == [1, 2, 3]

@@ -1,0 +1,209 @@
+"""The Redis Streams event bus: one stream per run, shared by every process of a deployment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from agentstream.eventbus.base import Event, EventsEvicted, encode_frame
+
+END_MODE = "__end__"
+KEY_PREFIX = "agentstream:run:"
+_CHUNK = 1_000  # entries per read: a replay of a long log arrives in batches, not one reply
+# A waiting reader blocks in Redis this long, then blocks again; a finite block lets the socket
+# timeout (Redis() has one by default) find a dead connection instead of waiting forever.
+_BLOCK_SECONDS = 20.0
+
+# Event n of a run is stream entry "n-0"; closing the log after event n appends the end marker
+# "n-1". Redis rejects any id not above the newest entry, and the next event after a marker is
+# "(n+1)-0", so a new attempt continues the ids and a marker never takes one. The ids are
+# assigned inside one script: several processes append to the same log (a thread's log gets its
+# runs from every API process) and each batch still lands whole, with no id given twice.
+# Trimming by MINID keeps exactly the newest max_events events, whatever the markers among them.
+_PUBLISH = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local seq = 0
+if top then seq = tonumber(string.match(top[1], '^%d+')) end
+for i = 2, #ARGV, 3 do
+  seq = seq + 1
+  local id = string.format('%d-0', seq)
+  redis.call('XADD', KEYS[1], id, 'mode', ARGV[i], 'name', ARGV[i + 1], 'data', ARGV[i + 2])
+end
+local oldest = seq - tonumber(ARGV[1]) + 1
+if oldest > 1 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', oldest)) end
+redis.call('PERSIST', KEYS[1])
+return seq
+"""
+
+# A second close in a row adds no second marker; either way the log expires keep_seconds later.
+_CLOSE = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local seq, closed = '0', false
+if top then
+  local n, k = string.match(top[1], '^(%d+)-(%d+)$')
+  seq, closed = n, k ~= '0'
+end
+if not closed then
+  redis.call('XADD', KEYS[1], seq .. '-1', 'mode', ARGV[2], 'name', '', 'data', '')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+
+_Entry = tuple[bytes, dict[bytes, bytes]]
+_T = TypeVar("_T")
+
+
+class RedisEventBus:
+    def __init__(
+        self,
+        url: str,
+        max_events: int = 50_000,
+        keep_seconds: float = 600.0,
+        *,
+        key_prefix: str = KEY_PREFIX,
+        max_readers: int = 1_000,
+    ) -> None:
+        # No retries for commands: a publish whose reply was lost may have been applied, and
+        # sending it again would append the batch twice.
+        self._redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        # Each waiting subscriber holds one connection of its own for its XREAD BLOCK, so live
+        # readers get a separate pool: however many there are, publishers still get through.
+        # Past max_readers a new subscriber fails at once (MaxConnectionsError), never hangs.
+        self._readers = Redis.from_url(
+            url, max_connections=max_readers, socket_timeout=_BLOCK_SECONDS + 10
+        )
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._close = self._redis.register_script(_CLOSE)
+        self._max_events = max_events
+        self._keep_ms = max(int(keep_seconds * 1000), 1)
+        self._prefix = key_prefix
+
+    def key(self, run_id: str) -> str:
+        return f"{self._prefix}{run_id}:events"
+
+    async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        args: list[str | bytes | int] = [self._max_events]
+        for mode, name, data in items:
+            args += (mode, name, data)
+        seq: int = await self._publish(keys=[self.key(run_id)], args=args)
+        return seq
+
+    async def close(self, run_id: str) -> None:
+        await self._close(keys=[self.key(run_id)], args=[self._keep_ms, END_MODE])
+
+    async def last_seq(self, run_id: str) -> int:
+        top = await self._top(self.key(run_id))
+        return 0 if top is None else _seq(top)
+
+    async def subscribe(
+        self, run_id: str, after: int | None, *, wait: bool = True
+    ) -> AsyncIterator[list[Event]]:
+        key = self.key(run_id)
+        seen = await self.last_seq(run_id) if after is None else max(after, 0)
+        pos = b"%d-0" % seen
+        block = False
+        while True:
+            read = self._read_blocking(key, pos) if block else self._read(key, pos)
+            entries = await honour_cancel(read)
+            if not entries:  # only a read that does not block returns nothing
+                if not wait or _is_marker(pos) or await self._ended_before(key, pos):
+                    return
+                block = True
+                continue
+            _check_kept(seen, entries[0][0])
+            pos = entries[-1][0]
+            batch = [_event(entry_id, fields) for entry_id, fields in entries]
+            events = [event for event in batch if event is not None]
+            if events:
+                seen = events[-1].seq
+                yield events
+            # A marker stops the reader only while it is the last entry: past it, look once
+            # (without blocking) for a new attempt's events.
+            block = wait and not _is_marker(pos)
+
+    async def delete(self, run_id: str) -> None:
+        await self._redis.delete(self.key(run_id))
+
+    async def aclose(self) -> None:
+        await self._readers.aclose()
+        await self._redis.aclose()
+
+    async def _top(self, key: str) -> bytes | None:
+        entries = _entries(await self._redis.xrevrange(key, count=1))
+        return entries[0][0] if entries else None
+
+    async def _read(self, key: str, pos: bytes) -> list[_Entry]:
+        return _entries(await self._redis.xrange(key, b"(" + pos, "+", count=_CHUNK))
+
+    async def _read_blocking(self, key: str, pos: bytes) -> list[_Entry]:
+        block_ms = int(_BLOCK_SECONDS * 1000)
+        while True:
+            reply: Any = await self._readers.xread({key: pos}, count=_CHUNK, block=block_ms)
+            if reply:
+                break
+        # XREAD of one key; the reply's shape depends on the protocol the URL asks for.
+        found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        if found and isinstance(found[0], list):  # RESP3 with legacy response shapes
+            found = found[0]
+        return _entries(found)
+
+    async def _ended_before(self, key: str, pos: bytes) -> bool:
+        # A reader that starts beyond the end of a closed log has nothing to wait for.
+        top = await self._top(key)
+        return top is not None and _is_marker(top) and _parse(top) < _parse(pos)
+
+
+async def honour_cancel(awaitable: Awaitable[_T]) -> _T:
+    """Await, then raise a cancel that arrived meanwhile even if something swallowed it.
+
+    On Python 3.11 asyncio.wait_for (which redis-py awaits inside every command) returns its
+    result instead of raising when a cancel lands just as its inner await completes; the task is
+    left "cancelling" and a reader whose client went away would go on reading.
+    """
+    task = asyncio.current_task()
+    before = 0 if task is None else task.cancelling()
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
+
+
+def _parse(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq)
+
+
+def _seq(entry_id: bytes) -> int:
+    return _parse(entry_id)[0]
+
+
+def _is_marker(entry_id: bytes) -> bool:
+    return not entry_id.endswith(b"-0")
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event | None:
+    if _is_marker(entry_id):
+        return None
+    seq = _seq(entry_id)
+    name = fields[b"name"].decode()
+    data = fields[b"data"]
+    return Event(seq, fields[b"mode"].decode(), name, data, encode_frame(seq, name, data))
+
+
+def _check_kept(seen: int, first_id: bytes) -> None:
+    # Ids have no gaps, so the first entry after the reader's position tells whether the events
+    # in between were trimmed, whatever the trimming did. A marker "n-1" means event n existed.
+    seq, k = _parse(first_id)
+    first_kept = seq + 1 if k else seq
+    if first_kept > seen + 1:
+        raise EventsEvicted(seen, first_kept)
+
+
+def _entries(reply: Any) -> list[_Entry]:
+    # The client types entries loosely (str or bytes); without decode_responses they are bytes.
+    return list(reply or ())

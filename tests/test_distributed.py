@@ -1,0 +1,174 @@
+"""The distributed deployment: two API processes and two workers on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from tests.conftest import ServerProcess, start_server
+
+ADMIN_URI = os.environ.get(
+    "AGENTSTREAM_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URI = os.environ.get("AGENTSTREAM_TEST_REDIS_URI", "redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class Cluster:
+    apis: list[ServerProcess]
+    workers: list[ServerProcess]
+    database_uri: str
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database_uri) as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    database_uri = ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+    env = {
+        "DATABASE_URI": database_uri,
+        "REDIS_URI": REDIS_URI,
+        "AGENTSTREAM_LEASE_SECONDS": "2",
+    }
+    started: list[ServerProcess] = []
+    try:
+        # Workers first: they create the schema and the default assistants.
+        workers = [start_server(None, command="worker", env=env) for _ in range(2)]
+        started += workers
+        apis = [start_server(None, command="serve", env=env) for _ in range(2)]
+        started += apis
+        cluster = Cluster(apis, workers, database_uri)
+        yield cluster
+        started += cluster.workers  # a test may have replaced a worker it killed
+    finally:
+        for proc in started:
+            proc.stop()
+        with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def clients(cluster: Cluster) -> AsyncIterator[list[LangGraphClient]]:
+    made = [get_client(url=api.url) for api in cluster.apis]
+    yield made
+    for client in made:
+        await client.http.client.aclose()
+
+
+async def test_stream_on_one_api_joined_resumed_and_cancelled_on_the_other(
+    cluster: Cluster, clients: list[LangGraphClient]
+) -> None:
+    first, second = clients
+    thread = await first.threads.create()
+    t = thread["thread_id"]
+    ticks: list[int] = []
+    run_id = last_id = None
+    async for part in first.runs.stream(
+        t, "ticker", input={"n": 200, "delay": 0.02}, stream_mode="custom"
+    ):
+        if part.event == "metadata":
+            run_id = part.data["run_id"]
+        elif part.event == "custom":
+            ticks.append(part.data["tick"])
+        last_id = part.id
+        if len(ticks) == 5:
+            break
+    assert run_id is not None and last_id is not None
+    cancelled = False
+    async for part in second.runs.join_stream(t, run_id, last_event_id=last_id):
+        if part.event == "custom":
+            ticks.append(part.data["tick"])
+            if len(ticks) == 20 and not cancelled:
+                await second.runs.cancel(t, run_id)
+                cancelled = True
+    assert cancelled
+    assert ticks == list(range(len(ticks))), "resumed on another process with no gap"
+    assert 20 <= len(ticks) < 200, "the cancel from the other API stopped the run"
+    run = await first.runs.get(t, run_id)
+    assert run["status"] == "interrupted"
+
+
+async def test_hundred_runs_spread_over_both_workers_complete(
+    cluster: Cluster, clients: list[LangGraphClient]
+) -> None:
+    gate = asyncio.Semaphore(25)
+
+    async def one(i: int) -> tuple[str, list[int]]:
+        client = clients[i % 2]
+        run_id, ticks = "", []
+        async with gate:
+            async for part in client.runs.stream(
+                None,
+                "ticker",
+                input={"n": 5, "delay": 0.01},
+                stream_mode="custom",
+                on_completion="keep",
+            ):
+                if part.event == "metadata":
+                    run_id = part.data["run_id"]
+                elif part.event == "custom":
+                    ticks.append(part.data["tick"])
+        return run_id, ticks
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(100))), 120)
+    assert all(ticks == [0, 1, 2, 3, 4] for _, ticks in results), "every stream complete"
+    run_ids = [run_id for run_id, _ in results]
+    rows = cluster.rows(
+        "SELECT worker_id, status, count(*) FROM runs WHERE run_id = ANY(%s) "
+        "GROUP BY worker_id, status",
+        run_ids,
+    )
+    assert {status for _, status, _ in rows} == {"success"}
+    assert sum(count for *_, count in rows) == 100
+    workers = {worker for worker, _, _ in rows}
+    assert workers == {w.url for w in cluster.workers}, "both workers took runs"
+
+
+async def test_killed_worker_run_is_taken_over_and_finishes(
+    cluster: Cluster, clients: list[LangGraphClient]
+) -> None:
+    client = clients[0]
+    thread = await client.threads.create()
+    t = thread["thread_id"]
+    run = await client.runs.create(
+        t, "ticker", input={"n": 100, "delay": 0.02}, stream_mode=["custom", "values"]
+    )
+    attempts: list[int] = []
+    killed: ServerProcess | None = None
+    async for part in clients[1].runs.join_stream(t, run["run_id"], last_event_id="0"):
+        if part.event == "metadata":
+            attempts.append(part.data["attempt"])
+        if part.event == "custom" and part.data["tick"] == 10 and killed is None:
+            [(worker_id,)] = cluster.rows(
+                "SELECT worker_id FROM runs WHERE run_id = %s", run["run_id"]
+            )
+            killed = next(w for w in cluster.workers if w.url == worker_id)
+            killed.kill()
+    assert killed is not None
+    assert attempts == [1, 2], "the other worker took the run over after its lease expired"
+    final = await client.runs.get(t, run["run_id"])
+    assert final["status"] == "success"
+    state = await client.threads.get_state(t)
+    assert state["values"]["count"] == 100
+    left = cluster.rows("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")
+    assert left == [(0,)]
+    # Bring the cluster back to two workers for whatever runs next.
+    env = {"DATABASE_URI": cluster.database_uri, "REDIS_URI": REDIS_URI}
+    replacement = start_server(
+        None, command="worker", env={**env, "AGENTSTREAM_LEASE_SECONDS": "2"}
+    )
+    cluster.workers[cluster.workers.index(killed)] = replacement
