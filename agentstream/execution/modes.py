@@ -36,6 +36,26 @@ def graph_modes(requested: Sequence[str], *, need_values: bool) -> list[str]:
     return modes
 
 
+def _checkpoint_ref(config: Any) -> dict[str, Any] | None:
+    if not config:
+        return None
+    configurable = config.get("configurable") or {}
+    return {k: configurable.get(k) for k in ("checkpoint_id", "thread_id", "checkpoint_ns")}
+
+
+def _debug_entry(entry: Any) -> Any:
+    # The real server's debug checkpoints also name the checkpoint and its parent directly.
+    if not isinstance(entry, dict) or entry.get("type") != "checkpoint":
+        return entry
+    payload = entry.get("payload") or {}
+    payload = {
+        **payload,
+        "checkpoint": _checkpoint_ref(payload.get("config")),
+        "parent_checkpoint": _checkpoint_ref(payload.get("parent_config")),
+    }
+    return {**entry, "payload": payload}
+
+
 def _suffix(ns: Sequence[str]) -> str:
     return "|" + "|".join(ns) if ns else ""
 
@@ -55,6 +75,8 @@ class Translator:
         if mode == "messages":
             yield from self._messages(ns, chunk)
         elif mode in self.requested:
+            if mode == "debug":
+                chunk = _debug_entry(chunk)
             yield mode, mode + _suffix(ns), serde.dumps(chunk)
 
     def _messages(self, ns: Sequence[str], chunk: Any) -> Iterable[Item]:
