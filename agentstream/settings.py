@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -15,6 +15,10 @@ def _env_int(name: str, default: int) -> int:
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Settings:
     lease_seconds: float = 30.0
     max_attempts: int = 3
     run_workers: bool = True
+    # Shared keys a client must send when langgraph.json names no auth file.
+    api_keys: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,6 +56,7 @@ class Settings:
             event_log_keep_seconds=_env_float("AGENTSTREAM_EVENT_LOG_KEEP_SECONDS", 600.0),
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
             max_attempts=_env_int("AGENTSTREAM_MAX_ATTEMPTS", 3),
+            api_keys=_env_list("AGENTSTREAM_API_KEYS"),
         )
 
     def database_path(self) -> str:

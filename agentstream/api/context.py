@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from agentstream.api.auth import Gate, current_user
 from agentstream.api.errors import ApiError
 from agentstream.eventbus import EventBus
 from agentstream.execution.runs import RunService
@@ -23,13 +24,21 @@ class ApiContext:
     runs: RunService
     graphs: GraphRegistry
     settings: Settings
+    auth: Gate | None = None
 
     async def authorize(
         self, request: Request, resource: str, action: str, value: dict[str, Any]
     ) -> Filter | None:
-        """The owner filter for this request and action. Without an auth handler configured
-        the server is open, as `langgraph dev` is, and nothing is filtered."""
-        return None
+        """The owner filter for this request and action, from the most specific auth handler;
+        it may also change `value`, and routes store what it leaves there. It raises 403 when
+        the handler says no. Without an auth file nothing is filtered (API keys only admit)."""
+        if self.auth is None:
+            return None
+        return await self.auth.authorize(current_user(request), resource, action, value)
+
+    def authorizes(self, resource: str, action: str) -> bool:
+        """Whether an auth handler decides this resource and action."""
+        return self.auth is not None and self.auth.authorizes(resource, action)
 
     async def resolve_assistant(self, assistant_id: str, *, filters: Filter | None) -> Assistant:
         """A graph name picks its default assistant; otherwise a UUID of a stored one."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
 from agentstream import serde
+from agentstream.api.auth import current_user
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.models import CancelMany, RunCreate
@@ -79,6 +80,23 @@ def _kwargs(body: RunCreate, temporary: bool) -> dict[str, Any]:
     }
 
 
+def _run_value(
+    body: RunCreate, thread_id: str, run_id: str, strategy: str, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    # What a threads.create_run auth handler sees: langgraph_sdk's Auth.types.RunsCreate.
+    return {
+        "thread_id": thread_id,
+        "assistant_id": body.assistant_id,
+        "run_id": run_id,
+        "status": "pending",
+        "metadata": dict(body.metadata or {}),
+        "multitask_strategy": strategy,
+        "if_not_exists": body.if_not_exists,
+        "after_seconds": body.after_seconds or 0,
+        "kwargs": kwargs,
+    }
+
+
 async def _create(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None, route: Route
 ) -> tuple[Run, bool, str]:
@@ -90,24 +108,24 @@ async def _create(
     strategy, on_disconnect = _check_route_fields(body, route, not temporary)
     run_id = uuid7()
     thread_id = thread_id or uuid7()
-    value = {"thread_id": thread_id, "run_id": run_id, **body.model_dump(exclude_none=True)}
+    value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary))
     filters = await c.authorize(request, "threads", "create_run", value)
     assistant = await c.resolve_assistant(body.assistant_id, filters=None)
-    run = new_run(
-        run_id,
-        thread_id,
-        assistant["assistant_id"],
-        _kwargs(body, temporary),
-        body.metadata or {},
-        strategy,
-    )
+    # What the auth handler left in value is what the run keeps.
+    metadata = dict(value.get("metadata") or {})
+    kwargs = value["kwargs"] if isinstance(value.get("kwargs"), dict) else _kwargs(body, temporary)
+    run = new_run(run_id, thread_id, assistant["assistant_id"], kwargs, metadata, strategy)
     thread_metadata = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
+    if c.authorizes("threads", "create_run"):
+        # The thread carries what the handler stamped (an owner, say), so a thread this run
+        # creates, or a stateless run's temporary one, matches its caller's filter at once.
+        thread_metadata = {**metadata, **thread_metadata}
     try:
         await c.runs.create(
             run,
             temporary=temporary,
             if_not_exists=body.if_not_exists,
-            auth_user=None,
+            auth_user=current_user(request),
             thread_metadata=thread_metadata,
             filters=filters,
         )
@@ -278,10 +296,13 @@ async def list_runs(
     return JsonResponse([_run_out(r) for r in runs])
 
 
-async def _get_run(c: ApiContext, request: Request, thread_id: str, run_id: str) -> Run:
+async def _get_run(
+    c: ApiContext, request: Request, thread_id: str, run_id: str, action: str = "read"
+) -> Run:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    value = {"thread_id": thread_id, "run_id": run_id}
+    filters = await c.authorize(request, "threads", action, value)
     try:
         return await c.storage.get_run(thread_id, run_id, filters=filters)
     except NotFound:
@@ -299,7 +320,7 @@ async def get_run(
 async def delete_run(
     thread_id: str, run_id: str, request: Request, c: ApiContext = Depends(ctx)
 ) -> Response:
-    run = await _get_run(c, request, thread_id, run_id)
+    run = await _get_run(c, request, thread_id, run_id, "delete")
     if run["status"] not in TERMINAL:
         raise ApiError(409, "Run is still pending or running; cancel it before deleting it.")
     await c.storage.delete_run(thread_id, run_id)
@@ -349,7 +370,8 @@ async def _join_stream(
         require_uuid(thread_id, "thread")
     base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
     headers = {"location": f"{base}/stream", "content-location": base}
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    value = {"thread_id": thread_id, "run_id": run_id}
+    filters = await c.authorize(request, "threads", "read", value)
     try:
         run = await c.storage.get_run(thread_id, run_id, filters=filters)
     except NotFound:
@@ -402,7 +424,8 @@ async def join(
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
     base = f"/threads/{thread_id}/runs/{run_id}"
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    value = {"thread_id": thread_id, "run_id": run_id}
+    filters = await c.authorize(request, "threads", "read", value)
 
     async def result() -> Any:
         try:
@@ -437,7 +460,8 @@ async def cancel_run(
 ) -> Response:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
-    filters = await c.authorize(request, "threads", "update", {"thread_id": thread_id})
+    value = {"thread_id": thread_id, "run_id": run_id, "action": action}
+    filters = await c.authorize(request, "threads", "update", value)
     try:
         run = await c.storage.get_run(thread_id, run_id, filters=filters)
     except NotFound:

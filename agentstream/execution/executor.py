@@ -20,6 +20,7 @@ from agentstream.eventbus import EventBus
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
 from agentstream.storage.base import NotFound, RunClaim, Storage, ThreadStatus
+from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
 
@@ -102,10 +103,12 @@ class Executor:
             "assistant_id": run["assistant_id"],
             "run_attempt": claim["attempt"],
         }
-        auth_user = claim["auth_user"]
+        # Stored as JSON with the run; graphs read it as user.identity or user["identity"].
+        auth_user = rebuild_user(claim["auth_user"])
         if auth_user is not None:
             configurable["langgraph_auth_user"] = auth_user
-            configurable["langgraph_auth_user_id"] = auth_user.get("identity", "")
+            configurable["langgraph_auth_user_id"] = auth_user.identity
+            configurable["langgraph_auth_permissions"] = auth_user.permissions
         metadata = {
             "created_by": "system",
             **(assistant_config.get("metadata") or {}),
