@@ -1,0 +1,480 @@
+"""The agentstream benchmark: one command, a real server over loopback, ratios to in-process.
+
+    .venv/bin/python -m benchmarks.run [--quick] [--json out.json]
+
+Starts `agentstream dev` on the example graphs (pinned to one core), drives it with the official
+`langgraph_sdk` client and with raw httpx streaming (pinned to the other core), runs the same
+graphs in this process with `graph.astream` as the baseline, and prints each figure next to its
+baseline and their ratio. Set AGENTSTREAM_BENCH_REFERENCE_URL to an already running
+`langgraph dev` serving examples/langgraph.json to measure it side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agentstream.graphs import GraphRegistry, read_config
+from benchmarks import scenarios
+from benchmarks.clients import RawClient, make_client
+from benchmarks.harness import (
+    EXAMPLES,
+    RssSampler,
+    cpu_split,
+    pin_self,
+    rss_kb,
+    start_server,
+    wait_ready,
+)
+from benchmarks.scenarios import Sizes
+
+CLIENTS = ("sdk", "http")
+REFERENCE_ENV = "AGENTSTREAM_BENCH_REFERENCE_URL"
+# Memory growth over the second batch of runs that counts as noise: RSS moves by whole pages
+# as the allocator grows its arenas, whatever the server does.
+MEMORY_NOISE_KB = 2048
+EXPIRE_ENV = "AGENTSTREAM_EVENT_LOG_KEEP_SECONDS"
+EXPIRE_SECONDS = "0.01"
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+async def measure_inprocess(sizes: Sizes) -> dict[str, Any]:
+    registry = GraphRegistry(read_config(EXAMPLES))
+    ticker = await registry.get("ticker")
+    agent = await registry.get("agent")
+    _log("in-process: time to first event")
+    out: dict[str, Any] = {"ttfe": await scenarios.ttfe_inprocess(ticker, sizes)}
+    _log("in-process: throughput")
+    out["ticker_throughput"] = await scenarios.ticker_throughput_inprocess(ticker, sizes)
+    messages = await scenarios.agent_messages_inprocess(agent, sizes)
+    out["agent_throughput"] = await scenarios.agent_throughput_inprocess(agent, sizes, messages)
+    out["concurrency"] = {}
+    for n, rounds in sizes.concurrency:
+        _log(f"in-process: {n} concurrent runs")
+        out["concurrency"][str(n)] = await scenarios.concurrency_inprocess(
+            ticker, n, rounds, sizes.ticks_per_run
+        )
+    _log("in-process: the joined run")
+    out["join"] = await scenarios.joiners_inprocess(ticker, sizes)
+    return out
+
+
+async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str) -> dict[str, Any]:
+    """The client-side figures against one server, with each client."""
+    out: dict[str, Any] = {}
+    for kind in CLIENTS:
+        client = make_client(kind, url)
+        try:
+            figures: dict[str, Any] = {}
+            _log(f"{label} ({kind}): time to first event")
+            figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
+            _log(f"{label} ({kind}): throughput")
+            figures["ticker_throughput"] = await scenarios.ticker_throughput_client(client, sizes)
+            figures["agent_throughput"] = await scenarios.agent_throughput_client(
+                client, sizes, agent_messages
+            )
+            figures["concurrency"] = {}
+            for n, rounds in sizes.concurrency:
+                _log(f"{label} ({kind}): {n} concurrent runs")
+                figures["concurrency"][str(n)] = await scenarios.concurrency_client(
+                    client, n, rounds, sizes.ticks_per_run
+                )
+            figures["join"] = {}
+            for joiners in sizes.joiners:
+                _log(f"{label} ({kind}): {joiners} joiner(s)")
+                figures["join"][str(joiners)] = await scenarios.joiners_client(
+                    client, joiners, sizes
+                )
+        finally:
+            await client.aclose()
+        out[kind] = figures
+    return out
+
+
+async def measure_memory(
+    sizes: Sizes, cpus: set[int] | None, database: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """RSS of a fresh server: idle, after two batches of runs, while many streams are open."""
+    server = await asyncio.to_thread(start_server, database, cpus=cpus, env=env)
+    client = RawClient(server.url)
+    errors = 0
+    try:
+        await asyncio.sleep(0.5)
+        idle = server.rss_kb()
+        # The first runs import and cache what every later run reuses.
+        errors += await scenarios.batched_runs(
+            client, sizes.memory_warmup, sizes.memory_batch, sizes.ticks_per_run
+        )
+        warm = server.rss_kb()
+        after: list[int] = []
+        for batch in (1, 2):
+            _log(f"memory: {sizes.memory_runs} runs (batch {batch} of 2)")
+            errors += await scenarios.batched_runs(
+                client, sizes.memory_runs, sizes.memory_batch, sizes.ticks_per_run
+            )
+            await asyncio.sleep(0.2)
+            after.append(server.rss_kb())
+        anon = rss_kb(server.pid, "RssAnon")
+        _log(f"memory: {sizes.memory_streams} concurrent streams")
+        with RssSampler(server.pid) as sampler:
+            errors += await scenarios.open_streams(
+                client, sizes.memory_streams, sizes.ticks_per_run, sizes.memory_stream_delay
+            )
+        await asyncio.sleep(0.2)
+        settled = server.rss_kb()
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(server.stop)
+    growth = after[1] - after[0]
+    return {
+        "env": env or {},
+        "warmup_runs": sizes.memory_warmup,
+        "runs_per_batch": sizes.memory_runs,
+        "idle_kb": idle,
+        "warm_kb": warm,
+        "after_first_batch_kb": after[0],
+        "after_second_batch_kb": after[1],
+        "anon_after_second_batch_kb": anon,
+        "growth_first_batch_kb": after[0] - warm,
+        "growth_second_batch_kb": growth,
+        "growth_per_run_kb": round(growth / sizes.memory_runs, 3),
+        "concurrent_streams": sizes.memory_streams,
+        "during_streams_peak_kb": sampler.peak,
+        "after_streams_kb": settled,
+        "errors": errors,
+    }
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return round(a / b, 3)
+
+
+def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Server figure / in-process figure, per client."""
+    out: dict[str, Any] = {}
+    for kind, f in server.items():
+        r: dict[str, Any] = {
+            "ttfe_median": _ratio(f["ttfe"]["median_ms"], base["ttfe"]["median_ms"]),
+            "ttfe_p99": _ratio(f["ttfe"]["p99_ms"], base["ttfe"]["p99_ms"]),
+        }
+        for key in ("ticker_throughput", "agent_throughput"):
+            r[key] = _ratio(f[key]["events_per_s"], base[key]["events_per_s"])
+        r["concurrency_runs_per_s"] = {
+            n: _ratio(c["runs_per_s"], base["concurrency"][n]["runs_per_s"])
+            for n, c in f["concurrency"].items()
+        }
+        r["concurrency_median_latency"] = {
+            n: _ratio(c["median_ms"], base["concurrency"][n]["median_ms"])
+            for n, c in f["concurrency"].items()
+        }
+        r["join_run_seconds"] = {
+            n: _ratio(j["run_seconds"], base["join"]["run_seconds"]) for n, j in f["join"].items()
+        }
+        out[kind] = r
+    return out
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, judged for each client (the memory one on the server alone)."""
+    server = result["agentstream"]
+    ratio = result["ratios"]
+    out: dict[str, Any] = {}
+    for kind, f in server.items():
+        r = ratio[kind]
+        c200 = f["concurrency"].get("200", {})
+        out[kind] = {
+            "ttfe_median_under_5ms": f["ttfe"]["median_ms"] < 5.0,
+            "ticker_throughput_at_least_half": (r["ticker_throughput"] or 0) >= 0.5,
+            "agent_throughput_at_least_half": (r["agent_throughput"] or 0) >= 0.5,
+            "concurrency_200_no_errors_and_at_least_half": c200.get("errors", 1) == 0
+            and (r["concurrency_runs_per_s"].get("200") or 0) >= 0.5,
+        }
+    memory = result["memory"]
+    out["memory_no_growth_beyond_noise"] = memory["growth_second_batch_kb"] <= MEMORY_NOISE_KB
+    return out
+
+
+def count_errors(node: Any) -> int:
+    if isinstance(node, dict):
+        return sum(
+            (v if k == "errors" and isinstance(v, int) else count_errors(v))
+            for k, v in node.items()
+        )
+    return 0
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _x(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def report(result: dict[str, Any]) -> str:
+    server = result["agentstream"]
+    base = result["inprocess"]
+    ratio = result["ratios"]
+    ref = result.get("reference")
+    headers = ["figure", "in-process"]
+    for kind in CLIENTS:
+        headers += [f"agentstream {kind}", "ratio"]
+    if ref:
+        headers += [f"reference {kind}" for kind in CLIENTS]
+    rows: list[list[str]] = []
+
+    def row(name: str, base_value: str, pick: Any, rpick: Any) -> None:
+        cells = [name, base_value]
+        for kind in CLIENTS:
+            cells += [pick(server[kind]), rpick(ratio[kind])]
+        if ref:
+            cells += [pick(ref[kind]) for kind in CLIENTS]
+        rows.append(cells)
+
+    row(
+        "TTFE median (ms)",
+        _f(base["ttfe"]["median_ms"], 3),
+        lambda f: _f(f["ttfe"]["median_ms"], 3),
+        lambda r: _x(r["ttfe_median"]),
+    )
+    row(
+        "TTFE p99 (ms)",
+        _f(base["ttfe"]["p99_ms"], 3),
+        lambda f: _f(f["ttfe"]["p99_ms"], 3),
+        lambda r: _x(r["ttfe_p99"]),
+    )
+    for key, name in (
+        ("ticker_throughput", f"custom events/s ({result['sizes']['ticker_events']:,} events)"),
+        ("agent_throughput", f"messages-tuple events/s ({base['agent_throughput']['events']:,})"),
+    ):
+        row(
+            name,
+            _f(base[key]["events_per_s"]),
+            lambda f, k=key: _f(f[k]["events_per_s"]),
+            lambda r, k=key: _x(r[k]),
+        )
+    for n in base["concurrency"]:
+        row(
+            f"{n} concurrent: runs/s",
+            _f(base["concurrency"][n]["runs_per_s"], 1),
+            lambda f, n=n: _f(f["concurrency"][n]["runs_per_s"], 1),
+            lambda r, n=n: _x(r["concurrency_runs_per_s"][n]),
+        )
+        row(
+            f"{n} concurrent: latency median / p99 (ms)",
+            f"{_f(base['concurrency'][n]['median_ms'], 1)} / "
+            f"{_f(base['concurrency'][n]['p99_ms'], 1)}",
+            lambda f, n=n: (
+                f"{_f(f['concurrency'][n]['median_ms'], 1)} / "
+                f"{_f(f['concurrency'][n]['p99_ms'], 1)}"
+            ),
+            lambda r, n=n: _x(r["concurrency_median_latency"][n]),
+        )
+        row(
+            f"{n} concurrent: errors",
+            "0",
+            lambda f, n=n: _f(f["concurrency"][n]["errors"]),
+            lambda r: "",
+        )
+    for j in result["sizes"]["joiners"]:
+        n = str(j)
+        row(
+            f"{n} joiner(s): events each (min/max of {base['join']['events']})",
+            _f(base["join"]["events"]),
+            lambda f, n=n: (
+                f"{f['join'][n]['events_per_joiner_min']}/{f['join'][n]['events_per_joiner_max']}"
+            ),
+            lambda r: "",
+        )
+        row(
+            f"{n} joiner(s): final-event lag first->last (ms)",
+            "-",
+            lambda f, n=n: _f(f["join"][n]["final_event_lag_ms"], 1),
+            lambda r: "",
+        )
+        row(
+            f"{n} joiner(s): run first->last tick (s)",
+            _f(base["join"]["run_seconds"], 3),
+            lambda f, n=n: _f(f["join"][n]["run_seconds"], 3),
+            lambda r, n=n: _x(r["join_run_seconds"][n]),
+        )
+    parts = [_table(headers, rows)]
+
+    m = result["memory"]
+    e = result["memory_logs_expire"]
+    mem_rows = [
+        ["idle (just started)", "idle_kb"],
+        [f"after {m['warmup_runs']:,} warm-up runs", "warm_kb"],
+        [f"after {m['runs_per_batch']:,} more runs", "after_first_batch_kb"],
+        [f"after {m['runs_per_batch']:,} more runs again", "after_second_batch_kb"],
+        [f"growth over the second {m['runs_per_batch']:,} runs", "growth_second_batch_kb"],
+        ["growth per run", "growth_per_run_kb"],
+        [f"peak during {m['concurrent_streams']} concurrent streams", "during_streams_peak_kb"],
+        ["after those streams", "after_streams_kb"],
+    ]
+    parts.append(
+        _table(
+            ["server RSS (VmRSS, KiB)", "defaults", f"{EXPIRE_ENV}={EXPIRE_SECONDS}"],
+            [[name, _f(m[key]), _f(e[key])] for name, key in mem_rows],
+        )
+    )
+    if not ref:
+        parts.append("reference: not measured")
+
+    t = result["targets"]
+    lines = ["targets:"]
+    names = {
+        "ttfe_median_under_5ms": "TTFE < 5 ms median",
+        "ticker_throughput_at_least_half": "custom-event throughput >= 0.5x in-process",
+        "agent_throughput_at_least_half": "messages-tuple throughput >= 0.5x in-process",
+        "concurrency_200_no_errors_and_at_least_half": "200 concurrent: no errors, >= 0.5x runs/s",
+    }
+    for key, name in names.items():
+        verdicts = ", ".join(f"{k}: {'met' if t[k][key] else 'NOT met'}" for k in CLIENTS)
+        lines.append(f"  {name}: {verdicts}")
+    verdict = "met" if t["memory_no_growth_beyond_noise"] else "NOT met"
+    lines.append(
+        f"  no memory growth across {m['runs_per_batch']:,} runs beyond noise "
+        f"(<= {MEMORY_NOISE_KB} KiB): {verdict}"
+    )
+    lines.append(f"errors in total: {result['errors']}")
+    parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def machine(server_cpus: set[int] | None, bench_cpus: set[int] | None) -> dict[str, Any]:
+    return {
+        "date": datetime.date.today().isoformat(),
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "server_cpus": sorted(server_cpus) if server_cpus else None,
+        "benchmark_cpus": sorted(bench_cpus) if bench_cpus else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+async def main_async(sizes: Sizes, quick: bool) -> dict[str, Any]:
+    server_cpus, bench_cpus = cpu_split()
+    pin_self(bench_cpus)
+    result: dict[str, Any] = {
+        "machine": machine(server_cpus, bench_cpus),
+        "quick": quick,
+        "sizes": asdict(sizes),
+    }
+    started = time.perf_counter()
+    gc.collect()
+    result["inprocess"] = await measure_inprocess(sizes)
+    agent_messages = result["inprocess"]["agent_throughput"]["events"]
+    with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
+        workdir = Path(tmp)
+        server = await asyncio.to_thread(start_server, workdir / "bench.sqlite", cpus=server_cpus)
+        try:
+            result["agentstream"] = await measure_server(
+                server.url, sizes, agent_messages, "agentstream"
+            )
+        finally:
+            await asyncio.to_thread(server.stop)
+        _log("memory: a fresh server with the default settings")
+        result["memory"] = await measure_memory(sizes, server_cpus, workdir / "memory.sqlite")
+        # The same load with finished runs' event logs dropped at once: growth that remains
+        # here is not the logs' retention.
+        _log(f"memory: a fresh server with {EXPIRE_ENV}={EXPIRE_SECONDS}")
+        result["memory_logs_expire"] = await measure_memory(
+            sizes, server_cpus, workdir / "expire.sqlite", {EXPIRE_ENV: EXPIRE_SECONDS}
+        )
+    reference = os.environ.get(REFERENCE_ENV)
+    if reference:
+        reference = reference.rstrip("/")
+        await asyncio.to_thread(wait_ready, reference)
+        result["reference"] = await measure_server(reference, sizes, agent_messages, "reference")
+        result["reference_url"] = reference
+    else:
+        result["reference"] = None
+    result["ratios"] = ratios(result["agentstream"], result["inprocess"])
+    if result["reference"]:
+        result["reference_ratios"] = ratios(result["reference"], result["inprocess"])
+    result["targets"] = targets(result)
+    result["errors"] = count_errors(
+        {
+            k: result[k]
+            for k in ("inprocess", "agentstream", "memory", "memory_logs_expire", "reference")
+            if result[k]
+        }
+    )
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    sizes = scenarios.QUICK if args.quick else scenarios.FULL
+    result = asyncio.run(main_async(sizes, args.quick))
+    m = result["machine"]
+    print(
+        f"agentstream benchmark{' (quick)' if args.quick else ''}: {m['date']}, "
+        f"{m['nproc']} cores ({m['cpu']}), Python {m['python']}; server on CPU "
+        f"{m['server_cpus']}, client and in-process baseline on CPU {m['benchmark_cpus']}; "
+        f"{result['seconds']} s\n"
+    )
+    print(report(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

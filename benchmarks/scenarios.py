@@ -1,0 +1,410 @@
+"""What is measured, twice: over a client against a server, and in-process with `astream`.
+
+Every function returns a plain dict of figures (JSON-ready). Times are seconds unless a key
+says `_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.pregel import Pregel
+
+from benchmarks.clients import BenchClient, Part
+from benchmarks.harness import median, percentile
+
+AGENT_INPUT = {"messages": [{"role": "human", "content": "hi there"}]}
+Graph = Pregel[Any, Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ttfe_warmup: int
+    ttfe_samples: int
+    ticker_events: int
+    agent_repeat: int
+    throughput_reps: int
+    concurrency: tuple[tuple[int, int], ...]  # (concurrent runs, rounds)
+    ticks_per_run: int
+    join_ticks: int
+    join_delay: float
+    joiners: tuple[int, ...]
+    blocker_seconds: float
+    memory_warmup: int
+    memory_runs: int
+    memory_batch: int
+    memory_streams: int
+    memory_stream_delay: float
+
+
+FULL = Sizes(
+    ttfe_warmup=20,
+    ttfe_samples=300,
+    ticker_events=20_000,
+    agent_repeat=1000,
+    throughput_reps=3,
+    concurrency=((10, 20), (50, 4), (200, 2)),
+    ticks_per_run=20,
+    join_ticks=200,
+    join_delay=0.01,
+    joiners=(1, 10, 50),
+    blocker_seconds=1.0,
+    memory_warmup=100,
+    memory_runs=1000,
+    memory_batch=10,
+    memory_streams=200,
+    memory_stream_delay=0.01,
+)
+
+QUICK = Sizes(
+    ttfe_warmup=3,
+    ttfe_samples=20,
+    ticker_events=2_000,
+    agent_repeat=100,
+    throughput_reps=1,
+    concurrency=((10, 1), (50, 1), (200, 1)),
+    ticks_per_run=20,
+    join_ticks=20,
+    join_delay=0.01,
+    joiners=(1, 10, 50),
+    blocker_seconds=0.5,
+    memory_warmup=20,
+    memory_runs=100,
+    memory_batch=10,
+    memory_streams=200,
+    memory_stream_delay=0.0,
+)
+
+
+def _ticker(n: int, delay: float = 0.0) -> dict[str, Any]:
+    return {"n": n, "delay": delay}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# --- time to first event ----------------------------------------------------------------------
+
+
+async def ttfe_client(client: BenchClient, sizes: Sizes) -> dict[str, Any]:
+    """A trivial stateless run (ticker n=1): request sent -> first SSE frame (`metadata`)."""
+    samples: list[float] = []
+    errors = 0
+    for i in range(sizes.ttfe_warmup + sizes.ttfe_samples):
+        start = time.perf_counter()
+        first: float | None = None
+        first_event = ""
+        ticks = 0
+        try:
+            async for event, _ in client.stream("ticker", _ticker(1), ["custom"]):
+                if first is None:
+                    first = time.perf_counter() - start
+                    first_event = event
+                ticks += event == "custom"
+                errors += event == "error"
+        except Exception:
+            errors += 1
+            continue
+        if first is None or first_event != "metadata" or ticks != 1:
+            errors += 1
+        elif i >= sizes.ttfe_warmup:
+            samples.append(first)
+    return _ttfe_figures(samples, errors)
+
+
+async def ttfe_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
+    """The same graph and input: `astream` called -> its first chunk."""
+    samples: list[float] = []
+    for i in range(sizes.ttfe_warmup + sizes.ttfe_samples):
+        start = time.perf_counter()
+        first: float | None = None
+        async for _ in graph.astream(_ticker(1), stream_mode="custom"):
+            if first is None:
+                first = time.perf_counter() - start
+        if first is not None and i >= sizes.ttfe_warmup:
+            samples.append(first)
+    return _ttfe_figures(samples, 0)
+
+
+def _ttfe_figures(samples: list[float], errors: int) -> dict[str, Any]:
+    return {
+        "samples": len(samples),
+        "median_ms": _ms(median(samples)),
+        "p99_ms": _ms(percentile(samples, 99)),
+        "errors": errors,
+    }
+
+
+# --- event throughput -------------------------------------------------------------------------
+
+
+async def _timed_stream(parts: AsyncIterator[Part], counted: str) -> tuple[int, float, int]:
+    """(events named `counted`, seconds from the call to the stream's end, error events)."""
+    start = time.perf_counter()
+    count = errors = 0
+    async for event, _ in parts:
+        count += event == counted
+        errors += event == "error"
+    return count, time.perf_counter() - start, errors
+
+
+async def _best_of(
+    reps: int, once: Callable[[], Awaitable[tuple[int, float, int]]], expected: int
+) -> dict[str, Any]:
+    rates: list[float] = []
+    counts: list[int] = []
+    errors = 0
+    for _ in range(reps):
+        try:
+            count, seconds, errs = await once()
+        except Exception:
+            errors += 1
+            continue
+        errors += errs + (count != expected)
+        counts.append(count)
+        rates.append(count / seconds)
+    return {
+        "events": counts[0] if counts else 0,
+        "reps": reps,
+        "events_per_s": round(median(rates)),
+        "events_per_s_all": [round(r) for r in rates],
+        "errors": errors,
+    }
+
+
+async def ticker_throughput_client(client: BenchClient, sizes: Sizes) -> dict[str, Any]:
+    """One run emitting `ticker_events` custom events, `stream_mode=custom`."""
+    n = sizes.ticker_events
+
+    async def once() -> tuple[int, float, int]:
+        return await _timed_stream(client.stream("ticker", _ticker(n), ["custom"]), "custom")
+
+    return await _best_of(sizes.throughput_reps, once, n)
+
+
+async def ticker_throughput_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
+    n = sizes.ticker_events
+
+    async def once() -> tuple[int, float, int]:
+        parts = graph.astream(_ticker(n), stream_mode="custom")
+        return await _timed_stream(_label(parts, "custom"), "custom")
+
+    return await _best_of(sizes.throughput_reps, once, n)
+
+
+async def agent_messages_inprocess(graph: Graph, sizes: Sizes) -> int:
+    """How many `messages` chunks the agent streams in-process: what every client must get."""
+    config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
+    count = 0
+    async for _ in graph.astream(AGENT_INPUT, config, stream_mode="messages"):
+        count += 1
+    return count
+
+
+async def agent_throughput_client(
+    client: BenchClient, sizes: Sizes, expected: int
+) -> dict[str, Any]:
+    """One agent run streaming a long reply, `stream_mode=messages-tuple`: `messages` events."""
+    config = {"configurable": {"repeat": sizes.agent_repeat}}
+
+    async def once() -> tuple[int, float, int]:
+        parts = client.stream("agent", AGENT_INPUT, ["messages-tuple"], config)
+        return await _timed_stream(parts, "messages")
+
+    return await _best_of(sizes.throughput_reps, once, expected)
+
+
+async def agent_throughput_inprocess(graph: Graph, sizes: Sizes, expected: int) -> dict[str, Any]:
+    config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
+
+    async def once() -> tuple[int, float, int]:
+        parts = graph.astream(AGENT_INPUT, config, stream_mode="messages")
+        return await _timed_stream(_label(parts, "messages"), "messages")
+
+    return await _best_of(sizes.throughput_reps, once, expected)
+
+
+async def _label(chunks: AsyncIterator[Any], event: str) -> AsyncIterator[Part]:
+    async for chunk in chunks:
+        yield event, chunk
+
+
+# --- concurrent streaming runs ----------------------------------------------------------------
+
+
+async def _concurrent(
+    one: Callable[[], Awaitable[tuple[float, bool]]], n: int, rounds: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    completed = 0
+    wall = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one() for _ in range(n)))
+        wall += time.perf_counter() - start
+        for latency, ok in results:
+            if ok:
+                completed += 1
+                latencies.append(latency)
+            else:
+                errors += 1
+    return {
+        "concurrent": n,
+        "runs": n * rounds,
+        "runs_per_s": round(completed / wall, 1) if wall else 0.0,
+        "median_ms": _ms(median(latencies)),
+        "p99_ms": _ms(percentile(latencies, 99)),
+        "errors": errors,
+    }
+
+
+async def concurrency_client(
+    client: BenchClient, n: int, rounds: int, ticks: int
+) -> dict[str, Any]:
+    """`n` stateless ticker runs streamed at once; latency = request sent -> stream ended."""
+
+    async def one() -> tuple[float, bool]:
+        start = time.perf_counter()
+        try:
+            count, _, errs = await _timed_stream(
+                client.stream("ticker", _ticker(ticks), ["custom"]), "custom"
+            )
+        except Exception:
+            return time.perf_counter() - start, False
+        return time.perf_counter() - start, count == ticks and not errs
+
+    return await _concurrent(one, n, rounds)
+
+
+async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -> dict[str, Any]:
+    """The same `n` runs as `n` `astream` calls under one `asyncio.gather`."""
+
+    async def one() -> tuple[float, bool]:
+        start = time.perf_counter()
+        count = 0
+        async for _ in graph.astream(_ticker(ticks), stream_mode="custom"):
+            count += 1
+        return time.perf_counter() - start, count == ticks
+
+    return await _concurrent(one, n, rounds)
+
+
+# --- one background run, many joiners ---------------------------------------------------------
+
+
+async def joiners_client(client: BenchClient, joiners: int, sizes: Sizes) -> dict[str, Any]:
+    """A background ticker run (`join_ticks` events, `join_delay` apart) queued behind a short
+    blocker run on the same thread, so that all `joiners` join before it produces anything."""
+    ticks = sizes.join_ticks
+    blocker_ticks = 3
+    thread_id = await client.create_thread()
+    await client.create_run(
+        thread_id, "ticker", _ticker(blocker_ticks, sizes.blocker_seconds / 2), ["custom"]
+    )
+    run_id = await client.create_run(
+        thread_id, "ticker", _ticker(ticks, sizes.join_delay), ["custom"]
+    )
+    final = {"tick": ticks - 1}
+
+    async def join() -> tuple[int, float | None, float | None]:
+        count = 0
+        first: float | None = None
+        last: float | None = None
+        async for event, data in client.join(thread_id, run_id):
+            if event == "custom":
+                count += 1
+                if first is None:
+                    first = time.perf_counter()
+                if data == final:
+                    last = time.perf_counter()
+        return count, first, last
+
+    results = await asyncio.gather(*(join() for _ in range(joiners)), return_exceptions=True)
+    counts: list[int] = []
+    firsts: list[float] = []
+    finals: list[float] = []
+    errors = 0
+    for result in results:
+        if isinstance(result, BaseException):
+            errors += 1
+            continue
+        count, first, last = result
+        counts.append(count)
+        if count != ticks or first is None or last is None:
+            errors += 1
+            continue
+        firsts.append(first)
+        finals.append(last)
+    return {
+        "joiners": joiners,
+        "events_expected": ticks,
+        "events_per_joiner_min": min(counts) if counts else 0,
+        "events_per_joiner_max": max(counts) if counts else 0,
+        "final_event_lag_ms": _ms(max(finals) - min(finals)) if finals else None,
+        "run_seconds": round(min(finals) - min(firsts), 3) if finals else None,
+        "errors": errors,
+    }
+
+
+async def joiners_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
+    """The same run once in-process: first tick -> final tick, for the run_seconds ratio."""
+    first: float | None = None
+    last = 0.0
+    count = 0
+    async for _ in graph.astream(_ticker(sizes.join_ticks, sizes.join_delay), stream_mode="custom"):
+        count += 1
+        last = time.perf_counter()
+        if first is None:
+            first = last
+    return {
+        "events": count,
+        "run_seconds": round(last - (first or last), 3),
+        "errors": int(count != sizes.join_ticks),
+    }
+
+
+# --- load for the memory figures --------------------------------------------------------------
+
+
+async def batched_runs(client: BenchClient, runs: int, batch: int, ticks: int) -> int:
+    """`runs` stateless ticker streams, `batch` at a time; the number that failed."""
+    errors = 0
+
+    async def one() -> bool:
+        try:
+            count, _, errs = await _timed_stream(
+                client.stream("ticker", _ticker(ticks), ["custom"]), "custom"
+            )
+        except Exception:
+            return False
+        return count == ticks and not errs
+
+    done = 0
+    while done < runs:
+        size = min(batch, runs - done)
+        results = await asyncio.gather(*(one() for _ in range(size)))
+        errors += results.count(False)
+        done += size
+    return errors
+
+
+async def open_streams(client: BenchClient, streams: int, ticks: int, delay: float) -> int:
+    """`streams` stateless ticker streams open at once; the number that failed."""
+
+    async def one() -> bool:
+        try:
+            count, _, errs = await _timed_stream(
+                client.stream("ticker", _ticker(ticks, delay), ["custom"]), "custom"
+            )
+        except Exception:
+            return False
+        return count == ticks and not errs
+
+    results = await asyncio.gather(*(one() for _ in range(streams)))
+    return results.count(False)

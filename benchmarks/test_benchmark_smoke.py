@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark: `python -m benchmarks.run --quick` runs, reports every figure,
+and sees no error. Kept out of the default run; `pytest benchmarks -m benchmark` runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(300)]
+
+TTFE = ("samples", "median_ms", "p99_ms", "errors")
+THROUGHPUT = ("events", "events_per_s", "errors")
+CONCURRENCY = ("runs", "runs_per_s", "median_ms", "p99_ms", "errors")
+JOIN = ("events_per_joiner_min", "events_per_joiner_max", "final_event_lag_ms", "run_seconds")
+MEMORY = (
+    "idle_kb",
+    "warm_kb",
+    "after_first_batch_kb",
+    "after_second_batch_kb",
+    "growth_second_batch_kb",
+    "during_streams_peak_kb",
+    "after_streams_kb",
+    "errors",
+)
+
+
+def _number(figures: dict[str, Any], key: str, where: str) -> float:
+    value = figures.get(key)
+    assert isinstance(value, int | float), f"{where}.{key} is missing or not a number: {value!r}"
+    assert not math.isnan(value), f"{where}.{key} is NaN"
+    return float(value)
+
+
+def _check(figures: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        _number(figures, key, where)
+    if "errors" in figures:
+        assert figures["errors"] == 0, f"{where}: {figures['errors']} error(s)"
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "AGENTSTREAM_BENCH_REFERENCE_URL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reference: not measured" in proc.stdout
+    assert "targets:" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["errors"] == 0
+    sizes = result["sizes"]
+    levels = [str(n) for n, _ in sizes["concurrency"]]
+    assert levels == ["10", "50", "200"]
+    assert sizes["joiners"] == [1, 10, 50]
+
+    base = result["inprocess"]
+    _check(base["ttfe"], TTFE, "inprocess.ttfe")
+    for key in ("ticker_throughput", "agent_throughput"):
+        _check(base[key], THROUGHPUT, f"inprocess.{key}")
+    for n in levels:
+        _check(base["concurrency"][n], CONCURRENCY, f"inprocess.concurrency.{n}")
+    _check(base["join"], ("events", "run_seconds", "errors"), "inprocess.join")
+
+    for kind in ("sdk", "http"):
+        server = result["agentstream"][kind]
+        where = f"agentstream.{kind}"
+        _check(server["ttfe"], TTFE, f"{where}.ttfe")
+        for key in ("ticker_throughput", "agent_throughput"):
+            _check(server[key], THROUGHPUT, f"{where}.{key}")
+            assert server[key]["events"] == base[key]["events"], f"{where}.{key}: events lost"
+        for n in levels:
+            _check(server["concurrency"][n], CONCURRENCY, f"{where}.concurrency.{n}")
+        for j in sizes["joiners"]:
+            join = server["join"][str(j)]
+            _check(join, JOIN, f"{where}.join.{j}")
+            assert join["events_per_joiner_min"] == sizes["join_ticks"]
+
+        ratio = result["ratios"][kind]
+        for key in ("ttfe_median", "ttfe_p99", "ticker_throughput", "agent_throughput"):
+            _number(ratio, key, f"ratios.{kind}")
+        for n in levels:
+            _number(ratio["concurrency_runs_per_s"], n, f"ratios.{kind}.concurrency_runs_per_s")
+        for verdict in result["targets"][kind].values():
+            assert isinstance(verdict, bool)
+
+    for key in ("memory", "memory_logs_expire"):
+        _check(result[key], MEMORY, key)
+    assert isinstance(result["targets"]["memory_no_growth_beyond_noise"], bool)
