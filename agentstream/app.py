@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
+from agentstream.api.auth import Authenticate, Gate, cors_options, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
@@ -115,7 +117,11 @@ async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegi
 
 
 def create_app(settings: Settings) -> FastAPI:
-    graphs = GraphRegistry(read_config(settings.config))
+    config = read_config(settings.config)
+    graphs = GraphRegistry(config)
+    gate = load_gate(config, settings.api_keys)
+    cors = cors_options(config)
+    _announce(gate, cors is not None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,7 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
         await ensure_default_assistants(backends.storage, graphs)
         worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
         runs_service = RunService(backends.storage, backends.bus, backends.control)
-        app.state.ctx = ApiContext(backends.storage, backends.bus, runs_service, graphs, settings)
+        app.state.ctx = ApiContext(
+            backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
+        )
         app.state.worker = worker
         try:
             yield
@@ -139,10 +147,28 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=JsonResponse,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for module in (system, assistants, threads, thread_stream, runs):
         app.include_router(module.router)
+    # The last added runs first: CORS answers preflights and labels even a refusal; the body
+    # limit also counts what an authenticate handler reads; then the gate, then the routes.
+    if gate is not None:
+        app.add_middleware(Authenticate, gate=gate, router=app.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if cors is not None:
+        app.add_middleware(CORSMiddleware, **cors)
     return app
+
+
+def _announce(gate: Gate | None, cors: bool) -> None:
+    if gate is None:
+        log.warning(
+            "no auth configured (langgraph.json auth.path or AGENTSTREAM_API_KEYS): the server "
+            "is open to anyone who can reach it"
+        )
+    else:
+        log.info("auth: %s", gate.description)
+    if cors:
+        log.info("CORS: cross-origin requests allowed as http.cors says")
 
 
 async def run_worker_process(settings: Settings) -> None:

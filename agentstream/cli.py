@@ -23,6 +23,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _http(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        dest="api_keys",
+        help="require this key as x-api-key or Authorization: Bearer (repeatable; "
+        "replaces AGENTSTREAM_API_KEYS; ignored when langgraph.json sets auth.path)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,12 +60,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.database = args.database
     if args.max_concurrency:
         settings.max_concurrency = args.max_concurrency
+    if getattr(args, "api_keys", None):
+        settings.api_keys = [key for key in args.api_keys if key]
     return settings
 
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns on TCP_NODELAY only for sockets that name it, and
+    # without it each SSE frame written after another waits for the client's delayed ACK (40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
@@ -76,13 +88,9 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
-    if not _api_keys_configured():
-        print("agentstream: no auth configured; the server is open to anyone who can reach it")
-    asyncio.run(server.serve(sockets=[sock]))
-
-
-def _api_keys_configured() -> bool:
-    return False
+    # uvicorn.Config picks uvloop when it is installed; asyncio.run alone would not.
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve(sockets=[sock]))
 
 
 def _require_distributed(settings: Settings, command: str) -> None:

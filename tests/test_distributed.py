@@ -6,7 +6,9 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,7 +16,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import EXAMPLES, ServerProcess, start_server
 
 ADMIN_URI = os.environ.get(
     "AGENTSTREAM_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -33,8 +35,10 @@ class Cluster:
             return list(conn.execute(sql, params).fetchall())
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextmanager
+def running_cluster(config: Path = EXAMPLES, apis: int = 2, workers: int = 2) -> Iterator[Cluster]:
+    """API and worker processes on a fresh PostgreSQL database and the shared Redis; fails
+    (never skips) when either service is missing."""
     name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
@@ -47,11 +51,11 @@ def cluster() -> Iterator[Cluster]:
     started: list[ServerProcess] = []
     try:
         # Workers first: they create the schema and the default assistants.
-        workers = [start_server(None, command="worker", env=env) for _ in range(2)]
-        started += workers
-        apis = [start_server(None, command="serve", env=env) for _ in range(2)]
-        started += apis
-        cluster = Cluster(apis, workers, database_uri)
+        for _ in range(workers):
+            started.append(start_server(None, config=config, command="worker", env=env))
+        for _ in range(apis):
+            started.append(start_server(None, config=config, command="serve", env=env))
+        cluster = Cluster(started[workers:], started[:workers], database_uri)
         yield cluster
         started += cluster.workers  # a test may have replaced a worker it killed
     finally:
@@ -59,6 +63,12 @@ def cluster() -> Iterator[Cluster]:
             proc.stop()
         with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as made:
+        yield made
 
 
 @pytest.fixture

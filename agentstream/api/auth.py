@@ -20,7 +20,7 @@ from langgraph_sdk.auth.exceptions import HTTPException as AuthHTTPException
 from langgraph_sdk.auth.types import AuthContext
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.routing import Match, Router
+from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import serde
@@ -64,10 +64,10 @@ class Incoming:
     """One request as an authenticate handler may ask for it. A body it reads is kept and
     replayed to the route."""
 
-    def __init__(self, scope: Scope, receive: Receive, router: Router) -> None:
+    def __init__(self, scope: Scope, receive: Receive, routes: Sequence[BaseRoute]) -> None:
         self.scope = scope
         self._receive = receive
-        self._router = router
+        self._routes = routes
         self._read: list[Message] = []
         self.request = Request(scope, self._record)
 
@@ -99,7 +99,7 @@ class Incoming:
     def path_params(self) -> dict[str, Any]:
         # The route has not been chosen yet: find it the way the router will.
         partial: dict[str, Any] | None = None
-        for route in self._router.routes:
+        for route in self._routes:
             match, child = route.matches(self.scope)
             if match is Match.FULL:
                 return dict(child.get("path_params", {}))
@@ -337,12 +337,16 @@ class Authenticate:
         self.app = app
         self.gate = gate
         self.router = router
+        self._routes: list[BaseRoute] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _exempt(scope):
             await self.app(scope, receive, send)
             return
-        incoming = Incoming(scope, receive, self.router)
+        if self._routes is None:
+            # Routes are all included by the first request.
+            self._routes = flat_routes(self.router.routes)
+        incoming = Incoming(scope, receive, self._routes)
         try:
             user = await self.gate.authenticate(incoming)
         except Denied as exc:
@@ -353,6 +357,19 @@ class Authenticate:
             return
         scope.setdefault("state", {})[_USER] = user
         await self.app(scope, incoming.replay, send)
+
+
+def flat_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """Every route, in the router's order, with included routers opened up: recent FastAPI
+    keeps an included router as one entry whose match does not say the path parameters."""
+    flat: list[BaseRoute] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if isinstance(included, Router):
+            flat += flat_routes(included.routes)
+        else:
+            flat.append(route)
+    return flat
 
 
 def _exempt(scope: Scope) -> bool:

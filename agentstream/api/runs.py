@@ -18,7 +18,7 @@ from agentstream.eventbus import END_MODES, EventsEvicted
 from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import new_run, wait_body
 from agentstream.ids import is_uuid, uuid7
-from agentstream.storage.base import TERMINAL, NotFound, Run
+from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
 router = APIRouter()
 
@@ -298,13 +298,13 @@ async def list_runs(
 
 async def _get_run(
     c: ApiContext, request: Request, thread_id: str, run_id: str, action: str = "read"
-) -> Run:
+) -> tuple[Run, Filter | None]:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
     value = {"thread_id": thread_id, "run_id": run_id}
     filters = await c.authorize(request, "threads", action, value)
     try:
-        return await c.storage.get_run(thread_id, run_id, filters=filters)
+        return await c.storage.get_run(thread_id, run_id, filters=filters), filters
     except NotFound:
         raise ApiError(404, "Not Found") from None
 
@@ -313,17 +313,18 @@ async def _get_run(
 async def get_run(
     thread_id: str, run_id: str, request: Request, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return JsonResponse(_run_out(await _get_run(c, request, thread_id, run_id)))
+    run, _ = await _get_run(c, request, thread_id, run_id)
+    return JsonResponse(_run_out(run))
 
 
 @router.delete("/threads/{thread_id}/runs/{run_id}")
 async def delete_run(
     thread_id: str, run_id: str, request: Request, c: ApiContext = Depends(ctx)
 ) -> Response:
-    run = await _get_run(c, request, thread_id, run_id, "delete")
+    run, filters = await _get_run(c, request, thread_id, run_id, "delete")
     if run["status"] not in TERMINAL:
         raise ApiError(409, "Run is still pending or running; cancel it before deleting it.")
-    await c.storage.delete_run(thread_id, run_id)
+    await c.storage.delete_run(thread_id, run_id, filters=filters)
     await c.bus.delete(run_id)
     return Response(status_code=204)
 
@@ -372,15 +373,21 @@ async def _join_stream(
     headers = {"location": f"{base}/stream", "content-location": base}
     value = {"thread_id": thread_id, "run_id": run_id}
     filters = await c.authorize(request, "threads", "read", value)
+    last_id = _last_event_id(request)
+    modes = _join_modes(request)
     try:
         run = await c.storage.get_run(thread_id, run_id, filters=filters)
     except NotFound:
-        frame = _error_frame("HTTPException", "404: Run not found")
+        _hidden_run_is_404(c)
+        if await _stateless_log_outlived_its_run(c, thread_id, run_id, last_id):
+            # The SDK reconnects a second or more after a cut; a short stateless run has ended
+            # and taken its temporary thread along by then, but its log is still kept.
+            body = _frames(c, run_id, last_id, modes, wait=True)
+        else:
+            body = _one_frame(_error_frame("HTTPException", "404: Run not found"))
         return EventStreamResponse(
-            _one_frame(frame), headers=headers, heartbeat_seconds=c.settings.heartbeat_seconds
+            body, headers=headers, heartbeat_seconds=c.settings.heartbeat_seconds
         )
-    last_id = _last_event_id(request)
-    modes = _join_modes(request)
     finished = run["status"] in TERMINAL
     if finished and last_id is None:
         body = _empty()
@@ -394,6 +401,26 @@ async def _join_stream(
         heartbeat_seconds=c.settings.heartbeat_seconds,
         on_disconnect=_canceller(c, run["thread_id"], run_id) if cancel else None,
     )
+
+
+async def _stateless_log_outlived_its_run(
+    c: ApiContext, thread_id: str | None, run_id: str, last_id: int | None
+) -> bool:
+    # Only where nobody's reads are restricted: a removed run no longer says whose it was.
+    return (
+        thread_id is None
+        and last_id is not None
+        and not c.authorizes("threads", "read")
+        and await c.bus.last_seq(run_id) > 0
+    )
+
+
+def _hidden_run_is_404(c: ApiContext) -> None:
+    # The open server answers an unknown run's join with 200 and an error, as LangGraph Server
+    # does. Where auth handlers decide who reads what, a run the caller may not see, like one
+    # that does not exist, is a plain 404 before any stream or held response starts.
+    if c.authorizes("threads", "read"):
+        raise ApiError(404, "Run not found")
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -424,14 +451,17 @@ async def join(
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
     base = f"/threads/{thread_id}/runs/{run_id}"
+    headers = {"location": f"{base}/join", "content-location": base}
     value = {"thread_id": thread_id, "run_id": run_id}
     filters = await c.authorize(request, "threads", "read", value)
+    try:
+        run = await c.storage.get_run(thread_id, run_id, filters=filters)
+    except NotFound:
+        _hidden_run_is_404(c)
+        missing = {"__error__": {"error": "HTTPException", "message": "404: Run not found"}}
+        return JsonResponse(missing, headers=headers)
 
     async def result() -> Any:
-        try:
-            run = await c.storage.get_run(thread_id, run_id, filters=filters)
-        except NotFound:
-            return {"__error__": {"error": "HTTPException", "message": "404: Run not found"}}
         finished = run["status"] in TERMINAL
         found = await c.runs.result(run_id, wait=not finished)
         if found is None:
@@ -439,11 +469,7 @@ async def join(
             return thread["values"]
         return wait_body(found)
 
-    return HeldJsonResponse(
-        result,
-        headers={"location": f"{base}/join", "content-location": base},
-        keepalive_seconds=c.settings.heartbeat_seconds,
-    )
+    return HeldJsonResponse(result, headers=headers, keepalive_seconds=c.settings.heartbeat_seconds)
 
 
 # --- cancelling runs -------------------------------------------------------------------------
