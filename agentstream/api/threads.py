@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import InvalidUpdateError
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt, PregelTask, StateSnapshot
 from langgraph.types import StateUpdate as GraphUpdate
@@ -384,7 +385,14 @@ async def post_state_at(
 async def update_state(
     request: Request, thread_id: str, body: StateUpdate, c: ApiContext = Depends(ctx)
 ) -> JsonResponse:
-    thread, _ = await _thread(c, request, thread_id, "update", values=body.values)
+    thread, filters = await _thread(c, request, thread_id, "update", values=body.values)
+    # As on the real server: a run in flight would race the update, so it is refused.
+    inflight = await c.storage.inflight_runs(
+        thread_id=thread_id, run_ids=None, status=None, filters=filters
+    )
+    if inflight:
+        run_ids = [run["run_id"] for run in inflight]
+        raise ApiError(409, f"Thread {thread_id} has in-flight runs: {run_ids}")
     checkpoint = body.checkpoint or Checkpoint()
     if body.checkpoint_id:
         checkpoint = checkpoint.model_copy(update={"checkpoint_id": body.checkpoint_id})
@@ -392,7 +400,10 @@ async def update_state(
     async with _stateful(c, thread, config) as graph:
         if graph is None:
             raise ApiError(400, "Thread has no graph ID.")
-        updated = await graph.aupdate_state(config, body.values, as_node=body.as_node)
+        try:
+            updated = await graph.aupdate_state(config, body.values, as_node=body.as_node)
+        except InvalidUpdateError as exc:  # an unknown or ambiguous as_node
+            raise ApiError(400, str(exc)) from None
         await _refresh_thread(c, graph, thread_id)
     conf = updated.get("configurable") or {}
     keys = ("thread_id", "checkpoint_ns", "checkpoint_id")
