@@ -1,10 +1,11 @@
-"""Two ways to talk to a server: the official `langgraph_sdk` client and raw httpx streaming.
+"""Two ways to talk to a server: the official `langgraph_sdk` client and raw HTTP/1.1.
 
 Both yield `(event name, decoded data)` pairs, so every scenario runs unchanged on either.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, cast
 
@@ -49,16 +50,25 @@ class BenchClient(Protocol):
 
 
 class SdkClient:
-    """The official Python client, as an application would use it."""
+    """The official Python client, as an application would use it, over a few httpx pools.
+
+    One `LangGraphClient` per `SHARDS`-th of the streams: httpcore's pool scans all of its
+    connections for every request, so 200 streams through one pool would measure that scan
+    (the client's core saturates long before the server's). Each shard is get_client() with a
+    wider pool: its default (100 connections, 5 s pool timeout) would fail on the client side.
+    """
 
     name = "sdk"
+    SHARDS = 16
 
     def __init__(self, url: str) -> None:
-        # get_client() with a wider connection pool: its default (100 connections, 5 s pool
-        # timeout) would make 200 concurrent streams fail on the client, not on the server.
-        transport = httpx.AsyncHTTPTransport(retries=5, limits=_LIMITS)
-        http = httpx.AsyncClient(base_url=url, transport=transport, timeout=_TIMEOUT)
-        self.client = LangGraphClient(http)
+        self.clients = [_sdk(url) for _ in range(self.SHARDS)]
+        self._next = 0
+
+    @property
+    def client(self) -> LangGraphClient:
+        self._next = (self._next + 1) % len(self.clients)
+        return self.clients[self._next]
 
     async def stream(
         self,
@@ -98,16 +108,61 @@ class SdkClient:
             yield part.event, part.data
 
     async def aclose(self) -> None:
-        await self.client.http.client.aclose()
+        for client in self.clients:
+            await client.http.client.aclose()
+
+
+def _sdk(url: str) -> LangGraphClient:
+    transport = httpx.AsyncHTTPTransport(retries=5, limits=_LIMITS)
+    return LangGraphClient(httpx.AsyncClient(base_url=url, transport=transport, timeout=_TIMEOUT))
 
 
 class RawClient:
-    """httpx streaming and a minimal SSE parser: what the wire delivers, with little client cost."""
+    """HTTP/1.1 on asyncio streams and a minimal SSE parser: what the wire delivers, with as
+    little client cost as possible.
+
+    httpx is not used here: its connection pool scans every open connection for each request
+    (httpcore `_assign_requests_to_connections`), so at 200 concurrent streams the client, not
+    the server, saturates its core. This client keeps idle keep-alive connections on a stack.
+    """
 
     name = "http"
 
     def __init__(self, url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=url, limits=_LIMITS, timeout=_TIMEOUT)
+        parts = httpx.URL(url)
+        self.host = parts.host
+        self.port = parts.port or 80
+        self._idle: list[_Conn] = []
+
+    async def _request(
+        self, method: str, path: str, body: Any = None, *, sse: bool = False
+    ) -> AsyncIterator[bytes]:
+        """Sends one request on an idle or new connection; yields the response body's chunks."""
+        payload = b"" if body is None else orjson.dumps(body)
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
+            + ("accept: text/event-stream\r\n" if sse else "")
+            + "\r\n"
+        ).encode()
+        conn = self._idle.pop() if self._idle else await _Conn.open(self.host, self.port)
+        reusable = False
+        try:
+            conn.writer.write(head + payload)
+            status, length, chunked, keep = await conn.read_head()
+            if status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {status}")
+            if chunked:
+                async for chunk in conn.read_chunked():
+                    yield chunk
+            else:
+                yield await conn.reader.readexactly(length)
+            reusable = keep
+        finally:
+            if reusable:
+                self._idle.append(conn)
+            else:
+                conn.writer.close()
 
     async def stream(
         self,
@@ -123,16 +178,15 @@ class RawClient:
         }
         if config is not None:
             body["config"] = config
-        headers = {"accept": "text/event-stream"}
-        async with self.http.stream("POST", "/runs/stream", json=body, headers=headers) as resp:
-            resp.raise_for_status()
-            async for part in sse_parts(resp.aiter_bytes()):
-                yield part
+        async for part in sse_parts(self._request("POST", "/runs/stream", body, sse=True)):
+            yield part
+
+    async def _json(self, method: str, path: str, body: Any) -> Any:
+        chunks = [chunk async for chunk in self._request(method, path, body)]
+        return orjson.loads(b"".join(chunks))
 
     async def create_thread(self) -> str:
-        resp = await self.http.post("/threads", json={})
-        resp.raise_for_status()
-        return str(resp.json()["thread_id"])
+        return str((await self._json("POST", "/threads", {}))["thread_id"])
 
     async def create_run(
         self, thread_id: str, assistant_id: str, input: Any, stream_mode: Sequence[str]
@@ -143,20 +197,55 @@ class RawClient:
             "stream_mode": list(stream_mode),
             "multitask_strategy": "enqueue",
         }
-        resp = await self.http.post(f"/threads/{thread_id}/runs", json=body)
-        resp.raise_for_status()
-        return str(resp.json()["run_id"])
+        return str((await self._json("POST", f"/threads/{thread_id}/runs", body))["run_id"])
 
     async def join(self, thread_id: str, run_id: str) -> AsyncIterator[Part]:
         path = f"/threads/{thread_id}/runs/{run_id}/stream"
-        headers = {"accept": "text/event-stream"}
-        async with self.http.stream("GET", path, headers=headers) as resp:
-            resp.raise_for_status()
-            async for part in sse_parts(resp.aiter_bytes()):
-                yield part
+        async for part in sse_parts(self._request("GET", path, sse=True)):
+            yield part
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        while self._idle:
+            self._idle.pop().writer.close()
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection: response heads, fixed-length and chunked bodies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Conn:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def read_head(self) -> tuple[int, int, bool, bool]:
+        """(status, content length, chunked, keep-alive)."""
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length, chunked, keep = 0, False, True
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection":
+                keep = value != b"close"
+        return status, length, chunked, keep
+
+    async def read_chunked(self) -> AsyncIterator[bytes]:
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")
+                return
+            chunk = await self.reader.readexactly(size + 2)
+            yield chunk[:-2]
 
 
 async def sse_parts(chunks: AsyncIterator[bytes]) -> AsyncIterator[Part]:

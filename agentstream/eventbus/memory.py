@@ -60,6 +60,9 @@ class MemoryEventBus:
         for mode, name, data in items:
             seq = log.next_seq
             log.next_seq += 1
+            # A copy of the exact size: orjson (3.13) hands back bytes that hold on to a 4 KiB
+            # buffer whatever their length, and the log keeps every event for minutes.
+            data = bytes(memoryview(data))
             log.events.append(Event(seq, mode, name, data, encode_frame(seq, name, data)))
         log.notify()
         return log.next_seq - 1

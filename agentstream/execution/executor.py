@@ -183,7 +183,8 @@ class Executor:
                 graph, config, kwargs, graph_input, requested, translator, context or None
             )
             async for batch in items:
-                await self.bus.publish(run["run_id"], batch)
+                if batch:  # chunks of modes nobody asked for (values, kept for the result)
+                    await self.bus.publish(run["run_id"], batch)
             return await self._outcome(graph, config, translator, persist, saver)
 
     async def _stream(
@@ -209,12 +210,12 @@ class Executor:
             options["context"] = context
         if "events" not in requested:
             async for part in graph.astream(graph_input, config, **options):
-                yield list(translator.translate(*_parts(part)))
+                yield translator.translate(*_parts(part))
             return
         root = str(config["run_id"])  # type: ignore[typeddict-item]
         async for event in graph.astream_events(graph_input, config, version="v2", **options):
             if event["event"] == "on_chain_stream" and event["run_id"] == root:
-                yield list(translator.translate(*_parts(event["data"]["chunk"])))
+                yield translator.translate(*_parts(event["data"]["chunk"]))
             else:
                 yield [("events", "events", serde.dumps(event))]
 

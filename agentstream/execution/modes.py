@@ -69,15 +69,17 @@ class Translator:
         self._seen_message_ids: set[str] = set()
         self._partial: dict[str, BaseMessageChunk] = {}
 
-    def translate(self, ns: Sequence[str], mode: str, chunk: Any) -> Iterable[Item]:
+    def translate(self, ns: Sequence[str], mode: str, chunk: Any) -> list[Item]:
+        # A list, not a generator: this runs once per chunk, and most chunks give one item.
         if mode == "values" and not ns:
             self.last_values = chunk
         if mode == "messages":
-            yield from self._messages(ns, chunk)
-        elif mode in self.requested:
+            return list(self._messages(ns, chunk))
+        if mode in self.requested:
             if mode == "debug":
                 chunk = _debug_entry(chunk)
-            yield mode, mode + _suffix(ns), serde.dumps(chunk)
+            return [(mode, mode + _suffix(ns), serde.dumps(chunk))]
+        return []
 
     def _messages(self, ns: Sequence[str], chunk: Any) -> Iterable[Item]:
         message, metadata = chunk
