@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,6 +23,7 @@ GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested")
 NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 AGENT = "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
 SUBGRAPHS = "142ee432-e8aa-5ab4-a2a6-c0752e50bcb6"
+SCHEMA_APP = Path(__file__).parent / "schema_app" / "langgraph.json"
 KEYS = [
     "assistant_id", "graph_id", "config", "context", "metadata", "name", "created_at",
     "updated_at", "version", "description",
@@ -199,6 +201,25 @@ async def test_get_schemas_returns_json_schemas_of_the_graph(client: LangGraphCl
         "n": "integer",
         "delay": "number",
         "count": "integer",
+    }
+
+
+async def test_a_field_without_a_json_schema_does_not_cost_the_state_schema(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    # The state holds a lock: LangGraph cannot describe its input, but the state schema still
+    # lists every field, the lock as any value (as the real server does).
+    locked = server_factory(config=SCHEMA_APP)
+    async with httpx.AsyncClient(base_url=locked.url, timeout=30) as http:
+        found = await http.post("/assistants/search", json={"graph_id": "locked"})
+        [assistant] = found.json()
+        response = await http.get(f"/assistants/{assistant['assistant_id']}/schemas")
+    assert response.status_code == 200
+    schemas = response.json()
+    assert schemas["input_schema"] is None
+    assert schemas["state_schema"]["properties"] == {
+        "n": {"default": None, "title": "N", "type": "integer"},
+        "lock": {"default": None, "title": "Lock"},
     }
 
 

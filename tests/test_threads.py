@@ -437,6 +437,27 @@ async def test_copy_brings_state_and_history_along(client: LangGraphClient) -> N
     assert len(await client.runs.list(thread_id)) == 1
 
 
+async def test_a_copy_of_an_interrupted_thread_resumes_on_its_own(
+    client: LangGraphClient,
+) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    await client.runs.wait(thread_id, "hitl", input={"question": "q?"})
+    copy = await client.threads.copy(thread_id)
+    assert isinstance(copy, dict)
+    copy_id = copy["thread_id"]
+    # Like the real server's copy, the new thread starts idle, but its checkpoints still
+    # wait at the interrupt.
+    assert copy["status"] == "idle"
+    assert (await client.threads.get_state(copy_id))["next"] == ["ask"]
+
+    resumed = await client.runs.wait(copy_id, "hitl", command=Command(resume="yes"))
+    assert resumed == {"question": "q?", "answer": "yes!"}
+    original = await client.threads.get(thread_id)
+    assert (original["status"], original["values"]) == ("interrupted", {"question": "q?"})
+    assert (await client.threads.get_state(thread_id))["next"] == ["ask"]
+
+
 # --- status across runs ----------------------------------------------------------------------
 
 
@@ -466,6 +487,31 @@ async def test_a_thread_is_busy_while_a_run_executes(
     await client.runs.join(thread_id, run["run_id"])
     thread = await client.threads.get(thread_id)
     assert (thread["status"], thread["values"]) == ("idle", {"n": 40, "delay": 0.03, "count": 40})
+
+
+async def test_deleting_a_busy_thread_removes_it_and_its_run(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    run = await client.runs.create(
+        thread_id, "ticker", input={"n": 200, "delay": 0.02}, stream_mode="custom"
+    )
+    ticks = []
+    async for part in client.runs.join_stream(thread_id, run["run_id"]):
+        if part.event == "custom":
+            ticks.append(part.data["tick"])
+            break
+    assert ticks
+    await client.threads.delete(thread_id)
+    with pytest.raises(NotFoundError):
+        await client.threads.get(thread_id)
+    with pytest.raises(NotFoundError):
+        await client.runs.get(thread_id, run["run_id"])
+    # The id can be reused at once, and the new thread starts from nothing.
+    await client.threads.create(thread_id=thread_id)
+    assert await client.runs.wait(thread_id, "ticker", input={"n": 1}) == {"n": 1, "count": 1}
+    [new_run] = await client.runs.list(thread_id)
+    assert new_run["run_id"] != run["run_id"]
+    assert len(await client.threads.get_history(thread_id)) == 3
 
 
 async def test_a_failed_run_leaves_the_thread_in_error(client: LangGraphClient) -> None:

@@ -24,6 +24,7 @@ from agentstream.api.models import (
     AssistantVersions,
     SetLatest,
 )
+from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 from agentstream.api.threads import delete_thread, pick, search_headers
 from agentstream.graphs import default_assistant_id
@@ -31,7 +32,7 @@ from agentstream.storage.base import Assistant, Filter, NotFound, utcnow
 
 log = logging.getLogger("agentstream.api")
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 Graph = Pregel[Any, Any, Any, Any]
 
@@ -290,9 +291,19 @@ def _safely(what: str, make: Callable[[], Any]) -> Any:
         return None
 
 
+def _field_type(key: str, channel: BaseChannel[Any, Any, Any]) -> Any:
+    # As on the real server, one field whose type has no JSON Schema shows as any value
+    # rather than costing the whole state schema.
+    try:
+        create_model(key, value=(channel.UpdateType, None)).model_json_schema()
+    except Exception:
+        return Any
+    return channel.UpdateType
+
+
 def _state_schema(graph: Graph, name: str | None) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        key: (channel.UpdateType, None)
+        key: (_field_type(key, channel), None)
         for key in graph.stream_channels_list
         if isinstance(channel := graph.channels.get(key), BaseChannel)
     }
