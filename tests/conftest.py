@@ -106,11 +106,21 @@ def _wait_ready(url: str) -> None:
     raise RuntimeError(f"server at {url} never answered /ok")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("db") / "agentstream.sqlite")
-    yield proc
-    proc.stop()
+@pytest.fixture(scope="session", params=["embedded", "distributed"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Every end-to-end test runs twice: on `agentstream dev` with SQLite, and on an API
+    process whose runs execute in a separate worker process on PostgreSQL and Redis."""
+    if request.param == "embedded":
+        proc = start_server(tmp_path_factory.mktemp("db") / "agentstream.sqlite")
+        yield proc
+        proc.stop()
+        return
+    from tests.test_distributed import running_cluster
+
+    with running_cluster(apis=1, workers=1) as cluster:
+        yield cluster.apis[0]
 
 
 @pytest.fixture
