@@ -6,7 +6,9 @@ Starts `agentstream dev` on the example graphs (pinned to one core), drives it w
 `langgraph_sdk` client and with raw httpx streaming (pinned to the other core), runs the same
 graphs in this process with `graph.astream` as the baseline, and prints each figure next to its
 baseline and their ratio. Set AGENTSTREAM_BENCH_REFERENCE_URL to an already running
-`langgraph dev` serving examples/langgraph.json to measure it side by side.
+`langgraph dev` serving examples/langgraph.json to measure it side by side. With --distributed,
+`agentstream dev` on PostgreSQL + Redis (a fresh database per server, one Redis database,
+flushed) is measured too, in its own columns.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ REFERENCE_ENV = "AGENTSTREAM_BENCH_REFERENCE_URL"
 # as the allocator grows its arenas, whatever the server does.
 MEMORY_NOISE_KB = 2048
 EXPIRE_ENV = "AGENTSTREAM_EVENT_LOG_KEEP_SECONDS"
+POSTGRES_ENV = "AGENTSTREAM_BENCH_POSTGRES_URI"
+REDIS_ENV = "AGENTSTREAM_BENCH_REDIS_URI"
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/7"
 EXPIRE_SECONDS = "0.01"
 
 
@@ -162,6 +168,25 @@ async def measure_memory(
     }
 
 
+async def distributed_env(name: str) -> dict[str, str]:
+    """DATABASE_URI of a freshly created database `name` and REDIS_URI of a flushed database."""
+    import psycopg
+    import redis.asyncio as aioredis
+
+    admin = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT)
+    redis_uri = os.environ.get(REDIS_ENV, REDIS_DEFAULT)
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    client = aioredis.from_url(redis_uri)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    database_uri = admin.rsplit("/", 1)[0] + "/" + name
+    return {"DATABASE_URI": database_uri, "REDIS_URI": redis_uri}
+
+
 # --- reporting ----------------------------------------------------------------------------------
 
 
@@ -196,10 +221,10 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def targets(result: dict[str, Any]) -> dict[str, Any]:
+def targets(
+    server: dict[str, Any], ratio: dict[str, Any], memory: dict[str, Any]
+) -> dict[str, Any]:
     """The issue's targets, judged for each client (the memory one on the server alone)."""
-    server = result["agentstream"]
-    ratio = result["ratios"]
     out: dict[str, Any] = {}
     for kind, f in server.items():
         r = ratio[kind]
@@ -211,7 +236,6 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             "concurrency_200_no_errors_and_at_least_half": c200.get("errors", 1) == 0
             and (r["concurrency_runs_per_s"].get("200") or 0) >= 0.5,
         }
-    memory = result["memory"]
     out["memory_no_growth_beyond_noise"] = memory["growth_second_batch_kb"] <= MEMORY_NOISE_KB
     return out
 
@@ -253,9 +277,12 @@ def report(result: dict[str, Any]) -> str:
     base = result["inprocess"]
     ratio = result["ratios"]
     ref = result.get("reference")
+    dist = result.get("distributed")
     headers = ["figure", "in-process"]
     for kind in CLIENTS:
         headers += [f"agentstream {kind}", "ratio"]
+    if dist:
+        headers += [h for kind in CLIENTS for h in (f"distributed {kind}", "ratio")]
     if ref:
         headers += [f"reference {kind}" for kind in CLIENTS]
     rows: list[list[str]] = []
@@ -264,6 +291,9 @@ def report(result: dict[str, Any]) -> str:
         cells = [name, base_value]
         for kind in CLIENTS:
             cells += [pick(server[kind]), rpick(ratio[kind])]
+        if dist:
+            for kind in CLIENTS:
+                cells += [pick(dist[kind]), rpick(result["distributed_ratios"][kind])]
         if ref:
             cells += [pick(ref[kind]) for kind in CLIENTS]
         rows.append(cells)
@@ -349,11 +379,13 @@ def report(result: dict[str, Any]) -> str:
         [f"peak during {m['concurrent_streams']} concurrent streams", "during_streams_peak_kb"],
         ["after those streams", "after_streams_kb"],
     ]
+    mem_headers = ["server RSS (VmRSS, KiB)", "defaults", f"{EXPIRE_ENV}={EXPIRE_SECONDS}"]
+    mems = [m, e]
+    if result.get("memory_distributed"):
+        mem_headers.append("distributed, defaults")
+        mems.append(result["memory_distributed"])
     parts.append(
-        _table(
-            ["server RSS (VmRSS, KiB)", "defaults", f"{EXPIRE_ENV}={EXPIRE_SECONDS}"],
-            [[name, _f(m[key]), _f(e[key])] for name, key in mem_rows],
-        )
+        _table(mem_headers, [[name, *(_f(x[key]) for x in mems)] for name, key in mem_rows])
     )
     if not ref:
         parts.append("reference: not measured")
@@ -366,13 +398,23 @@ def report(result: dict[str, Any]) -> str:
         "agent_throughput_at_least_half": "messages-tuple throughput >= 0.5x in-process",
         "concurrency_200_no_errors_and_at_least_half": "200 concurrent: no errors, >= 0.5x runs/s",
     }
+    judged = [("", t)]
+    if result.get("distributed_targets"):
+        judged.append(("distributed ", result["distributed_targets"]))
     for key, name in names.items():
-        verdicts = ", ".join(f"{k}: {'met' if t[k][key] else 'NOT met'}" for k in CLIENTS)
+        verdicts = ", ".join(
+            f"{label}{k}: {'met' if tt[k][key] else 'NOT met'}"
+            for label, tt in judged
+            for k in CLIENTS
+        )
         lines.append(f"  {name}: {verdicts}")
-    verdict = "met" if t["memory_no_growth_beyond_noise"] else "NOT met"
+    verdicts = ", ".join(
+        f"{label or 'embedded '}{'met' if tt['memory_no_growth_beyond_noise'] else 'NOT met'}"
+        for label, tt in judged
+    )
     lines.append(
         f"  no memory growth across {m['runs_per_batch']:,} runs beyond noise "
-        f"(<= {MEMORY_NOISE_KB} KiB): {verdict}"
+        f"(<= {MEMORY_NOISE_KB} KiB): {verdicts}"
     )
     lines.append(f"errors in total: {result['errors']}")
     parts.append("\n".join(lines))
@@ -404,7 +446,7 @@ def _cpu_model() -> str:
 # --- the command --------------------------------------------------------------------------------
 
 
-async def main_async(sizes: Sizes, quick: bool) -> dict[str, Any]:
+async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> dict[str, Any]:
     server_cpus, bench_cpus = cpu_split()
     pin_self(bench_cpus)
     result: dict[str, Any] = {
@@ -433,6 +475,24 @@ async def main_async(sizes: Sizes, quick: bool) -> dict[str, Any]:
         result["memory_logs_expire"] = await measure_memory(
             sizes, server_cpus, workdir / "expire.sqlite", {EXPIRE_ENV: EXPIRE_SECONDS}
         )
+        result["distributed"] = result["memory_distributed"] = None
+        if distributed:
+            _log("distributed: agentstream dev on PostgreSQL + Redis")
+            env = await distributed_env("agentstream_bench")
+            server = await asyncio.to_thread(
+                start_server, workdir / "unused.sqlite", cpus=server_cpus, env=env
+            )
+            try:
+                result["distributed"] = await measure_server(
+                    server.url, sizes, agent_messages, "distributed"
+                )
+            finally:
+                await asyncio.to_thread(server.stop)
+            _log("memory: a fresh distributed server with the default settings")
+            env = await distributed_env("agentstream_bench_memory")
+            result["memory_distributed"] = await measure_memory(
+                sizes, server_cpus, workdir / "unused.sqlite", env
+            )
     reference = os.environ.get(REFERENCE_ENV)
     if reference:
         reference = reference.rstrip("/")
@@ -444,11 +504,24 @@ async def main_async(sizes: Sizes, quick: bool) -> dict[str, Any]:
     result["ratios"] = ratios(result["agentstream"], result["inprocess"])
     if result["reference"]:
         result["reference_ratios"] = ratios(result["reference"], result["inprocess"])
-    result["targets"] = targets(result)
+    result["targets"] = targets(result["agentstream"], result["ratios"], result["memory"])
+    if result["distributed"]:
+        result["distributed_ratios"] = ratios(result["distributed"], result["inprocess"])
+        result["distributed_targets"] = targets(
+            result["distributed"], result["distributed_ratios"], result["memory_distributed"]
+        )
     result["errors"] = count_errors(
         {
             k: result[k]
-            for k in ("inprocess", "agentstream", "memory", "memory_logs_expire", "reference")
+            for k in (
+                "inprocess",
+                "agentstream",
+                "memory",
+                "memory_logs_expire",
+                "distributed",
+                "memory_distributed",
+                "reference",
+            )
             if result[k]
         }
     )
@@ -460,9 +533,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help=f"also measure PostgreSQL + Redis ({POSTGRES_ENV}, {REDIS_ENV}; defaults "
+        f"{POSTGRES_DEFAULT} and {REDIS_DEFAULT}, which is flushed)",
+    )
     args = parser.parse_args(argv)
     sizes = scenarios.QUICK if args.quick else scenarios.FULL
-    result = asyncio.run(main_async(sizes, args.quick))
+    result = asyncio.run(main_async(sizes, args.quick, args.distributed))
     m = result["machine"]
     print(
         f"agentstream benchmark{' (quick)' if args.quick else ''}: {m['date']}, "

@@ -182,10 +182,28 @@ class Executor:
             items = self._stream(
                 graph, config, kwargs, graph_input, requested, translator, context or None
             )
-            async for batch in items:
-                if batch:  # chunks of modes nobody asked for (values, kept for the result)
-                    await self.bus.publish(run["run_id"], batch)
+            await self._publish_all(run["run_id"], items)
             return await self._outcome(graph, config, translator, persist, saver)
+
+    async def _publish_all(self, run_id: str, batches: AsyncIterator[list[Item]]) -> None:
+        """Publishes every batch in order with at most one publish in flight: what the graph
+        yields while a publish waits (on Redis, a round trip) goes out with the next one."""
+        pending: list[Item] = []
+        flight: asyncio.Future[int] | None = None
+        try:
+            async for batch in batches:
+                pending += batch  # empty for modes nobody asked for (values, kept for the result)
+                if pending and (flight is None or flight.done()):
+                    if flight is not None:
+                        flight.result()  # a failed publish fails the run
+                    flight = asyncio.ensure_future(self.bus.publish(run_id, pending))
+                    pending = []
+        finally:
+            # However the stream ended, what it yielded is published, in order, before the end.
+            if flight is not None:
+                await flight
+            if pending:
+                await self.bus.publish(run_id, pending)
 
     async def _stream(
         self,
