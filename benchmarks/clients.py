@@ -6,6 +6,7 @@ Both yield `(event name, decoded data)` pairs, so every scenario runs unchanged 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, cast
 
@@ -127,6 +128,7 @@ class RawClient:
     """
 
     name = "http"
+    IDLE_SECONDS = 2.0
 
     def __init__(self, url: str) -> None:
         parts = httpx.URL(url)
@@ -145,7 +147,7 @@ class RawClient:
             + ("accept: text/event-stream\r\n" if sse else "")
             + "\r\n"
         ).encode()
-        conn = self._idle.pop() if self._idle else await _Conn.open(self.host, self.port)
+        conn = await self._connection()
         reusable = False
         try:
             conn.writer.write(head + payload)
@@ -160,9 +162,21 @@ class RawClient:
             reusable = keep
         finally:
             if reusable:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:
                 conn.writer.close()
+
+    async def _connection(self) -> _Conn:
+        # The server closes a connection idle for 5 s (uvicorn's keep-alive timeout); one idle
+        # for IDLE_SECONDS is dropped here rather than raced against that close.
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since < self.IDLE_SECONDS and not conn.reader.at_eof():
+                return conn
+            conn.writer.close()
+        return await _Conn.open(self.host, self.port)
 
     async def stream(
         self,
@@ -215,6 +229,7 @@ class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     @classmethod
     async def open(cls, host: str, port: int) -> _Conn:
