@@ -117,7 +117,7 @@ def server(
         yield proc
         proc.stop()
         return
-    from tests.test_distributed import running_cluster
+    from tests.cluster import running_cluster
 
     with running_cluster(apis=1, workers=1) as cluster:
         yield cluster.apis[0]

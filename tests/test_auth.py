@@ -22,8 +22,8 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from langgraph_sdk.schema import StreamPart
 
+from tests.cluster import Cluster, running_cluster
 from tests.conftest import EXAMPLES, ServerProcess, start_server
-from tests.test_distributed import Cluster, running_cluster
 from tests.test_join import read_until
 
 AUTH_APP = Path(__file__).resolve().parent / "auth_app" / "langgraph.json"
