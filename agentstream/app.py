@@ -153,7 +153,11 @@ def create_app(settings: Settings) -> FastAPI:
     # limit also counts what an authenticate handler reads; then the gate, then the routes.
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     if cors is not None:
         app.add_middleware(CORSMiddleware, **cors)
     return app

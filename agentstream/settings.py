@@ -32,6 +32,7 @@ class Settings:
     max_concurrency: int = 32
     heartbeat_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
     event_log_max_events: int = 50_000
     event_log_keep_seconds: float = 600.0
     lease_seconds: float = 30.0
@@ -52,6 +53,7 @@ class Settings:
             max_concurrency=_env_int("AGENTSTREAM_MAX_CONCURRENCY", 32),
             heartbeat_seconds=_env_float("AGENTSTREAM_HEARTBEAT_SECONDS", 5.0),
             max_body_bytes=_env_int("AGENTSTREAM_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            max_header_bytes=_env_int("AGENTSTREAM_MAX_HEADER_BYTES", 64 * 1024),
             event_log_max_events=_env_int("AGENTSTREAM_EVENT_LOG_MAX_EVENTS", 50_000),
             event_log_keep_seconds=_env_float("AGENTSTREAM_EVENT_LOG_KEEP_SECONDS", 600.0),
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),

@@ -1,4 +1,5 @@
-"""Request size: a body over the limit gets 413 {"detail"} before any route holds it all."""
+"""Request size: a body over the limit gets 413 {"detail"} before any route holds it all, and
+headers over theirs 431."""
 
 from __future__ import annotations
 
@@ -13,17 +14,27 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"Request body is larger than the limit of {max_bytes} bytes")
 
 
+class HeadersTooLarge(HTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(431, f"Request headers are larger than the limit of {max_bytes} bytes")
+
+
 class BodyLimit:
     """Refuses a declared Content-Length over the limit at once, and counts chunked bodies as
-    they arrive, so a client cannot make the server buffer more than `max_bytes`."""
+    they arrive, so a client cannot make the server buffer more than `max_bytes`. Refuses
+    headers over `max_header_bytes` before anything (auth handlers included) reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int = 64 * 1024) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _header_bytes(scope) > self.max_header_bytes:
+            await _refuse(send, HeadersTooLarge(self.max_header_bytes))
             return
         if _declared_length(scope) > self.max_bytes:
             await _refuse(send, BodyTooLarge(self.max_bytes))
@@ -54,6 +65,10 @@ class BodyLimit:
             await _refuse(send, exc)
 
 
+def _header_bytes(scope: Scope) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
 def _declared_length(scope: Scope) -> int:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -64,12 +79,12 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-async def _refuse(send: Send, exc: BodyTooLarge) -> None:
+async def _refuse(send: Send, exc: HTTPException) -> None:
     body = serde.dumps({"detail": exc.detail})
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

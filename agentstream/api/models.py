@@ -11,6 +11,8 @@ StreamMode = Literal[
     "custom",
 ]  # fmt: skip
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+# Offsets and versions reach SQL as 64-bit integers; a larger one is a 422, not a crash.
+MAX_INT64 = 2**63 - 1
 
 
 class _Body(BaseModel):
@@ -78,7 +80,7 @@ class ThreadSearch(_Body):
     values: dict[str, Any] | None = None
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT64)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None
@@ -134,7 +136,7 @@ class AssistantSearch(_Body):
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT64)
     sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None
@@ -149,11 +151,11 @@ class AssistantCount(_Body):
 class AssistantVersions(_Body):
     metadata: dict[str, Any] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT64)
 
 
 class SetLatest(_Body):
-    version: int
+    version: int = Field(ge=-MAX_INT64, le=MAX_INT64)
 
 
 class CancelMany(_Body):

@@ -12,7 +12,8 @@ from agentstream import serde
 from agentstream.api.auth import current_user
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
-from agentstream.api.models import CancelMany, RunCreate
+from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
+from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, JsonResponse
 from agentstream.eventbus import END_MODES, EventsEvicted
 from agentstream.execution.executor import RESULT_MODE
@@ -20,7 +21,7 @@ from agentstream.execution.runs import new_run, wait_body
 from agentstream.ids import is_uuid, uuid7
 from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 Route = Literal["stream", "wait", "create"]
 _STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
@@ -284,7 +285,7 @@ async def list_runs(
     thread_id: str,
     request: Request,
     limit: int = Query(10, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT64),
     status: str | None = None,
     c: ApiContext = Depends(ctx),
 ) -> Response:

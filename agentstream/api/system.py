@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from agentstream import __version__
 from agentstream.api.context import ApiContext, ctx
+from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from agentstream import serde
 from agentstream.api.context import ApiContext, ctx, require_uuid
+from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse
 from agentstream.eventbus import EventsEvicted, encode_frame
 from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import thread_log
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 
 _DONE = -1  # a run seq meaning "that run was complete": resume with the next run

@@ -26,11 +26,12 @@ from agentstream.api.models import (
     ThreadPatch,
     ThreadSearch,
 )
+from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 from agentstream.ids import uuid7
 from agentstream.storage.base import Filter, Thread
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 Graph = Pregel[Any, Any, Any, Any]
 

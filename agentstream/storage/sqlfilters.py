@@ -12,9 +12,18 @@ def _path(key: str) -> str:
     return '$."' + key.replace('"', '""') + '"'
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _scalar(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, int) and value not in _INT64:
+        # SQLite binds 64-bit integers only; its JSON holds a larger one as a REAL anyway.
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
     return value
 
 
