@@ -28,17 +28,25 @@ EXAMPLES_PER_OPERATION = os.environ.get("AGENTSTREAM_FUZZ_EXAMPLES", "3")
 SEED = os.environ.get("AGENTSTREAM_FUZZ_SEED", "20260601")
 
 
+AUTH_APP = Path(__file__).resolve().parent / "auth_app" / "langgraph.json"
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "auth-handlers"])
 def test_schemathesis_finds_no_server_error(
-    server_factory: Callable[..., ServerProcess], tmp_path: Path
+    server_factory: Callable[..., ServerProcess], tmp_path: Path, auth: bool
 ) -> None:
-    proc = server_factory()
+    # With auth handlers every request also runs the user's authenticate and `on` handlers,
+    # and the owner filters go into every storage query.
+    proc = server_factory(config=AUTH_APP) if auth else server_factory()
+    credentials = ["--header", "x-api-key: alice-token"] if auth else []
     schemathesis = Path(sys.executable).parent / "schemathesis"
     result = subprocess.run(
         [
             str(schemathesis),
             "run",
             f"{proc.url}/openapi.json",
+            *credentials,
             "--checks",
             "not_a_server_error",
             "--phases",
@@ -66,6 +74,12 @@ def test_schemathesis_finds_no_server_error(
     assert tested is not None and int(tested.group(1)) >= 100, summary
     assert "Server error" not in result.stdout
     assert not any("Traceback" in line for line in proc.output), "".join(proc.output)
+    if auth:
+        # The generated requests got past authenticate: threads they made are alice's.
+        with httpx.Client(base_url=proc.url, headers={"x-api-key": "alice-token"}) as http:
+            threads = http.post("/threads/search", json={"limit": 1000}).json()
+        assert threads, "the fuzzer created no thread as alice"
+        assert {t["metadata"]["owner"] for t in threads} == {"alice"}
 
 
 async def test_deeply_nested_json_is_422(http: httpx.AsyncClient) -> None:
