@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+log = logging.getLogger("agentstream.control")
 
 CancelHandler = Callable[[str, str], Awaitable[bool]]
 
@@ -49,12 +52,21 @@ class LocalControl:
             pass
 
     async def cancel(self, run_id: str, action: str) -> None:
-        for handler in self._handlers:
-            if await handler(run_id, action):
-                return
+        await self._run_handlers(run_id, action)
 
     def on_cancel(self, handler: CancelHandler) -> None:
         self._handlers.append(handler)
 
     async def aclose(self) -> None:
         self._handlers.clear()
+
+    async def _run_handlers(self, run_id: str, action: str) -> bool:
+        """Whether a handler of this process owned the run; one that fails is logged and the
+        next one asked, so a cancel never turns into an error for whoever sent it."""
+        for handler in list(self._handlers):
+            try:
+                if await handler(run_id, action):
+                    return True
+            except Exception:
+                log.exception("cancel handler failed for run %s", run_id)
+        return False

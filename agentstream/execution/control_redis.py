@@ -11,24 +11,24 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from agentstream import serde
-from agentstream.execution.control import CancelHandler
+from agentstream.execution.control import LocalControl
 
 CHANNEL_PREFIX = "agentstream:"  # channels "<prefix>wake" and "<prefix>cancel"
 
 log = logging.getLogger("agentstream.control")
 
 
-class RedisControl:
-    """Wake-ups and cancels reach every process; each message carries its sender's id."""
+class RedisControl(LocalControl):
+    """Wake-ups and cancels reach every process; each message carries its sender's id. Waiting
+    and the cancel handlers of this process are LocalControl's."""
 
     def __init__(self, url: str, *, channel_prefix: str = CHANNEL_PREFIX) -> None:
+        super().__init__()
         self._redis = Redis.from_url(url)
         # Pub/sub ignores the database number: the prefix is what separates deployments.
         self._wake_channel = f"{channel_prefix}wake"
         self._cancel_channel = f"{channel_prefix}cancel"
         self._id = uuid.uuid4().hex
-        self._event = asyncio.Event()
-        self._handlers: list[CancelHandler] = []
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[bool]] = set()
@@ -51,23 +51,11 @@ class RedisControl:
         self._event.set()  # workers of this process need no round trip
         await self._redis.publish(self._wake_channel, self._id)
 
-    def clear(self) -> None:
-        self._event.clear()
-
-    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            pass
-
     async def cancel(self, run_id: str, action: str) -> None:
         if await self._run_handlers(run_id, action):
             return  # the run executes in this process
         message = {"run_id": run_id, "action": action, "sender": self._id}
         await self._redis.publish(self._cancel_channel, serde.dumps(message))
-
-    def on_cancel(self, handler: CancelHandler) -> None:
-        self._handlers.append(handler)
 
     async def aclose(self) -> None:
         tasks: list[asyncio.Task[Any]] = [*self._cancels]
@@ -79,7 +67,7 @@ class RedisControl:
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
-        self._handlers.clear()
+        await super().aclose()
 
     async def _listen(self) -> None:
         assert self._pubsub is not None
@@ -111,12 +99,3 @@ class RedisControl:
                 task = asyncio.create_task(self._run_handlers(body["run_id"], body["action"]))
                 self._cancels.add(task)
                 task.add_done_callback(self._cancels.discard)
-
-    async def _run_handlers(self, run_id: str, action: str) -> bool:
-        for handler in list(self._handlers):
-            try:
-                if await handler(run_id, action):
-                    return True
-            except Exception:
-                log.exception("cancel handler failed for run %s", run_id)
-        return False
