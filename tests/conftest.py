@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,18 @@ def _wait_ready(url: str) -> None:
                 pass
             threading.Event().wait(0.05)
     raise RuntimeError(f"server at {url} never answered /ok")
+
+
+def tag() -> dict[str, str]:
+    """Metadata no other test's rows carry, so a search sees only this test's."""
+    return {"test": uuid.uuid4().hex}
+
+
+def assert_detail(response: httpx.Response, status: int, detail: str) -> None:
+    """An error as LangGraph Server sends it: that status, a JSON `{"detail": ...}`."""
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"detail": detail}
 
 
 @pytest.fixture(scope="session", params=["embedded", "distributed"])

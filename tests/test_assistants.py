@@ -15,6 +15,8 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
+from tests.conftest import assert_detail, tag
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -78,17 +80,6 @@ MESSAGE_TYPES = {
     "ToolMessage", "AIMessageChunk", "HumanMessageChunk", "ChatMessageChunk",
     "SystemMessageChunk", "FunctionMessageChunk", "ToolMessageChunk",
 }  # fmt: skip
-
-
-def tag() -> dict[str, str]:
-    """Metadata no other test's assistants carry, so a search sees only this test's."""
-    return {"test": uuid.uuid4().hex}
-
-
-def assert_detail(response: httpx.Response, status: int, detail: str) -> None:
-    assert response.status_code == status, response.text[:300]
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"detail": detail}
 
 
 # --- default assistants ----------------------------------------------------------------------

@@ -16,6 +16,8 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError
 from langgraph_sdk.schema import Command
 
+from tests.conftest import assert_detail, tag
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -31,17 +33,6 @@ STATE_KEYS = [
     "values", "next", "tasks", "metadata", "created_at", "checkpoint", "parent_checkpoint",
     "interrupts", "checkpoint_id", "parent_checkpoint_id",
 ]  # fmt: skip
-
-
-def tag() -> dict[str, str]:
-    """Metadata no other test's threads carry, so a search sees only this test's."""
-    return {"test": uuid.uuid4().hex}
-
-
-def assert_detail(response: httpx.Response, status: int, detail: str) -> None:
-    assert response.status_code == status, response.text[:300]
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"detail": detail}
 
 
 async def ticked_thread(client: LangGraphClient, n: int = 2, **metadata: Any) -> str:
