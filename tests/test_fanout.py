@@ -90,7 +90,9 @@ async def test_slow_reader_is_cut_off_with_a_reason_and_never_slows_the_run(
             input={"messages": [{"role": "user", "content": "hi there"}]},
             stream_mode=["messages-tuple"],
             config=config,
-            after_seconds=0,
+            # Both readers are there before the first event: the run makes about 10 events a
+            # millisecond, and a fast reader that took 50 ms to connect found its start evicted.
+            after_seconds=1,
         )
         path = f"/threads/{t}/runs/{run['run_id']}/stream"
         slow = await asyncio.to_thread(_raw_stream_request, server, path)

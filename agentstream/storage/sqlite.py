@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -30,6 +31,8 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.sqlfilters import match
+
+T = TypeVar("T")
 
 MIGRATIONS = [
     # 1: the initial schema
@@ -170,6 +173,68 @@ def _order(sort_by: str | None, sort_order: str | None, default: str) -> str:
     return f"{column} {direction}"
 
 
+def _in_tx(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _fetchone(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    return conn.execute(sql, params).fetchone()
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _insert_thread(db: sqlite3.Connection, thread_id: str, metadata: Mapping[str, Any]) -> bool:
+    now = utcnow().isoformat()
+    cur = db.execute(
+        f"INSERT OR IGNORE INTO threads ({_THREAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (thread_id, now, now, now, _j(dict(metadata)), "idle", _j({"configurable": {}}),
+         None, "{}", None),
+    )  # fmt: skip
+    return cur.rowcount > 0
+
+
+def _delete_thread_rows(db: sqlite3.Connection, thread_id: str, *, checkpoints: bool) -> None:
+    db.execute("DELETE FROM runs WHERE thread_id = ?", (thread_id,))
+    db.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+    if checkpoints:
+        # The saver's tables live in the same file: gone in the same transaction. Only for a run
+        # that has ended (it writes no more); see delete_thread.
+        db.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+        db.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+
+
+Settled = tuple[ThreadStatus, str, str, str | None]
+
+
+def _settled(
+    status: ThreadStatus, values: Any, interrupts: Mapping[str, Any], error: Any
+) -> Settled:
+    """A thread's new status and cached state, encoded before the trip to the SQLite thread."""
+    return status, _j(values), _j(dict(interrupts)), _j(error) if error is not None else None
+
+
+def _settle_thread(db: sqlite3.Connection, thread_id: str, settled: Settled) -> None:
+    # A thread stays busy while another run of it is queued or running.
+    status, values, interrupts, error = settled
+    now = utcnow().isoformat()
+    db.execute(
+        "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ? "
+        "AND status IN ('pending','running')) THEN 'busy' ELSE ? END, "
+        '"values" = ?, interrupts = ?, error = ?, updated_at = ?, state_updated_at = ? '
+        "WHERE thread_id = ?",
+        (thread_id, status, values, interrupts, error, now, now, thread_id),
+    )
+
+
 class SqliteStorage:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -212,6 +277,11 @@ class SqliteStorage:
         self._db = self._saver_conn = self._saver = None
 
     @property
+    def _checkpoints_shared(self) -> bool:
+        """Whether the saver's tables are in our file (not with ":memory:", one per connection)."""
+        return self._saver is not None and self.path != ":memory:"
+
+    @property
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError("storage is not set up")
@@ -235,13 +305,26 @@ class SqliteStorage:
                 raise
             await db.execute("COMMIT")
 
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(connection, *args) on the connection's thread, in one hand-off.
+
+        Each `await db.execute()`, `fetchone()` and cursor close is a trip to aiosqlite's thread
+        and back; a run made about 40 of them. aiosqlite's own methods are built on `_execute`.
+        """
+        async with self._lock:
+            db = self._conn
+            result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+            return result
+
+    async def _call_tx(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(connection, *args) inside one write transaction, in one hand-off."""
+        return await self._call(_in_tx, fn, *args)
+
     async def _one(self, sql: str, params: Sequence[Any]) -> aiosqlite.Row | None:
-        async with self._lock, self._conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        return await self._call(_fetchone, sql, params)
 
     async def _all(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
-        async with self._lock, self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return await self._call(_fetchall, sql, params)
 
     # --- assistants ------------------------------------------------------------------------
     async def put_assistant(
@@ -423,8 +506,7 @@ class SqliteStorage:
         if_exists: IfExists,
         filters: Filter | None = None,
     ) -> Thread:
-        async with self._tx() as db:
-            inserted = await self._insert_thread(db, thread_id, metadata)
+        inserted = await self._call_tx(_insert_thread, thread_id, metadata)
         if not inserted:
             if if_exists == "raise":
                 raise Conflict(f"Thread with ID {thread_id} already exists")
@@ -433,18 +515,6 @@ class SqliteStorage:
         except NotFound:
             # Someone else's thread with this id: the caller may not see it, nor take its id.
             raise Conflict(f"Thread with ID {thread_id} already exists") from None
-
-    @staticmethod
-    async def _insert_thread(
-        db: aiosqlite.Connection, thread_id: str, metadata: Mapping[str, Any]
-    ) -> bool:
-        now = utcnow().isoformat()
-        cur = await db.execute(
-            f"INSERT OR IGNORE INTO threads ({_THREAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (thread_id, now, now, now, _j(dict(metadata)), "idle", _j({"configurable": {}}),
-             None, "{}", None),
-        )  # fmt: skip
-        return cur.rowcount > 0
 
     async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread:
         cond, params = match("metadata", filters)
@@ -505,25 +575,22 @@ class SqliteStorage:
 
     async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
         cond, params = match("metadata", filters)
-        async with self._tx() as db:
-            async with db.execute(
-                f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}", [thread_id, *params]
-            ) as cur:
-                if await cur.fetchone() is None:
-                    raise NotFound(f"Thread with ID {thread_id} not found")
-            async with db.execute(
+
+        def delete(db: sqlite3.Connection) -> list[str]:
+            sql = f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}"
+            if db.execute(sql, [thread_id, *params]).fetchone() is None:
+                raise NotFound(f"Thread with ID {thread_id} not found")
+            inflight = [r[0] for r in db.execute(
                 "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running')",
                 (thread_id,),
-            ) as cur:
-                inflight = [r[0] for r in await cur.fetchall()]
-            await self._delete_thread_rows(db, thread_id)
+            )]  # fmt: skip
+            _delete_thread_rows(db, thread_id, checkpoints=False)
+            return inflight
+
+        inflight = await self._call_tx(delete)
+        # Through the saver, behind its lock: a run still in flight may be writing.
         await self._delete_checkpoints(thread_id)
         return inflight
-
-    @staticmethod
-    async def _delete_thread_rows(db: aiosqlite.Connection, thread_id: str) -> None:
-        await db.execute("DELETE FROM runs WHERE thread_id = ?", (thread_id,))
-        await db.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
 
     async def _delete_checkpoints(self, thread_id: str) -> None:
         if self._saver is not None:
@@ -595,43 +662,48 @@ class SqliteStorage:
     ) -> list[str]:
         thread_id = run["thread_id"]
         cond, params = match("metadata", filters)
-        async with self._tx() as db:
+        strategy = run["multitask_strategy"]
+        due = time.time() + float(run["kwargs"].get("after_seconds") or 0)
+        values = (
+            run["run_id"], thread_id, run["assistant_id"], _j(run["metadata"]), "pending",
+            _j(run["kwargs"]), strategy, run["created_at"].isoformat(),
+            run["updated_at"].isoformat(), int(temporary),
+            _j(auth_user) if auth_user is not None else None, due,
+        )  # fmt: skip
+
+        def create(db: sqlite3.Connection) -> list[str]:
             if temporary or if_not_exists == "create":
-                await self._insert_thread(db, thread_id, thread_metadata)
-            async with db.execute(
+                _insert_thread(db, thread_id, thread_metadata)
+            row = db.execute(
                 f"SELECT metadata FROM threads WHERE thread_id = ? AND {cond}",
                 [thread_id, *params],
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None:
                 raise NotFound("Thread or assistant not found.")
-            async with db.execute(
+            inflight = [r[0] for r in db.execute(
                 "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running') "
                 "ORDER BY seq",
                 (thread_id,),
-            ) as cur:
-                inflight = [r[0] for r in await cur.fetchall()]
-            strategy = run["multitask_strategy"]
+            )]  # fmt: skip
             if inflight and strategy == "reject":
                 raise ThreadBusy(
                     "Thread is already running a task. Wait for it to finish or choose a "
                     "different multitask strategy."
                 )
-            due = time.time() + float(run["kwargs"].get("after_seconds") or 0)
-            await db.execute(
+            db.execute(
                 f"INSERT INTO runs ({_RUN_COLS}, temporary, auth_user, due_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run["run_id"], thread_id, run["assistant_id"], _j(run["metadata"]), "pending",
-                 _j(run["kwargs"]), strategy, run["created_at"].isoformat(),
-                 run["updated_at"].isoformat(), int(temporary),
-                 _j(auth_user) if auth_user is not None else None, due),
-            )  # fmt: skip
+                values,
+            )
             merged = {**_uj(row[0]), **thread_metadata}
-            await db.execute(
+            db.execute(
                 "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? "
                 "WHERE thread_id = ?",
                 (_j(merged), utcnow().isoformat(), thread_id),
             )
+            return inflight
+
+        inflight = await self._call_tx(create)
         return inflight if strategy in ("interrupt", "rollback") else []
 
     async def get_run(
@@ -705,8 +777,9 @@ class SqliteStorage:
     # --- the queue -------------------------------------------------------------------------
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
         now = time.time()
-        async with self._tx() as db:
-            async with db.execute(
+
+        def claim(db: sqlite3.Connection) -> tuple[Any, int] | None:
+            row = db.execute(
                 "SELECT r.seq, r.status, r.attempt FROM runs r WHERE "
                 "(r.status = 'pending' AND r.due_at <= ? AND NOT EXISTS ("
                 "  SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq AND"
@@ -714,21 +787,24 @@ class SqliteStorage:
                 " OR (r.status = 'running' AND r.lease_expires_at < ?) "
                 "ORDER BY r.seq LIMIT 1",
                 (now, now),
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None:
                 return None
             seq, attempt = row[0], row[2] + 1
-            await db.execute(
+            db.execute(
                 "UPDATE runs SET status = 'running', attempt = ?, worker_id = ?, "
                 "lease_expires_at = ?, updated_at = ? WHERE seq = ?",
                 (attempt, worker_id, now + lease_seconds, utcnow().isoformat(), seq),
             )
-            async with db.execute(
+            full = db.execute(
                 f"SELECT {_RUN_COLS}, temporary, auth_user FROM runs WHERE seq = ?", (seq,)
-            ) as cur:
-                full = await cur.fetchone()
-        assert full is not None
+            ).fetchone()
+            return full, attempt
+
+        claimed = await self._call_tx(claim)
+        if claimed is None:
+            return None
+        full, attempt = claimed
         return RunClaim(
             run=_run(full), attempt=attempt, temporary=bool(full[9]), auth_user=_uj(full[10])
         )
@@ -762,63 +838,49 @@ class SqliteStorage:
         delete_thread: bool,
     ) -> None:
         now = utcnow().isoformat()
-        async with self._tx() as db:
-            async with db.execute("SELECT thread_id FROM runs WHERE run_id = ?", (run_id,)) as cur:
-                row = await cur.fetchone()
+        shared = self._checkpoints_shared
+        settled = None if delete_thread else _settled(thread_status, values, interrupts, error)
+
+        def finish(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT thread_id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
-                return
-            thread_id = row[0]
-            await db.execute(
+                return None
+            thread_id: str = row[0]
+            db.execute(
                 "UPDATE runs SET status = ?, updated_at = ?, lease_expires_at = NULL "
                 "WHERE run_id = ?",
                 (status, now, run_id),
             )
-            if delete_thread:
-                await self._delete_thread_rows(db, thread_id)
+            if settled is None:
+                _delete_thread_rows(db, thread_id, checkpoints=shared)
             else:
-                await self._settle_thread(db, thread_id, thread_status, values, interrupts, error)
-        if delete_thread:
+                _settle_thread(db, thread_id, settled)
+            return thread_id
+
+        thread_id = await self._call_tx(finish)
+        if thread_id is not None and delete_thread and not shared:
             await self._delete_checkpoints(thread_id)
 
-    @staticmethod
-    async def _settle_thread(
-        db: aiosqlite.Connection,
-        thread_id: str,
-        status: ThreadStatus,
-        values: Any,
-        interrupts: Mapping[str, Any],
-        error: Any,
-    ) -> None:
-        # A thread stays busy while another run of it is queued or running.
-        now = utcnow().isoformat()
-        await db.execute(
-            'UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ? '
-            "AND status IN ('pending','running')) THEN 'busy' ELSE ? END, "
-            '"values" = ?, interrupts = ?, error = ?, updated_at = ?, state_updated_at = ? '
-            "WHERE thread_id = ?",
-            (thread_id, status, _j(values), _j(dict(interrupts)),
-             _j(error) if error is not None else None, now, now, thread_id),
-        )  # fmt: skip
-
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute(
+        def cancel(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE runs SET status = ?, updated_at = ? "
                 "WHERE run_id = ? AND status = 'pending'",
                 (status, utcnow().isoformat(), run_id),
             )
             if cur.rowcount == 0:
                 return False
-            async with db.execute(
+            row = db.execute(
                 'SELECT r.thread_id, t."values", t.interrupts, t.status FROM runs r '
                 "JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = ?",
                 (run_id,),
-            ) as c2:
-                row = await c2.fetchone()
+            ).fetchone()
             if row is not None:
                 settled: ThreadStatus = "idle" if row[3] == "busy" else row[3]
-                await self._settle_thread(db, row[0], settled, _uj(row[1]), _uj(row[2]), None)
-        return True
+                _settle_thread(db, row[0], _settled(settled, _uj(row[1]), _uj(row[2]), None))
+            return True
+
+        return await self._call_tx(cancel)
 
     async def rollback_run(self, run_id: str, thread_id: str) -> None:
         async with self._tx() as db:
