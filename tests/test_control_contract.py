@@ -144,3 +144,19 @@ async def test_cancel_stops_at_the_handler_that_owns_the_run(make_control: MakeC
     await sender.cancel("run-1", "interrupt")
     await asyncio.wait_for(owned.wait(), 10)
     assert calls == ["first", "owner"]
+
+
+async def test_a_cancel_that_lands_with_a_wake_up_still_cancels() -> None:
+    # A worker being stopped while a run is queued: the wake and the cancel arrive in the same
+    # loop iteration, and the waiter must end cancelled, not return as if only woken. (The
+    # Redis control waits the same way: it inherits LocalControl.wait.)
+    control = LocalControl()
+    control.clear()
+    waiting = asyncio.create_task(control.wait(60))
+    for _ in range(5):
+        await asyncio.sleep(0)  # a few loop turns: no time passes, the waiter parks
+    assert control._event._waiters, "the waiter is parked on the event"  # type: ignore[attr-defined]
+    await control.wake()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

@@ -46,8 +46,11 @@ class LocalControl:
         self._event.clear()
 
     async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # lands together with a wake-up, and a worker being stopped would then sleep on.
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         except TimeoutError:
             pass
 
