@@ -61,7 +61,9 @@ class ApiContext:
             raise ApiError(404, "Thread or assistant not found.") from None
 
 
-def ctx(request: Request) -> ApiContext:
+async def ctx(request: Request) -> ApiContext:
+    # Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, one thread
+    # hand-off on every request for a dictionary lookup.
     context: ApiContext = request.app.state.ctx
     return context
 
