@@ -107,6 +107,20 @@ def _wait_ready(url: str) -> None:
     raise RuntimeError(f"server at {url} never answered /ok")
 
 
+# The agent example's `finish` update, as LangGraph serialises an AIMessage on the wire.
+BYE = {
+    "content": "bye",
+    "additional_kwargs": {},
+    "response_metadata": {},
+    "type": "ai",
+    "name": None,
+    "id": "final-bye",
+    "tool_calls": [],
+    "invalid_tool_calls": [],
+    "usage_metadata": None,
+}
+
+
 def tag() -> dict[str, str]:
     """Metadata no other test's rows carry, so a search sees only this test's."""
     return {"test": uuid.uuid4().hex}

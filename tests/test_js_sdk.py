@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.conftest import BYE
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -56,23 +58,7 @@ async def test_stream_updates(node: str, server: ServerProcess) -> None:
     assert [(m["type"], m["content"]) for m in think["think"]["messages"]] == [
         ("ai", "echo: hi there")
     ]
-    assert finish == {
-        "finish": {
-            "messages": [
-                {
-                    "content": "bye",
-                    "additional_kwargs": {},
-                    "response_metadata": {},
-                    "type": "ai",
-                    "name": None,
-                    "id": "final-bye",
-                    "tool_calls": [],
-                    "invalid_tool_calls": [],
-                    "usage_metadata": None,
-                }
-            ]
-        }
-    }
+    assert finish == {"finish": {"messages": [BYE]}}
 
 
 async def test_stream_messages_tuple_tokens_join_to_the_reply(

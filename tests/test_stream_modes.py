@@ -12,6 +12,8 @@ import pytest
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import RunCreateMetadata, StreamPart
 
+from tests.conftest import BYE
+
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
 FINAL = [("human", "hi there"), ("ai", "echo: hi there"), ("ai", "bye")]
 PROGRESS = [{"progress": "thinking", "step": 1}, {"progress": "done", "step": 2}]
@@ -87,23 +89,7 @@ async def test_updates_streams_each_node_and_what_it_returned(
     think, finish = s.data("updates")
     assert list(think) == ["think"]
     assert summary(think["think"]) == [("ai", "echo: hi there")]
-    assert finish == {
-        "finish": {
-            "messages": [
-                {
-                    "content": "bye",
-                    "additional_kwargs": {},
-                    "response_metadata": {},
-                    "type": "ai",
-                    "name": None,
-                    "id": "final-bye",
-                    "tool_calls": [],
-                    "invalid_tool_calls": [],
-                    "usage_metadata": None,
-                }
-            ]
-        }
-    }
+    assert finish == {"finish": {"messages": [BYE]}}
 
 
 async def test_messages_tuple_is_sent_as_messages_with_chunk_and_run_metadata(
