@@ -297,17 +297,33 @@ async def list_runs(
     return JsonResponse([_run_out(r) for r in runs])
 
 
+async def _find_run(
+    c: ApiContext,
+    request: Request,
+    thread_id: str | None,
+    run_id: str,
+    action: str = "read",
+    extra: dict[str, Any] | None = None,
+) -> tuple[Run | None, Filter | None]:
+    """The run as this caller may see it, None when it is hidden or absent (the same thing to
+    the caller), and the caller's filter for what the route does next."""
+    value = {"thread_id": thread_id, "run_id": run_id, **(extra or {})}
+    filters = await c.authorize(request, "threads", action, value)
+    try:
+        return await c.storage.get_run(thread_id, run_id, filters=filters), filters
+    except NotFound:
+        return None, filters
+
+
 async def _get_run(
     c: ApiContext, request: Request, thread_id: str, run_id: str, action: str = "read"
 ) -> tuple[Run, Filter | None]:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
-    value = {"thread_id": thread_id, "run_id": run_id}
-    filters = await c.authorize(request, "threads", action, value)
-    try:
-        return await c.storage.get_run(thread_id, run_id, filters=filters), filters
-    except NotFound:
-        raise ApiError(404, "Not Found") from None
+    run, filters = await _find_run(c, request, thread_id, run_id, action)
+    if run is None:
+        raise ApiError(404, "Not Found")
+    return run, filters
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
@@ -372,13 +388,10 @@ async def _join_stream(
         require_uuid(thread_id, "thread")
     base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
     headers = {"location": f"{base}/stream", "content-location": base}
-    value = {"thread_id": thread_id, "run_id": run_id}
-    filters = await c.authorize(request, "threads", "read", value)
     last_id = _last_event_id(request)
     modes = _join_modes(request)
-    try:
-        run = await c.storage.get_run(thread_id, run_id, filters=filters)
-    except NotFound:
+    run, _ = await _find_run(c, request, thread_id, run_id)
+    if run is None:
         _hidden_run_is_404(c)
         if await _stateless_log_outlived_its_run(c, thread_id, run_id, last_id):
             # The SDK reconnects a second or more after a cut; a short stateless run has ended
@@ -453,11 +466,8 @@ async def join(
     require_uuid(run_id, "run")
     base = f"/threads/{thread_id}/runs/{run_id}"
     headers = {"location": f"{base}/join", "content-location": base}
-    value = {"thread_id": thread_id, "run_id": run_id}
-    filters = await c.authorize(request, "threads", "read", value)
-    try:
-        run = await c.storage.get_run(thread_id, run_id, filters=filters)
-    except NotFound:
+    run, _ = await _find_run(c, request, thread_id, run_id)
+    if run is None:
         _hidden_run_is_404(c)
         missing = {"__error__": {"error": "HTTPException", "message": "404: Run not found"}}
         return JsonResponse(missing, headers=headers)
@@ -487,12 +497,9 @@ async def cancel_run(
 ) -> Response:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
-    value = {"thread_id": thread_id, "run_id": run_id, "action": action}
-    filters = await c.authorize(request, "threads", "update", value)
-    try:
-        run = await c.storage.get_run(thread_id, run_id, filters=filters)
-    except NotFound:
-        raise ApiError(404, "No runs found to cancel.") from None
+    run, _ = await _find_run(c, request, thread_id, run_id, "update", {"action": action})
+    if run is None:
+        raise ApiError(404, "No runs found to cancel.")
     if run["status"] in TERMINAL:
         raise ApiError(
             404,
