@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -42,7 +41,13 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 class EventStreamResponse(Response):
     """Sends headers at once, then frames as they come, heartbeats on a fixed timer, and stops
-    when the body ends or the client goes away (then `on_disconnect` runs)."""
+    when the body ends or the client goes away (then `on_disconnect` runs).
+
+    Plain asyncio, one helper task per stream (the disconnect listener): the body is written
+    from the request's own task, and a heartbeat task exists only while a heartbeat is being
+    written. (An AnyIO task group of three tasks cost about a tenth of the server's CPU with
+    200 short streams at once.)
+    """
 
     def __init__(
         self,
@@ -60,36 +65,9 @@ class EventStreamResponse(Response):
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lock = anyio.Lock()
-        gone = False
-
-        async def write(chunk: bytes) -> None:
-            async with lock:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-        async def stream(tg: anyio.abc.TaskGroup) -> None:
-            nonlocal gone
-            try:
-                async for chunk in self.body_iterator:
-                    await write(chunk)
-            except OSError:
-                gone = True
-            tg.cancel_scope.cancel()
-
-        async def heartbeat() -> None:
-            nonlocal gone
-            with contextlib.suppress(OSError):
-                while True:
-                    await anyio.sleep(self.heartbeat_seconds)
-                    await write(HEARTBEAT)
-            gone = True
-
-        async def listen(tg: anyio.abc.TaskGroup) -> None:
-            nonlocal gone
-            await _wait_disconnect(receive)
-            gone = True
-            tg.cancel_scope.cancel()
-
+        streaming = asyncio.current_task()
+        if streaming is None:  # pragma: no cover - ASGI servers always run us in a task
+            raise RuntimeError("EventStreamResponse must run in a task")
         await send(
             {
                 "type": "http.response.start",
@@ -97,18 +75,82 @@ class EventStreamResponse(Response):
                 "headers": _raw_headers(self.extra_headers),
             }
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stream, tg)
-            tg.start_soon(heartbeat)
-            tg.start_soon(listen, tg)
+        stream = _Stream(streaming, send, self.heartbeat_seconds)
+        listener = asyncio.ensure_future(_wait_disconnect(receive))
+        listener.add_done_callback(stream.listener_done)
+        stream.arm()
+        try:
+            async for chunk in self.body_iterator:
+                await stream.write(chunk)
+        except OSError:
+            stream.gone = True
+        except asyncio.CancelledError:
+            # Our own cancel (the client went away) ends the stream; anyone else's goes on up.
+            if not stream.gone or streaming.uncancel() > 0:
+                stream.stop(listener)
+                raise
+        stream.stop(listener)
         await _close(self.body_iterator)
-        if gone:
+        if stream.gone:
             if self.on_disconnect is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.on_disconnect()
+                # Shielded: the cancel-on-disconnect must happen even if we are cancelled now.
+                await asyncio.shield(self.on_disconnect())
             return
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Stream:
+    """One SSE response's writes (frames and heartbeats, never interleaved) and its hang-up."""
+
+    def __init__(self, task: asyncio.Task[Any], send: Send, heartbeat_seconds: float) -> None:
+        self.task = task
+        self.send = send
+        self.heartbeat_seconds = heartbeat_seconds
+        self.gone = False
+        self.done = False
+        self.lock = asyncio.Lock()
+        self.timer: asyncio.TimerHandle | None = None
+        self.beats: set[asyncio.Task[None]] = set()
+
+    async def write(self, chunk: bytes) -> None:
+        async with self.lock:
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    def hang_up(self) -> None:
+        """The client went away (or a write to it failed): stop the body where it waits."""
+        if not self.gone and not self.done:
+            self.gone = True
+            self.task.cancel()
+
+    def listener_done(self, listener: asyncio.Future[None]) -> None:
+        if not listener.cancelled() and listener.exception() is None:
+            self.hang_up()
+
+    def arm(self) -> None:
+        if self.heartbeat_seconds > 0 and not self.done:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.heartbeat_seconds, self._beat)
+
+    def _beat(self) -> None:
+        beat = asyncio.ensure_future(self._heartbeat())
+        self.beats.add(beat)
+        beat.add_done_callback(self.beats.discard)
+        self.arm()
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self.write(HEARTBEAT)
+        except OSError:
+            self.hang_up()
+
+    def stop(self, listener: asyncio.Future[None]) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        listener.cancel()
+        for beat in list(self.beats):
+            beat.cancel()
 
 
 async def _close(iterator: AsyncIterator[bytes]) -> None:
