@@ -16,6 +16,7 @@ from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
 from agentstream.api.auth import Authenticate, Gate, cors_options, load_gate
 from agentstream.api.context import ApiContext
+from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
 from agentstream.eventbus import EventBus
@@ -150,7 +151,9 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (system, assistants, threads, thread_stream, runs):
         app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
-    # limit also counts what an authenticate handler reads; then the gate, then the routes.
+    # limit also counts what an authenticate handler reads; then the gate; then the lane for
+    # well-formed run-creating requests (fastlane.py); then FastAPI's routes.
+    app.add_middleware(RunRoutes, api=app)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
     app.add_middleware(

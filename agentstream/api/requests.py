@@ -27,7 +27,7 @@ class JsonRequest(Request):
             raw = await self.body()
             # orjson.JSONDecodeError is a json.JSONDecodeError: FastAPI answers it with a 422.
             value = serde.loads(raw)
-            if _too_deep(value):
+            if too_deep(value):
                 raise json.JSONDecodeError(
                     f"nested deeper than {MAX_DEPTH} levels", raw.decode("latin-1")[:200], 0
                 )
@@ -47,7 +47,7 @@ class JsonRoute(APIRoute):
         return handler
 
 
-def _too_deep(value: Any) -> bool:
+def too_deep(value: Any) -> bool:
     pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
         item, depth = pending.pop()
