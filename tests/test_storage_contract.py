@@ -724,6 +724,36 @@ async def test_cancelled_head_of_queue_lets_the_next_run_go(storage: Storage) ->
     assert (await _claim_within(storage, "w"))["run"]["run_id"] == nxt
 
 
+async def test_calls_made_at_once_succeed_and_fail_each_on_its_own(storage: Storage) -> None:
+    """Many writes at once (SQLite commits them as one group): a failing one leaves nothing
+    behind and takes no other with it, and each caller gets its own answer."""
+    await storage.create_thread("busy", metadata={}, if_exists="raise")
+    await _enqueue(storage, "busy")
+
+    async def refused_after_a_write(i: int) -> tuple[str, list[str]]:
+        # The thread is inserted, then fails the caller's owner filter: NotFound, and the
+        # inserted thread must go with the rest of the call.
+        return await _enqueue(storage, f"missing-{i}", filters={"owner": "someone else"})
+
+    calls: list[Awaitable[Any]] = []
+    for i in range(10):
+        calls.append(_enqueue(storage, f"fresh-{i}"))
+        calls.append(refused_after_a_write(i))
+        calls.append(_enqueue(storage, "busy", strategy="reject"))
+        calls.append(storage.get_thread("busy"))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for i in range(10):
+        created, unknown, rejected, read = results[4 * i : 4 * i + 4]
+        assert isinstance(created, tuple), created
+        assert (await storage.get_run(f"fresh-{i}", created[0]))["status"] == "pending"
+        assert isinstance(unknown, NotFound), unknown
+        with pytest.raises(NotFound):
+            await storage.get_thread(f"missing-{i}")
+        assert isinstance(rejected, ThreadBusy), rejected
+        assert isinstance(read, dict) and read["thread_id"] == "busy"
+    assert len(await storage.list_runs("busy", limit=50, offset=0, status=None)) == 1
+
+
 # --- many processes --------------------------------------------------------------------------
 async def test_concurrent_claims_hand_out_each_run_once(make_storage: MakeStorage) -> None:
     first, second = await make_storage(), await make_storage()
