@@ -96,6 +96,27 @@ async def test_hundred_runs_spread_over_both_workers_complete(
     assert workers == {w.url for w in cluster.workers}, "both workers took runs"
 
 
+async def test_a_run_longer_than_its_lease_stays_with_its_worker(
+    clients: list[LangGraphClient],
+) -> None:
+    """Leases are 2 s here; a 4.5 s run lives on renewals. Without them the other worker
+    would take it over (a second attempt, a second metadata event)."""
+    client = clients[0]
+    t = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(
+        t, "ticker", input={"n": 150, "delay": 0.03}, stream_mode=["custom"]
+    )
+    attempts: list[int] = []
+    ticks = 0
+    async for part in clients[1].runs.join_stream(t, run["run_id"], last_event_id="0"):
+        if part.event == "metadata":
+            attempts.append(part.data["attempt"])
+        ticks += part.event == "custom"
+    assert attempts == [1]
+    assert ticks == 150
+    assert (await client.runs.get(t, run["run_id"]))["status"] == "success"
+
+
 async def test_killed_worker_run_is_taken_over_and_finishes(
     cluster: Cluster, clients: list[LangGraphClient]
 ) -> None:

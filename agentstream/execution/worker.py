@@ -35,16 +35,19 @@ class Worker:
         # Cancels that arrived between a claim's commit and its task starting.
         self._early_cancels: dict[str, tuple[str, float]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
         control.on_cancel(self.cancel)
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="agentstream-claim-loop")
+        self._renew_task = asyncio.create_task(self._renew_loop(), name="agentstream-renew")
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for background in (self._loop_task, self._renew_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         tasks = [task for task, _ in self._running.values()]
         for task in tasks:
             task.cancel()
@@ -90,24 +93,29 @@ class Worker:
 
     async def _execute(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run_id = claim["run"]["run_id"]
-        renewer = asyncio.create_task(self._renew(run_id))
         try:
             await self.executor.run(claim, cancellation)
         except Exception:
             log.exception("run %s crashed the executor", run_id)
         finally:
-            renewer.cancel()
             self._running.pop(run_id, None)
             self._slots.release()
             await self.control.wake()
 
-    async def _renew(self, run_id: str) -> None:
+    async def _renew_loop(self) -> None:
+        """Every third of a lease, renew the lease of every run this worker holds: one task
+        per worker, not one per run. A run claimed just after a round waits at most a third of
+        its lease for its first renewal, as it would have with a timer of its own."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await self.storage.renew_lease(run_id, self.worker_id, self.lease_seconds)
-            except Exception:
-                log.exception("renewing the lease of run %s failed", run_id)
+            held = list(self._running)
+            results = await asyncio.gather(
+                *(self.storage.renew_lease(r, self.worker_id, self.lease_seconds) for r in held),
+                return_exceptions=True,
+            )
+            for run_id, result in zip(held, results, strict=True):
+                if isinstance(result, Exception):
+                    log.error("renewing the lease of run %s failed: %r", run_id, result)
 
     async def cancel(self, run_id: str, action: str) -> bool:
         entry = self._running.get(run_id)
