@@ -43,6 +43,10 @@ def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
 
 
 class EventBus(Protocol):
+    # Whether publish() completes without waiting on anything (an in-process log): the
+    # executor then publishes each batch in place instead of keeping one publish in flight.
+    instant: bool
+
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         """Append (mode, event name, JSON data) items in order; returns the last id given."""
         ...

@@ -41,6 +41,8 @@ class _Log:
 
 
 class MemoryEventBus:
+    instant = True
+
     def __init__(self, max_events: int = 50_000, keep_seconds: float = 600.0) -> None:
         self._logs: dict[str, _Log] = {}
         self._max_events = max_events

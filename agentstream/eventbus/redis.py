@@ -59,6 +59,8 @@ _T = TypeVar("_T")
 
 
 class RedisEventBus:
+    instant = False
+
     def __init__(
         self,
         url: str,
