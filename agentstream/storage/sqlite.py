@@ -890,18 +890,32 @@ class SqliteStorage:
         now = time.time()
 
         def claim(db: sqlite3.Connection) -> tuple[Any, int] | None:
-            row = db.execute(
-                "SELECT r.seq, r.status, r.attempt FROM runs r WHERE "
-                "(r.status = 'pending' AND r.due_at <= ? AND NOT EXISTS ("
-                "  SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq AND"
-                "  (o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq))))"
-                " OR (r.status = 'running' AND r.lease_expires_at < ?) "
-                "ORDER BY r.seq LIMIT 1",
-                (now, now),
-            ).fetchone()
-            if row is None:
+            # The oldest of: a pending run whose thread has nothing running or queued before
+            # it, and a running run whose lease ran out. Two queries, each walking the status
+            # index in order and stopping at its first match; as one query with an OR, SQLite
+            # checked every pending run and sorted them, on every claim (quadratic in the queue).
+            candidates = [
+                row
+                for row in (
+                    db.execute(
+                        "SELECT r.seq, r.attempt FROM runs r WHERE r.status = 'pending' AND "
+                        "r.due_at <= ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE "
+                        "o.thread_id = r.thread_id AND o.seq != r.seq AND (o.status = 'running' "
+                        "OR (o.status = 'pending' AND o.seq < r.seq))) ORDER BY r.seq LIMIT 1",
+                        (now,),
+                    ).fetchone(),
+                    db.execute(
+                        "SELECT seq, attempt FROM runs WHERE status = 'running' AND "
+                        "lease_expires_at < ? ORDER BY seq LIMIT 1",
+                        (now,),
+                    ).fetchone(),
+                )
+                if row is not None
+            ]
+            if not candidates:
                 return None
-            seq, attempt = row[0], row[2] + 1
+            seq, attempt = min(candidates)
+            attempt += 1
             db.execute(
                 "UPDATE runs SET status = 'running', attempt = ?, worker_id = ?, "
                 "lease_expires_at = ?, updated_at = ? WHERE seq = ?",
