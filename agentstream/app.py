@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -92,6 +93,24 @@ async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> 
         )
 
 
+def tune_gc(threshold: int) -> None:
+    """Fewer garbage collections, none of them over what startup built.
+
+    A stateless run allocates some thousands of containers that die young (dicts, tuples,
+    frames of langgraph and of the HTTP stack); with Python's default threshold of 700 the
+    collector ran several times per run, and its older generations walked the whole heap of
+    modules, graphs and app. Measured with 200 concurrent runs: 1.15 -> 1.02 ms of server CPU
+    per run. Cyclic garbage waits a little longer (at most `threshold` allocations);
+    everything else is freed at once by reference counting, as before.
+    """
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(threshold, second, third)
+
+
 async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegistry) -> Worker:
     if not backends.distributed:
         # One process owns the embedded database: runs a dead process left running resume now
@@ -134,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
             backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
         )
         app.state.worker = worker
+        tune_gc(settings.gc_threshold)
         try:
             yield
         finally:
@@ -184,6 +204,7 @@ async def run_worker_process(settings: Settings) -> None:
     backends = await open_backends(settings)
     await ensure_default_assistants(backends.storage, graphs)
     worker = await start_worker(settings, backends, graphs)
+    tune_gc(settings.gc_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -38,6 +38,10 @@ class Settings:
     lease_seconds: float = 30.0
     max_attempts: int = 3
     run_workers: bool = True
+    # Collections of the youngest generation every this many allocations (Python: 700), with
+    # what startup built frozen out of every collection; 0 leaves Python's defaults. The CLI
+    # sets 10,000 (see app.tune_gc); in-process uses of create_app keep their own.
+    gc_threshold: int = 0
     # Shared keys a client must send when langgraph.json names no auth file.
     api_keys: list[str] = field(default_factory=list)
 
@@ -59,6 +63,7 @@ class Settings:
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
             max_attempts=_env_int("AGENTSTREAM_MAX_ATTEMPTS", 3),
             api_keys=_env_list("AGENTSTREAM_API_KEYS"),
+            gc_threshold=_env_int("AGENTSTREAM_GC_THRESHOLD", 10_000),
         )
 
     def database_path(self) -> str:
