@@ -66,7 +66,12 @@ class RunRoutes:
         if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        request = Request(scope, receive)
+        try:
+            body = await _read_body(receive)  # over the size limit: BodyLimit raises 413 here
+        except Exception as exc:
+            await self._answer_error(request, exc, scope, receive, send)
+            return
         if body is None:
             return  # the client left before its body was in; nobody to answer
         parsed = _parse(scope, body)
@@ -74,16 +79,22 @@ class RunRoutes:
             await self.app(scope, _replay(body, receive), send)
             return
         handler, thread_id = route
-        request = Request(scope, receive)
         context: ApiContext = self.api.state.ctx
         try:
             response = await handler(context, request, parsed, thread_id)
         except Exception as exc:
-            answer = self._exception_handler(exc)
-            if answer is None:
-                raise  # FastAPI's outer error middleware answers it, as for any route
-            result = answer(request, exc)
-            response = await result if inspect.isawaitable(result) else result
+            await self._answer_error(request, exc, scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    async def _answer_error(
+        self, request: Request, exc: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        answer = self._exception_handler(exc)
+        if answer is None:
+            raise exc  # FastAPI's outer error middleware answers it, as for any route
+        result = answer(request, exc)
+        response = await result if inspect.isawaitable(result) else result
         await response(scope, receive, send)
 
     def _exception_handler(self, exc: Exception) -> Callable[..., Any] | None:
