@@ -1,0 +1,59 @@
+"""Messages encode exactly as pydantic's model_dump would have them (serde's fast path)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from agentstream import serde
+
+MESSAGES: list[BaseMessage] = [
+    HumanMessage(content="hi there"),
+    HumanMessage(content=[{"type": "text", "text": "hi"}], id="h1", name="me", mood="fine"),
+    AIMessage(
+        content="calling",
+        tool_calls=[{"name": "search", "args": {"q": "x"}, "id": "c1"}],
+        invalid_tool_calls=[{"name": "bad", "args": "{", "id": "c2", "error": "json"}],
+        usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+        response_metadata={"model_name": "fake"},
+    ),
+    AIMessageChunk(content="tok", id="run-1"),
+    AIMessageChunk(
+        content="", tool_call_chunks=[{"name": "search", "args": '{"q"', "id": "c1", "index": 0}]
+    ),
+    AIMessageChunk(content="a") + AIMessageChunk(content="b", response_metadata={"x": 1}),
+    ToolMessage(content="result", tool_call_id="c1", artifact={"rows": [1, 2]}, status="error"),
+    SystemMessage(content="be brief", additional_kwargs={"cache": True}),
+    ChatMessage(content="x", role="critic"),
+    FunctionMessage(content="{}", name="fn"),
+    RemoveMessage(id="h1"),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_a_message_encodes_as_its_model_dump(message: BaseMessage) -> None:
+    expected = orjson.dumps(message.model_dump(mode="python"), default=serde._default)
+    assert serde.dumps(message) == expected
+    # Inside the tuples and lists a stream carries, too.
+    metadata = {"langgraph_node": "model", "langgraph_step": 1}
+    pair = orjson.dumps([message.model_dump(mode="python"), metadata], default=serde._default)
+    assert serde.dumps((message, metadata)) == pair
+
+
+def test_an_extra_field_is_kept_and_the_message_is_not_changed() -> None:
+    message = HumanMessage(content="x", mood="fine")
+    before = dict(message.__dict__)
+    assert orjson.loads(serde.dumps(message))["mood"] == "fine"
+    assert message.__dict__ == before
+    assert "mood" not in message.__dict__
