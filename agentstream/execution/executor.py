@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import langgraph.version
@@ -179,25 +180,30 @@ class Executor:
             graph_input = _input(kwargs)
             if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
                 graph_input = None  # a taken-over run continues from its own last checkpoint
-            items = self._stream(
+            parts, translate = self._stream(
                 graph, config, kwargs, graph_input, requested, translator, context or None
             )
-            await self._publish_all(run["run_id"], items)
+            async with aclosing(parts):
+                await self._publish_all(run["run_id"], parts, translate)
             return await self._outcome(graph, config, translator, persist, saver)
 
-    async def _publish_all(self, run_id: str, batches: AsyncIterator[list[Item]]) -> None:
-        """Publishes every batch in order with at most one publish in flight: what the graph
-        yields while a publish waits (on Redis, a round trip) goes out with the next one."""
+    async def _publish_all(
+        self, run_id: str, parts: AsyncIterator[Any], translate: Callable[[Any], list[Item]]
+    ) -> None:
+        """Translates and publishes what the graph streams, in order. On the in-process bus in
+        place; otherwise with at most one publish in flight: what the graph yields while a
+        publish waits (on Redis, a round trip) goes out with the next one."""
         if self.bus.instant:  # nothing to wait for: no task per publish
-            async for batch in batches:
-                if batch:
+            async for part in parts:
+                batch = translate(part)
+                if batch:  # empty for modes nobody asked for (values, kept for the result)
                     await self.bus.publish(run_id, batch)
             return
         pending: list[Item] = []
         flight: asyncio.Future[int] | None = None
         try:
-            async for batch in batches:
-                pending += batch  # empty for modes nobody asked for (values, kept for the result)
+            async for part in parts:
+                pending += translate(part)
                 if pending and (flight is None or flight.done()):
                     if flight is not None:
                         flight.result()  # a failed publish fails the run
@@ -210,7 +216,7 @@ class Executor:
             if pending:
                 await self.bus.publish(run_id, pending)
 
-    async def _stream(
+    def _stream(
         self,
         graph: Pregel[Any, Any, Any, Any],
         config: RunnableConfig,
@@ -219,7 +225,9 @@ class Executor:
         requested: list[str],
         translator: Translator,
         context: Any,
-    ) -> AsyncIterator[list[Item]]:
+    ) -> tuple[AsyncGenerator[Any, None], Callable[[Any], list[Item]]]:
+        """The graph's stream and how to turn each of its parts into events (called in the
+        publishing loop itself: a generator in between cost a hop per event)."""
         modes = graph_modes(requested, need_values=True)
         options: dict[str, Any] = {
             "stream_mode": modes,
@@ -232,15 +240,21 @@ class Executor:
         if context is not None:
             options["context"] = context
         if "events" not in requested:
-            async for part in graph.astream(graph_input, config, **options):
-                yield translator.translate(*_parts(part))
-            return
+
+            def translate(part: Any) -> list[Item]:
+                return translator.translate(*_parts(part))
+
+            stream = graph.astream(graph_input, config, **options)
+            return cast(AsyncGenerator[Any, None], stream), translate
         root = str(config["run_id"])  # type: ignore[typeddict-item]
-        async for event in graph.astream_events(graph_input, config, version="v2", **options):
+
+        def translate_event(event: Any) -> list[Item]:
             if event["event"] == "on_chain_stream" and event["run_id"] == root:
-                yield translator.translate(*_parts(event["data"]["chunk"]))
-            else:
-                yield [("events", "events", serde.dumps(event))]
+                return translator.translate(*_parts(event["data"]["chunk"]))
+            return [("events", "events", serde.dumps(event))]
+
+        events = graph.astream_events(graph_input, config, version="v2", **options)
+        return cast(AsyncGenerator[Any, None], events), translate_event
 
     async def _outcome(
         self,
