@@ -27,7 +27,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
+from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
+from agentstream.settings import Settings
 from benchmarks import scenarios
 from benchmarks.clients import RawClient, make_client
 from benchmarks.harness import (
@@ -61,25 +65,38 @@ def _log(message: str) -> None:
 # --- measuring ----------------------------------------------------------------------------------
 
 
-async def measure_inprocess(sizes: Sizes) -> dict[str, Any]:
+async def measure_inprocess(sizes: Sizes, label: str = "in-process") -> dict[str, Any]:
     registry = GraphRegistry(read_config(EXAMPLES))
     ticker = await registry.get("ticker")
     agent = await registry.get("agent")
-    _log("in-process: time to first event")
+    _log(f"{label}: time to first event")
     out: dict[str, Any] = {"ttfe": await scenarios.ttfe_inprocess(ticker, sizes)}
-    _log("in-process: throughput")
+    _log(f"{label}: throughput")
     out["ticker_throughput"] = await scenarios.ticker_throughput_inprocess(ticker, sizes)
     messages = await scenarios.agent_messages_inprocess(agent, sizes)
     out["agent_throughput"] = await scenarios.agent_throughput_inprocess(agent, sizes, messages)
     out["concurrency"] = {}
     for n, rounds in sizes.concurrency:
-        _log(f"in-process: {n} concurrent runs")
+        _log(f"{label}: {n} concurrent runs")
         out["concurrency"][str(n)] = await scenarios.concurrency_inprocess(
             ticker, n, rounds, sizes.ticks_per_run
         )
-    _log("in-process: the joined run")
+    _log(f"{label}: the joined run")
     out["join"] = await scenarios.joiners_inprocess(ticker, sizes)
     return out
+
+
+def measure_inprocess_like_server(sizes: Sizes) -> dict[str, Any]:
+    """The baseline again, as the server itself runs the graphs: on uvloop, with the garbage
+    collector tuned as `agentstream` tunes it (app.tune_gc). In a thread of its own, with its
+    own loop; the collector's settings are put back afterwards."""
+    before = gc.get_threshold()
+    tune_gc(Settings.from_env().gc_threshold)
+    try:
+        return uvloop.run(measure_inprocess(sizes, "in-process (uvloop, server GC)"))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str) -> dict[str, Any]:
@@ -366,6 +383,34 @@ def report(result: dict[str, Any]) -> str:
             lambda r, n=n: _x(r["join_run_seconds"][n]),
         )
     parts = [_table(headers, rows)]
+    like = result.get("inprocess_like_server")
+    if like:
+        lratio = result["ratios_like_server"]
+        like_rows = [
+            [
+                "TTFE median (ms)",
+                _f(like["ttfe"]["median_ms"], 3),
+                *(_x(lratio[k]["ttfe_median"]) for k in CLIENTS),
+            ],
+            *(
+                [name, _f(like[key]["events_per_s"]), *(_x(lratio[k][key]) for k in CLIENTS)]
+                for key, name in (
+                    ("ticker_throughput", "custom events/s"),
+                    ("agent_throughput", "messages-tuple events/s"),
+                )
+            ),
+            *(
+                [
+                    f"{n} concurrent: runs/s",
+                    _f(like["concurrency"][n]["runs_per_s"], 1),
+                    *(_x(lratio[k]["concurrency_runs_per_s"][n]) for k in CLIENTS),
+                ]
+                for n in like["concurrency"]
+            ),
+        ]
+        like_headers = ["like for like: in-process on uvloop, server GC", "in-process"]
+        like_headers += [f"agentstream {k} ratio" for k in CLIENTS]
+        parts.append(_table(like_headers, like_rows))
 
     m = result["memory"]
     e = result["memory_logs_expire"]
@@ -501,7 +546,10 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         result["reference_url"] = reference
     else:
         result["reference"] = None
+    # Last, as it changes this process's collector while it runs.
+    result["inprocess_like_server"] = await asyncio.to_thread(measure_inprocess_like_server, sizes)
     result["ratios"] = ratios(result["agentstream"], result["inprocess"])
+    result["ratios_like_server"] = ratios(result["agentstream"], result["inprocess_like_server"])
     if result["reference"]:
         result["reference_ratios"] = ratios(result["reference"], result["inprocess"])
     result["targets"] = targets(result["agentstream"], result["ratios"], result["memory"])
@@ -515,6 +563,7 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
             k: result[k]
             for k in (
                 "inprocess",
+                "inprocess_like_server",
                 "agentstream",
                 "memory",
                 "memory_logs_expire",

@@ -173,7 +173,9 @@ class Executor:
         graph = await self.graphs.get(assistant["graph_id"], config)
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
         async with self.storage.checkpointer() as saver:
-            graph = graph.copy(update={"checkpointer": saver if persist else None})
+            wanted = saver if persist else None
+            if graph.checkpointer is not wanted:  # a stateless run of a plain graph: as it is
+                graph = graph.copy(update={"checkpointer": wanted})
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
