@@ -67,7 +67,11 @@ async def open_backends(settings: Settings) -> Backends:
         await redis_control.start()
         control: Control = redis_control
     else:
-        bus = MemoryEventBus(settings.event_log_max_events, settings.event_log_keep_seconds)
+        bus = MemoryEventBus(
+            settings.event_log_max_events,
+            settings.event_log_keep_seconds,
+            int(settings.event_log_max_retained_mb * 1024 * 1024),
+        )
         control = LocalControl()
     distributed = bool(settings.database_uri and settings.redis_uri)
     return Backends(storage, bus, control, distributed)

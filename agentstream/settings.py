@@ -35,6 +35,8 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     event_log_max_events: int = 50_000
     event_log_keep_seconds: float = 600.0
+    # All finished runs' kept logs together (in-process bus); past it the oldest go first.
+    event_log_max_retained_mb: float = 256.0
     lease_seconds: float = 30.0
     max_attempts: int = 3
     run_workers: bool = True
@@ -60,6 +62,7 @@ class Settings:
             max_header_bytes=_env_int("AGENTSTREAM_MAX_HEADER_BYTES", 64 * 1024),
             event_log_max_events=_env_int("AGENTSTREAM_EVENT_LOG_MAX_EVENTS", 50_000),
             event_log_keep_seconds=_env_float("AGENTSTREAM_EVENT_LOG_KEEP_SECONDS", 600.0),
+            event_log_max_retained_mb=_env_float("AGENTSTREAM_EVENT_LOG_MAX_RETAINED_MB", 256.0),
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
             max_attempts=_env_int("AGENTSTREAM_MAX_ATTEMPTS", 3),
             api_keys=_env_list("AGENTSTREAM_API_KEYS"),

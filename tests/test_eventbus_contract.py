@@ -348,3 +348,50 @@ async def test_reader_that_goes_away_mid_wait_leaves_the_log_usable(
     await bus.close("r")
     assert await asyncio.wait_for(staying, 10) == [2, 3]
     assert await _read_all(bus, "r", 0) == [1, 2, 3]
+
+
+# --- the in-process bus: finished logs packed, and a budget for them -------------------------
+async def test_a_finished_log_reads_back_exactly_what_was_published() -> None:
+    bus = MemoryEventBus()
+    items = [
+        ("custom", "custom", b'{"tick":1}'),
+        ("messages-tuple", "messages|agent:7f3|tools:1", '[{"content":"héllo ✓"},{}]'.encode()),
+        ("values", "values", b"null"),
+        ("updates", "updates|résumé:1", b'{"a":{"b":"\\r\\nid: 5"}}'),
+    ] * 30
+    await bus.publish("r", items)
+    live = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
+    await bus.close("r")
+    assert 0 < bus.retained_bytes < sum(len(e.frame) + len(e.data) for e in live)
+    kept = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
+    assert kept == live
+    assert [e.seq for e in kept] == list(range(1, len(items) + 1))
+    # From any point, and past the end.
+    tail = [e for batch in [b async for b in bus.subscribe("r", 100, wait=False)] for e in batch]
+    assert tail == live[100:]
+    assert [b async for b in bus.subscribe("r", len(items), wait=True)] == []
+    # A new attempt reopens it: the old events stay readable, the ids go on.
+    await bus.publish("r", [("custom", "custom", b'{"tick":2}')])
+    assert bus.retained_bytes == 0
+    again = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
+    assert again[:-1] == live
+    assert (again[-1].seq, again[-1].data) == (len(items) + 1, b'{"tick":2}')
+    await bus.aclose()
+
+
+async def test_finished_logs_stay_under_their_byte_budget_oldest_first() -> None:
+    bus = MemoryEventBus(max_retained_bytes=20_000)
+    for i in range(50):
+        await bus.publish(f"r{i}", _items(*(str(n) for n in range(20))))
+        await bus.close(f"r{i}")
+        assert bus.retained_bytes <= 20_000
+    assert await bus.last_seq("r0") == 0  # the oldest went first
+    assert await bus.last_seq("r49") == 20
+    kept = [i for i in range(50) if await bus.last_seq(f"r{i}")]
+    assert kept == list(range(kept[0], 50))  # a run of the newest ones
+    assert len(kept) >= 10
+    # A log still being written is never counted against the budget or dropped for it.
+    await bus.publish("live", _items(*(str(n) for n in range(500))))
+    await bus.close("r-more")
+    assert await bus.last_seq("live") == 500
+    await bus.aclose()

@@ -1,23 +1,92 @@
-"""The in-process event bus: one shared log per run, readers hold only an index into it."""
+"""The in-process event bus: one shared log per run, readers hold only an index into it.
+
+A finished run's log is kept for `keep_seconds` so that clients can reconnect with
+Last-Event-ID, packed into one buffer (about a fifth of the memory of the live form), and all
+kept logs together stay under `max_retained_bytes`: past it, the oldest finished logs go first.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 
 from agentstream.eventbus.base import Event, EventsEvicted, encode_frame
 
+# (mode, event name) pairs shared by every packed log: most runs use a handful of the same ones.
+# Names with a subgraph's task id are new each run, so the table stops growing at a bound.
+_KINDS: dict[tuple[str, str], tuple[str, str]] = {}
+_MAX_KINDS = 4096
+
+
+class _Packed:
+    """A finished log's events in one buffer: their frames end to end, where each ends, and
+    each one's (mode, name). An event's data is the slice of its frame between "data: " and
+    "\r\nid: " (one-line JSON, as every frame carries it)."""
+
+    __slots__ = ("ends", "first", "frames", "kinds")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.first = events[0].seq
+        self.frames = b"".join(e.frame for e in events)
+        self.ends = array("Q")
+        end = 0
+        self.kinds: list[tuple[str, str]] = []
+        for e in events:
+            end += len(e.frame)
+            self.ends.append(end)
+            kind = (e.mode, e.name)
+            shared = _KINDS.get(kind)
+            if shared is None and len(_KINDS) < _MAX_KINDS:
+                shared = _KINDS[kind] = kind
+            self.kinds.append(shared or kind)
+
+    @property
+    def size(self) -> int:
+        return len(self.frames) + len(self.ends) * 16
+
+    def event(self, i: int) -> Event:
+        start = self.ends[i - 1] if i else 0
+        frame = self.frames[start : self.ends[i]]
+        mode, name = self.kinds[i]
+        seq = self.first + i
+        data_start = len(b"event: \r\ndata: ") + len(name.encode())
+        data_end = len(frame) - len(b"\r\nid: %d\r\n\r\n" % seq)
+        return Event(seq, mode, name, frame[data_start:data_end], frame)
+
+    def events(self) -> list[Event]:
+        return [self.event(i) for i in range(len(self.ends))]
+
+
+# What a packed log holds in place of its deque (an empty deque takes 600 bytes); maxlen 0,
+# so that nothing could ever be kept in it.
+_PACKED: deque[Event] = deque(maxlen=0)
+
 
 class _Log:
-    __slots__ = ("changed", "closed", "events", "expiry", "next_seq")
+    __slots__ = ("changed", "closed", "events", "expiry", "max_events", "next_seq", "packed")
 
     def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
         self.events: deque[Event] = deque(maxlen=max_events)
         self.next_seq = 1
         self.closed = False
         self.changed: asyncio.Future[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.packed: _Packed | None = None
+
+    def pack(self) -> int:
+        """Pack a finished log's events; returns the bytes it now keeps."""
+        if self.packed is None and self.events:
+            self.packed = _Packed(self.events)
+            self.events = _PACKED
+        return self.packed.size if self.packed is not None else 0
+
+    def unpack(self) -> None:
+        if self.packed is not None:
+            self.events = deque(self.packed.events(), maxlen=self.max_events)
+            self.packed = None
 
     def notify(self) -> None:
         # One shared future per log: a publish costs the same whatever the number of readers.
@@ -31,6 +100,14 @@ class _Log:
         await asyncio.shield(self.changed)
 
     def after(self, seq: int) -> list[Event]:
+        packed = self.packed
+        if packed is not None:
+            last = packed.first + len(packed.ends) - 1
+            if last <= seq:
+                return []
+            if seq + 1 < packed.first:
+                raise EventsEvicted(seq, packed.first)
+            return [packed.event(i) for i in range(seq + 1 - packed.first, len(packed.ends))]
         if not self.events or self.events[-1].seq <= seq:
             return []
         first = self.events[0].seq
@@ -43,10 +120,24 @@ class _Log:
 class MemoryEventBus:
     instant = True
 
-    def __init__(self, max_events: int = 50_000, keep_seconds: float = 600.0) -> None:
+    def __init__(
+        self,
+        max_events: int = 50_000,
+        keep_seconds: float = 600.0,
+        max_retained_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self._logs: dict[str, _Log] = {}
         self._max_events = max_events
         self._keep_seconds = keep_seconds
+        self._max_retained = max_retained_bytes
+        # Finished logs still kept, oldest first, with the bytes each keeps.
+        self._retained: OrderedDict[str, int] = OrderedDict()
+        self._retained_bytes = 0
+
+    @property
+    def retained_bytes(self) -> int:
+        """What the finished runs' kept logs hold (their frames and index)."""
+        return self._retained_bytes
 
     def _log(self, run_id: str) -> _Log:
         log = self._logs.get(run_id)
@@ -59,6 +150,8 @@ class MemoryEventBus:
         if log.closed:  # a new attempt of the run reopens its log and continues its ids
             log.closed = False
             self._cancel_expiry(log)
+            self._forget(run_id)
+            log.unpack()
         for mode, name, data in items:
             seq = log.next_seq
             log.next_seq += 1
@@ -74,8 +167,24 @@ class MemoryEventBus:
         log.closed = True
         log.notify()
         self._cancel_expiry(log)
+        self._forget(run_id)
+        size = log.pack()
+        self._retained[run_id] = size
+        self._retained_bytes += size
+        while self._retained_bytes > self._max_retained and len(self._retained) > 1:
+            oldest = next(iter(self._retained))
+            self._drop(oldest)  # over the budget: the oldest finished log goes first
         loop = asyncio.get_running_loop()
-        log.expiry = loop.call_later(self._keep_seconds, self._logs.pop, run_id, None)
+        log.expiry = loop.call_later(self._keep_seconds, self._drop, run_id)
+
+    def _forget(self, run_id: str) -> None:
+        self._retained_bytes -= self._retained.pop(run_id, 0)
+
+    def _drop(self, run_id: str) -> None:
+        log = self._logs.pop(run_id, None)
+        self._forget(run_id)
+        if log is not None:
+            self._cancel_expiry(log)
 
     async def last_seq(self, run_id: str) -> int:
         log = self._logs.get(run_id)
@@ -100,6 +209,7 @@ class MemoryEventBus:
 
     async def delete(self, run_id: str) -> None:
         log = self._logs.pop(run_id, None)
+        self._forget(run_id)
         if log is not None:
             log.closed = True
             log.notify()
@@ -109,6 +219,8 @@ class MemoryEventBus:
         for log in self._logs.values():
             self._cancel_expiry(log)
         self._logs.clear()
+        self._retained.clear()
+        self._retained_bytes = 0
 
     @staticmethod
     def _cancel_expiry(log: _Log) -> None:
