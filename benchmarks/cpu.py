@@ -1,0 +1,114 @@
+"""Server CPU per run: the figure each change of the hot path was judged by, A/B.
+
+    .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--seconds 8] [--client http|sdk]
+        [--messages] [--py-spy out.txt] [--distributed]
+
+Starts `agentstream dev` pinned to one core, drives it from the other with rounds of
+`--concurrent` stateless `ticker` runs (20 custom events each) for `--seconds`, and prints
+runs/s, the server's CPU use and its CPU time per run, read from /proc/<pid>/stat (user +
+system, all threads). With --messages, one `agent` run after another streaming a 1,000-token
+`messages-tuple` reply instead, per event. With --py-spy, py-spy (not a dependency: `pip install
+py-spy`) records the server meanwhile, `--gil` samples in raw (collapsed) form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.clients import make_client
+from benchmarks.harness import cpu_split, pin_self, start_server
+from benchmarks.run import distributed_env
+from benchmarks.scenarios import AGENT_INPUT
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive(url: str, kind: str, concurrent: int, seconds: float, messages: bool) -> int:
+    """Runs (or, with messages, events) completed in `seconds`."""
+    client = make_client(kind, url)
+    done = 0
+
+    async def ticker() -> int:
+        count = 0
+        async for event, _ in client.stream("ticker", {"n": 20}, ["custom"]):
+            count += event == "custom"
+        if count != 20:
+            raise RuntimeError(f"a run streamed {count} of 20 events")
+        return 1
+
+    async def agent() -> int:
+        config = {"configurable": {"repeat": 1000}}
+        count = 0
+        async for event, _ in client.stream("agent", AGENT_INPUT, ["messages-tuple"], config):
+            count += event.startswith("messages")
+        return count
+
+    try:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if messages:
+                done += await agent()
+            else:
+                done += sum(await asyncio.gather(*(ticker() for _ in range(concurrent))))
+    finally:
+        await client.aclose()
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__)
+    parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--client", choices=("http", "sdk"), default="http")
+    parser.add_argument("--messages", action="store_true")
+    parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy")
+    parser.add_argument("--distributed", action="store_true")
+    args = parser.parse_args(argv)
+    server_cpus, bench_cpus = cpu_split()
+    pin_self(bench_cpus)
+    # A fresh database and a flushed Redis database, as the benchmark's distributed column.
+    env = asyncio.run(distributed_env("agentstream_cpu")) if args.distributed else {}
+    with tempfile.TemporaryDirectory(prefix="agentstream-cpu-") as tmp:
+        server = start_server(Path(tmp) / "cpu.sqlite", cpus=server_cpus, env=env)
+        try:
+            asyncio.run(_drive(server.url, args.client, args.concurrent, 1.0, args.messages))
+            spy = None
+            if args.py_spy is not None:
+                exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                spy = subprocess.Popen(
+                    [exe, "record", "-p", str(server.pid), "-f", "raw", "-r", "500", "--gil",
+                     "--nonblocking", "-o", str(args.py_spy)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1.0)
+            before, start = _cpu_seconds(server.pid), time.perf_counter()
+            done = asyncio.run(
+                _drive(server.url, args.client, args.concurrent, args.seconds, args.messages)
+            )
+            cpu, wall = _cpu_seconds(server.pid) - before, time.perf_counter() - start
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
+        finally:
+            server.stop()
+    per = f"{1e6 * cpu / done:.1f} us" if args.messages else f"{1e3 * cpu / done:.3f} ms"
+    unit = "event" if args.messages else "run"
+    print(
+        f"{args.client}: {done / wall:,.1f} {unit}s/s, server CPU {100 * cpu / wall:.0f}%, "
+        f"{per} of server CPU per {unit}"
+    )
+
+
+if __name__ == "__main__":
+    main()
