@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -84,14 +86,25 @@ def search_headers(offset: int, returned: int, total: int) -> dict[str, str]:
     return headers
 
 
+# How long a thread's delete waits for its cancelled runs to stop before deleting anyway (a
+# worker that died holds its run until the lease runs out).
+SETTLE_SECONDS = 10.0
+
+
 async def delete_thread(c: ApiContext, thread_id: str, filters: Filter | None) -> None:
-    # Cancel what still runs on the thread first; its worker would otherwise write to a
-    # thread that is gone.
+    # Cancel what still runs on the thread first, and wait until each run has stopped: a run
+    # being cancelled may still have a checkpoint write in flight, and if that lands after the
+    # delete, a new thread with the same id starts from the old one's state.
     inflight = await c.storage.inflight_runs(
         thread_id=thread_id, run_ids=None, status=None, filters=filters
     )
     for run in inflight:
         await c.runs.cancel(run, "interrupt")
+    if inflight:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_SECONDS):
+                for run in inflight:
+                    await c.runs.wait_closed(run["run_id"])
     await c.storage.delete_thread(thread_id, filters=filters)
 
 
