@@ -3,13 +3,13 @@
 `POST /runs/stream`, `/runs/wait`, `/runs` and their `/threads/{thread_id}/runs...` forms start
 every run. Through FastAPI each one went through route matching over every route, dependency
 solving, a second body parse and validation, and three more middleware layers wrapping each
-frame sent: about 0.3 ms of the server's CPU per run, a fifth of a short stateless run.
+frame sent: about 0.2 ms of the server's CPU per run, an eighth of a short stateless run.
 
 This middleware sits inside ours (CORS, body limit, authentication) and outside FastAPI's
 router. It takes a request only when the body parses and validates as `RunCreate`; anything
 else (bad JSON, a wrong content type, a validation error) goes on to FastAPI with the body
 replayed, so every error is worded exactly as before. The handlers are the routes' own
-(`runs._stream_response` and the others), and their errors go to the app's exception
+(`runs.stream_response` and the others), and their errors go to the app's exception
 handlers, as FastAPI would send them.
 """
 
@@ -32,9 +32,9 @@ from agentstream.api.requests import too_deep
 Handler = Callable[[ApiContext, Request, RunCreate, "str | None"], Awaitable[Response]]
 
 _HANDLERS: dict[str, Handler] = {
-    "stream": runs._stream_response,
-    "wait": runs._wait_response,
-    "": runs._background_response,
+    "stream": runs.stream_response,
+    "wait": runs.wait_response,
+    "": runs.background_response,
 }
 
 

@@ -176,7 +176,7 @@ def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Await
     return cancel
 
 
-async def _stream_response(
+async def stream_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
     run, temporary, on_disconnect = await _create(c, request, body, thread_id, "stream")
@@ -191,7 +191,7 @@ async def _stream_response(
     )
 
 
-async def _wait_response(
+async def wait_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
     run, _, _ = await _create(c, request, body, thread_id, "wait")
@@ -207,7 +207,7 @@ async def _wait_response(
     )
 
 
-async def _background_response(
+async def background_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
     run, temporary, _ = await _create(c, request, body, thread_id, "create")
@@ -222,42 +222,42 @@ async def _background_response(
 async def stream_threaded(
     thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _stream_response(c, request, body, thread_id)
+    return await stream_response(c, request, body, thread_id)
 
 
 @router.post("/runs/stream")
 async def stream_stateless(
     request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _stream_response(c, request, body, None)
+    return await stream_response(c, request, body, None)
 
 
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_threaded(
     thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _wait_response(c, request, body, thread_id)
+    return await wait_response(c, request, body, thread_id)
 
 
 @router.post("/runs/wait")
 async def wait_stateless(
     request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _wait_response(c, request, body, None)
+    return await wait_response(c, request, body, None)
 
 
 @router.post("/threads/{thread_id}/runs")
 async def create_threaded(
     thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _background_response(c, request, body, thread_id)
+    return await background_response(c, request, body, thread_id)
 
 
 @router.post("/runs")
 async def create_stateless(
     request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
 ) -> Response:
-    return await _background_response(c, request, body, None)
+    return await background_response(c, request, body, None)
 
 
 @router.post("/runs/batch")
