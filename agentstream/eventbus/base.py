@@ -42,6 +42,13 @@ def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
     return b"event: %s\r\ndata: %s\r\nid: %s\r\n\r\n" % (name.encode(), data, ident)
 
 
+def frame_data(frame: bytes, name: str, event_id: int) -> bytes:
+    """The data a frame of encode_frame(event_id, name, data) carries, sliced back out of it
+    (data is one-line JSON, so its position follows from the name and the id alone)."""
+    start = len(b"event: \r\ndata: ") + len(name.encode())
+    return frame[start : len(frame) - len(b"\r\nid: %d\r\n\r\n" % event_id)]
+
+
 class EventBus(Protocol):
     # Whether publish() completes without waiting on anything (an in-process log): the
     # executor then publishes each batch in place instead of keeping one publish in flight.

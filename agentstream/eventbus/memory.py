@@ -12,7 +12,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 
-from agentstream.eventbus.base import Event, EventsEvicted, encode_frame
+from agentstream.eventbus.base import Event, EventsEvicted, encode_frame, frame_data
 
 # (mode, event name) pairs shared by every packed log: most runs use a handful of the same ones.
 # Names with a subgraph's task id are new each run, so the table stops growing at a bound.
@@ -22,8 +22,7 @@ _MAX_KINDS = 4096
 
 class _Packed:
     """A finished log's events in one buffer: their frames end to end, where each ends, and
-    each one's (mode, name). An event's data is the slice of its frame between "data: " and
-    "\r\nid: " (one-line JSON, as every frame carries it)."""
+    each one's (mode, name); an event's data is sliced back out of its frame."""
 
     __slots__ = ("ends", "first", "frames", "kinds")
 
@@ -51,9 +50,7 @@ class _Packed:
         frame = self.frames[start : self.ends[i]]
         mode, name = self.kinds[i]
         seq = self.first + i
-        data_start = len(b"event: \r\ndata: ") + len(name.encode())
-        data_end = len(frame) - len(b"\r\nid: %d\r\n\r\n" % seq)
-        return Event(seq, mode, name, frame[data_start:data_end], frame)
+        return Event(seq, mode, name, frame_data(frame, name, seq), frame)
 
     def events(self) -> list[Event]:
         return [self.event(i) for i in range(len(self.ends))]
@@ -208,12 +205,11 @@ class MemoryEventBus:
             await log.wait()
 
     async def delete(self, run_id: str) -> None:
-        log = self._logs.pop(run_id, None)
-        self._forget(run_id)
+        log = self._logs.get(run_id)
+        self._drop(run_id)
         if log is not None:
             log.closed = True
             log.notify()
-            self._cancel_expiry(log)
 
     async def aclose(self) -> None:
         for log in self._logs.values():
