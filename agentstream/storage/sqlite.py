@@ -167,6 +167,21 @@ def _run(row: aiosqlite.Row) -> Run:
     )
 
 
+# The claim's two candidates: the oldest pending run whose thread has nothing running or
+# queued before it, and the oldest running run whose lease ran out. Each query walks the status
+# index in order and stops at its first match; as one query with an OR, SQLite checked every
+# pending run and sorted them, on every claim (quadratic in the queue).
+_NEXT_PENDING = (
+    "SELECT r.seq, r.attempt FROM runs r WHERE r.status = 'pending' AND r.due_at <= ? AND "
+    "NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq AND "
+    "(o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq))) ORDER BY r.seq LIMIT 1"
+)
+_NEXT_EXPIRED = (
+    "SELECT seq, attempt FROM runs WHERE status = 'running' AND lease_expires_at < ? "
+    "ORDER BY seq LIMIT 1"
+)
+
+
 def _order(sort_by: str | None, sort_order: str | None, default: str) -> str:
     column = sort_by if sort_by in _SORTABLE else default
     direction = "ASC" if (sort_order or "").lower() == "asc" else "DESC"
@@ -890,28 +905,10 @@ class SqliteStorage:
         now = time.time()
 
         def claim(db: sqlite3.Connection) -> tuple[Any, int] | None:
-            # The oldest of: a pending run whose thread has nothing running or queued before
-            # it, and a running run whose lease ran out. Two queries, each walking the status
-            # index in order and stopping at its first match; as one query with an OR, SQLite
-            # checked every pending run and sorted them, on every claim (quadratic in the queue).
-            candidates = [
-                row
-                for row in (
-                    db.execute(
-                        "SELECT r.seq, r.attempt FROM runs r WHERE r.status = 'pending' AND "
-                        "r.due_at <= ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE "
-                        "o.thread_id = r.thread_id AND o.seq != r.seq AND (o.status = 'running' "
-                        "OR (o.status = 'pending' AND o.seq < r.seq))) ORDER BY r.seq LIMIT 1",
-                        (now,),
-                    ).fetchone(),
-                    db.execute(
-                        "SELECT seq, attempt FROM runs WHERE status = 'running' AND "
-                        "lease_expires_at < ? ORDER BY seq LIMIT 1",
-                        (now,),
-                    ).fetchone(),
-                )
-                if row is not None
-            ]
+            # The oldest of the two; see _NEXT_PENDING for why they are two queries.
+            pending = db.execute(_NEXT_PENDING, (now,)).fetchone()
+            expired = db.execute(_NEXT_EXPIRED, (now,)).fetchone()
+            candidates = [row for row in (pending, expired) if row is not None]
             if not candidates:
                 return None
             seq, attempt = min(candidates)
