@@ -131,6 +131,22 @@ async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str
     return out
 
 
+async def measure_fresh_server(
+    database: Path,
+    cpus: set[int] | None,
+    sizes: Sizes,
+    agent_messages: int,
+    label: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """measure_server on a server started for it, and stopped after."""
+    server = await asyncio.to_thread(start_server, database, cpus=cpus, env=env)
+    try:
+        return await measure_server(server.url, sizes, agent_messages, label)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 async def measure_memory(
     sizes: Sizes, cpus: set[int] | None, database: Path, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -510,13 +526,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     agent_messages = result["inprocess"]["agent_throughput"]["events"]
     with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
         workdir = Path(tmp)
-        server = await asyncio.to_thread(start_server, workdir / "bench.sqlite", cpus=server_cpus)
-        try:
-            result["agentstream"] = await measure_server(
-                server.url, sizes, agent_messages, "agentstream"
-            )
-        finally:
-            await asyncio.to_thread(server.stop)
+        result["agentstream"] = await measure_fresh_server(
+            workdir / "bench.sqlite", server_cpus, sizes, agent_messages, "agentstream"
+        )
         _log("memory: a fresh server with the default settings")
         result["memory"] = await measure_memory(sizes, server_cpus, workdir / "memory.sqlite")
         # The same load with finished runs' event logs dropped at once: growth that remains
@@ -529,15 +541,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         if distributed:
             _log("distributed: agentstream dev on PostgreSQL + Redis")
             env = await distributed_env("agentstream_bench")
-            server = await asyncio.to_thread(
-                start_server, workdir / "unused.sqlite", cpus=server_cpus, env=env
+            result["distributed"] = await measure_fresh_server(
+                workdir / "unused.sqlite", server_cpus, sizes, agent_messages, "distributed", env
             )
-            try:
-                result["distributed"] = await measure_server(
-                    server.url, sizes, agent_messages, "distributed"
-                )
-            finally:
-                await asyncio.to_thread(server.stop)
             _log("memory: a fresh distributed server with the default settings")
             env = await distributed_env("agentstream_bench_memory")
             result["memory_distributed"] = await measure_memory(
