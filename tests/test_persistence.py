@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from tests.test_join import read_until, ticked, ticks
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -90,12 +92,8 @@ async def test_runs_caught_by_a_kill_are_taken_over_after_a_restart(
             thread_id, "ticker", input={"n": 40, "delay": 0.05}, stream_mode=["custom"]
         )
         queued = await client.runs.create(thread_id, "ticker", input={"n": 3, "delay": 0.0})
-        ticks = []
-        async for part in client.runs.join_stream(thread_id, running["run_id"]):
-            if part.event == "custom":
-                ticks.append(part.data["tick"])
-                break
-        assert ticks
+        parts = await read_until(client.runs.join_stream(thread_id, running["run_id"]), ticked(1))
+        assert ticks(parts)
         assert (await client.runs.get(thread_id, running["run_id"]))["status"] == "running"
         assert (await client.runs.get(thread_id, queued["run_id"]))["status"] == "pending"
         first.kill()

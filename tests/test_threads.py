@@ -17,6 +17,7 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from langgraph_sdk.schema import Command
 
 from tests.conftest import assert_detail, tag
+from tests.test_join import read_until, ticked, ticks
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
@@ -460,12 +461,8 @@ async def test_a_thread_is_busy_while_a_run_executes(
     run = await client.runs.create(
         thread_id, "ticker", input={"n": 40, "delay": 0.03}, stream_mode="custom"
     )
-    events = []
-    async for part in client.runs.join_stream(thread_id, run["run_id"]):
-        events.append(part.event)
-        if part.event == "custom":
-            break  # the run is executing
-    assert events[-1:] == ["custom"]
+    parts = await read_until(client.runs.join_stream(thread_id, run["run_id"]), ticked(1))
+    assert parts[-1].event == "custom"  # the run is executing
     assert (await client.threads.get(thread_id))["status"] == "busy"
     assert [t["thread_id"] for t in await client.threads.search(ids=[thread_id])] == [thread_id]
     assert await client.threads.count(status="busy") >= 1
@@ -486,12 +483,8 @@ async def test_deleting_a_busy_thread_removes_it_and_its_run(client: LangGraphCl
     run = await client.runs.create(
         thread_id, "ticker", input={"n": 200, "delay": 0.02}, stream_mode="custom"
     )
-    ticks = []
-    async for part in client.runs.join_stream(thread_id, run["run_id"]):
-        if part.event == "custom":
-            ticks.append(part.data["tick"])
-            break
-    assert ticks
+    parts = await read_until(client.runs.join_stream(thread_id, run["run_id"]), ticked(1))
+    assert ticks(parts)
     await client.threads.delete(thread_id)
     with pytest.raises(NotFoundError):
         await client.threads.get(thread_id)
