@@ -62,7 +62,7 @@ def _kwargs(body: RunCreate, temporary: bool) -> dict[str, Any]:
     return {
         "input": body.input,
         "command": body.command.model_dump(exclude_none=True) if body.command else None,
-        "config": body.config or {},
+        "config": body.config.model_dump(exclude_unset=True) if body.config else {},
         "context": body.context or {},
         "stream_mode": _stream_modes(body.stream_mode),
         "interrupt_before": body.interrupt_before,
