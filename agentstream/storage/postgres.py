@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any, Literal, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -211,7 +212,7 @@ RETURNING {_R_RUN_COLS}, r.attempt, r.temporary, r.auth_user
 """
 # When the next delayed run falls due (capped: a later timestamptz does not load as a datetime).
 _NEXT_DUE = """
-SELECT least(min(due_at), '9999-01-01Z') AS due
+SELECT CASE WHEN min(due_at) > '9999-01-01Z' THEN '9999-01-01Z' ELSE min(due_at) END AS due
 FROM runs WHERE status = 'pending' AND due_at > now()
 """
 # Extend a lease, only for the worker holding it.
@@ -280,6 +281,20 @@ def _json_or_null(value: Any) -> Any:
     return None if value is None else jsonb(value)
 
 
+async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
+    """The pool's check on every checkout, one poll(2) with no wait: an idle connection has
+    nothing to read unless the server closed it (a restart, a failover), and such a one is
+    discarded here instead of failing the request that would have used it. (The pool's own
+    check, a round trip to the server, cost more than this per run.)"""
+    if conn.closed or conn.broken:
+        raise OperationalError("connection closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        await conn.close()  # so the pool discards it rather than taking it back
+        raise OperationalError("the server closed this idle connection")
+
+
 class PostgresStorage:
     def __init__(self, uri: str, *, pool_min: int = 2, pool_max: int = 20) -> None:
         self.uri = uri
@@ -299,6 +314,7 @@ class PostgresStorage:
             connection_class=AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
             configure=_configure,
+            check=check_idle_connection,
         )
         await pool.open(wait=True)
         self._pool = pool
