@@ -49,12 +49,21 @@ async def root() -> JsonResponse:
 
 
 @router.get("/info")
-async def info() -> JsonResponse:
+async def info(c: ApiContext = Depends(ctx)) -> JsonResponse:
+    store: Any = c.store
     return JsonResponse(
         {
             "version": __version__,
             "langgraph_py_version": langgraph.version.__version__,
-            "flags": {"assistants": True, "crons": False, "langsmith": False},
+            "flags": {
+                "assistants": True,
+                "crons": False,
+                "langsmith": False,
+                # The store's routes, semantic search (store.index) and expiry (store.ttl).
+                "store": store is not None,
+                "store_semantic_search": bool(getattr(store, "index_config", None)),
+                "store_ttl": bool(getattr(store, "ttl_config", None)),
+            },
             "host": {
                 "kind": "self-hosted",
                 "project_id": None,
