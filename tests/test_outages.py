@@ -6,8 +6,9 @@ explicitly; ids a reader has seen are never given to another event; no run is le
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from langgraph_sdk import get_client
 from agentstream.eventbus import EventsEvicted
 from agentstream.eventbus.redis import RedisEventBus
 from tests.cluster import running_cluster
+from tests.conftest import ServerProcess
 from tests.services import PostgresServer, RedisServer
 
 DOWN_SECONDS = 2.0  # how long each outage lasts: part of the scenario, not a synchronisation
@@ -250,3 +252,25 @@ async def test_a_postgres_restart_leaves_no_run_unfinished_and_new_runs_work(
                                                              "input": {"n": 2}})  # fmt: skip
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["count"] == 2
+
+
+# --- SQLite --------------------------------------------------------------------------------------
+
+
+def test_a_locked_sqlite_file_is_503_then_the_server_goes_on(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    proc = server_factory()
+    holder = sqlite3.connect(proc.database, timeout=30, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the file (a backup, say)
+        with httpx.Client(base_url=proc.url, timeout=60) as http:
+            locked = http.post("/threads", json={})
+            assert locked.status_code == 503, locked.text
+            assert "database is locked" in locked.json()["detail"]
+            holder.execute("ROLLBACK")
+            assert http.post("/threads", json={}).status_code == 200
+            answer = http.post("/runs/wait", json={"assistant_id": "ticker", "input": {"n": 2}})
+            assert answer.json()["count"] == 2
+    finally:
+        holder.close()
