@@ -80,6 +80,30 @@ async def test_a_redis_restart_mid_log_loses_no_event_and_reuses_no_id(
     assert evicted.value.first_kept == 4
 
 
+async def test_a_reader_is_told_when_a_log_begins_again_below_it(
+    bus: RedisEventBus, redis_server: RedisServer
+) -> None:
+    run_id = uuid.uuid4().hex
+    for i in (1, 2, 3):
+        await bus.publish(run_id, [item(i)])
+    reader_bus = RedisEventBus(redis_server.url, outage_seconds=30, block_seconds=0.2)
+    other = RedisEventBus(redis_server.url)  # another process: it knows no floor for this log
+    try:
+
+        async def read() -> list[int]:
+            return [e.seq async for batch in reader_bus.subscribe(run_id, 3) for e in batch]
+
+        reader = asyncio.create_task(read())
+        redis_server.kill()
+        await restart_later(redis_server)
+        await other.publish(run_id, [item(1)])  # begins the log again at id 1
+        with pytest.raises(EventsEvicted):
+            await asyncio.wait_for(reader, 30)
+    finally:
+        await reader_bus.aclose()
+        await other.aclose()
+
+
 async def test_a_publish_rides_out_an_outage_but_not_forever(redis_server: RedisServer) -> None:
     from agentstream.eventbus import BusUnavailable
 
