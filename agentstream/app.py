@@ -38,6 +38,7 @@ from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
+from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
 from agentstream.settings import Settings
@@ -163,6 +164,7 @@ async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegi
         graphs,
         f"http://{settings.host}:{settings.port}",
         max_attempts=settings.max_attempts,
+        webhooks=WebhookSender(WebhookPolicy.from_config(graphs.config)),
     )
     worker = Worker(
         backends.storage,
@@ -183,6 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
     user_app = load_custom_app(config)
     disabled = disabled_families(config)
     headers = HeaderPassthrough.from_config(config)
+    webhooks = WebhookPolicy.from_config(config)
     store_config = store_options(config)  # a mistake in it stops the start, before serving
     _announce(gate, "cors" in config.http)
 
@@ -195,7 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
         runs_service = RunService(backends.storage, backends.bus, backends.control)
         app.state.ctx = ApiContext(
             backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
-            headers=headers, store=backends.store,
+            headers=headers, store=backends.store, webhooks=webhooks,
         )  # fmt: skip
         app.state.worker = worker
         tune_gc(settings.gc_threshold)

@@ -18,6 +18,7 @@ from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, Jso
 from agentstream.eventbus import END_MODES, BusUnavailable, EventsEvicted
 from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import new_run, wait_body
+from agentstream.execution.webhooks import WebhookRefused
 from agentstream.ids import is_uuid, uuid7
 from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
@@ -114,6 +115,11 @@ async def _create(
     if temporary and body.command is not None:
         raise ApiError(400, "You must provide a thread_id when resuming.")
     strategy, on_disconnect = _check_route_fields(body, route, not temporary)
+    if body.webhook is not None:
+        try:
+            await c.webhooks.check(body.webhook)
+        except WebhookRefused as exc:
+            raise ApiError(422, str(exc)) from None
     run_id = uuid7()
     thread_id = thread_id or uuid7()
     headers = c.headers.select(request.headers) if c.headers else {}

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -20,6 +21,8 @@ from langgraph.types import Command, Interrupt
 from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.modes import Item, Translator, graph_modes
+from agentstream.execution.webhooks import WebhookSender
+from agentstream.execution.webhooks import payload as webhook_payload
 from agentstream.graphs import GraphRegistry
 from agentstream.outages import service_unavailable
 from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage, ThreadStatus
@@ -97,12 +100,14 @@ class Executor:
         host: str,
         *,
         max_attempts: int = 3,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.storage = storage
         self.bus = bus
         self.graphs = graphs
         self.host = host
         self.max_attempts = max_attempts
+        self.webhooks = webhooks
 
     def build_config(
         self, claim: RunClaim, graph_id: str, assistant_config: Mapping[str, Any]
@@ -158,6 +163,7 @@ class Executor:
     async def run(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run = claim["run"]
         run_id = run["run_id"]
+        started = datetime.now(UTC)
         metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
         await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
         try:
@@ -184,6 +190,15 @@ class Executor:
             # What the checkpoints hold (the nodes that did finish), as the real server shows.
             outcome.values = await self._current_values(claim)
         await self._settle(claim, outcome, cancellation)
+        self._call_webhook(claim, outcome, started)
+
+    def _call_webhook(self, claim: RunClaim, outcome: RunOutcome, started: datetime) -> None:
+        url = claim["run"]["kwargs"].get("webhook")
+        if not url or self.webhooks is None or outcome.status not in TERMINAL:
+            return
+        values = serde.to_jsonable(outcome.values)
+        body = webhook_payload(claim["run"], outcome.status, values, outcome.error, started)
+        self.webhooks.deliver(url, body)
 
     async def _execute(self, claim: RunClaim) -> RunOutcome:
         run = claim["run"]

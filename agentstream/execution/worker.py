@@ -80,6 +80,8 @@ class Worker:
         await self._release(list(held))
         for handback in list(self._handbacks):
             handback.cancel()
+        if self.executor.webhooks is not None:
+            await self.executor.webhooks.aclose()
 
     async def _release(self, run_ids: list[str]) -> None:
         released = 0
