@@ -792,6 +792,93 @@ async def test_concurrent_reject_lets_one_run_in(make_storage: MakeStorage) -> N
     assert len(await second.list_runs("t1", limit=20, offset=0, status=None)) == 1
 
 
+# --- what the two backends once did differently ----------------------------------------------
+async def test_equal_sort_keys_are_ordered_by_id(storage: Storage) -> None:
+    """Pages stay stable: rows whose sort keys are equal come in id order, the same direction."""
+    now = utcnow()
+    for assistant_id in ("a3", "a1", "a5", "a2", "a4"):
+        same = _assistant(assistant_id, created_at=now, updated_at=now)
+        await storage.put_assistant(same, if_exists="raise")
+        await storage.create_thread(f"t{assistant_id[1]}", metadata={}, if_exists="raise")
+
+    async def assistant_page(order: str, offset: int, limit: int = 1) -> list[str]:
+        found, _ = await storage.search_assistants(
+            graph_id=None, name=None, metadata=None, limit=limit, offset=offset,
+            sort_by="created_at", sort_order=order,
+        )  # fmt: skip
+        return [a["assistant_id"] for a in found]
+
+    async def thread_page(order: str, offset: int, limit: int = 1) -> list[str]:
+        found, _ = await storage.search_threads(
+            ids=None, metadata=None, values=None, status=None, limit=limit, offset=offset,
+            sort_by="status", sort_order=order,
+        )  # fmt: skip
+        return [t["thread_id"] for t in found]
+
+    for page, prefix in ((assistant_page, "a"), (thread_page, "t")):
+        ascending = [f"{prefix}{i}" for i in range(1, 6)]
+        assert await page("asc", 0, 10) == ascending
+        assert await page("desc", 0, 10) == ascending[::-1]
+        assert [(await page("desc", i))[0] for i in range(5)] == ascending[::-1]
+
+
+async def test_concurrent_thread_patches_lose_nothing(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    await first.create_thread("t1", metadata={"base": 0}, if_exists="raise")
+    await asyncio.gather(
+        *(s.patch_thread("t1", {f"k{i}": i}) for i, s in enumerate([first, second] * 5))
+    )
+    expected = {"base": 0, **{f"k{i}": i for i in range(10)}}
+    assert (await first.get_thread("t1"))["metadata"] == expected
+
+
+async def test_concurrent_assistant_patches_lose_nothing(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    await first.put_assistant(_assistant("a1", metadata={"base": 0}), if_exists="raise")
+    await asyncio.gather(
+        *(
+            s.patch_assistant("a1", {"metadata": {f"k{i}": i}})
+            for i, s in enumerate([first, second] * 5)
+        )
+    )
+    patched = await first.get_assistant("a1")
+    assert patched["metadata"] == {"base": 0, **{f"k{i}": i for i in range(10)}}
+    assert patched["version"] == 11
+    versions = await first.assistant_versions("a1", metadata=None, limit=20, offset=0)
+    assert [v["version"] for v in versions] == list(range(11, 0, -1))
+
+
+async def test_concurrent_copies_to_one_id_copy_once(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"k": "v"}, if_exists="raise")
+    await _graph_run(storage, "t1", "r1", "one")
+    results = await asyncio.gather(
+        *(storage.copy_thread("t1", "t2") for _ in range(5)), return_exceptions=True
+    )
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
+    assert await _graph_items(storage, "t2") == ["one", "echo"]
+
+
+async def test_concurrent_deletes_of_a_run_delete_it_once(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    await _finish(storage, run_id)
+    results = await asyncio.gather(
+        *(storage.delete_run("t1", run_id) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, NotFound) for r in results if r is not None)
+
+
+async def test_next_due_survives_a_due_time_beyond_datetime(storage: Storage) -> None:
+    """A run queued with an after_seconds too large for a datetime (stored before the API
+    checked it) must not stop the worker from asking when the next run falls due."""
+    await _enqueue(storage, "t1", kwargs={"after_seconds": 1e12})
+    due = await storage.next_due()
+    assert due is not None and due.tzinfo is not None
+    assert due >= datetime(9999, 1, 1, tzinfo=UTC)
+
+
 # --- postgres only ---------------------------------------------------------------------------
 async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> None:
     uri = await _fresh_schema(pg_database)

@@ -209,8 +209,12 @@ UPDATE runs r SET status = 'running', attempt = r.attempt + 1, worker_id = %s,
 WHERE r.seq = %s AND {_RUNNABLE}
 RETURNING {_R_RUN_COLS}, r.attempt, r.temporary, r.auth_user
 """
-# When the next delayed run falls due.
-_NEXT_DUE = "SELECT min(due_at) AS due FROM runs WHERE status = 'pending' AND due_at > now()"
+# When the next delayed run falls due, no later than a Python datetime can say (a due time
+# stored before after_seconds was bounded may lie beyond the year 9999).
+_NEXT_DUE = """
+SELECT min(least(due_at, '9999-12-31 23:59:59+00')) AS due FROM runs
+WHERE status = 'pending' AND due_at > now()
+"""
 # Extend a lease, only for the worker holding it.
 _RENEW_LEASE = """
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %s)

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +33,7 @@ from agentstream.storage.base import (
 from agentstream.storage.sqlfilters import match
 
 T = TypeVar("T")
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 MIGRATIONS = [
     # 1: the initial schema
@@ -123,7 +124,7 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _assistant(row: aiosqlite.Row) -> Assistant:
+def _assistant(row: Sequence[Any]) -> Assistant:
     return Assistant(
         assistant_id=row[0],
         graph_id=row[1],
@@ -138,7 +139,7 @@ def _assistant(row: aiosqlite.Row) -> Assistant:
     )
 
 
-def _thread(row: aiosqlite.Row) -> Thread:
+def _thread(row: Sequence[Any]) -> Thread:
     return Thread(
         thread_id=row[0],
         created_at=_ts(row[1]),
@@ -153,7 +154,7 @@ def _thread(row: aiosqlite.Row) -> Thread:
     )
 
 
-def _run(row: aiosqlite.Row) -> Run:
+def _run(row: Sequence[Any]) -> Run:
     return Run(
         run_id=row[0],
         thread_id=row[1],
@@ -182,10 +183,22 @@ _NEXT_EXPIRED = (
 )
 
 
-def _order(sort_by: str | None, sort_order: str | None, default: str) -> str:
-    column = sort_by if sort_by in _SORTABLE else default
+# Copy a thread's checkpoints and pending writes (the saver's tables, in our file) to a new id.
+_COPY_CHECKPOINTS = [
+    f"INSERT INTO {table} (thread_id, {cols}) SELECT ?, {cols} FROM {table} WHERE thread_id = ?"
+    for table, cols in (
+        ("checkpoints", "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
+         "metadata"),
+        ("writes", "checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value"),
+    )
+]  # fmt: skip
+
+
+def _order(sort_by: str | None, sort_order: str | None, key: str) -> str:
+    # The key breaks ties, so pages of rows whose sort keys are equal neither overlap nor skip.
+    column = sort_by if sort_by in _SORTABLE else "created_at"
     direction = "ASC" if (sort_order or "").lower() == "asc" else "DESC"
-    return f"{column} {direction}"
+    return f"{column} {direction}, {key} {direction}"
 
 
 # One storage call waiting for its turn on the connection: fn(connection, *args), whether it
@@ -505,7 +518,7 @@ class SqliteStorage:
         where, params = self._assistant_where(graph_id, name, metadata, filters)
         rows = await self._all(
             f"SELECT {_ASSISTANT_COLS} FROM assistants WHERE {where} "
-            f"ORDER BY {_order(sort_by, sort_order, 'created_at')} LIMIT ? OFFSET ?",
+            f"ORDER BY {_order(sort_by, sort_order, 'assistant_id')} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         total = await self._one(f"SELECT COUNT(*) FROM assistants WHERE {where}", params)
@@ -533,32 +546,45 @@ class SqliteStorage:
     async def patch_assistant(
         self, assistant_id: str, changes: Mapping[str, Any], *, filters: Filter | None = None
     ) -> Assistant:
-        current = await self.get_assistant(assistant_id, filters=filters)
-        now = utcnow().isoformat()
-        merged: dict[str, Any] = {**current, **{k: v for k, v in changes.items() if v is not None}}
-        if "metadata" in changes and changes["metadata"] is not None:
-            merged["metadata"] = {**current["metadata"], **changes["metadata"]}
-        async with self._tx() as db:
-            async with db.execute(
-                "SELECT MAX(version) FROM assistant_versions WHERE assistant_id = ?",
-                (assistant_id,),
-            ) as cur:
-                row = await cur.fetchone()
-            version = (row[0] if row else 0) + 1
+        cond, params = match("metadata", filters)
+
+        def patch(db: sqlite3.Connection) -> None:
+            # Read and write in one write transaction: a concurrent patch waits, and loses nothing.
+            sql = f"SELECT {_ASSISTANT_COLS} FROM assistants WHERE assistant_id = ? AND {cond}"
+            row = db.execute(sql, [assistant_id, *params]).fetchone()
+            if row is None:
+                raise NotFound(f"Assistant '{assistant_id}' not found")
+            current = _assistant(row)
+            merged: dict[str, Any] = {
+                **current,
+                **{k: v for k, v in changes.items() if v is not None},
+            }
+            if changes.get("metadata") is not None:
+                merged["metadata"] = {**current["metadata"], **changes["metadata"]}
+            version = (
+                db.execute(
+                    "SELECT MAX(version) FROM assistant_versions WHERE assistant_id = ?",
+                    (assistant_id,),
+                ).fetchone()[0]
+                + 1
+            )
             values = (
                 merged["graph_id"], _j(merged["config"]), _j(merged["context"]),
                 _j(merged["metadata"]), merged["name"], merged["description"],
             )  # fmt: skip
-            await db.execute(
+            now = utcnow().isoformat()
+            db.execute(
                 "INSERT INTO assistant_versions (assistant_id, version, graph_id, config, context,"
                 " metadata, name, description, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (assistant_id, version, *values, now),
             )
-            await db.execute(
+            db.execute(
                 "UPDATE assistants SET graph_id=?, config=?, context=?, metadata=?, name=?, "
                 "description=?, version=?, updated_at=? WHERE assistant_id=?",
                 (*values, version, now, assistant_id),
             )
+
+        await self._call_tx(patch)
         return await self.get_assistant(assistant_id)
 
     async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None:
@@ -682,7 +708,7 @@ class SqliteStorage:
         where = " AND ".join(parts)
         rows = await self._all(
             f"SELECT {_THREAD_COLS} FROM threads WHERE {where} "
-            f"ORDER BY {_order(sort_by, sort_order, 'created_at')} LIMIT ? OFFSET ?",
+            f"ORDER BY {_order(sort_by, sort_order, 'thread_id')} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         total = await self._one(f"SELECT COUNT(*) FROM threads WHERE {where}", params)
@@ -691,13 +717,23 @@ class SqliteStorage:
     async def patch_thread(
         self, thread_id: str, metadata: Mapping[str, Any], *, filters: Filter | None = None
     ) -> Thread:
-        current = await self.get_thread(thread_id, filters=filters)
-        async with self._tx() as db:
-            await db.execute(
+        cond, params = match("metadata", filters)
+
+        def patch(db: sqlite3.Connection) -> Thread:
+            # Read and write in one write transaction: a concurrent patch waits, and loses nothing.
+            sql = f"SELECT {_THREAD_COLS} FROM threads WHERE thread_id = ? AND {cond}"
+            row = db.execute(sql, [thread_id, *params]).fetchone()
+            if row is None:
+                raise NotFound(f"Thread with ID {thread_id} not found")
+            merged = {**_uj(row[4]), **metadata}
+            now = utcnow().isoformat()
+            db.execute(
                 "UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ?",
-                (_j({**current["metadata"], **metadata}), utcnow().isoformat(), thread_id),
+                (_j(merged), now, thread_id),
             )
-        return await self.get_thread(thread_id)
+            return _thread((*row[:2], now, row[3], _j(merged), *row[5:]))
+
+        return await self._call_tx(patch)
 
     async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
         cond, params = match("metadata", filters)
@@ -725,35 +761,28 @@ class SqliteStorage:
     async def copy_thread(
         self, thread_id: str, new_thread_id: str, *, filters: Filter | None = None
     ) -> Thread:
-        source = await self.get_thread(thread_id, filters=filters)
-        now = utcnow().isoformat()
-        async with self._tx() as db:
-            await db.execute(
-                f"INSERT INTO threads ({_THREAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (new_thread_id, now, now, now, _j(source["metadata"]), "idle",
-                 _j(source["config"]), _j(source["values"]) if source["values"] is not None
-                 else None, _j(source["interrupts"]), None),
-            )  # fmt: skip
-        await self._copy_checkpoints(thread_id, new_thread_id)
-        return await self.get_thread(new_thread_id)
+        cond, params = match("metadata", filters)
+        shared = self._checkpoints_shared
 
-    async def _copy_checkpoints(self, thread_id: str, new_thread_id: str) -> None:
-        saver = self._saver
-        if saver is None:
-            return
-        async with saver.lock:
-            conn = saver.conn
-            for table, cols in (
-                ("checkpoints", "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
-                 "checkpoint, metadata"),
-                ("writes", "checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value"),
-            ):  # fmt: skip
-                await conn.execute(
-                    f"INSERT INTO {table} (thread_id, {cols}) "
-                    f"SELECT ?, {cols} FROM {table} WHERE thread_id = ?",
-                    (new_thread_id, thread_id),
-                )
-            await conn.commit()
+        def copy(db: sqlite3.Connection) -> None:
+            # One transaction: the copy appears with its checkpoints, or not at all.
+            sql = f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}"
+            if db.execute(sql, [thread_id, *params]).fetchone() is None:
+                raise NotFound(f"Thread with ID {thread_id} not found")
+            now = utcnow().isoformat()
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO threads ({_THREAD_COLS}) SELECT ?, ?, ?, ?, metadata, "
+                "'idle', config, \"values\", interrupts, NULL FROM threads WHERE thread_id = ?",
+                (new_thread_id, now, now, now, thread_id),
+            )
+            if cur.rowcount == 0:
+                raise Conflict(f"Thread with ID {new_thread_id} already exists")
+            if shared:
+                for sql in _COPY_CHECKPOINTS:
+                    db.execute(sql, (new_thread_id, thread_id))
+
+        await self._call_tx(copy)
+        return await self.get_thread(new_thread_id)
 
     async def set_thread_state(
         self,
@@ -870,9 +899,18 @@ class SqliteStorage:
     async def delete_run(
         self, thread_id: str, run_id: str, *, filters: Filter | None = None
     ) -> None:
-        await self.get_run(thread_id, run_id, filters=filters)
-        async with self._tx() as db:
-            await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        cond, params = match("t.metadata", filters)
+
+        def delete(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "DELETE FROM runs WHERE run_id = ? AND thread_id = ? AND EXISTS (SELECT 1 FROM "
+                f"threads t WHERE t.thread_id = runs.thread_id AND {cond})",
+                [run_id, thread_id, *params],
+            )
+            if cur.rowcount == 0:
+                raise NotFound("Run not found")
+
+        await self._call_tx(delete)
 
     async def inflight_runs(
         self,
@@ -937,7 +975,8 @@ class SqliteStorage:
         )
         if row is None or row[0] is None:
             return None
-        return datetime.fromtimestamp(row[0], tz=utcnow().tzinfo)
+        # A due time stored before after_seconds was bounded may lie beyond what a datetime holds.
+        return datetime.fromtimestamp(min(row[0], _LATEST), tz=UTC)
 
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
         async with self._tx() as db:
