@@ -895,23 +895,6 @@ async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> N
         assert await cur.fetchall() == [(1,)]
 
 
-async def test_postgres_listen_wakes_on_queue_changes(pg_database: str) -> None:
-    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=2)
-    await storage.setup()
-    notifications = storage.listen()
-    try:
-        woke = asyncio.ensure_future(anext(notifications))
-        deadline = time.monotonic() + 10
-        # LISTEN starts inside the generator: queue runs until one is heard.
-        while not woke.done() and time.monotonic() < deadline:
-            await _enqueue(storage)
-            await asyncio.wait([woke], timeout=0.1)
-        assert woke.done() and woke.result() is None
-    finally:
-        await notifications.aclose()  # type: ignore[attr-defined]
-        await storage.aclose()
-
-
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:
     storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=4)
     await storage.setup()

@@ -33,7 +33,6 @@ from agentstream.storage.pgfilters import jsonb, match
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
-CHANNEL = "agentstream_runs"
 # Advisory lock keys. Migrations use the one-bigint key space, threads the two-int4 space, so
 # a thread's hash can never collide with the migration lock.
 _MIGRATE_LOCK = 0x6167_656E_7473_7472  # "agentstr"
@@ -173,8 +172,6 @@ _THREAD_TAKES_RUN = """
 UPDATE threads SET status = 'busy', metadata = metadata || %s, updated_at = now()
 WHERE thread_id = %s
 """
-# Wake every LISTENing worker (delivered when the transaction commits).
-_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 # Cache a thread's latest state; it stays busy while another run of it is queued or running.
 _SETTLE_THREAD = f"""
 UPDATE threads SET
@@ -354,13 +351,6 @@ class PostgresStorage:
         # would queue every run of the process behind it. Bound to the pool, it holds a
         # connection only while a query runs, so long runs never starve the pool.
         yield AsyncPostgresSaver(self.pool)
-
-    async def listen(self) -> AsyncIterator[None]:
-        """Yield once for every notification that the run queue changed."""
-        async with await AsyncConnection.connect(self.uri, autocommit=True) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
-            async for _ in conn.notifies():
-                yield None
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -711,7 +701,6 @@ class PostgresStorage:
                  float(run["kwargs"].get("after_seconds") or 0)),
             )  # fmt: skip
             await cur.execute(_THREAD_TAKES_RUN, (jsonb(dict(thread_metadata)), thread_id))
-            await cur.execute(_NOTIFY)
         return inflight if strategy in ("interrupt", "rollback") else []
 
     async def get_run(
@@ -763,7 +752,6 @@ class PostgresStorage:
             )
             if cur.rowcount == 0:
                 raise NotFound("Run not found")
-            await cur.execute(_NOTIFY)  # the next run of its thread may go now
 
     async def inflight_runs(
         self,
@@ -851,7 +839,6 @@ class PostgresStorage:
                         "error": _json_or_null(error),
                     },
                 )
-            await cur.execute(_NOTIFY)
         if delete_thread:
             await self._delete_checkpoints(thread_id)
 
@@ -876,13 +863,11 @@ class PostgresStorage:
                         "error": None,
                     },
                 )
-            await cur.execute(_NOTIFY)
         return True
 
     async def rollback_run(self, run_id: str, thread_id: str) -> None:
         async with self._tx() as cur:
             await cur.execute("DELETE FROM runs WHERE run_id = %s", (run_id,))
-            await cur.execute(_NOTIFY)  # the next run of its thread may go now
             await cur.execute(_DELETE_RUN_CHECKPOINTS, {"thread_id": thread_id, "run_id": run_id})
             versions = await cur.fetchall()
             if versions:
@@ -900,7 +885,6 @@ class PostgresStorage:
         async with self._tx() as cur:
             await cur.execute(_EXPIRE_LEASES)
             expired = cur.rowcount
-            await cur.execute(_NOTIFY)
         return expired
 
 
