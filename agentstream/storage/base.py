@@ -70,16 +70,49 @@ class RunClaim(TypedDict):
     auth_user: dict[str, Any] | None
 
 
-class NotFound(Exception):
-    pass
+# The kinds of storage errors: what was missing, what was taken ("busy": a thread's turn).
+Missing = Literal["assistant", "version", "thread", "run"]
+Taken = Literal["assistant", "thread", "busy"]
 
 
-class Conflict(Exception):
-    pass
+class StorageError(Exception):
+    """What went wrong, as data: which kind of record and its key. The API words it for clients
+    (api/errors.py); str() is for logs and generic error events."""
+
+    def __init__(self, what: str, *key: object) -> None:
+        super().__init__(what, *key)
+        self.what = what
+        self.key = key
+
+
+class NotFound(StorageError):
+    """No such record, or one the caller's owner filter hides (the same thing to the caller)."""
+
+    def __init__(self, what: Missing, *key: object) -> None:
+        super().__init__(what, *key)
+
+    def __str__(self) -> str:
+        return f"{self.what.capitalize()} {' '.join(map(repr, self.key))} not found"
+
+
+class Conflict(StorageError):
+    """The record exists already (or its key is taken by a record the caller may not see)."""
+
+    def __init__(self, what: Taken, *key: object) -> None:
+        super().__init__(what, *key)
+
+    def __str__(self) -> str:
+        return f"{self.what.capitalize()} {' '.join(map(repr, self.key))} already exists"
 
 
 class ThreadBusy(Conflict):
-    pass
+    """A run with multitask strategy "reject" came while its thread had one in flight."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__("busy", thread_id)
+
+    def __str__(self) -> str:
+        return f"Thread {self.key[0]!r} is busy"
 
 
 def utcnow() -> datetime:

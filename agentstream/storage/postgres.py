@@ -389,7 +389,7 @@ class PostgresStorage:
                     _INSERT_VERSION, (a["assistant_id"], a["version"], *contents, a["created_at"])
                 )
             elif if_exists == "raise":
-                raise Conflict(f"Assistant {a['assistant_id']} already exists")
+                raise Conflict("assistant", a["assistant_id"])
         return await self.get_assistant(a["assistant_id"], filters=filters)
 
     async def get_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> Assistant:
@@ -399,7 +399,7 @@ class PostgresStorage:
             [assistant_id, *params],
         )
         if row is None:
-            raise NotFound(f"Assistant '{assistant_id}' not found")
+            raise NotFound("assistant", assistant_id)
         return cast(Assistant, row)
 
     async def search_assistants(
@@ -447,7 +447,7 @@ class PostgresStorage:
             )
             current = await cur.fetchone()
             if current is None:
-                raise NotFound(f"Assistant '{assistant_id}' not found")
+                raise NotFound("assistant", assistant_id)
             merged = {**current, **{k: v for k, v in changes.items() if v is not None}}
             if changes.get("metadata") is not None:
                 merged["metadata"] = {**current["metadata"], **changes["metadata"]}
@@ -477,7 +477,7 @@ class PostgresStorage:
                 [assistant_id, *params],
             )
             if cur.rowcount == 0:
-                raise NotFound(f"Assistant '{assistant_id}' not found")
+                raise NotFound("assistant", assistant_id)
 
     async def assistant_versions(
         self,
@@ -507,7 +507,7 @@ class PostgresStorage:
                 [assistant_id, *params],
             )
             if await cur.fetchone() is None:
-                raise NotFound(f"Assistant '{assistant_id}' not found")
+                raise NotFound("assistant", assistant_id)
             await cur.execute(
                 "SELECT graph_id, config, context, metadata, name, description "
                 "FROM assistant_versions WHERE assistant_id = %s AND version = %s",
@@ -515,7 +515,7 @@ class PostgresStorage:
             )
             row = await cur.fetchone()
             if row is None:
-                raise NotFound(f"Version {version} of assistant '{assistant_id}' not found")
+                raise NotFound("version", assistant_id, version)
             contents = (
                 row["graph_id"], jsonb(row["config"]), jsonb(row["context"]),
                 jsonb(row["metadata"]), row["name"], row["description"],
@@ -536,12 +536,12 @@ class PostgresStorage:
             await cur.execute(_INSERT_THREAD, (thread_id, jsonb(dict(metadata))))
             inserted = await cur.fetchone() is not None
         if not inserted and if_exists == "raise":
-            raise Conflict(f"Thread with ID {thread_id} already exists")
+            raise Conflict("thread", thread_id)
         try:
             return await self.get_thread(thread_id, filters=filters)
         except NotFound:
             # Someone else's thread with this id: the caller may not see it, nor take its id.
-            raise Conflict(f"Thread with ID {thread_id} already exists") from None
+            raise Conflict("thread", thread_id) from None
 
     async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread:
         cond, params = match("metadata", filters)
@@ -550,7 +550,7 @@ class PostgresStorage:
             [thread_id, *params],
         )
         if row is None:
-            raise NotFound(f"Thread with ID {thread_id} not found")
+            raise NotFound("thread", thread_id)
         return cast(Thread, row)
 
     async def search_threads(
@@ -601,7 +601,7 @@ class PostgresStorage:
             )
             row = await cur.fetchone()
         if row is None:
-            raise NotFound(f"Thread with ID {thread_id} not found")
+            raise NotFound("thread", thread_id)
         return cast(Thread, row)
 
     async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
@@ -609,7 +609,7 @@ class PostgresStorage:
         async with self._tx() as cur:
             await cur.execute(_LOCK_THREAD.format(cond=cond), [thread_id, *params])
             if await cur.fetchone() is None:
-                raise NotFound(f"Thread with ID {thread_id} not found")
+                raise NotFound("thread", thread_id)
             await cur.execute(_THREAD_INFLIGHT, (thread_id,))
             inflight = [r["run_id"] for r in await cur.fetchall()]
             await _delete_thread_rows(cur, thread_id)
@@ -628,7 +628,7 @@ class PostgresStorage:
                 f"SELECT 1 FROM threads WHERE thread_id = %s AND {cond}", [thread_id, *params]
             )
             if await cur.fetchone() is None:
-                raise NotFound(f"Thread with ID {thread_id} not found")
+                raise NotFound("thread", thread_id)
             await cur.execute(
                 f"INSERT INTO threads ({_THREAD_COLS}) "
                 "SELECT %s, now(), now(), now(), metadata, 'idle', config, \"values\", "
@@ -638,7 +638,7 @@ class PostgresStorage:
             )
             copied = await cur.fetchone()
             if copied is None:
-                raise Conflict(f"Thread with ID {new_thread_id} already exists")
+                raise Conflict("thread", new_thread_id)
             for sql in _COPY_CHECKPOINTS:
                 await cur.execute(sql, {"new": new_thread_id, "old": thread_id})
         return cast(Thread, copied)
@@ -685,14 +685,11 @@ class PostgresStorage:
             # The thread's lock makes the check below and the insert one step for every process.
             await cur.execute(_LOCK_THREAD.format(cond=cond), [thread_id, *params])
             if await cur.fetchone() is None:
-                raise NotFound("Thread or assistant not found.")
+                raise NotFound("thread", thread_id)
             await cur.execute(_THREAD_INFLIGHT, (thread_id,))
             inflight = [r["run_id"] for r in await cur.fetchall()]
             if inflight and strategy == "reject":
-                raise ThreadBusy(
-                    "Thread is already running a task. Wait for it to finish or choose a "
-                    "different multitask strategy."
-                )
+                raise ThreadBusy(thread_id)
             await cur.execute(
                 _INSERT_RUN,
                 (run["run_id"], thread_id, run["assistant_id"], jsonb(run["metadata"]),
@@ -717,7 +714,7 @@ class PostgresStorage:
             args.append(thread_id)
         row = await self._one(sql, args)
         if row is None:
-            raise NotFound("Run not found")
+            raise NotFound("run", run_id)
         return _run(row)
 
     async def list_runs(
@@ -751,7 +748,7 @@ class PostgresStorage:
                 [run_id, thread_id, *params],
             )
             if cur.rowcount == 0:
-                raise NotFound("Run not found")
+                raise NotFound("run", run_id)
 
     async def inflight_runs(
         self,

@@ -477,7 +477,7 @@ class SqliteStorage:
                 exists = await cur.fetchone() is not None
             if exists:
                 if if_exists == "raise":
-                    raise Conflict(f"Assistant {a['assistant_id']} already exists")
+                    raise Conflict("assistant", a["assistant_id"])
             else:
                 values = (
                     a["assistant_id"], a["graph_id"], _j(a["config"]), _j(a["context"]),
@@ -500,7 +500,7 @@ class SqliteStorage:
             [assistant_id, *params],
         )
         if row is None:
-            raise NotFound(f"Assistant '{assistant_id}' not found")
+            raise NotFound("assistant", assistant_id)
         return _assistant(row)
 
     async def search_assistants(
@@ -553,7 +553,7 @@ class SqliteStorage:
             sql = f"SELECT {_ASSISTANT_COLS} FROM assistants WHERE assistant_id = ? AND {cond}"
             row = db.execute(sql, [assistant_id, *params]).fetchone()
             if row is None:
-                raise NotFound(f"Assistant '{assistant_id}' not found")
+                raise NotFound("assistant", assistant_id)
             current = _assistant(row)
             merged: dict[str, Any] = {
                 **current,
@@ -595,7 +595,7 @@ class SqliteStorage:
                 [assistant_id, *params],
             )
             if cur.rowcount == 0:
-                raise NotFound(f"Assistant '{assistant_id}' not found")
+                raise NotFound("assistant", assistant_id)
 
     async def assistant_versions(
         self,
@@ -641,7 +641,7 @@ class SqliteStorage:
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
-                raise NotFound(f"Version {version} of assistant '{assistant_id}' not found")
+                raise NotFound("version", assistant_id, version)
             await db.execute(
                 "UPDATE assistants SET graph_id=?, config=?, context=?, metadata=?, name=?, "
                 "description=?, version=?, updated_at=? WHERE assistant_id=?",
@@ -661,12 +661,12 @@ class SqliteStorage:
         inserted = await self._call_tx(_insert_thread, thread_id, metadata)
         if not inserted:
             if if_exists == "raise":
-                raise Conflict(f"Thread with ID {thread_id} already exists")
+                raise Conflict("thread", thread_id)
         try:
             return await self.get_thread(thread_id, filters=filters)
         except NotFound:
             # Someone else's thread with this id: the caller may not see it, nor take its id.
-            raise Conflict(f"Thread with ID {thread_id} already exists") from None
+            raise Conflict("thread", thread_id) from None
 
     async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread:
         cond, params = match("metadata", filters)
@@ -675,7 +675,7 @@ class SqliteStorage:
             [thread_id, *params],
         )
         if row is None:
-            raise NotFound(f"Thread with ID {thread_id} not found")
+            raise NotFound("thread", thread_id)
         return _thread(row)
 
     async def search_threads(
@@ -724,7 +724,7 @@ class SqliteStorage:
             sql = f"SELECT {_THREAD_COLS} FROM threads WHERE thread_id = ? AND {cond}"
             row = db.execute(sql, [thread_id, *params]).fetchone()
             if row is None:
-                raise NotFound(f"Thread with ID {thread_id} not found")
+                raise NotFound("thread", thread_id)
             merged = {**_uj(row[4]), **metadata}
             now = utcnow().isoformat()
             db.execute(
@@ -741,7 +741,7 @@ class SqliteStorage:
         def delete(db: sqlite3.Connection) -> list[str]:
             sql = f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}"
             if db.execute(sql, [thread_id, *params]).fetchone() is None:
-                raise NotFound(f"Thread with ID {thread_id} not found")
+                raise NotFound("thread", thread_id)
             inflight = [r[0] for r in db.execute(
                 "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running')",
                 (thread_id,),
@@ -768,7 +768,7 @@ class SqliteStorage:
             # One transaction: the copy appears with its checkpoints, or not at all.
             sql = f"SELECT 1 FROM threads WHERE thread_id = ? AND {cond}"
             if db.execute(sql, [thread_id, *params]).fetchone() is None:
-                raise NotFound(f"Thread with ID {thread_id} not found")
+                raise NotFound("thread", thread_id)
             now = utcnow().isoformat()
             cur = db.execute(
                 f"INSERT OR IGNORE INTO threads ({_THREAD_COLS}) SELECT ?, ?, ?, ?, metadata, "
@@ -776,7 +776,7 @@ class SqliteStorage:
                 (new_thread_id, now, now, now, thread_id),
             )
             if cur.rowcount == 0:
-                raise Conflict(f"Thread with ID {new_thread_id} already exists")
+                raise Conflict("thread", new_thread_id)
             if shared:
                 for sql in _COPY_CHECKPOINTS:
                     db.execute(sql, (new_thread_id, thread_id))
@@ -834,17 +834,14 @@ class SqliteStorage:
                 [thread_id, *params],
             ).fetchone()
             if row is None:
-                raise NotFound("Thread or assistant not found.")
+                raise NotFound("thread", thread_id)
             inflight = [r[0] for r in db.execute(
                 "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending','running') "
                 "ORDER BY seq",
                 (thread_id,),
             )]  # fmt: skip
             if inflight and strategy == "reject":
-                raise ThreadBusy(
-                    "Thread is already running a task. Wait for it to finish or choose a "
-                    "different multitask strategy."
-                )
+                raise ThreadBusy(thread_id)
             db.execute(
                 f"INSERT INTO runs ({_RUN_COLS}, temporary, auth_user, due_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -875,7 +872,7 @@ class SqliteStorage:
             args.append(thread_id)
         row = await self._get(sql, args)
         if row is None:
-            raise NotFound("Run not found")
+            raise NotFound("run", run_id)
         return _run(row)
 
     async def list_runs(
@@ -908,7 +905,7 @@ class SqliteStorage:
                 [run_id, thread_id, *params],
             )
             if cur.rowcount == 0:
-                raise NotFound("Run not found")
+                raise NotFound("run", run_id)
 
         await self._call_tx(delete)
 
