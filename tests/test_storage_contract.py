@@ -22,6 +22,7 @@ from agentstream.execution.runs import new_run
 from agentstream.storage.base import (
     Assistant,
     Conflict,
+    NewRun,
     NotFound,
     RunClaim,
     Storage,
@@ -132,12 +133,7 @@ async def _enqueue(
     run_id = str(uuid.uuid4())
     run = new_run(run_id, thread_id or str(uuid.uuid4()), "asst", kwargs or {}, {"m": 1}, strategy)
     preempt = await storage.create_run(
-        run,
-        temporary=temporary,
-        if_not_exists="create",
-        auth_user={"identity": "u1"},
-        thread_metadata=thread_metadata or {},
-        filters=filters,
+        NewRun(run, temporary, "create", {"identity": "u1"}, thread_metadata or {}, filters)
     )
     return run_id, preempt
 
@@ -518,15 +514,10 @@ async def test_create_run_enqueue_returns_nothing(storage: Storage) -> None:
 async def test_create_run_on_unknown_thread(storage: Storage) -> None:
     run = new_run(str(uuid.uuid4()), "t-new", "asst", {}, {}, "reject")
     with pytest.raises(NotFound):
-        await storage.create_run(
-            run, temporary=False, if_not_exists="reject", auth_user=None, thread_metadata={}
-        )
+        await storage.create_run(NewRun(run, False, "reject", None, {}))
     with pytest.raises(NotFound):
         await storage.get_thread("t-new")
-    await storage.create_run(
-        run, temporary=False, if_not_exists="create", auth_user=None,
-        thread_metadata={"graph_id": "agent"},
-    )  # fmt: skip
+    await storage.create_run(NewRun(run, False, "create", None, {"graph_id": "agent"}))
     thread = await storage.get_thread("t-new")
     assert (thread["status"], thread["metadata"]) == ("busy", {"graph_id": "agent"})
     stored = await storage.get_run("t-new", run["run_id"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
 from agentstream.execution.executor import RESULT_MODE
-from agentstream.storage.base import Filter, Run, Storage, utcnow
+from agentstream.storage.base import NewRun, Run, Storage, utcnow
 
 
 class RunService:
@@ -18,25 +17,10 @@ class RunService:
         self.bus = bus
         self.control = control
 
-    async def create(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> None:
-        preempted = await self.storage.create_run(
-            run,
-            temporary=temporary,
-            if_not_exists=if_not_exists,
-            auth_user=auth_user,
-            thread_metadata=thread_metadata,
-            filters=filters,
-        )
-        if not temporary:
+    async def create(self, new: NewRun) -> None:
+        run = new.run
+        preempted = await self.storage.create_run(new)
+        if not new.temporary:
             # The thread's own log lists its runs in order, for thread streams to follow.
             await self.bus.publish(
                 thread_log(run["thread_id"]), [("run", "run", run["run_id"].encode())]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -59,6 +60,18 @@ class Run(TypedDict):
     multitask_strategy: MultitaskStrategy
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to queue, and how: on which terms it may create its thread, and for whom."""
+
+    run: Run
+    temporary: bool  # a stateless run's thread, removed when the run ends
+    if_not_exists: Literal["create", "reject"]
+    auth_user: dict[str, Any] | None
+    thread_metadata: Mapping[str, Any]  # merged into the thread's metadata
+    filters: Filter | None = None
 
 
 class RunClaim(TypedDict):
@@ -224,16 +237,7 @@ class Storage(Protocol):
         ...
 
     # --- runs ------------------------------------------------------------------------------
-    async def create_run(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> list[str]:
+    async def create_run(self, new: NewRun) -> list[str]:
         """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
         raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
         rollback (the new run waits behind them in the queue)."""

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -21,6 +21,7 @@ from agentstream.storage.base import (
     Conflict,
     Filter,
     IfExists,
+    NewRun,
     NotFound,
     Run,
     RunClaim,
@@ -666,21 +667,18 @@ class PostgresStorage:
             )
 
     # --- runs ------------------------------------------------------------------------------
-    async def create_run(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> list[str]:
+    async def create_run(self, new: NewRun) -> list[str]:
+        run, temporary, auth_user, thread_metadata = (
+            new.run,
+            new.temporary,
+            new.auth_user,
+            new.thread_metadata,
+        )
         thread_id = run["thread_id"]
-        cond, params = match("metadata", filters)
+        cond, params = match("metadata", new.filters)
         strategy = run["multitask_strategy"]
         async with self._tx() as cur:
-            if temporary or if_not_exists == "create":
+            if temporary or new.if_not_exists == "create":
                 await cur.execute(_INSERT_THREAD, (thread_id, jsonb(dict(thread_metadata))))
             # The thread's lock makes the check below and the insert one step for every process.
             await cur.execute(_LOCK_THREAD.format(cond=cond), [thread_id, *params])

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -21,6 +21,7 @@ from agentstream.storage.base import (
     Conflict,
     Filter,
     IfExists,
+    NewRun,
     NotFound,
     Run,
     RunClaim,
@@ -805,18 +806,15 @@ class SqliteStorage:
             )  # fmt: skip
 
     # --- runs ------------------------------------------------------------------------------
-    async def create_run(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> list[str]:
+    async def create_run(self, new: NewRun) -> list[str]:
+        run, temporary, auth_user, thread_metadata = (
+            new.run,
+            new.temporary,
+            new.auth_user,
+            new.thread_metadata,
+        )
         thread_id = run["thread_id"]
-        cond, params = match("metadata", filters)
+        cond, params = match("metadata", new.filters)
         strategy = run["multitask_strategy"]
         due = time.time() + float(run["kwargs"].get("after_seconds") or 0)
         values = (
@@ -827,7 +825,7 @@ class SqliteStorage:
         )  # fmt: skip
 
         def create(db: sqlite3.Connection) -> list[str]:
-            if temporary or if_not_exists == "create":
+            if temporary or new.if_not_exists == "create":
                 _insert_thread(db, thread_id, thread_metadata)
             row = db.execute(
                 f"SELECT metadata FROM threads WHERE thread_id = ? AND {cond}",
