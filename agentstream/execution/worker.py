@@ -10,7 +10,7 @@ import uuid
 
 from agentstream.execution.control import Control
 from agentstream.execution.executor import Cancellation, Executor
-from agentstream.storage.base import RunClaim, Storage
+from agentstream.storage.base import RunClaim, RunQueue
 
 log = logging.getLogger("agentstream.worker")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("agentstream.worker")
 class Worker:
     def __init__(
         self,
-        storage: Storage,
+        storage: RunQueue,  # the worker only claims, renews and waits for due runs
         control: Control,
         executor: Executor,
         *,

@@ -132,7 +132,54 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Storage(Protocol):
+class RunQueue(Protocol):
+    """The queue's face of storage: all that the worker and the run service's queue steps use."""
+
+    async def create_run(self, new: NewRun) -> list[str]:
+        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
+        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
+        rollback (the new run waits behind them in the queue)."""
+        ...
+
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
+        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
+        run whose lease has expired (a new attempt). Marks it running under a lease."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending run scheduled in the future becomes due."""
+        ...
+
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+        delete_thread: bool,
+    ) -> None: ...
+
+    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
+        """Finish a run that has not started; False when a worker already took it."""
+        ...
+
+    async def rollback_run(self, run_id: str, thread_id: str) -> None:
+        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
+        ...
+
+    async def expire_leases(self) -> int:
+        """Make every running run claimable again (the embedded server after a crash)."""
+        ...
+
+
+class Storage(RunQueue, Protocol):
+    """Every persistence verb: the queue's, and the records' (assistants, threads, runs)."""
+
     # --- lifecycle -------------------------------------------------------------------------
     async def setup(self) -> None: ...
 
@@ -237,12 +284,6 @@ class Storage(Protocol):
         ...
 
     # --- runs ------------------------------------------------------------------------------
-    async def create_run(self, new: NewRun) -> list[str]:
-        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
-        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
-        rollback (the new run waits behind them in the queue)."""
-        ...
-
     async def get_run(
         self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
     ) -> Run: ...
@@ -270,40 +311,4 @@ class Storage(Protocol):
         filters: Filter | None = None,
     ) -> list[Run]:
         """Pending and running runs matching the selection (for cancel)."""
-        ...
-
-    # --- the queue -------------------------------------------------------------------------
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
-        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
-        run whose lease has expired (a new attempt). Marks it running under a lease."""
-        ...
-
-    async def next_due(self) -> datetime | None:
-        """When the earliest pending run scheduled in the future becomes due."""
-        ...
-
-    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
-
-    async def finish_run(
-        self,
-        run_id: str,
-        *,
-        status: RunStatus,
-        thread_status: ThreadStatus,
-        values: Any,
-        interrupts: Mapping[str, Any],
-        error: Any,
-        delete_thread: bool,
-    ) -> None: ...
-
-    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
-        """Finish a run that has not started; False when a worker already took it."""
-        ...
-
-    async def rollback_run(self, run_id: str, thread_id: str) -> None:
-        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
-        ...
-
-    async def expire_leases(self) -> int:
-        """Make every running run claimable again (the embedded server after a crash)."""
         ...
