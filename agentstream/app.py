@@ -9,14 +9,22 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
-from agentstream.api.auth import Authenticate, Gate, cors_options, load_gate
+from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
+from agentstream.api.deployment import (
+    CustomRoutes,
+    HeaderPassthrough,
+    cors_options,
+    disabled_families,
+    load_custom_app,
+)
 from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
@@ -145,7 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
     graphs = GraphRegistry(config)
     gate = load_gate(config, settings.api_keys)
     cors = cors_options(config)
-    _announce(gate, cors is not None)
+    user_app = load_custom_app(config)
+    disabled = disabled_families(config)
+    headers = HeaderPassthrough.from_config(config)
+    _announce(gate, "cors" in config.http)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,12 +165,14 @@ def create_app(settings: Settings) -> FastAPI:
         worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
         runs_service = RunService(backends.storage, backends.bus, backends.control)
         app.state.ctx = ApiContext(
-            backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
-        )
+            backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
+            headers=headers,
+        )  # fmt: skip
         app.state.worker = worker
         tune_gc(settings.gc_threshold)
         try:
-            yield
+            async with _user_lifespan(user_app):
+                yield
         finally:
             if worker is not None:
                 await worker.stop()
@@ -172,25 +185,49 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=JsonResponse,
     )
     errors.install(app)
-    for module in (system, assistants, threads, thread_stream, runs):
-        app.include_router(module.router)
+    families = {
+        "meta": [system],
+        "assistants": [assistants],
+        "threads": [threads, thread_stream],
+        "runs": [runs],
+    }
+    for family, modules in families.items():
+        if family not in disabled:
+            for module in modules:
+                app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
-    # limit also counts what an authenticate handler reads; then the gate; then the lane for
-    # well-formed run-creating requests (fastlane.py); then FastAPI's routes.
-    app.add_middleware(RunRoutes, api=app)
+    # limit also counts what an authenticate handler reads; then the user's own routes
+    # (http.app); then the gate; then the lane for well-formed run-creating requests
+    # (fastlane.py); then FastAPI's routes.
+    if "runs" not in disabled:
+        app.add_middleware(RunRoutes, api=app)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
+    if user_app is not None:
+        entry = user_app
+        if gate is not None and config.http.get("enable_custom_route_auth"):
+            entry = Authenticate(user_app, gate=gate, router=user_app.router)
+        app.add_middleware(CustomRoutes, user_app=user_app, entry=entry)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
-    if cors is not None:
-        app.add_middleware(CORSMiddleware, **cors)
+    app.add_middleware(CORSMiddleware, **cors)
     return app
 
 
-def _announce(gate: Gate | None, cors: bool) -> None:
+@asynccontextmanager
+async def _user_lifespan(user_app: Any) -> AsyncIterator[None]:
+    """The user's app (http.app) starts and stops with ours."""
+    if user_app is None:
+        yield
+        return
+    async with user_app.router.lifespan_context(user_app):
+        yield
+
+
+def _announce(gate: Gate | None, cors_configured: bool) -> None:
     if gate is None:
         log.warning(
             "no auth configured (langgraph.json auth.path or AGENTSTREAM_API_KEYS): the server "
@@ -198,8 +235,13 @@ def _announce(gate: Gate | None, cors: bool) -> None:
         )
     else:
         log.info("auth: %s", gate.description)
-    if cors:
+    if cors_configured:
         log.info("CORS: cross-origin requests allowed as http.cors says")
+    else:
+        log.info(
+            "CORS: any origin may call this server (as LangGraph's does without http.cors); "
+            "set http.cors in langgraph.json to restrict it"
+        )
 
 
 async def run_worker_process(settings: Settings) -> None:

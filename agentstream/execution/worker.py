@@ -10,9 +10,12 @@ import uuid
 
 from agentstream.execution.control import Control
 from agentstream.execution.executor import Cancellation, Executor
-from agentstream.storage.base import RunClaim, RunQueue
+from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
+
+# The longest a claim loop waits after failures in a row (an outage) before trying again.
+_MAX_BACKOFF = 2.0
 
 
 class Worker:
@@ -58,19 +61,44 @@ class Worker:
         return len(self._running)
 
     async def _claim_loop(self) -> None:
+        """Supervised: whatever one round raises (a dropped connection, a row that cannot be
+        read, a bug) is logged and the loop goes on, so no input and no outage can leave this
+        worker alive but idle. Failures in a row back off up to _MAX_BACKOFF seconds, and a
+        wake-up cuts the wait short."""
+        failures = 0
         while True:
             await self._slots.acquire()
-            self.control.clear()
+            spawned = False
             try:
-                claim = await self.storage.claim_run(self.worker_id, self.lease_seconds)
+                self.control.clear()
+                spawned = await self._claim_one()
+                failures = 0
             except Exception:
-                log.exception("claiming a run failed")
-                claim = None
-            if claim is None:
-                self._slots.release()
-                await self.control.wait(await self._idle_timeout())
+                failures += 1
+                log.exception("worker %s: claiming a run failed", self.worker_id)
+            if spawned:
                 continue
-            self._spawn(claim)
+            self._slots.release()
+            if failures:
+                await self.control.wait(min(_MAX_BACKOFF, 0.05 * 2**failures))
+                continue
+            try:
+                await self.control.wait(await self._idle_timeout())
+            except Exception:
+                log.exception("worker %s: waiting for work failed", self.worker_id)
+                await asyncio.sleep(_MAX_BACKOFF)
+
+    async def _claim_one(self) -> bool:
+        try:
+            claim = await self.storage.claim_run(self.worker_id, self.lease_seconds)
+        except UnreadableRun as exc:
+            log.error("run %s cannot be read and is ended as error: %s", exc.run_id, exc.reason)
+            await self.executor.abandon(exc.run_id, exc)
+            return False
+        if claim is None:
+            return False
+        self._spawn(claim)
+        return True
 
     async def _idle_timeout(self) -> float:
         # Sleep until woken; the only timers are a delayed run falling due and the lease check
@@ -95,8 +123,9 @@ class Worker:
         run_id = claim["run"]["run_id"]
         try:
             await self.executor.run(claim, cancellation)
-        except Exception:
-            log.exception("run %s crashed the executor", run_id)
+        except Exception as exc:
+            log.exception("run %s crashed the executor; it is ended as error", run_id)
+            await self.executor.abandon(run_id, exc, temporary=claim["temporary"])
         finally:
             self._running.pop(run_id, None)
             self._slots.release()

@@ -23,6 +23,7 @@ from agentstream.storage.base import (
     RunStatus,
     ThreadBusy,
     ThreadStatus,
+    UnreadableRun,
     utcnow,
 )
 from agentstream.storage.dialect import Dialect, Params, Verb, match
@@ -159,9 +160,6 @@ class QueueStore:
             if row is None:
                 return None
             if row is not _GONE:
-                # Decoded after the commit: a row that fails to decode is then a running run
-                # under a lease (which the caller can end), never a pending head of the queue
-                # that every claim trips over.
                 return self._claim_of(row)
         return None
 
@@ -176,9 +174,15 @@ class QueueStore:
         return started[0] if started else _GONE
 
     def _claim_of(self, r: Row) -> RunClaim:
-        return RunClaim(
-            run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11])
-        )
+        # Decoded after the claim commits: a row that fails to decode is then a running run of
+        # this worker, which ends it as error, never a pending head of the queue that every
+        # claim trips over.
+        try:
+            return RunClaim(
+                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11])
+            )
+        except ValueError as exc:  # orjson's decode error is a ValueError
+            raise UnreadableRun(r[0], str(exc)) from exc
 
     async def next_due(self) -> datetime | None:
         """When the earliest pending run scheduled in the future becomes due."""

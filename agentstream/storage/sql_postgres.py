@@ -278,10 +278,10 @@ UPDATE runs r SET status = 'running', attempt = r.attempt + 1, worker_id = %(wor
 WHERE r.seq = %(seq)s AND {_RUNNABLE}
 RETURNING {_R_RUN}, r.attempt, r.temporary, r.auth_user
 """,
-    # When the next delayed run falls due, no later than a Python datetime can say (a due time
-    # stored before after_seconds was bounded may lie beyond the year 9999).
+    # When the next delayed run falls due, no later than base.LATEST_DUE (a due time stored
+    # before after_seconds was bounded, or 'infinity', does not load as a datetime).
     "next_due": """
-SELECT min(least(due_at, '9999-12-31 23:59:59+00')) FROM runs
+SELECT min(least(due_at, '9999-01-01Z')) FROM runs
 WHERE status = 'pending' AND due_at > now()
 """,
     # Extend a lease, only for the worker holding it.

@@ -257,10 +257,10 @@ UPDATE runs SET status = 'running', attempt = attempt + 1, worker_id = :worker_i
 WHERE seq = :seq
 RETURNING {_RUN}, attempt, temporary, auth_user
 """,
-    # When the next delayed run falls due, no later than the year 9999 (a due time stored
+    # When the next delayed run falls due, no later than base.LATEST_DUE (a due time stored
     # before after_seconds was bounded may lie beyond what a datetime holds).
     "next_due": """
-SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', min(min(due_at), 253402300799.0), 'unixepoch')
+SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', min(min(due_at), 253370764800.0), 'unixepoch')
 FROM runs WHERE status = 'pending' AND due_at > :now
 """,
     # Extend a lease, only for the worker holding it.
