@@ -6,6 +6,7 @@ import asyncio
 import operator
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +28,7 @@ from agentstream.storage.base import (
     RunClaim,
     Storage,
     ThreadBusy,
+    UnreadableRun,
     utcnow,
 )
 from agentstream.storage.postgres import PostgresStorage
@@ -868,6 +870,42 @@ async def test_next_due_survives_a_due_time_beyond_datetime(storage: Storage) ->
     due = await storage.next_due()
     assert due is not None and due.tzinfo is not None
     assert due >= datetime(9999, 1, 1, tzinfo=UTC)
+
+
+# --- sqlite only -----------------------------------------------------------------------------
+async def test_sqlite_an_unreadable_run_never_blocks_the_queue(tmp_path: Path) -> None:
+    """Only SQLite can hold a row that is not JSON: claiming it says which run it is (for the
+    worker to end as error), and the claims after it go on to the next run."""
+    path = tmp_path / "agentstream.sqlite"
+    storage = SqliteStorage(path)
+    await storage.setup()
+    try:
+        broken, _ = await _enqueue(storage, "t1")
+        fine, _ = await _enqueue(storage, "t2")
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("UPDATE runs SET kwargs = '{broken' WHERE run_id = ?", (broken,))
+        db.close()
+        with pytest.raises(UnreadableRun) as caught:
+            await storage.claim_run("w", 30)
+        assert caught.value.run_id == broken
+        claim = await storage.claim_run("w", 30)
+        assert claim is not None and claim["run"]["run_id"] == fine
+    finally:
+        await storage.aclose()
+
+
+async def test_sqlite_in_memory_keeps_checkpoints_with_the_rows() -> None:
+    storage = SqliteStorage(":memory:")
+    await storage.setup()
+    try:
+        await storage.create_thread("t1", metadata={}, if_exists="raise")
+        await _graph_run(storage, "t1", "r1", "one")
+        await storage.copy_thread("t1", "t2")
+        assert await _graph_items(storage, "t2") == ["one", "echo"]
+        await storage.delete_thread("t1")
+        assert await _graph_items(storage, "t1") == []
+    finally:
+        await storage.aclose()
 
 
 # --- postgres only ---------------------------------------------------------------------------
