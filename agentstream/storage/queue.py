@@ -112,9 +112,6 @@ class QueueStore:
 
     # --- creating a run ----------------------------------------------------------------------
     async def create_run(self, new: NewRun) -> list[str]:
-        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
-        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
-        rollback (the new run waits behind them in the queue)."""
         run, j = new.run, self.c.json
         p = self._params(
             run_id=run["run_id"],
@@ -152,8 +149,6 @@ class QueueStore:
 
     # --- the queue ---------------------------------------------------------------------------
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
-        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
-        run whose lease has expired (a new attempt). Marks it running under a lease."""
         p = self._params(worker_id=worker_id, lease=float(lease_seconds))
         for _ in range(_CLAIM_TRIES):
             row = await self.c.write(self._claim(p))
@@ -185,7 +180,6 @@ class QueueStore:
             raise UnreadableRun(r[0], str(exc)) from exc
 
     async def next_due(self) -> datetime | None:
-        """When the earliest pending run scheduled in the future becomes due."""
         found = await self.c.read(rows(self.d["next_due"], self._params()))
         due = found[0][0] if found else None
         return None if due is None else self.c.load_ts(due)
@@ -195,7 +189,6 @@ class QueueStore:
         return await self.c.write(count(self.d["renew_lease"], p)) > 0
 
     async def expire_leases(self) -> int:
-        """Make every running run claimable again (the embedded server after a crash)."""
         return await self.c.write(count(self.d["expire_leases"], self._params()))
 
     # --- ending a run ------------------------------------------------------------------------
@@ -249,7 +242,6 @@ class QueueStore:
             yield sql, p
 
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
-        """Finish a run that has not started; False when a worker already took it."""
         return await self.c.write(self._cancel_pending(self._params(run_id=run_id, status=status)))
 
     def _cancel_pending(self, p: Params) -> Verb[bool]:
@@ -267,7 +259,6 @@ class QueueStore:
         return True
 
     async def rollback_run(self, run_id: str, thread_id: str) -> None:
-        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
         await self.c.write(self._rollback(self._params(run_id=run_id, thread_id=thread_id)))
 
     def _rollback(self, p: Params) -> Verb[None]:

@@ -53,7 +53,6 @@ class RunStore(QueueStore):
         await self.c.close()
 
     def checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
-        """A saver for one run; backends decide whether savers are pooled."""
         return self.c.checkpointer()
 
     # --- records -----------------------------------------------------------------------------
@@ -123,13 +122,11 @@ class RunStore(QueueStore):
             raise Conflict("assistant", p["assistant_id"])
 
     async def get_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> Assistant:
-        row = await self._get("get_assistant", "metadata", filters, self._p(assistant_id))
+        p = Params(self.d, assistant_id=assistant_id)
+        row = await self._get("get_assistant", "metadata", filters, p)
         if row is None:
             raise NotFound("assistant", assistant_id)
         return self._assistant(row)
-
-    def _p(self, assistant_id: str) -> Params:
-        return Params(self.d, assistant_id=assistant_id)
 
     async def search_assistants(
         self,
@@ -180,7 +177,7 @@ class RunStore(QueueStore):
         yield self.d["update_assistant"], contents
 
     async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None:
-        p = self._p(assistant_id)
+        p = Params(self.d, assistant_id=assistant_id)
         sql = self.d["delete_assistant"].format(cond=match(self.d, "metadata", filters, p))
         if not await self.c.write(count(sql, p)):
             raise NotFound("assistant", assistant_id)
@@ -293,7 +290,6 @@ class RunStore(QueueStore):
         return patched[0]
 
     async def delete_thread(self, thread_id: str, *, filters: Filter | None = None) -> list[str]:
-        """Delete a thread, its runs and checkpoints; returns the ids of runs still in flight."""
         p = self._params(thread_id=thread_id)
         cond = match(self.d, "metadata", filters, p)
         return await self.c.write(self._delete_thread(cond, p))
@@ -334,7 +330,6 @@ class RunStore(QueueStore):
         status: ThreadStatus | None = None,
         error: Any = None,
     ) -> None:
-        """Cache the latest state values on the thread row (after a run or a state update)."""
         p = self._params(thread_id=thread_id, **self._settled(status, values, interrupts, error))
         await self.c.write(self._set_thread_state(p))
 
@@ -381,7 +376,6 @@ class RunStore(QueueStore):
         status: str | None,
         filters: Filter | None = None,
     ) -> list[Run]:
-        """Pending and running runs matching the selection (for cancel)."""
         p = Params(self.d, thread_id=thread_id, status=status)
         p["run_ids"] = self.c.json(list(run_ids or ()))
         parts = [match(self.d, "t.metadata", filters, p)]
