@@ -140,7 +140,8 @@ class RunStore(QueueStore):
         sort_order: str | None,
         filters: Filter | None = None,
     ) -> tuple[list[Assistant], int]:
-        p = Params(self.d, graph_id=graph_id, name=f"%{name}%", limit=limit, offset=offset)
+        like = None if name is None else f"%{name}%"
+        p = Params(self.d, graph_id=graph_id, name=like, limit=limit, offset=offset)
         parts = [match(self.d, "metadata", metadata, p), match(self.d, "metadata", filters, p)]
         if graph_id is not None:
             parts.append(self.d["graph_is"])
