@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from agentstream.graphs import GraphLoadError
+from agentstream.preflight import ServiceError, check_installed, check_reachable
 from agentstream.settings import Settings
 
 
@@ -76,9 +77,19 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def preflight(settings: Settings) -> None:
+    """Exit with one line when a service is missing or unreachable."""
+    try:
+        check_installed(settings)
+        asyncio.run(check_reachable(settings))
+    except ServiceError as exc:
+        sys.exit(f"agentstream: {exc}")
+
+
 def serve(settings: Settings) -> None:
     from agentstream.app import create_app
 
+    preflight(settings)
     try:
         app = create_app(settings)
     except GraphLoadError as exc:
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         _require_distributed(settings, "worker")
         from agentstream.app import run_worker_process
 
+        preflight(settings)
         try:
             asyncio.run(run_worker_process(settings))
         except GraphLoadError as exc:
