@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from agentstream.api.deployment import (
 )
 from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
-from agentstream.api.responses import JsonResponse
+from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
@@ -170,12 +171,13 @@ def create_app(settings: Settings) -> FastAPI:
         )  # fmt: skip
         app.state.worker = worker
         tune_gc(settings.gc_threshold)
+        app.state.draining_since = None
         try:
             async with _user_lifespan(user_app):
                 yield
         finally:
             if worker is not None:
-                await worker.stop()
+                await worker.stop(grace=_grace_left(app, settings))
             await backends.aclose()
 
     app = FastAPI(
@@ -215,6 +217,30 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(CORSMiddleware, **cors)
     return app
+
+
+async def drain(app: FastAPI, grace: float) -> None:
+    """SIGTERM's first step: /ok answers 503 (load balancers stop sending), the worker claims
+    nothing new, and its running runs get up to `grace` seconds while the server keeps serving
+    their streams and joins; then the streams still open are cut so their clients resume
+    elsewhere (or here, restarted). An API-only process has no runs: it cuts its streams at
+    once, since they follow runs that workers elsewhere go on executing."""
+    if getattr(app.state, "draining_since", 0) is not None:
+        return  # not started yet, or already draining
+    app.state.draining_since = time.monotonic()
+    worker: Worker | None = getattr(app.state, "worker", None)
+    if worker is not None:
+        worker.stop_claiming()
+        log.warning("draining: no new runs; running ones have %.0f s to finish", grace)
+        await worker.idle(grace)
+    abort_streams()
+
+
+def _grace_left(app: FastAPI, settings: Settings) -> float:
+    since: float | None = getattr(app.state, "draining_since", None)
+    if since is None:
+        return settings.shutdown_grace_seconds
+    return max(0.0, settings.shutdown_grace_seconds - (time.monotonic() - since))
 
 
 @asynccontextmanager
@@ -258,6 +284,7 @@ async def run_worker_process(settings: Settings) -> None:
     print(f"agentstream: worker {worker.worker_id} ready", flush=True)
     try:
         await stop.wait()
+        log.warning("draining: no new runs; running ones have the shutdown grace period")
     finally:
-        await worker.stop()
+        await worker.stop(grace=settings.shutdown_grace_seconds)
         await backends.aclose()

@@ -71,7 +71,8 @@ def start_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        # A stopped test server hands its runs back within a second unless a test says otherwise.
+        env={**os.environ, "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1", **(env or {})},
     )
     assert proc.stdout is not None
     output: list[str] = []

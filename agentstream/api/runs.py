@@ -15,7 +15,7 @@ from agentstream.api.errors import ApiError
 from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, JsonResponse
-from agentstream.eventbus import END_MODES, EventsEvicted
+from agentstream.eventbus import END_MODES, BusUnavailable, EventsEvicted
 from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import new_run, wait_body
 from agentstream.ids import is_uuid, uuid7
@@ -157,6 +157,8 @@ def _frames(
                     yield chunk
         except EventsEvicted as exc:
             yield _error_frame("EventsEvicted", f"{exc}. Read the thread state to catch up.")
+        except BusUnavailable as exc:
+            yield _error_frame("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
 
     return generate()
 

@@ -15,7 +15,7 @@ from agentstream import serde
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse
-from agentstream.eventbus import EventsEvicted, encode_frame
+from agentstream.eventbus import BusUnavailable, EventsEvicted, encode_frame
 from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import thread_log
 
@@ -64,7 +64,9 @@ class _ThreadFollower:
                         async for chunk in self._run(entry.seq, run_id, after):
                             yield chunk
         except EventsEvicted as exc:
-            yield _error(f"{exc}. Read the thread state to catch up.")
+            yield _error("EventsEvicted", f"{exc}. Read the thread state to catch up.")
+        except BusUnavailable as exc:
+            yield _error("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
 
     async def _in_flight(self, thread_seq: int) -> AsyncIterator[bytes]:
         runs = await self.c.storage.inflight_runs(
@@ -88,13 +90,15 @@ class _ThreadFollower:
                 if chunk:
                     yield chunk
         except EventsEvicted as exc:
-            yield _error(f"{exc}. Read the thread state to catch up.")
+            yield _error("EventsEvicted", f"{exc}. Read the thread state to catch up.")
+        except BusUnavailable as exc:
+            yield _error("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
         done = serde.dumps({"status": "run_done", "run_id": run_id})
         yield encode_frame(f"{thread_seq}.done", "metadata", done)
 
 
-def _error(message: str) -> bytes:
-    data = serde.dumps({"error": "EventsEvicted", "message": message})
+def _error(error: str, message: str) -> bytes:
+    data = serde.dumps({"error": error, "message": message})
     return b"event: error\r\ndata: " + data + b"\r\n\r\n"
 
 

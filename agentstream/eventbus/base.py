@@ -36,6 +36,11 @@ class EventsEvicted(Exception):
         self.first_kept = first_kept
 
 
+class BusUnavailable(Exception):
+    """The event bus did not answer for longer than an outage is ridden out: the reader is told
+    so (an explicit error, never a silent gap) and may resume by id once it is back."""
+
+
 def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
     """The SSE frame, in the real server's field order: event, data, id."""
     ident = b"%d" % event_id if isinstance(event_id, int) else event_id.encode()

@@ -153,6 +153,8 @@ class Executor:
                 )
             outcome = await self._execute(claim)
         except asyncio.CancelledError:
+            if cancellation.action == "release":
+                raise  # handed back (a graceful stop): the run stays running until claimed again
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()

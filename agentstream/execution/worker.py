@@ -45,16 +45,48 @@ class Worker:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="agentstream-claim-loop")
         self._renew_task = asyncio.create_task(self._renew_loop(), name="agentstream-renew")
 
-    async def stop(self) -> None:
-        for background in (self._loop_task, self._renew_task):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-        tasks = [task for task, _ in self._running.values()]
-        for task in tasks:
+    def stop_claiming(self) -> None:
+        """The first step of a graceful stop (SIGTERM): no new runs; running ones go on."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+
+    async def idle(self, grace: float) -> None:
+        """Until the runs in flight have finished, for at most `grace` seconds."""
+        running = [task for task, _ in self._running.values()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops claiming, lets running runs finish for up to `grace` seconds, then hands the
+        rest back: each is stopped without settling and its lease released, so another worker
+        (or this server, restarted) resumes it from its last checkpoint at once."""
+        self.stop_claiming()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.idle(grace)
+        held = dict(self._running)
+        for task, cancellation in held.values():
+            cancellation.action = "release"
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(task for task, _ in held.values()), return_exceptions=True)
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
+        await self._release(list(held))
+
+    async def _release(self, run_ids: list[str]) -> None:
+        released = 0
+        for run_id in run_ids:
+            try:
+                released += await self.storage.renew_lease(run_id, self.worker_id, -1.0)
+            except Exception:
+                log.exception("releasing run %s failed; it is resumed when its lease ends", run_id)
+        if released:
+            log.warning("handed back %d running run(s) to be resumed elsewhere", released)
+            with contextlib.suppress(Exception):
+                await self.control.wake()
 
     @property
     def active(self) -> int:
