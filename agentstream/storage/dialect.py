@@ -34,17 +34,19 @@ class Dialect:
         return self.queries[name]
 
 
-class Params(dict[str, Any]):
-    """A statement's named parameters; conditions built on the way add theirs with bind()."""
+# A statement's named parameters: a plain dict, which sqlite3 binds fastest.
+Params = dict[str, Any]
 
-    def __init__(self, dialect: Dialect, **fixed: Any) -> None:
-        super().__init__(fixed)
-        self._mark = dialect.mark
 
-    def bind(self, value: Any) -> str:
-        name = f"_p{len(self)}"
-        self[name] = value
-        return self._mark(name)
+def binder(d: Dialect, p: Params) -> Bind:
+    """Adds a parameter to p under a fresh name and returns its placeholder."""
+
+    def bind(value: Any) -> str:
+        name = f"_p{len(p)}"
+        p[name] = value
+        return d.mark(name)
+
+    return bind
 
 
 def match(d: Dialect, column: str, conditions: Mapping[str, Any] | None, p: Params) -> str:
@@ -55,6 +57,7 @@ def match(d: Dialect, column: str, conditions: Mapping[str, Any] | None, p: Para
     """
     if not conditions:
         return d.true
+    bind = binder(d, p)
     parts: list[str] = []
     for key, value in conditions.items():
         if (
@@ -63,7 +66,7 @@ def match(d: Dialect, column: str, conditions: Mapping[str, Any] | None, p: Para
             and next(iter(value)) in ("$eq", "$contains")
         ):
             op, operand = next(iter(value.items()))
-            parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, p.bind))
+            parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, bind))
         else:
-            parts.append(d.equals(column, key, value, p.bind))
+            parts.append(d.equals(column, key, value, bind))
     return " AND ".join(parts)

@@ -94,7 +94,7 @@ class QueueStore:
 
     def _params(self, **fixed: Any) -> Params:
         # Both clocks: SQLite's queries take them, PostgreSQL's use the database's.
-        return Params(self.d, now=time.time(), at=self.c.ts(utcnow()), **fixed)
+        return dict(now=time.time(), at=self.c.ts(utcnow()), **fixed)
 
     def _run(self, r: Row) -> Run:
         load, ts = self.c.load, self.c.load_ts

@@ -40,7 +40,8 @@ def _drive(conn: sqlite3.Connection, verb: Verb[T]) -> T:
         while True:
             sql, params = verb.send(result)
             cursor = conn.execute(sql, params)
-            result = (cursor.fetchall(), cursor.rowcount)
+            # Only statements that return rows have any to fetch (a fetch costs ~3 us anyway).
+            result = (cursor.fetchall() if cursor.description else (), cursor.rowcount)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 

@@ -122,7 +122,7 @@ class RunStore(QueueStore):
             raise Conflict("assistant", p["assistant_id"])
 
     async def get_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> Assistant:
-        p = Params(self.d, assistant_id=assistant_id)
+        p = dict(assistant_id=assistant_id)
         row = await self._get("get_assistant", "metadata", filters, p)
         if row is None:
             raise NotFound("assistant", assistant_id)
@@ -141,7 +141,7 @@ class RunStore(QueueStore):
         filters: Filter | None = None,
     ) -> tuple[list[Assistant], int]:
         like = None if name is None else f"%{name}%"
-        p = Params(self.d, graph_id=graph_id, name=like, limit=limit, offset=offset)
+        p = dict(graph_id=graph_id, name=like, limit=limit, offset=offset)
         parts = [match(self.d, "metadata", metadata, p), match(self.d, "metadata", filters, p)]
         if graph_id is not None:
             parts.append(self.d["graph_is"])
@@ -178,7 +178,7 @@ class RunStore(QueueStore):
         yield self.d["update_assistant"], contents
 
     async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None:
-        p = Params(self.d, assistant_id=assistant_id)
+        p = dict(assistant_id=assistant_id)
         sql = self.d["delete_assistant"].format(cond=match(self.d, "metadata", filters, p))
         if not await self.c.write(count(sql, p)):
             raise NotFound("assistant", assistant_id)
@@ -193,7 +193,7 @@ class RunStore(QueueStore):
         filters: Filter | None = None,
     ) -> list[dict[str, Any]]:
         await self.get_assistant(assistant_id, filters=filters)
-        p = Params(self.d, assistant_id=assistant_id, limit=limit, offset=offset)
+        p = dict(assistant_id=assistant_id, limit=limit, offset=offset)
         sql = self.d["assistant_versions"].format(cond=match(self.d, "metadata", metadata, p))
         return [self._version(r) for r in await self.c.read(rows(sql, p))]
 
@@ -238,7 +238,7 @@ class RunStore(QueueStore):
             raise Conflict("thread", thread_id) from None
 
     async def get_thread(self, thread_id: str, *, filters: Filter | None = None) -> Thread:
-        p = Params(self.d, thread_id=thread_id)
+        p = dict(thread_id=thread_id)
         row = await self._get("get_thread", "metadata", filters, p)
         if row is None:
             raise NotFound("thread", thread_id)
@@ -257,7 +257,7 @@ class RunStore(QueueStore):
         sort_order: str | None,
         filters: Filter | None = None,
     ) -> tuple[list[Thread], int]:
-        p = Params(self.d, ids=self.c.json(list(ids or ())), status=status)
+        p = dict(ids=self.c.json(list(ids or ())), status=status)
         p.update(limit=limit, offset=offset)
         parts = [
             match(self.d, "metadata", metadata, p),
@@ -342,7 +342,7 @@ class RunStore(QueueStore):
     async def get_run(
         self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
     ) -> Run:
-        p = Params(self.d, run_id=run_id, thread_id=thread_id)
+        p = dict(run_id=run_id, thread_id=thread_id)
         row = await self._get("get_run", "t.metadata", filters, p)
         if row is None:
             raise NotFound("run", run_id)
@@ -358,13 +358,13 @@ class RunStore(QueueStore):
         filters: Filter | None = None,
     ) -> list[Run]:
         await self.get_thread(thread_id, filters=filters)
-        p = Params(self.d, thread_id=thread_id, status=status or None, limit=limit, offset=offset)
+        p = dict(thread_id=thread_id, status=status or None, limit=limit, offset=offset)
         return [self._run(r) for r in await self.c.read(rows(self.d["list_runs"], p))]
 
     async def delete_run(
         self, thread_id: str, run_id: str, *, filters: Filter | None = None
     ) -> None:
-        p = Params(self.d, run_id=run_id, thread_id=thread_id)
+        p = dict(run_id=run_id, thread_id=thread_id)
         sql = self.d["delete_run"].format(cond=match(self.d, "t.metadata", filters, p))
         if not await self.c.write(count(sql, p)):
             raise NotFound("run", run_id)
@@ -377,7 +377,7 @@ class RunStore(QueueStore):
         status: str | None,
         filters: Filter | None = None,
     ) -> list[Run]:
-        p = Params(self.d, thread_id=thread_id, status=status)
+        p = dict(thread_id=thread_id, status=status)
         p["run_ids"] = self.c.json(list(run_ids or ()))
         parts = [match(self.d, "t.metadata", filters, p)]
         if thread_id is not None:
