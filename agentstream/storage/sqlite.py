@@ -2,6 +2,8 @@
 
 Its connector runs each verb in one hand-off to aiosqlite's thread, and batches the verbs that
 wait meanwhile into one transaction (group commit). Point reads by key run on the event loop.
+Driving the run store's generator verbs there costs what the per-backend closures did: server
+CPU per run within the noise of benchmarks.cpu (about 3 ms either way on 2 shared cores).
 """
 
 from __future__ import annotations
