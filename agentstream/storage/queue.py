@@ -226,14 +226,13 @@ class QueueStore:
             yield self.d["settle_thread"], {**p, **settle}
 
     def _lock_thread_of(self, p: Params) -> Verb[Row | None]:
-        """Lock the thread of a run (threads before runs, always) and put its id in p; None
-        when the run is gone, () when its thread is."""
-        found, _ = yield self.d["run_thread"], p
+        """Lock the thread of a run and put its id in p; its (metadata, values, interrupts,
+        status), or None when the run is gone, () when its thread is."""
+        found, _ = yield self.d["lock_thread_of_run"], p
         if not found:
             return None
-        p["thread_id"] = found[0][0]
-        thread, _ = yield self.d["lock_thread"].format(cond=self.d.true), p
-        return thread[0] if thread else ()
+        p["thread_id"], *thread = found[0]
+        return thread if thread[3] is not None else ()
 
     def _delete_thread_rows(self, p: Mapping[str, Any]) -> Verb[None]:
         yield self.d["delete_thread_runs"], p

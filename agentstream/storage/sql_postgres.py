@@ -289,8 +289,15 @@ WHERE status = 'pending' AND due_at > now()
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
 WHERE run_id = %(run_id)s AND worker_id = %(worker_id)s AND status = 'running'
 """,
-    # The thread of a run.
-    "run_thread": "SELECT thread_id FROM runs WHERE run_id = %(run_id)s",
+    # The thread of a run and its state (NULLs when the thread is gone), the thread locked
+    # until commit: threads before runs, always.
+    "lock_thread_of_run": """
+SELECT r.thread_id, t.metadata, t."values", t.interrupts, t.status
+FROM runs r LEFT JOIN LATERAL (
+    SELECT * FROM threads WHERE thread_id = r.thread_id FOR UPDATE
+) t ON TRUE
+WHERE r.run_id = %(run_id)s
+""",
     # Record how a run ended.
     "end_run": "UPDATE runs SET status = %(status)s, updated_at = now(), lease_expires_at = NULL "
     "WHERE run_id = %(run_id)s",

@@ -268,8 +268,12 @@ FROM runs WHERE status = 'pending' AND due_at > :now
 UPDATE runs SET lease_expires_at = :now + :lease
 WHERE run_id = :run_id AND worker_id = :worker_id AND status = 'running'
 """,
-    # The thread of a run.
-    "run_thread": "SELECT thread_id FROM runs WHERE run_id = :run_id",
+    # The thread of a run and its state (NULLs when the thread is gone), to change both (the
+    # write transaction already excludes every other writer).
+    "lock_thread_of_run": """
+SELECT r.thread_id, t.metadata, t."values", t.interrupts, t.status
+FROM runs r LEFT JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = :run_id
+""",
     # Record how a run ended.
     "end_run": "UPDATE runs SET status = :status, updated_at = :at, lease_expires_at = NULL "
     "WHERE run_id = :run_id",
