@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream.api.responses import JsonResponse
 from agentstream.graphs import GraphLoadError
+from agentstream.outages import service_unavailable
 from agentstream.storage.base import NotFound, StorageError
 
 log = logging.getLogger("agentstream.api")
@@ -87,38 +87,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
-        unavailable = unavailable_detail(exc)
+        unavailable = service_unavailable(exc)
         if unavailable is not None:
             log.warning("answered 503: %s", unavailable)
             return JsonResponse({"detail": unavailable}, status_code=503)
         # Never a traceback on the wire; the log keeps it.
         log.exception("unhandled error", exc_info=exc)
         return JsonResponse({"detail": "Internal server error"}, status_code=500)
-
-
-# Exceptions that mean a service is away for now (by module and class name: the drivers of
-# the distributed deployment are an optional extra), and what the client is told.
-_SERVICE_ERRORS = {
-    ("psycopg", "OperationalError"): "the database is unavailable",
-    ("psycopg_pool", "PoolTimeout"): "the database is unavailable",
-    ("redis.exceptions", "ConnectionError"): "the event bus (Redis) is unavailable",
-    ("redis.exceptions", "TimeoutError"): "the event bus (Redis) is unavailable",
-    ("agentstream.eventbus.base", "BusUnavailable"): "the event bus (Redis) is unavailable",
-}
-# SQLite's own words for a database it cannot use right now (locked by another process, a
-# full disk), as opposed to a bug in a query.
-_SQLITE_UNAVAILABLE = ("locked", "full", "disk i/o", "unable to open", "readonly")
-
-
-def unavailable_detail(exc: BaseException) -> str | None:
-    """The 503 detail for an error that a retry later may not meet, else None."""
-    for cls in type(exc).__mro__:
-        what = _SERVICE_ERRORS.get((cls.__module__.split(".")[0], cls.__name__))
-        what = what or _SERVICE_ERRORS.get((cls.__module__, cls.__name__))
-        if what is not None:
-            return f"{what}; retry shortly ({type(exc).__name__})"
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        if any(word in text for word in _SQLITE_UNAVAILABLE):
-            return f"the database is unavailable: {exc}; retry shortly"
-    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -20,6 +20,7 @@ from agentstream import __version__, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
+from agentstream.outages import service_unavailable
 from agentstream.storage.base import TERMINAL, NotFound, RunClaim, Storage, ThreadStatus
 from agentstream.users import rebuild as rebuild_user
 
@@ -31,6 +32,12 @@ RESULT_MODE = "result"
 
 class RunAttemptsExceeded(Exception):
     """A run whose workers kept dying is ended instead of being retried forever."""
+
+
+class ServiceLost(Exception):
+    """The database or the event bus went away under a run: the worker hands it back, to be
+    run again from its last checkpoint once the service answers (each time counts as an
+    attempt, so a service that never comes back ends it as error)."""
 
 
 @dataclass
@@ -160,6 +167,9 @@ class Executor:
                 task.uncancel()
             outcome = await self._cancelled(claim, cancellation)
         except Exception as exc:
+            lost = service_unavailable(exc)
+            if lost is not None:  # not the graph's fault: it runs again once the service is back
+                raise ServiceLost(f"run {run_id} stopped: {lost}") from exc
             log.info("run %s failed: %r", run_id, exc)
             outcome = RunOutcome("error", "error", error=error_payload(exc))
             await self.bus.publish(run_id, [("error", "error", serde.dumps(outcome.error))])
@@ -366,23 +376,28 @@ class Executor:
         except Exception:
             log.exception("run %s: publishing its error failed", run_id)
         try:
-            status = (await self.storage.get_run(None, run_id))["status"]
-        except NotFound:
-            status = "success"  # deleted meanwhile: nothing to store
+            await ride_out(lambda: self._store_error(run_id, error, temporary))
         except Exception:
-            status = "running"  # unreadable, and claimed by this worker
-        try:
-            if status not in TERMINAL:
-                await self.storage.finish_run(
-                    run_id, status="error", thread_status="error", values=None, interrupts={},
-                    error=error, delete_thread=temporary,
-                )  # fmt: skip
-        except Exception:
-            log.exception("run %s: storing its error failed", run_id)
+            log.exception("run %s: storing its error failed; its lease will end it", run_id)
         try:
             await self.bus.close(run_id)
         except Exception:
             log.exception("run %s: closing its log failed", run_id)
+
+    async def _store_error(self, run_id: str, error: dict[str, str], temporary: bool) -> None:
+        try:
+            status = (await self.storage.get_run(None, run_id))["status"]
+        except NotFound:
+            return  # deleted meanwhile: nothing to store
+        except Exception as exc:
+            if service_unavailable(exc):
+                raise
+            status = "running"  # unreadable, and claimed by this worker
+        if status not in TERMINAL:
+            await self.storage.finish_run(
+                run_id, status="error", thread_status="error", values=None, interrupts={},
+                error=error, delete_thread=temporary,
+            )  # fmt: skip
 
     async def _settle_rolled_back(self, claim: RunClaim) -> None:
         # The run row is gone; the thread goes back to what its checkpoints now say.
@@ -400,6 +415,23 @@ class Executor:
         await self.storage.set_thread_state(
             run["thread_id"], values=serde.to_jsonable(values), interrupts={}, status="idle"
         )
+
+
+async def ride_out(step: Callable[[], Awaitable[Any]], seconds: float = 60.0) -> Any:
+    """Runs step, and again while it fails because a service is away (backing off to 2 s), for
+    up to `seconds`; any other failure, or the last one, is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.05
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            if service_unavailable(exc) is None or loop.time() + delay > deadline:
+                raise
+            log.warning("waiting for a service to come back: %s", service_unavailable(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: RunnableConfig) -> bool:
