@@ -8,15 +8,18 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from langgraph.store.base import BaseStore
+from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 
-from agentstream import __version__
-from agentstream.api import assistants, errors, runs, system, thread_stream, threads
+from agentstream import __version__, metrics
+from agentstream.api import assistants, errors, runs, store, system, thread_stream, threads
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
@@ -28,6 +31,7 @@ from agentstream.api.deployment import (
 )
 from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
+from agentstream.api.metrics import RequestMetrics
 from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
@@ -35,10 +39,12 @@ from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
 from agentstream.execution.worker import Worker
-from agentstream.graphs import GraphRegistry, default_assistant_id, read_config
+from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
+from agentstream.storage.memstore import StoreOptions, sqlite_store
 from agentstream.storage.sqlite import SqliteStorage
+from agentstream.storeconfig import custom_store, custom_store_spec, store_options
 
 log = logging.getLogger("agentstream")
 
@@ -49,22 +55,35 @@ class Backends:
     bus: EventBus
     control: Control
     distributed: bool
+    store: BaseStore
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def aclose(self) -> None:
         await self.control.aclose()
         await self.bus.aclose()
+        await self._stack.aclose()
         await self.storage.aclose()
 
 
-async def open_backends(settings: Settings) -> Backends:
-    """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say."""
+async def open_backends(settings: Settings, config: Config, options: StoreOptions) -> Backends:
+    """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say.
+    The store lives beside the checkpoints: a file beside the SQLite database, or tables on
+    the same PostgreSQL pool; `store.path` in langgraph.json replaces both."""
+    stack = AsyncExitStack()
     if settings.database_uri:
+        from agentstream.storage.memstore import postgres_store
         from agentstream.storage.postgres import PostgresStorage
 
-        storage: Storage = PostgresStorage(settings.database_uri)
+        postgres = PostgresStorage(settings.database_uri)
+        await postgres.setup()
+        storage: Storage = postgres
+        opening = postgres_store(postgres.pool, options)
     else:
         storage = SqliteStorage(settings.database_path())
-    await storage.setup()
+        await storage.setup()
+        opening = sqlite_store(_store_path(settings.database_path()), options)
+    spec = custom_store_spec(config)
+    memory = await stack.enter_async_context(custom_store(spec, config) if spec else opening)
     if settings.redis_uri:
         from agentstream.eventbus.redis import RedisEventBus
         from agentstream.execution.control_redis import RedisControl
@@ -83,7 +102,14 @@ async def open_backends(settings: Settings) -> Backends:
         )
         control = LocalControl()
     distributed = bool(settings.database_uri and settings.redis_uri)
-    return Backends(storage, bus, control, distributed)
+    return Backends(storage, bus, control, distributed, memory, stack)
+
+
+def _store_path(database: str) -> str:
+    if database == ":memory:":
+        return database
+    path = Path(database)
+    return str(path.with_name(path.stem + ".store" + (path.suffix or ".sqlite")))
 
 
 async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> None:
@@ -157,17 +183,19 @@ def create_app(settings: Settings) -> FastAPI:
     user_app = load_custom_app(config)
     disabled = disabled_families(config)
     headers = HeaderPassthrough.from_config(config)
+    store_config = store_options(config)  # a mistake in it stops the start, before serving
     _announce(gate, "cors" in config.http)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = await open_backends(settings)
+        backends = await open_backends(settings, config, store_config)
+        graphs.bind_store(backends.store)
         await ensure_default_assistants(backends.storage, graphs)
         worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
         runs_service = RunService(backends.storage, backends.bus, backends.control)
         app.state.ctx = ApiContext(
             backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
-            headers=headers,
+            headers=headers, store=backends.store,
         )  # fmt: skip
         app.state.worker = worker
         tune_gc(settings.gc_threshold)
@@ -192,6 +220,7 @@ def create_app(settings: Settings) -> FastAPI:
         "assistants": [assistants],
         "threads": [threads, thread_stream],
         "runs": [runs],
+        "store": [store],
     }
     for family, modules in families.items():
         if family not in disabled:
@@ -216,6 +245,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(CORSMiddleware, **cors)
+    if "meta" not in disabled:
+        app.add_middleware(RequestMetrics)
     return app
 
 
@@ -272,8 +303,10 @@ def _announce(gate: Gate | None, cors_configured: bool) -> None:
 
 async def run_worker_process(settings: Settings) -> None:
     """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
-    graphs = GraphRegistry(read_config(settings.config))
-    backends = await open_backends(settings)
+    config = read_config(settings.config)
+    graphs = GraphRegistry(config)
+    backends = await open_backends(settings, config, store_options(config))
+    graphs.bind_store(backends.store)
     await ensure_default_assistants(backends.storage, graphs)
     worker = await start_worker(settings, backends, graphs)
     tune_gc(settings.gc_threshold)
@@ -281,6 +314,8 @@ async def run_worker_process(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
     print(f"agentstream: worker {worker.worker_id} ready", flush=True)
     try:
         await stop.wait()

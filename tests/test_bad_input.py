@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
-GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested")
+GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested", "memory")
 
 
 def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from agentstream import serde
+from agentstream import metrics, serde
 from agentstream.api.auth import current_user
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
@@ -156,6 +156,7 @@ def _frames(
                 if chunk:
                     yield chunk
         except EventsEvicted as exc:
+            metrics.EVICTIONS.inc()
             yield _error_frame("EventsEvicted", f"{exc}. Read the thread state to catch up.")
         except BusUnavailable as exc:
             yield _error_frame("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
@@ -398,6 +399,9 @@ async def _join_stream(
     headers = {"location": f"{base}/stream", "content-location": base}
     last_id = _last_event_id(request)
     modes = _join_modes(request)
+    metrics.JOINS.inc()
+    if last_id:
+        metrics.RESUMES.inc()
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
         _hidden_run_is_404(c)

@@ -122,6 +122,14 @@ class RedisEventBus:
         self._tokens = itertools.count(1)  # its batches
         self._floors: OrderedDict[str, int] = OrderedDict()
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, in use, idle) connections of the publishing pool, for /metrics. redis-py
+        keeps these counts in the pool's private lists; absent, they read as 0."""
+        pool: Any = self._redis.connection_pool
+        idle = len(getattr(pool, "_available_connections", ()))
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+        return int(getattr(pool, "max_connections", 0) or 0), in_use, idle
+
     def key(self, run_id: str) -> str:
         return f"{self._prefix}{run_id}:events"
 

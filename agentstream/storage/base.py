@@ -83,6 +83,14 @@ class RunClaim(TypedDict):
     auth_user: dict[str, Any] | None
 
 
+class QueueStats(TypedDict):
+    pending: int
+    running: int
+    # Seconds since each due pending run fell due, and whether its thread is free to run it.
+    waits: list[float]
+    unblocked_waits: list[float]
+
+
 # The kinds of storage errors: what was missing, what was taken ("busy": a thread's turn).
 Missing = Literal["assistant", "version", "thread", "run"]
 Taken = Literal["assistant", "thread", "busy"]
@@ -326,4 +334,9 @@ class Storage(RunQueue, Protocol):
         filters: Filter | None = None,
     ) -> list[Run]:
         """Pending and running runs matching the selection (for cancel)."""
+        ...
+
+    # --- metrics ---------------------------------------------------------------------------
+    async def queue_stats(self) -> QueueStats:
+        """How many runs wait and run, and how long the due pending ones have waited."""
         ...

@@ -115,6 +115,11 @@ class PostgresConnector:
             raise RuntimeError("storage is not set up")
         return self._pool
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, size, idle) of the connection pool, for /metrics."""
+        stats = self.pool.get_stats()
+        return self.pool_max, stats.get("pool_size", 0), stats.get("pool_available", 0)
+
     @asynccontextmanager
     async def checkpointer(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
         # One saver per run: a saver serialises its queries behind its own lock, so sharing one
@@ -178,5 +183,15 @@ async def _configure(conn: AsyncConnection[DictRow]) -> None:
 
 class PostgresStorage(RunStore):
     def __init__(self, uri: str, *, pool_min: int = 2, pool_max: int = 20) -> None:
-        super().__init__(PostgresConnector(uri, pool_min=pool_min, pool_max=pool_max), DIALECT)
+        self.connector = PostgresConnector(uri, pool_min=pool_min, pool_max=pool_max)
+        super().__init__(self.connector, DIALECT)
         self.uri = uri
+
+    @property
+    def pool(self) -> Pool:
+        """The connection pool, which the long-term memory store shares (memstore.py)."""
+        return self.connector.pool
+
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, size, idle) of the connection pool, for /metrics."""
+        return self.connector.pool_stats()

@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from agentstream.storage.base import (
     NewRun,
     NotFound,
+    QueueStats,
     Run,
     RunClaim,
     RunStatus,
@@ -190,6 +191,21 @@ class QueueStore:
 
     async def expire_leases(self) -> int:
         return await self.c.write(count(self.d["expire_leases"], self._params()))
+
+    async def queue_stats(self) -> QueueStats:
+        counts, waits = await self.c.read(self._queue_stats(self._params()))
+        by_status: dict[str, int] = {row[0]: row[1] for row in counts}
+        return QueueStats(
+            pending=by_status.get("pending", 0),
+            running=by_status.get("running", 0),
+            waits=[float(row[0]) for row in waits],
+            unblocked_waits=[float(row[0]) for row in waits if row[1]],
+        )
+
+    def _queue_stats(self, p: Params) -> Verb[tuple[Sequence[Row], Sequence[Row]]]:
+        counts, _ = yield self.d["queue_counts"], p
+        waits, _ = yield self.d["pending_waits"], p
+        return counts, waits
 
     # --- ending a run ------------------------------------------------------------------------
     async def finish_run(

@@ -284,6 +284,16 @@ FROM runs r LEFT JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = :r
     "delete_run_row": "DELETE FROM runs WHERE run_id = :run_id",
     # Let every running run be claimed again at once.
     "expire_leases": "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'",
+    # How many runs wait and run (for /metrics).
+    "queue_counts": "SELECT status, count(*) FROM runs WHERE status IN ('pending', 'running') "
+    "GROUP BY status",
+    # Each due pending run: seconds since it fell due, and whether no run of its thread is
+    # running.
+    "pending_waits": """
+SELECT :now - max(r.due_at, (julianday(r.created_at) - 2440587.5) * 86400.0),
+    NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status = 'running')
+FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now
+""",
 }
 
 # Statements on the checkpoint saver's tables, which live in our file.
