@@ -398,6 +398,11 @@ async def _join_stream(
     base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
     headers = {"location": f"{base}/stream", "content-location": base}
     last_id = _last_event_id(request)
+    if thread_id is None and last_id is None:
+        # A stateless run's stream URL is what the SDK reconnects to; a stream that broke
+        # before its first event sends no Last-Event-ID, and "live from now" would lose every
+        # event it never saw. Nobody else joins a stateless run: replay it from its start.
+        last_id = 0
     modes = _join_modes(request)
     metrics.JOINS.inc()
     if last_id:
