@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentstream.api.responses import JsonResponse
 from agentstream.graphs import GraphLoadError
 from agentstream.outages import service_error_classes, service_unavailable
-from agentstream.storage.base import Conflict, NotFound
+from agentstream.storage.base import NotFound, StorageError
 
 log = logging.getLogger("agentstream.api")
 
@@ -42,6 +42,29 @@ def validation_message(exc: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')} (got {shown})"
 
 
+# What a client reads for each storage error kind; the one place storage errors are worded.
+# The key's parts fill the placeholders ({0} is the id; a version's {1} is its number).
+_NOT_FOUND = {
+    "assistant": "Assistant '{0}' not found",
+    "version": "Version {1} of assistant '{0}' not found",
+    "thread": "Thread with ID {0} not found",
+    "run": "Run not found",
+}
+_CONFLICT = {
+    "assistant": "Assistant {0} already exists",
+    "thread": "Thread with ID {0} already exists",
+    "busy": "Thread is already running a task. Wait for it to finish or choose a different "
+    "multitask strategy.",
+}
+
+
+def storage_answer(exc: StorageError) -> tuple[int, str]:
+    """The status and detail of the answer to a storage error no route handled itself."""
+    if isinstance(exc, NotFound):
+        return 404, _NOT_FOUND[exc.what].format(*exc.key)
+    return 409, _CONFLICT[exc.what].format(*exc.key)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
@@ -53,13 +76,10 @@ def install(app: FastAPI) -> None:
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JsonResponse:
-        return JsonResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JsonResponse:
-        return JsonResponse({"detail": str(exc)}, status_code=409)
+    @app.exception_handler(StorageError)
+    async def _storage(_: Request, exc: StorageError) -> JsonResponse:
+        status, detail = storage_answer(exc)
+        return JsonResponse({"detail": detail}, status_code=status)
 
     @app.exception_handler(GraphLoadError)
     async def _graph(_: Request, exc: GraphLoadError) -> JsonResponse:

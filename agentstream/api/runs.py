@@ -20,7 +20,7 @@ from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import new_run, wait_body
 from agentstream.execution.webhooks import WebhookRefused
 from agentstream.ids import is_uuid, uuid7
-from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
+from agentstream.storage.base import TERMINAL, Filter, NewRun, NotFound, Run
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -138,13 +138,9 @@ async def _create(
         # creates, or a stateless run's temporary one, matches its caller's filter at once.
         thread_metadata = {**metadata, **thread_metadata}
     try:
+        user = current_user(request)
         await c.runs.create(
-            run,
-            temporary=temporary,
-            if_not_exists=body.if_not_exists,
-            auth_user=current_user(request),
-            thread_metadata=thread_metadata,
-            filters=filters,
+            NewRun(run, temporary, body.if_not_exists, user, thread_metadata, filters)
         )
     except NotFound:
         raise ApiError(404, "Thread or assistant not found.") from None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any
 
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
 from agentstream.execution.executor import RESULT_MODE
-from agentstream.storage.base import Filter, Run, Storage, utcnow
+from agentstream.storage.base import NewRun, Run, Storage, utcnow
 
 log = logging.getLogger("agentstream.runs")
 
@@ -26,28 +26,13 @@ class RunService:
         self.control = control
         self._background: set[asyncio.Future[Any]] = set()
 
-    async def create(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> None:
-        preempted = await self.storage.create_run(
-            run,
-            temporary=temporary,
-            if_not_exists=if_not_exists,
-            auth_user=auth_user,
-            thread_metadata=thread_metadata,
-            filters=filters,
-        )
+    async def create(self, new: NewRun) -> None:
+        run = new.run
+        preempted = await self.storage.create_run(new)
         # The run is stored: from here on nothing fails the request, or a client would retry
         # and run its input twice. A step the event bus cannot take now finishes in the
         # background once it is back (see _after_commit).
-        if not temporary:
+        if not new.temporary:
             # The thread's own log lists its runs in order, for thread streams to follow.
             marker = [("run", "run", run["run_id"].encode())]
             await self._after_commit(self.bus.publish(thread_log(run["thread_id"]), marker))
