@@ -17,9 +17,9 @@ from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
 from agentstream.api.auth import Authenticate, Gate, cors_options, load_gate
 from agentstream.api.context import ApiContext
-from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
 from agentstream.api.responses import JsonResponse
+from agentstream.api.runlane import RunLane
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
@@ -176,8 +176,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
     # limit also counts what an authenticate handler reads; then the gate; then the lane for
-    # well-formed run-creating requests (fastlane.py); then FastAPI's routes.
-    app.add_middleware(RunRoutes, api=app)
+    # well-formed run-creating requests (runlane.py); then FastAPI's routes.
+    app.add_middleware(RunLane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
     app.add_middleware(

@@ -41,31 +41,39 @@ def validation_message(exc: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')} (got {shown})"
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
-        return JsonResponse({"detail": validation_message(exc)}, status_code=422)
+# Exceptions worded as they are, with the status their kind means (a ThreadBusy is a Conflict).
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (GraphLoadError, 400),
+)
+_ANSWERED = (RequestValidationError, StarletteHTTPException, *(cls for cls, _ in _STATUS))
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+
+def response_for(exc: Exception) -> JsonResponse | None:
+    """The answer to an exception a route raised, for FastAPI's routes and the lane alike; None
+    for an unexpected one, which the server's error middleware answers (500) and logs."""
+    if isinstance(exc, RequestValidationError):
+        return JsonResponse({"detail": validation_message(exc)}, status_code=422)
+    if isinstance(exc, StarletteHTTPException):
         return JsonResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return JsonResponse({"detail": str(exc)}, status_code=status)
+    return None
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JsonResponse:
-        return JsonResponse({"detail": str(exc)}, status_code=404)
 
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JsonResponse:
-        return JsonResponse({"detail": str(exc)}, status_code=409)
+def install(app: FastAPI) -> None:
+    async def answer(_: Request, exc: Exception) -> JsonResponse:
+        response = response_for(exc)
+        if response is None:
+            # Never a traceback on the wire; the log keeps it.
+            log.exception("unhandled error", exc_info=exc)
+            return JsonResponse({"detail": "Internal server error"}, status_code=500)
+        return response
 
-    @app.exception_handler(GraphLoadError)
-    async def _graph(_: Request, exc: GraphLoadError) -> JsonResponse:
-        return JsonResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
-        # Never a traceback on the wire; the log keeps it.
-        log.exception("unhandled error", exc_info=exc)
-        return JsonResponse({"detail": "Internal server error"}, status_code=500)
+    for cls in _ANSWERED:
+        app.add_exception_handler(cls, answer)
+    app.add_exception_handler(Exception, answer)

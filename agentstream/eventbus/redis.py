@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from agentstream.eventbus.base import Event, EventsEvicted, encode_frame
+from agentstream.eventbus.base import Event, EventsEvicted
+from agentstream.protocol import encode_frame
 
 END_MODE = "__end__"
 KEY_PREFIX = "agentstream:run:"

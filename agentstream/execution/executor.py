@@ -20,13 +20,11 @@ from agentstream import __version__, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
-from agentstream.storage.base import NotFound, RunClaim, Storage, ThreadStatus
+from agentstream.protocol import ThreadStatus, result_item
+from agentstream.storage.base import NotFound, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
-
-# Modes that only exist inside the log, never shown to SSE readers.
-RESULT_MODE = "result"
 
 
 class RunAttemptsExceeded(Exception):
@@ -320,13 +318,10 @@ class Executor:
     ) -> None:
         run = claim["run"]
         run_id = run["run_id"]
-        result = {
-            "values": outcome.values,
-            "error": outcome.error,
-            "status": outcome.status,
-            "interrupts": outcome.pending_interrupts,
-        }
-        await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+        result = result_item(
+            outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
+        )
+        await self.bus.publish(run_id, [result])
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)

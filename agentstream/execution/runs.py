@@ -8,7 +8,7 @@ from typing import Any, Literal
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
-from agentstream.execution.executor import RESULT_MODE
+from agentstream.protocol import RESULT_MODE, result_item
 from agentstream.storage.base import Filter, Run, Storage, utcnow
 
 
@@ -54,13 +54,7 @@ class RunService:
         ):
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            result: dict[str, Any] = {
-                "values": None,
-                "error": None,
-                "status": "interrupted",
-                "interrupts": [],
-            }
-            await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+            await self.bus.publish(run_id, [result_item(None, None, "interrupted", [])])
             await self.bus.close(run_id)
             await self.control.wake()
             return
@@ -91,19 +85,6 @@ class RunService:
 
 def thread_log(thread_id: str) -> str:
     return f"thread:{thread_id}"
-
-
-def wait_body(result: dict[str, Any] | None, fallback_values: Any = None) -> Any:
-    """The JSON body of /wait and /join: values, or {"__error__"}, plus any "__interrupt__"."""
-    if result is None:
-        return fallback_values
-    if result.get("error"):
-        return {"__error__": result["error"]}
-    values = result.get("values")
-    interrupts = result.get("interrupts") or []
-    if interrupts:
-        values = {**(values if isinstance(values, dict) else {}), "__interrupt__": interrupts}
-    return values
 
 
 def new_run(

@@ -1,4 +1,4 @@
-"""The lane for run-creating requests (agentstream/api/fastlane.py) answers exactly as the
+"""The lane for run-creating requests (agentstream/api/runlane.py) answers exactly as the
 FastAPI routes it stands in front of: same routes, same results, same errors.
 
 A body sent as `application/json` takes the lane; the same body sent as `application/x+json`
@@ -17,7 +17,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from agentstream.api import assistants, runs, system, thread_stream, threads
-from agentstream.api.fastlane import match
+from agentstream.api.context import ctx
+from agentstream.api.runlane import match
 from agentstream.app import create_app
 from agentstream.settings import Settings
 
@@ -26,8 +27,8 @@ HI = {"messages": [{"role": "human", "content": "hi there"}]}
 LANE = {"content-type": "application/json"}
 FASTAPI = {"content-type": "application/x+json"}
 RUN_CREATING = {
-    runs.stream_threaded, runs.stream_stateless, runs.wait_threaded, runs.wait_stateless,
-    runs.create_threaded, runs.create_stateless,
+    "stream_threaded", "stream_stateless", "wait_threaded", "wait_stateless",
+    "create_threaded", "create_stateless",
 }  # fmt: skip
 
 
@@ -43,7 +44,7 @@ def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
         path = route.path.replace("{thread_id}", str(uuid.uuid4()))
         path = path.replace("{run_id}", str(uuid.uuid4())).replace("{assistant_id}", "a")
         lane = match(path)
-        if route.endpoint in RUN_CREATING:
+        if route.name in RUN_CREATING:
             assert "POST" in route.methods
             assert lane is not None, route.path
             taken.append(route.path)
@@ -56,6 +57,18 @@ def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
         "/runs//stream", "/threads/x/history",
     ):  # fmt: skip
         assert match(odd) is None, odd
+
+
+def test_the_run_creating_routes_depend_on_nothing_but_ctx() -> None:
+    # The lane calls their handlers with the context itself and solves no dependencies: one
+    # added to these routes (a rate limit, say) would apply to the bodies FastAPI answers only.
+    app = create_app(Settings(config=EXAMPLES))
+    assert not app.router.dependencies and not runs.router.dependencies
+    taken = [r for r in runs.router.routes if isinstance(r, APIRoute) and r.name in RUN_CREATING]
+    assert {route.name for route in taken} == RUN_CREATING
+    assert {route.name for route in runs.RUN_CREATE} == RUN_CREATING
+    for route in taken:
+        assert [d.call for d in route.dependant.dependencies] == [ctx], route.path
 
 
 async def both(http: httpx.AsyncClient, path: str, body: Any) -> tuple[httpx.Response, ...]:
