@@ -134,6 +134,27 @@ async def test_threaded_failure_marks_run_and_thread_as_error(client: LangGraphC
     assert thread["values"] == {"x": 1}
 
 
+async def test_join_on_a_run_that_already_finished_reads_its_result(
+    client: LangGraphClient,
+) -> None:
+    # A finished run's result is the last event of its log, read from there: it must come
+    # back the same after hundreds of events, and for a failed run too.
+    thread_id = await new_thread(client)
+    run = await client.runs.create(
+        thread_id, "ticker", input={"n": 300, "delay": 0.0}, stream_mode="custom"
+    )
+    live = await client.runs.join(thread_id, run["run_id"])
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    finished = await client.runs.join(thread_id, run["run_id"])
+    assert live == finished == {"n": 300, "delay": 0.0, "count": 300}
+
+    failed = await client.runs.create(thread_id, "failing", input={})
+    await client.runs.join(thread_id, failed["run_id"])
+    assert (await client.runs.get(thread_id, failed["run_id"]))["status"] == "error"
+    error = {"error": "ValueError", "message": "boom: intentional failure"}
+    assert await client.runs.join(thread_id, failed["run_id"]) == {"__error__": error}
+
+
 # --- background runs -----------------------------------------------------------------------
 
 

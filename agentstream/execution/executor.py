@@ -12,12 +12,12 @@ from uuid import UUID
 
 import langgraph.version
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
-from langgraph.types import Command, Interrupt
+from langgraph.types import Command
 
 from agentstream import __version__, serde
 from agentstream.eventbus import EventBus
+from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
 from agentstream.protocol import ThreadStatus, result_item
@@ -168,12 +168,9 @@ class Executor:
         kwargs = run["kwargs"]
         assistant = await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-        graph = await self.graphs.get(assistant["graph_id"], config)
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
-        async with self.storage.checkpointer() as saver:
-            wanted = saver if persist else None
-            if graph.checkpointer is not wanted:  # a stateless run of a plain graph: as it is
-                graph = graph.copy(update={"checkpointer": wanted})
+        graph_id = assistant["graph_id"]
+        async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
@@ -185,7 +182,7 @@ class Executor:
             )
             async with aclosing(parts):
                 await self._publish_all(run["run_id"], parts, translate)
-            return await self._outcome(graph, config, translator, persist, saver)
+            return await self._outcome(graph, config, translator, persist)
 
     async def _publish_all(
         self, run_id: str, parts: AsyncIterator[Any], translate: Callable[[Any], list[Item]]
@@ -262,7 +259,6 @@ class Executor:
         config: RunnableConfig,
         translator: Translator,
         persist: bool,
-        saver: BaseCheckpointSaver[Any],
     ) -> RunOutcome:
         if not persist:
             values = translator.last_values
@@ -272,11 +268,7 @@ class Executor:
                 "success", status, values=_without_interrupt(values), pending_interrupts=found
             )
         state = await graph.aget_state(config)
-        interrupts = {
-            task.id: [_stored_interrupt(i) for i in task.interrupts]
-            for task in state.tasks
-            if task.interrupts
-        }
+        interrupts = interrupts_by_task(state.tasks)
         thread_status: ThreadStatus = "interrupted" if state.next or interrupts else "idle"
         return RunOutcome(
             "success",
@@ -306,9 +298,8 @@ class Executor:
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
             config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-            graph = await self.graphs.get(assistant["graph_id"], config)
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"], config) as graph:
+                state = await graph.aget_state(config)
             return state.values
         except Exception:  # a cancelled run's state is a courtesy, never a reason to fail
             return await self._state_values(claim)
@@ -343,10 +334,9 @@ class Executor:
         values: Any = None
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
-            graph = await self.graphs.get(assistant["graph_id"])
             config: RunnableConfig = {"configurable": {"thread_id": run["thread_id"]}}
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"]) as graph:
+                state = await graph.aget_state(config)
             values = state.values or None
         except NotFound:
             pass
@@ -366,10 +356,6 @@ def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
     if len(part) == 3:
         return part[0], part[1], part[2]
     return (), part[0], part[1]
-
-
-def _stored_interrupt(interrupt: Interrupt) -> dict[str, Any]:
-    return {"id": interrupt.id, "value": interrupt.value}
 
 
 def _without_interrupt(values: Any) -> Any:
