@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -41,40 +41,62 @@ class Backends:
     control: Control
     distributed: bool
 
-    async def aclose(self) -> None:
-        await self.control.aclose()
-        await self.bus.aclose()
-        await self.storage.aclose()
+
+@asynccontextmanager
+async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
+    """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say.
+
+    Closed in the reverse order on the way out, and so is whatever had opened when one of them
+    fails to (Redis down: the storage opened before it is closed, not leaked)."""
+    async with AsyncExitStack() as stack:
+        if settings.database_uri:
+            from agentstream.storage.postgres import PostgresStorage
+
+            storage: Storage = PostgresStorage(settings.database_uri)
+        else:
+            storage = SqliteStorage(settings.database_path())
+        stack.push_async_callback(storage.aclose)  # closing tolerates a half-done setup
+        await storage.setup()
+        if settings.redis_uri:
+            from agentstream.eventbus.redis import RedisEventBus
+            from agentstream.execution.control_redis import RedisControl
+
+            bus: EventBus = RedisEventBus(
+                settings.redis_uri, settings.event_log_max_events, settings.event_log_keep_seconds
+            )
+            stack.push_async_callback(bus.aclose)
+            redis_control = RedisControl(settings.redis_uri)
+            stack.push_async_callback(redis_control.aclose)
+            await redis_control.start()
+            control: Control = redis_control
+        else:
+            bus = MemoryEventBus(
+                settings.event_log_max_events,
+                settings.event_log_keep_seconds,
+                int(settings.event_log_max_retained_mb * 1024 * 1024),
+            )
+            stack.push_async_callback(bus.aclose)
+            control = LocalControl()
+            stack.push_async_callback(control.aclose)
+        distributed = bool(settings.database_uri and settings.redis_uri)
+        yield Backends(storage, bus, control, distributed)
 
 
-async def open_backends(settings: Settings) -> Backends:
-    """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say."""
-    if settings.database_uri:
-        from agentstream.storage.postgres import PostgresStorage
-
-        storage: Storage = PostgresStorage(settings.database_uri)
-    else:
-        storage = SqliteStorage(settings.database_path())
-    await storage.setup()
-    if settings.redis_uri:
-        from agentstream.eventbus.redis import RedisEventBus
-        from agentstream.execution.control_redis import RedisControl
-
-        bus: EventBus = RedisEventBus(
-            settings.redis_uri, settings.event_log_max_events, settings.event_log_keep_seconds
-        )
-        redis_control = RedisControl(settings.redis_uri)
-        await redis_control.start()
-        control: Control = redis_control
-    else:
-        bus = MemoryEventBus(
-            settings.event_log_max_events,
-            settings.event_log_keep_seconds,
-            int(settings.event_log_max_retained_mb * 1024 * 1024),
-        )
-        control = LocalControl()
-    distributed = bool(settings.database_uri and settings.redis_uri)
-    return Backends(storage, bus, control, distributed)
+@asynccontextmanager
+async def running(
+    settings: Settings, graphs: GraphRegistry, *, worker: bool
+) -> AsyncIterator[tuple[Backends, Worker | None]]:
+    """What a server or worker process holds while it runs: the backends, the graphs' default
+    assistants, and (with `worker`) a worker claiming runs; stopped and closed in reverse."""
+    async with AsyncExitStack() as stack:
+        backends = await stack.enter_async_context(open_backends(settings))
+        await ensure_default_assistants(backends.storage, graphs)
+        started = None
+        if worker:
+            started = await start_worker(settings, backends, graphs)
+            stack.push_async_callback(started.stop)
+        tune_gc(settings.gc_threshold)
+        yield backends, started
 
 
 async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> None:
@@ -149,21 +171,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = await open_backends(settings)
-        await ensure_default_assistants(backends.storage, graphs)
-        worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
-        runs_service = RunService(backends.storage, backends.bus, backends.control)
-        app.state.ctx = ApiContext(
-            backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
-        )
-        app.state.worker = worker
-        tune_gc(settings.gc_threshold)
-        try:
+        async with running(settings, graphs, worker=settings.run_workers) as (backends, worker):
+            runs_service = RunService(backends.storage, backends.bus, backends.control)
+            app.state.ctx = ApiContext(
+                backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
+            )
+            app.state.worker = worker
             yield
-        finally:
-            if worker is not None:
-                await worker.stop()
-            await backends.aclose()
 
     app = FastAPI(
         title="agentstream",
@@ -205,17 +219,11 @@ def _announce(gate: Gate | None, cors: bool) -> None:
 async def run_worker_process(settings: Settings) -> None:
     """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
     graphs = GraphRegistry(read_config(settings.config))
-    backends = await open_backends(settings)
-    await ensure_default_assistants(backends.storage, graphs)
-    worker = await start_worker(settings, backends, graphs)
-    tune_gc(settings.gc_threshold)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"agentstream: worker {worker.worker_id} ready", flush=True)
-    try:
+    async with running(settings, graphs, worker=True) as (_, worker):
+        assert worker is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"agentstream: worker {worker.worker_id} ready", flush=True)
         await stop.wait()
-    finally:
-        await worker.stop()
-        await backends.aclose()
