@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.helpers import new_thread
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -35,12 +37,6 @@ async def assert_still_serves(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     contents = [m["content"] for m in response.json()["messages"]]
     assert contents == ["hi there", "echo: hi there", "bye"]
-
-
-async def new_thread(http: httpx.AsyncClient) -> str:
-    response = await http.post("/threads", json={})
-    assert response.status_code == 200
-    return str(response.json()["thread_id"])
 
 
 # --- bodies that are not a run request -----------------------------------------------------

@@ -4,7 +4,6 @@ by Last-Event-ID, and what a client hanging up does to the run."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -15,6 +14,8 @@ import pytest
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
 
+from tests.sse import sse_events
+
 N = 40
 DELAY = 0.05
 TICKER = {"n": N, "delay": DELAY}
@@ -22,16 +23,6 @@ FINAL = {"n": N, "delay": DELAY, "count": N}
 MODES = ["custom", "values"]
 # The Python SDK's own encoding of stream_mode=["custom","values"] is repeated keys.
 JSON_ARRAY = "stream_mode=%5B%22custom%22%2C%22values%22%5D"
-
-
-def sse_events(body: str) -> list[tuple[str, Any]]:
-    """(event, parsed data) of each frame of a raw SSE body."""
-    events = []
-    for frame in body.split("\r\n\r\n"):
-        fields = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def ticks(parts: list[StreamPart]) -> list[int]:

@@ -21,6 +21,8 @@ from agentstream.api.context import ctx
 from agentstream.api.runlane import match
 from agentstream.app import create_app
 from agentstream.settings import Settings
+from tests.helpers import new_thread, summary
+from tests.sse import sse_events
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "langgraph.json"
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
@@ -85,25 +87,6 @@ def same_error(lane: httpx.Response, fastapi: httpx.Response, status: int) -> No
     assert set(lane.json()) == {"detail"}
 
 
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
-
-
-def frames(response: httpx.Response) -> list[tuple[str, Any]]:
-    out = []
-    for frame in response.text.split("\r\n\r\n"):
-        lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], lines["data"]))
-    return out
-
-
-async def new_thread(http: httpx.AsyncClient) -> str:
-    response = await http.post("/threads", json={})
-    assert response.status_code == 200
-    return str(response.json()["thread_id"])
-
-
 async def test_wait_gives_the_same_values_either_way(http: httpx.AsyncClient) -> None:
     body = {"assistant_id": "agent", "input": HI}
     lane, fastapi = await both(http, "/runs/wait", body)
@@ -128,13 +111,13 @@ async def test_stream_sends_the_same_frames_either_way(http: httpx.AsyncClient) 
     assert lane.headers["location"].startswith("/runs/")
     assert fastapi.headers["location"].startswith("/runs/")
     # metadata carries the run's own id; every other frame is the same.
-    assert [f for f in frames(lane) if f[0] != "metadata"] == [
-        f for f in frames(fastapi) if f[0] != "metadata"
+    assert [f for f in sse_events(lane.text) if f[0] != "metadata"] == [
+        f for f in sse_events(fastapi.text) if f[0] != "metadata"
     ]
-    assert [e for e, _ in frames(lane)] == ["metadata"] + ["custom"] * 3 + ["updates"]
+    assert [e for e, _ in sse_events(lane.text)] == ["metadata"] + ["custom"] * 3 + ["updates"]
     thread_id = await new_thread(http)
     lane, fastapi = await both(http, f"/threads/{thread_id}/runs/stream", body)
-    assert [e for e, _ in frames(lane)] == [e for e, _ in frames(fastapi)]
+    assert [e for e, _ in sse_events(lane.text)] == [e for e, _ in sse_events(fastapi.text)]
     assert lane.headers["location"].startswith(f"/threads/{thread_id}/runs/")
 
 

@@ -15,6 +15,8 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError
 
+from tests.helpers import summary
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -31,10 +33,6 @@ NOT_CANCELLABLE = (
     "No matching runs to cancel. Please verify the thread ID and run IDs are correct, and the "
     "runs haven't been deleted or completed."
 )
-
-
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
 
 
 async def new_thread(client: LangGraphClient) -> str:
