@@ -11,6 +11,9 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from agentstream.app import create_app
+from agentstream.settings import Settings
+
 # Test modules import these from here too.
 from tests.servers import EXAMPLES, ROOT, ServerProcess, running_cluster, start_server
 
@@ -84,3 +87,17 @@ async def client(server: ServerProcess) -> AsyncIterator[LangGraphClient]:
 async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as h:
         yield h
+
+
+@pytest.fixture(scope="session")
+async def app_http(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """The in-process tier: one embedded app in the test's own event loop, under its lifespan,
+    reached through httpx's ASGI transport. For API-only suites (wording, validation): a
+    failure there raises with the server's traceback instead of a status from a subprocess.
+    Responses are read whole, so it suits no stream that stays open."""
+    database = tmp_path_factory.mktemp("asgi") / "agentstream.sqlite"
+    app = create_app(Settings(config=EXAMPLES, database=str(database)))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as h:
+            yield h

@@ -1,5 +1,8 @@
 """Bad requests get a 4xx with {"detail": <str>}, never a 500, and leave the server serving
-(PROTOCOL §0.11, §1.1, §3, §10)."""
+(PROTOCOL §0.11, §1.1, §3, §10).
+
+In process (conftest's app_http): only what the API says is checked here, and a 500 shows its
+traceback; the size limits, which need a real socket, start a server."""
 
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ if TYPE_CHECKING:
 
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
 GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested")
+
+
+@pytest.fixture
+def http(app_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    return app_http
 
 
 def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
