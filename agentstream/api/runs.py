@@ -7,134 +7,29 @@ answers a well-formed request before FastAPI's router sees it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
 from agentstream import protocol
-from agentstream.api.auth import current_user
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, JsonResponse
+from agentstream.api.run_create import create_run
 from agentstream.api.streams import no_frames, one_frame, run_frames
-from agentstream.execution.runs import new_run
-from agentstream.ids import is_uuid, uuid7
-from agentstream.protocol import MULTITASK_STRATEGIES, CancelAction, location_headers, wait_body
+from agentstream.protocol import CancelAction, location_headers, wait_body
 from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
 router = APIRouter(route_class=JsonRoute)
 
-Route = Literal["stream", "wait", "create"]
-
 
 def _run_out(run: Run) -> dict[str, Any]:
     return {**run, "langsmith_session_name": None}
-
-
-def _stream_modes(value: str | Sequence[str] | None) -> list[str]:
-    if not value:
-        return ["values"]
-    return [value] if isinstance(value, str) else list(dict.fromkeys(value))
-
-
-def _check_route_fields(body: RunCreate, route: Route, threaded: bool) -> tuple[str, str]:
-    strategy = body.multitask_strategy if threaded else None
-    if strategy is None:
-        strategy = "enqueue"
-    elif strategy not in MULTITASK_STRATEGIES:
-        raise ApiError(
-            422, f"multitask_strategy: {strategy!r} is not one of {list(MULTITASK_STRATEGIES)}"
-        )
-    on_disconnect = body.on_disconnect if route == "stream" else None
-    if on_disconnect is None:
-        on_disconnect = "continue"
-    elif on_disconnect not in ("cancel", "continue"):
-        raise ApiError(
-            422, f'on_disconnect: {on_disconnect!r} is not one of "cancel" or "continue"'
-        )
-    return strategy, on_disconnect
-
-
-def _kwargs(body: RunCreate, temporary: bool) -> dict[str, Any]:
-    return {
-        "input": body.input,
-        "command": body.command.model_dump(exclude_none=True) if body.command else None,
-        "config": body.config or {},
-        "context": body.context or {},
-        "stream_mode": _stream_modes(body.stream_mode),
-        "interrupt_before": body.interrupt_before,
-        "interrupt_after": body.interrupt_after,
-        "webhook": body.webhook,
-        "feedback_keys": body.feedback_keys,
-        "temporary": temporary,
-        "subgraphs": body.stream_subgraphs,
-        "resumable": body.stream_resumable,
-        "checkpoint_during": body.checkpoint_during,
-        "durability": body.durability,
-        "checkpoint_id": body.checkpoint_id,
-        "checkpoint": body.checkpoint.model_dump(exclude_none=True) if body.checkpoint else None,
-        "after_seconds": body.after_seconds,
-        "on_completion": body.on_completion,
-    }
-
-
-def _run_value(
-    body: RunCreate, thread_id: str, run_id: str, strategy: str, kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    # What a threads.create_run auth handler sees: langgraph_sdk's Auth.types.RunsCreate.
-    return {
-        "thread_id": thread_id,
-        "assistant_id": body.assistant_id,
-        "run_id": run_id,
-        "status": "pending",
-        "metadata": dict(body.metadata or {}),
-        "multitask_strategy": strategy,
-        "if_not_exists": body.if_not_exists,
-        "after_seconds": body.after_seconds or 0,
-        "kwargs": kwargs,
-    }
-
-
-async def _create(
-    c: ApiContext, request: Request, body: RunCreate, thread_id: str | None, route: Route
-) -> tuple[Run, bool, str]:
-    temporary = thread_id is None
-    if thread_id is not None and not is_uuid(thread_id):
-        raise ApiError(400, "badly formed hexadecimal UUID string")
-    if temporary and body.command is not None:
-        raise ApiError(400, "You must provide a thread_id when resuming.")
-    strategy, on_disconnect = _check_route_fields(body, route, not temporary)
-    run_id = uuid7()
-    thread_id = thread_id or uuid7()
-    value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary))
-    filters = await c.authorize(request, "threads", "create_run", value)
-    assistant = await c.resolve_assistant(body.assistant_id, filters=None)
-    # What the auth handler left in value is what the run keeps.
-    metadata = dict(value.get("metadata") or {})
-    kwargs = value["kwargs"] if isinstance(value.get("kwargs"), dict) else _kwargs(body, temporary)
-    run = new_run(run_id, thread_id, assistant["assistant_id"], kwargs, metadata, strategy)
-    thread_metadata = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
-    if c.authorizes("threads", "create_run"):
-        # The thread carries what the handler stamped (an owner, say), so a thread this run
-        # creates, or a stateless run's temporary one, matches its caller's filter at once.
-        thread_metadata = {**metadata, **thread_metadata}
-    try:
-        await c.runs.create(
-            run,
-            temporary=temporary,
-            if_not_exists=body.if_not_exists,
-            auth_user=current_user(request),
-            thread_metadata=thread_metadata,
-            filters=filters,
-        )
-    except NotFound:
-        raise ApiError(404, "Thread or assistant not found.") from None
-    return run, temporary, on_disconnect
 
 
 def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Awaitable[None]]:
@@ -152,7 +47,7 @@ def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Await
 async def stream_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, on_disconnect = await _create(c, request, body, thread_id, "stream")
+    run, temporary, on_disconnect = await create_run(c, request, body, thread_id, "stream")
     named = None if temporary else run["thread_id"]
     return EventStreamResponse(
         run_frames(c.bus, run["run_id"], 0, None, wait=True),
@@ -167,7 +62,7 @@ async def stream_response(
 async def wait_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, _, _ = await _create(c, request, body, thread_id, "wait")
+    run, _, _ = await create_run(c, request, body, thread_id, "wait")
 
     async def result() -> Any:
         return wait_body(await c.runs.result(run["run_id"]))
@@ -182,7 +77,7 @@ async def wait_response(
 async def background_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, _ = await _create(c, request, body, thread_id, "create")
+    run, temporary, _ = await create_run(c, request, body, thread_id, "create")
     named = None if temporary else run["thread_id"]
     return JsonResponse(_run_out(run), headers=location_headers("create", named, run["run_id"]))
 
@@ -250,7 +145,7 @@ async def create_batch(
             raise ApiError(422, str(exc.errors()[0].get("msg"))) from None
     runs = []
     for body in bodies:
-        run, _, _ = await _create(c, request, body, None, "create")
+        run, _, _ = await create_run(c, request, body, None, "create")
         runs.append(_run_out(run))
     return JsonResponse(runs)
 
