@@ -6,19 +6,28 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__
 from agentstream.api import assistants, errors, runs, system, thread_stream, threads
-from agentstream.api.auth import Authenticate, Gate, cors_options, load_gate
+from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
+from agentstream.api.deployment import (
+    CustomRoutes,
+    HeaderPassthrough,
+    cors_options,
+    disabled_families,
+    load_custom_app,
+)
 from agentstream.api.limits import BodyLimit
-from agentstream.api.responses import JsonResponse
+from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.api.runlane import RunLane
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
@@ -84,17 +93,19 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, graphs: GraphRegistry, *, worker: bool
+    settings: Settings, graphs: GraphRegistry, *, worker: bool, grace: Callable[[], float]
 ) -> AsyncIterator[tuple[Backends, Worker | None]]:
     """What a server or worker process holds while it runs: the backends, the graphs' default
-    assistants, and (with `worker`) a worker claiming runs; stopped and closed in reverse."""
+    assistants, and (with `worker`) a worker claiming runs; stopped and closed in reverse, the
+    worker's runs given `grace()` seconds (asked when it stops) to finish."""
     async with AsyncExitStack() as stack:
         backends = await stack.enter_async_context(open_backends(settings))
         await ensure_default_assistants(backends.storage, graphs)
         started = None
         if worker:
             started = await start_worker(settings, backends, graphs)
-            stack.push_async_callback(started.stop)
+            stop_worker = started.stop
+            stack.push_async_callback(lambda: stop_worker(grace=grace()))
         tune_gc(settings.gc_threshold)
         yield backends, started
 
@@ -167,17 +178,27 @@ def create_app(settings: Settings) -> FastAPI:
     graphs = GraphRegistry(config)
     gate = load_gate(config, settings.api_keys)
     cors = cors_options(config)
-    _announce(gate, cors is not None)
+    user_app = load_custom_app(config)
+    disabled = disabled_families(config)
+    headers = HeaderPassthrough.from_config(config)
+    _announce(gate, "cors" in config.http)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings, graphs, worker=settings.run_workers) as (backends, worker):
+        def grace() -> float:
+            return _grace_left(app, settings)
+
+        serving = running(settings, graphs, worker=settings.run_workers, grace=grace)
+        async with serving as (backends, worker):
             runs_service = RunService(backends.storage, backends.bus, backends.control)
             app.state.ctx = ApiContext(
-                backends.storage, backends.bus, runs_service, graphs, settings, auth=gate
-            )
+                backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
+                headers=headers,
+            )  # fmt: skip
             app.state.worker = worker
-            yield
+            app.state.draining_since = None
+            async with _user_lifespan(user_app):
+                yield
 
     app = FastAPI(
         title="agentstream",
@@ -186,25 +207,73 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=JsonResponse,
     )
     errors.install(app)
-    for module in (system, assistants, threads, thread_stream, runs):
-        app.include_router(module.router)
+    families = {
+        "meta": [system],
+        "assistants": [assistants],
+        "threads": [threads, thread_stream],
+        "runs": [runs],
+    }
+    for family, modules in families.items():
+        if family not in disabled:
+            for module in modules:
+                app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
-    # limit also counts what an authenticate handler reads; then the gate; then the lane for
-    # well-formed run-creating requests (runlane.py); then FastAPI's routes.
-    app.add_middleware(RunLane)
+    # limit also counts what an authenticate handler reads; then the user's own routes
+    # (http.app); then the gate; then the lane for well-formed run-creating requests
+    # (runlane.py); then FastAPI's routes.
+    if "runs" not in disabled:
+        app.add_middleware(RunLane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
+    if user_app is not None:
+        entry = user_app
+        if gate is not None and config.http.get("enable_custom_route_auth"):
+            entry = Authenticate(user_app, gate=gate, router=user_app.router)
+        app.add_middleware(CustomRoutes, user_app=user_app, entry=entry)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
-    if cors is not None:
-        app.add_middleware(CORSMiddleware, **cors)
+    app.add_middleware(CORSMiddleware, **cors)
     return app
 
 
-def _announce(gate: Gate | None, cors: bool) -> None:
+async def drain(app: FastAPI, grace: float) -> None:
+    """SIGTERM's first step: /ok answers 503 (load balancers stop sending), the worker claims
+    nothing new, and its running runs get up to `grace` seconds while the server keeps serving
+    their streams and joins; then the streams still open are cut so their clients resume
+    elsewhere (or here, restarted). An API-only process has no runs: it cuts its streams at
+    once, since they follow runs that workers elsewhere go on executing."""
+    if getattr(app.state, "draining_since", 0) is not None:
+        return  # not started yet, or already draining
+    app.state.draining_since = time.monotonic()
+    worker: Worker | None = getattr(app.state, "worker", None)
+    if worker is not None:
+        worker.stop_claiming()
+        log.warning("draining: no new runs; running ones have %.0f s to finish", grace)
+        await worker.idle(grace)
+    abort_streams()
+
+
+def _grace_left(app: FastAPI, settings: Settings) -> float:
+    since: float | None = getattr(app.state, "draining_since", None)
+    if since is None:
+        return settings.shutdown_grace_seconds
+    return max(0.0, settings.shutdown_grace_seconds - (time.monotonic() - since))
+
+
+@asynccontextmanager
+async def _user_lifespan(user_app: Any) -> AsyncIterator[None]:
+    """The user's app (http.app) starts and stops with ours."""
+    if user_app is None:
+        yield
+        return
+    async with user_app.router.lifespan_context(user_app):
+        yield
+
+
+def _announce(gate: Gate | None, cors_configured: bool) -> None:
     if gate is None:
         log.warning(
             "no auth configured (langgraph.json auth.path or AGENTSTREAM_API_KEYS): the server "
@@ -212,14 +281,20 @@ def _announce(gate: Gate | None, cors: bool) -> None:
         )
     else:
         log.info("auth: %s", gate.description)
-    if cors:
+    if cors_configured:
         log.info("CORS: cross-origin requests allowed as http.cors says")
+    else:
+        log.info(
+            "CORS: any origin may call this server (as LangGraph's does without http.cors); "
+            "set http.cors in langgraph.json to restrict it"
+        )
 
 
 async def run_worker_process(settings: Settings) -> None:
     """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
     graphs = GraphRegistry(read_config(settings.config))
-    async with running(settings, graphs, worker=True) as (_, worker):
+    grace = settings.shutdown_grace_seconds
+    async with running(settings, graphs, worker=True, grace=lambda: grace) as (_, worker):
         assert worker is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -227,3 +302,4 @@ async def run_worker_process(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         print(f"agentstream: worker {worker.worker_id} ready", flush=True)
         await stop.wait()
+        log.warning("draining: no new runs; running ones have the shutdown grace period")

@@ -8,10 +8,13 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from agentstream.graphs import GraphLoadError
+from agentstream.preflight import ServiceError, check_installed, check_reachable
 from agentstream.settings import Settings
 
 
@@ -76,21 +79,72 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def preflight(settings: Settings) -> None:
+    """Exit with one line when a service is missing or unreachable."""
+    try:
+        check_installed(settings)
+        asyncio.run(check_reachable(settings))
+    except ServiceError as exc:
+        sys.exit(f"agentstream: {exc}")
+
+
 def serve(settings: Settings) -> None:
     from agentstream.app import create_app
 
+    preflight(settings)
     try:
         app = create_app(settings)
     except GraphLoadError as exc:
         sys.exit(f"agentstream: {exc}")
     sock = _bind(settings.host, settings.port)
     settings.port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        # The grace is spent in app.drain, before uvicorn's own shutdown begins: by then what is
+        # left open is what a drain cut.
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config, app, settings.shutdown_grace_seconds)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
     # uvicorn.Config picks uvloop when it is installed; asyncio.run alone would not.
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(server.serve(sockets=[sock]))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which on the first SIGTERM or SIGINT drains before it stops (see
+    app.drain); a second one stops at once."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, grace: float) -> None:
+        super().__init__(config)
+        self.agentstream_app = app
+        self.grace = grace
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.draining: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.loop is None or self.draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        self.loop.call_soon_threadsafe(self._start_draining, sig)
+
+    def _start_draining(self, sig: int) -> None:
+        if self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain_then_exit(sig))
+
+    async def _drain_then_exit(self, sig: int) -> None:
+        from agentstream.app import drain
+
+        try:
+            await drain(self.agentstream_app, self.grace)
+        finally:
+            super().handle_exit(sig, None)
 
 
 def _require_distributed(settings: Settings, command: str) -> None:
@@ -115,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         _require_distributed(settings, "worker")
         from agentstream.app import run_worker_process
 
+        preflight(settings)
         try:
             asyncio.run(run_worker_process(settings))
         except GraphLoadError as exc:

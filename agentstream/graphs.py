@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +110,31 @@ def import_object(spec: str, root: Path) -> Any:
                 raise GraphLoadError(f"cannot import {file}")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_name] = module
-            module_spec.loader.exec_module(module)
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception as exc:
+                sys.modules.pop(module_name, None)
+                raise GraphLoadError(f"importing {file} failed: {_one_line(exc)}") from exc
     else:
-        module = importlib.import_module(target)
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise GraphLoadError(f"importing {target} failed: {_one_line(exc)}") from exc
     try:
         return getattr(module, name)
     except AttributeError:
         raise GraphLoadError(f"{target} has no attribute {name!r}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """What went wrong and where in the user's code, instead of a wall of import machinery."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename]
+    where = f" (at {user[-1].filename}:{user[-1].lineno})" if user else ""
+    hint = ""
+    if isinstance(exc, ModuleNotFoundError):
+        hint = "; is it installed, or listed in langgraph.json's dependencies?"
+    return f"{type(exc).__name__}: {exc}{where}{hint}"
 
 
 @dataclass

@@ -96,6 +96,11 @@ def evicted_frame(reason: object) -> bytes:
     return error_frame("EventsEvicted", f"{reason}. Read the thread state to catch up.")
 
 
+def unavailable_frame(reason: object) -> bytes:
+    """What a reader gets when the event bus stays away past an outage it rides out."""
+    return error_frame("BusUnavailable", f"{reason}. Resume with Last-Event-ID later.")
+
+
 RUN_NOT_FOUND = {"error": "HTTPException", "message": "404: Run not found"}
 
 

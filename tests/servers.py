@@ -95,7 +95,8 @@ def start_server(
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        # A stopped test server hands its runs back within a second unless a test says otherwise.
+        env={**os.environ, "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1", **(env or {})},
         preexec_fn=preexec,
     )
     assert proc.stdout is not None
@@ -147,9 +148,12 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(config: Path = EXAMPLES, apis: int = 2, workers: int = 2) -> Iterator[Cluster]:
+def running_cluster(
+    config: Path = EXAMPLES, apis: int = 2, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
     """API and worker processes on a fresh PostgreSQL database and the shared Redis; fails
-    (never skips) when either service is missing."""
+    (never skips) when either service is missing. `env` adds to (or overrides) every process's
+    environment."""
     name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
@@ -158,6 +162,7 @@ def running_cluster(config: Path = EXAMPLES, apis: int = 2, workers: int = 2) ->
         "DATABASE_URI": database_uri,
         "REDIS_URI": REDIS_URI,
         "AGENTSTREAM_LEASE_SECONDS": "2",
+        **(env or {}),
     }
     started: list[ServerProcess] = []
     try:

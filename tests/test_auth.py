@@ -531,16 +531,19 @@ async def test_cors_follows_http_cors(
         assert "access-control-allow-origin" not in res.headers
 
 
-async def test_without_http_cors_no_origin_is_allowed(
+async def test_without_http_cors_any_origin_is_allowed_and_auth_still_applies(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
+    # As LangGraph's own server without http.cors (issue 11): a frontend on another origin works.
     proc = server_factory(config=_cors_config(tmp_path, None), extra_args=("--api-key", "k"))
     async with httpx.AsyncClient(base_url=proc.url) as http:
         res = await http.options("/threads/search", headers=_preflight(ORIGIN))
-        assert res.status_code == 405
-        assert not any(h.startswith("access-control-") for h in res.headers)
+        assert res.status_code == 200
+        assert res.headers["access-control-allow-origin"] == "*"
         res = await http.post(
             "/threads/search", json={}, headers={"origin": ORIGIN, "x-api-key": "k"}
         )
         assert res.status_code == 200
-        assert not any(h.startswith("access-control-") for h in res.headers)
+        assert res.headers["access-control-allow-origin"] == "*"
+        res = await http.post("/threads/search", json={}, headers={"origin": ORIGIN})
+        assert res.status_code == 401

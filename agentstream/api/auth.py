@@ -41,7 +41,6 @@ AUTHENTICATE_PARAMETERS = frozenset(
 )
 FILTER_OPERATORS = frozenset({"$eq", "$contains"})
 # Response headers the SDKs read (reconnect locations, pagination), readable cross-origin.
-EXPOSED_HEADERS = ("content-location", "location", "x-pagination-total", "x-pagination-next")
 
 _USER = "agentstream.user"
 
@@ -415,21 +414,3 @@ def _load_auth(spec: str, config: Config) -> Auth:
     if found._authenticate_handler is None:
         log.warning("%s has no authenticate handler: every request is anonymous", spec)
     return found
-
-
-def cors_options(config: Config) -> dict[str, Any] | None:
-    """CORSMiddleware's options from `http.cors`; None (no cross-origin access) without it."""
-    cors = config.http.get("cors")
-    if not cors:
-        return None
-    if not isinstance(cors, Mapping):
-        raise GraphLoadError(f"http.cors in {config.path} must be an object")
-    return {
-        "allow_origins": list(cors.get("allow_origins") or []),
-        "allow_origin_regex": cors.get("allow_origin_regex"),
-        "allow_methods": list(cors.get("allow_methods") or ["*"]),
-        "allow_headers": list(cors.get("allow_headers") or ["*"]),
-        "allow_credentials": bool(cors.get("allow_credentials", False)),
-        "expose_headers": list(cors.get("expose_headers") or EXPOSED_HEADERS),
-        "max_age": int(cors.get("max_age", 600)),
-    }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
 from agentstream.api.auth import Gate, current_user
+from agentstream.api.deployment import HeaderPassthrough
 from agentstream.api.errors import ApiError
 from agentstream.eventbus import EventBus
 from agentstream.execution.runs import RunService
@@ -25,6 +26,7 @@ class ApiContext:
     graphs: GraphRegistry
     settings: Settings
     auth: Gate | None = None
+    headers: HeaderPassthrough = field(default_factory=HeaderPassthrough)
 
     async def authorize(
         self, request: Request, resource: str, action: str, value: dict[str, Any]

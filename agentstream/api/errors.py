@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -68,12 +69,44 @@ def response_for(exc: Exception) -> JsonResponse | None:
 def install(app: FastAPI) -> None:
     async def answer(_: Request, exc: Exception) -> JsonResponse:
         response = response_for(exc)
-        if response is None:
-            # Never a traceback on the wire; the log keeps it.
-            log.exception("unhandled error", exc_info=exc)
-            return JsonResponse({"detail": "Internal server error"}, status_code=500)
-        return response
+        if response is not None:
+            return response
+        unavailable = unavailable_detail(exc)
+        if unavailable is not None:
+            log.warning("answered 503: %s", unavailable)
+            return JsonResponse({"detail": unavailable}, status_code=503)
+        # Never a traceback on the wire; the log keeps it.
+        log.exception("unhandled error", exc_info=exc)
+        return JsonResponse({"detail": "Internal server error"}, status_code=500)
 
     for cls in _ANSWERED:
         app.add_exception_handler(cls, answer)
     app.add_exception_handler(Exception, answer)
+
+
+# Exceptions that mean a service is away for now (by module and class name: the drivers of
+# the distributed deployment are an optional extra), and what the client is told.
+_SERVICE_ERRORS = {
+    ("psycopg", "OperationalError"): "the database is unavailable",
+    ("psycopg_pool", "PoolTimeout"): "the database is unavailable",
+    ("redis.exceptions", "ConnectionError"): "the event bus (Redis) is unavailable",
+    ("redis.exceptions", "TimeoutError"): "the event bus (Redis) is unavailable",
+    ("agentstream.eventbus.base", "BusUnavailable"): "the event bus (Redis) is unavailable",
+}
+# SQLite's own words for a database it cannot use right now (locked by another process, a
+# full disk), as opposed to a bug in a query.
+_SQLITE_UNAVAILABLE = ("locked", "full", "disk i/o", "unable to open", "readonly")
+
+
+def unavailable_detail(exc: BaseException) -> str | None:
+    """The 503 detail for an error that a retry later may not meet, else None."""
+    for cls in type(exc).__mro__:
+        what = _SERVICE_ERRORS.get((cls.__module__.split(".")[0], cls.__name__))
+        what = what or _SERVICE_ERRORS.get((cls.__module__, cls.__name__))
+        if what is not None:
+            return f"{what}; retry shortly ({type(exc).__name__})"
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if any(word in text for word in _SQLITE_UNAVAILABLE):
+            return f"the database is unavailable: {exc}; retry shortly"
+    return None

@@ -10,6 +10,11 @@ from agentstream.protocol import StreamMode, ThreadStatus
 
 # Offsets and versions reach SQL as 64-bit integers; a larger one is a 422, not a crash.
 MAX_INT64 = 2**63 - 1
+# The furthest a run may be delayed: ten years. Unbounded, a due time past year 9999 once
+# stopped every claim loop that looked for the next due run.
+MAX_AFTER_SECONDS = 10 * 365 * 24 * 3600
+# LangGraph counts supersteps against recursion_limit; past a 32-bit count it means "no limit".
+MAX_RECURSION_LIMIT = 2**31 - 1
 
 
 class _Body(BaseModel):
@@ -29,13 +34,27 @@ class Checkpoint(_Body):
     checkpoint_map: dict[str, Any] | None = None
 
 
+class RunConfig(BaseModel):
+    """A run's config: the keys LangGraph reads are checked here, so a bad one is a 422 at the
+    edge rather than a failed run; anything else is kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    configurable: dict[str, Any] | None = None
+    run_name: str | None = None
+    recursion_limit: int | None = Field(default=None, ge=1, le=MAX_RECURSION_LIMIT, strict=True)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_RECURSION_LIMIT, strict=True)
+
+
 class RunCreate(_Body):
     """The body of every run-creating route; route-specific fields are checked by the route."""
 
     assistant_id: str
     input: Any = None
     command: Command | None = None
-    config: dict[str, Any] | None = None
+    config: RunConfig | None = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     stream_mode: StreamMode | list[StreamMode] | None = None
@@ -49,7 +68,9 @@ class RunCreate(_Body):
     checkpoint_id: str | None = None
     checkpoint_during: bool | None = None
     durability: Literal["sync", "async", "exit"] | None = None
-    after_seconds: float | None = Field(default=None, ge=0)
+    after_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_AFTER_SECONDS, allow_inf_nan=False
+    )
     if_not_exists: Literal["create", "reject"] = "reject"
     on_completion: Literal["delete", "keep"] = "delete"
     # Only the threaded routes define multitask_strategy and only the stream routes

@@ -39,6 +39,19 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
+# The streams this process is writing, so a graceful stop can cut them (see abort_streams).
+_LIVE: set[_Stream] = set()
+
+
+def abort_streams() -> int:
+    """Cuts every open SSE stream without its closing chunk, so clients see a broken stream and
+    reconnect with Last-Event-ID (to another API process, or to this one restarted), rather
+    than an end they would take for the run's. Their runs go on; on_disconnect does not run."""
+    for stream in list(_LIVE):
+        stream.abort()
+    return len(_LIVE)
+
+
 class EventStreamResponse(Response):
     """Sends headers at once, then frames as they come, heartbeats on a fixed timer, and stops
     when the body ends or the client goes away (then `on_disconnect` runs).
@@ -79,6 +92,7 @@ class EventStreamResponse(Response):
         listener = asyncio.ensure_future(_wait_disconnect(receive))
         listener.add_done_callback(stream.listener_done)
         stream.arm()
+        _LIVE.add(stream)
         try:
             async for chunk in self.body_iterator:
                 await stream.write(chunk)
@@ -89,8 +103,12 @@ class EventStreamResponse(Response):
             if not stream.gone or streaming.uncancel() > 0:
                 stream.stop(listener)
                 raise
+        finally:
+            _LIVE.discard(stream)
         stream.stop(listener)
         await _close(self.body_iterator)
+        if stream.aborted:
+            return  # the response stays incomplete: the server closes the connection
         if stream.gone:
             if self.on_disconnect is not None:
                 # Shielded: the cancel-on-disconnect must happen even if we are cancelled now.
@@ -109,6 +127,7 @@ class _Stream:
         self.heartbeat_seconds = heartbeat_seconds
         self.gone = False
         self.done = False
+        self.aborted = False
         self.lock = asyncio.Lock()
         self.timer: asyncio.TimerHandle | None = None
         self.beats: set[asyncio.Task[None]] = set()
@@ -122,6 +141,11 @@ class _Stream:
         if not self.gone and not self.done:
             self.gone = True
             self.task.cancel()
+
+    def abort(self) -> None:
+        if not self.gone and not self.done:
+            self.aborted = True
+            self.hang_up()
 
     def listener_done(self, listener: asyncio.Future[None]) -> None:
         if not listener.cancelled() and listener.exception() is None:

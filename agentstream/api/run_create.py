@@ -3,7 +3,7 @@ keeps, what a `threads.create_run` auth handler sees and may change, and RunServ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from fastapi import Request
@@ -44,11 +44,18 @@ def _check_route_fields(body: RunCreate, route: Route, threaded: bool) -> tuple[
     return strategy, on_disconnect
 
 
-def _kwargs(body: RunCreate, temporary: bool) -> dict[str, Any]:
+def _config(body: RunCreate, headers: Mapping[str, str]) -> dict[str, Any]:
+    config = body.config.model_dump(exclude_unset=True) if body.config else {}
+    if headers:  # http.configurable_headers; a header set by a proxy wins over the body's
+        config["configurable"] = {**(config.get("configurable") or {}), **headers}
+    return config
+
+
+def _kwargs(body: RunCreate, temporary: bool, headers: Mapping[str, str]) -> dict[str, Any]:
     return {
         "input": body.input,
         "command": body.command.model_dump(exclude_none=True) if body.command else None,
-        "config": body.config or {},
+        "config": _config(body, headers),
         "context": body.context or {},
         "stream_mode": _stream_modes(body.stream_mode),
         "interrupt_before": body.interrupt_before,
@@ -95,12 +102,15 @@ async def create_run(
     strategy, on_disconnect = _check_route_fields(body, route, not temporary)
     run_id = uuid7()
     thread_id = thread_id or uuid7()
-    value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary))
+    headers = c.headers.select(request.headers) if c.headers else {}
+    value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary, headers))
     filters = await c.authorize(request, "threads", "create_run", value)
     assistant = await c.resolve_assistant(body.assistant_id, filters=None)
     # What the auth handler left in value is what the run keeps.
     metadata = dict(value.get("metadata") or {})
-    kwargs = value["kwargs"] if isinstance(value.get("kwargs"), dict) else _kwargs(body, temporary)
+    kwargs = value.get("kwargs")
+    if not isinstance(kwargs, dict):
+        kwargs = _kwargs(body, temporary, headers)
     run = new_run(run_id, thread_id, assistant["assistant_id"], kwargs, metadata, strategy)
     thread_metadata = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
     if c.authorizes("threads", "create_run"):

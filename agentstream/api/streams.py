@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from agentstream import protocol, serde
-from agentstream.eventbus import EventBus, EventsEvicted
+from agentstream.eventbus import BusUnavailable, EventBus, EventsEvicted
 from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
 from agentstream.storage.base import Storage
@@ -35,6 +35,8 @@ def run_frames(
                     yield chunk
         except EventsEvicted as exc:
             yield protocol.evicted_frame(exc)
+        except BusUnavailable as exc:
+            yield protocol.unavailable_frame(exc)
 
     return generate()
 
@@ -86,6 +88,8 @@ class ThreadFollower:
                             yield chunk
         except EventsEvicted as exc:
             yield protocol.evicted_frame(exc)
+        except BusUnavailable as exc:
+            yield protocol.unavailable_frame(exc)
 
     async def _in_flight(self, thread_seq: int) -> AsyncIterator[bytes]:
         runs = await self.storage.inflight_runs(thread_id=self.thread_id, run_ids=None, status=None)
@@ -110,6 +114,8 @@ class ThreadFollower:
                     yield chunk
         except EventsEvicted as exc:
             yield protocol.evicted_frame(exc)
+        except BusUnavailable as exc:
+            yield protocol.unavailable_frame(exc)
         done = serde.dumps({"status": "run_done", "run_id": run_id})
         yield protocol.encode_frame(
             protocol.thread_frame_id(thread_seq, protocol.RUN_DONE), "metadata", done

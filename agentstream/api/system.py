@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import langgraph.version
@@ -18,8 +20,26 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @router.get("/ok")
-async def ok() -> JsonResponse:
-    return JsonResponse({"ok": True, "services": {}})
+async def ok(request: Request, check_db: int = 0, c: ApiContext = Depends(ctx)) -> JsonResponse:
+    """Liveness and readiness: 503 while the process drains (SIGTERM), and with check_db=1 while
+    the database or the event bus does not answer."""
+    if getattr(request.app.state, "draining_since", None) is not None:
+        return JsonResponse({"ok": False, "draining": True}, status_code=503)
+    if not check_db:
+        return JsonResponse({"ok": True, "services": {}})
+    services = {"database": await _answers(c.storage.next_due())}
+    services["event_bus"] = await _answers(c.bus.last_seq("agentstream-health"))
+    healthy = all(state == "ok" for state in services.values())
+    return JsonResponse({"ok": healthy, "services": services}, status_code=200 if healthy else 503)
+
+
+async def _answers(probe: Awaitable[Any]) -> str:
+    try:
+        async with asyncio.timeout(5):
+            await probe
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
 
 
 @router.get("/")

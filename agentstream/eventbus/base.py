@@ -33,6 +33,11 @@ class EventsEvicted(Exception):
         self.first_kept = first_kept
 
 
+class BusUnavailable(Exception):
+    """The event bus did not answer for longer than an outage is ridden out: the reader is told
+    so (an explicit error, never a silent gap) and may resume by id once it is back."""
+
+
 class EventBus(Protocol):
     # Whether publish() completes without waiting on anything (an in-process log): the
     # executor then publishes each batch in place instead of keeping one publish in flight.

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import itertools
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentstream.eventbus.base import Event, EventsEvicted
+from agentstream.eventbus.base import BusUnavailable, Event, EventsEvicted
 from agentstream.protocol import encode_frame
+
+log = logging.getLogger("agentstream.eventbus")
 
 END_MODE = "__end__"
 KEY_PREFIX = "agentstream:run:"
@@ -26,11 +35,23 @@ _BLOCK_SECONDS = 20.0
 # assigned inside one script: several processes append to the same log (a thread's log gets its
 # runs from every API process) and each batch still lands whole, with no id given twice.
 # Trimming by MINID keeps exactly the newest max_events events, whatever the markers among them.
+#
+# Outages: a publish is retried until Redis answers again, so it must be idempotent. KEYS[2], a
+# hash beside the log, keeps each publisher's last batch token and the id it ended at: a retry of
+# a batch that did land (its reply was lost) returns that id instead of appending it twice. And
+# ARGV[2], the last id this publisher was given, is a floor: should Redis come back empty (a
+# restart without persistence), the log goes on from there, so no id a reader has seen is
+# given to another event; what was lost before it, a reader is told (EventsEvicted).
 _PUBLISH = """
+local last = redis.call('HGET', KEYS[2], ARGV[3])
+if last then
+  local token, done = string.match(last, '^(.-):(%d+)$')
+  if token == ARGV[4] then return tonumber(done) end
+end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-local seq = 0
-if top then seq = tonumber(string.match(top[1], '^%d+')) end
-for i = 2, #ARGV, 3 do
+local seq = tonumber(ARGV[2])
+if top then seq = math.max(seq, tonumber(string.match(top[1], '^%d+'))) end
+for i = 5, #ARGV, 3 do
   seq = seq + 1
   local id = string.format('%d-0', seq)
   redis.call('XADD', KEYS[1], id, 'mode', ARGV[i], 'name', ARGV[i + 1], 'data', ARGV[i + 2])
@@ -38,22 +59,30 @@ end
 local oldest = seq - tonumber(ARGV[1]) + 1
 if oldest > 1 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', oldest)) end
 redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ':' .. seq)
+redis.call('PERSIST', KEYS[2])
 return seq
 """
 
 # A second close in a row adds no second marker; either way the log expires keep_seconds later.
+# ARGV[3] is the closer's floor, as for _PUBLISH: an emptied log still ends after the last id.
 _CLOSE = """
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-local seq, closed = '0', false
+local seq, closed = tonumber(ARGV[3]), false
 if top then
   local n, k = string.match(top[1], '^(%d+)-(%d+)$')
-  seq, closed = n, k ~= '0'
+  if tonumber(n) >= seq then seq, closed = tonumber(n), k ~= '0' end
 end
 if not closed then
-  redis.call('XADD', KEYS[1], seq .. '-1', 'mode', ARGV[2], 'name', '', 'data', '')
+  redis.call('XADD', KEYS[1], string.format('%d-1', seq), 'mode', ARGV[2], 'name', '', 'data', '')
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 """
+# How long publishes and reads ride out Redis not answering before they give up.
+OUTAGE_SECONDS = 30.0
+# Floors remembered per process (run and thread logs): the newest this many.
+_FLOORS = 10_000
 
 _Entry = tuple[bytes, dict[bytes, bytes]]
 _T = TypeVar("_T")
@@ -70,37 +99,51 @@ class RedisEventBus:
         *,
         key_prefix: str = KEY_PREFIX,
         max_readers: int = 1_000,
+        outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:
-        # No retries for commands: a publish whose reply was lost may have been applied, and
-        # sending it again would append the batch twice.
+        # No retries inside redis-py: ours (_retrying) resend a publish with its token, so a
+        # batch whose reply was lost is not appended twice.
         self._redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
         # Each waiting subscriber holds one connection of its own for its XREAD BLOCK, so live
         # readers get a separate pool: however many there are, publishers still get through.
         # Past max_readers a new subscriber fails at once (MaxConnectionsError), never hangs.
         self._readers = Redis.from_url(
-            url, max_connections=max_readers, socket_timeout=_BLOCK_SECONDS + 10
+            url,
+            max_connections=max_readers,
+            socket_timeout=_BLOCK_SECONDS + 10,
+            retry=Retry(NoBackoff(), 0),
         )
         self._publish = self._redis.register_script(_PUBLISH)
         self._close = self._redis.register_script(_CLOSE)
         self._max_events = max_events
         self._keep_ms = max(int(keep_seconds * 1000), 1)
         self._prefix = key_prefix
+        self._outage_seconds = outage_seconds
+        self._publisher = uuid.uuid4().hex  # this process, as a publisher
+        self._tokens = itertools.count(1)  # its batches
+        self._floors: OrderedDict[str, int] = OrderedDict()
 
     def key(self, run_id: str) -> str:
         return f"{self._prefix}{run_id}:events"
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
-        args: list[str | bytes | int] = [self._max_events]
+        token = next(self._tokens)
+        args: list[str | bytes | int] = [self._max_events, self._floors.get(run_id, 0)]
+        args += (self._publisher, token)
         for mode, name, data in items:
             args += (mode, name, data)
-        seq: int = await self._publish(keys=[self.key(run_id)], args=args)
+        keys = [self.key(run_id), self._meta(run_id)]
+        seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
+        self._remember(run_id, seq)
         return seq
 
     async def close(self, run_id: str) -> None:
-        await self._close(keys=[self.key(run_id)], args=[self._keep_ms, END_MODE])
+        keys = [self.key(run_id), self._meta(run_id)]
+        args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
+        await self._retrying(lambda: self._close(keys=keys, args=args))
 
     async def last_seq(self, run_id: str) -> int:
-        top = await self._top(self.key(run_id))
+        top = await self._retrying(lambda: self._top(self.key(run_id)))
         return 0 if top is None else _seq(top)
 
     async def subscribe(
@@ -111,8 +154,8 @@ class RedisEventBus:
         pos = b"%d-0" % seen
         block = False
         while True:
-            read = self._read_blocking(key, pos) if block else self._read(key, pos)
-            entries = await honour_cancel(read)
+            read = self._read_blocking if block else self._read
+            entries = await self._retrying(partial(_honoured, read, key, pos))
             if not entries:  # only a read that does not block returns nothing
                 if not wait or _is_marker(pos) or await self._ended_before(key, pos):
                     return
@@ -130,11 +173,43 @@ class RedisEventBus:
             block = wait and not _is_marker(pos)
 
     async def delete(self, run_id: str) -> None:
-        await self._redis.delete(self.key(run_id))
+        self._floors.pop(run_id, None)
+        await self._retrying(lambda: self._redis.delete(self.key(run_id), self._meta(run_id)))
 
     async def aclose(self) -> None:
         await self._readers.aclose()
         await self._redis.aclose()
+
+    def _meta(self, run_id: str) -> str:
+        return f"{self._prefix}{run_id}:publishers"
+
+    def _remember(self, run_id: str, seq: int) -> None:
+        self._floors[run_id] = seq
+        self._floors.move_to_end(run_id)
+        if len(self._floors) > _FLOORS:
+            self._floors.popitem(last=False)
+
+    async def _retrying(self, command: Callable[[], Awaitable[_T]]) -> _T:
+        """Runs command; while Redis does not answer, again (backing off to 1 s) for up to
+        outage_seconds, then BusUnavailable."""
+        try:
+            return await command()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            failure: Exception = exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._outage_seconds
+        delay = 0.05
+        while loop.time() + delay <= deadline:
+            log.warning("Redis did not answer (%s); retrying in %.2f s", failure, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            try:
+                return await command()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failure = exc
+        raise BusUnavailable(
+            f"Redis did not answer for {self._outage_seconds:.0f} s: {failure}"
+        ) from failure
 
     async def _top(self, key: str) -> bytes | None:
         entries = _entries(await self._redis.xrevrange(key, count=1))
@@ -157,8 +232,14 @@ class RedisEventBus:
 
     async def _ended_before(self, key: str, pos: bytes) -> bool:
         # A reader that starts beyond the end of a closed log has nothing to wait for.
-        top = await self._top(key)
+        top = await self._retrying(lambda: self._top(key))
         return top is not None and _is_marker(top) and _parse(top) < _parse(pos)
+
+
+async def _honoured(
+    read: Callable[[str, bytes], Awaitable[list[_Entry]]], key: str, pos: bytes
+) -> list[_Entry]:
+    return await honour_cancel(read(key, pos))
 
 
 async def honour_cancel(awaitable: Awaitable[_T]) -> _T:

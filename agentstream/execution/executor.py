@@ -21,7 +21,7 @@ from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
 from agentstream.protocol import ThreadStatus, result_item
-from agentstream.storage.base import NotFound, RunClaim, Storage
+from agentstream.storage.base import TERMINAL, NotFound, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
@@ -151,6 +151,8 @@ class Executor:
                 )
             outcome = await self._execute(claim)
         except asyncio.CancelledError:
+            if cancellation.action == "release":
+                raise  # handed back (a graceful stop): the run stays running until claimed again
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -327,6 +329,37 @@ class Executor:
                 delete_thread=delete_thread,
             )
         await self.bus.close(run_id)
+
+    async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
+        """Ends a run that failed outside the graph (its row unreadable, or settling it raised)
+        as error, as far as the services let it: its readers get an `error` event and the end
+        of the log, and it never stays `running`. Each step is tried on its own."""
+        error = error_payload(exc)
+        try:
+            await self.bus.publish(
+                run_id,
+                [("error", "error", serde.dumps(error)), result_item(None, error, "error", [])],
+            )
+        except Exception:
+            log.exception("run %s: publishing its error failed", run_id)
+        try:
+            status = (await self.storage.get_run(None, run_id))["status"]
+        except NotFound:
+            status = "success"  # deleted meanwhile: nothing to store
+        except Exception:
+            status = "running"  # unreadable, and claimed by this worker
+        try:
+            if status not in TERMINAL:
+                await self.storage.finish_run(
+                    run_id, status="error", thread_status="error", values=None, interrupts={},
+                    error=error, delete_thread=temporary,
+                )  # fmt: skip
+        except Exception:
+            log.exception("run %s: storing its error failed", run_id)
+        try:
+            await self.bus.close(run_id)
+        except Exception:
+            log.exception("run %s: closing its log failed", run_id)
 
     async def _settle_rolled_back(self, claim: RunClaim) -> None:
         # The run row is gone; the thread goes back to what its checkpoints now say.

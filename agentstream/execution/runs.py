@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Mapping
 from typing import Any, Literal
 
 from agentstream import serde
@@ -14,12 +15,18 @@ from agentstream.execution.control import Control
 from agentstream.protocol import RESULT_MODE, result_item
 from agentstream.storage.base import Filter, Run, Storage, utcnow
 
+log = logging.getLogger("agentstream.runs")
+
+# How long a request waits for the event bus after its run is stored, before answering anyway.
+AFTER_COMMIT_SECONDS = 2.0
+
 
 class RunService:
     def __init__(self, storage: Storage, bus: EventBus, control: Control) -> None:
         self.storage = storage
         self.bus = bus
         self.control = control
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def create(
         self,
@@ -39,16 +46,39 @@ class RunService:
             thread_metadata=thread_metadata,
             filters=filters,
         )
+        # The run is stored: from here on nothing fails the request, or a client would retry
+        # and run its input twice. A step the event bus cannot take now finishes in the
+        # background once it is back (see _after_commit).
         if not temporary:
             # The thread's own log lists its runs in order, for thread streams to follow.
-            await self.bus.publish(
-                thread_log(run["thread_id"]), [("run", "run", run["run_id"].encode())]
-            )
+            marker = [("run", "run", run["run_id"].encode())]
+            await self._after_commit(self.bus.publish(thread_log(run["thread_id"]), marker))
         action = "rollback" if run["multitask_strategy"] == "rollback" else "interrupt"
         for run_id in preempted:
             previous = await self.storage.get_run(run["thread_id"], run_id)
-            await self.cancel(previous, action)
-        await self.control.wake()
+            await self._after_commit(self.cancel(previous, action))
+        await self._after_commit(self.control.wake())
+
+    async def _after_commit(self, step: Awaitable[Any]) -> None:
+        """Awaits step for up to AFTER_COMMIT_SECONDS; past that it goes on in the background
+        (the bus and control ride out an outage themselves), and the request is answered."""
+        if self.bus.instant:  # in-process bus and control: nothing to wait for, no task
+            await step
+            return
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=AFTER_COMMIT_SECONDS)
+        if not done:
+            log.warning("a run's post-creation step waits for Redis; it finishes in background")
+            self._background.add(task)
+            task.add_done_callback(self._finished_in_background)
+            return
+        if task.exception() is not None:
+            log.error("a run's post-creation step failed: %r", task.exception())
+
+    def _finished_in_background(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a run's post-creation step failed: %r", task.exception())
 
     async def cancel(self, run: Run, action: str) -> None:
         run_id = run["run_id"]

@@ -10,9 +10,12 @@ import uuid
 
 from agentstream.execution.control import Control
 from agentstream.execution.executor import Cancellation, Executor
-from agentstream.storage.base import RunClaim, Storage
+from agentstream.storage.base import RunClaim, Storage, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
+
+# The longest a claim loop waits after failures in a row (an outage) before trying again.
+_MAX_BACKOFF = 2.0
 
 
 class Worker:
@@ -42,35 +45,92 @@ class Worker:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="agentstream-claim-loop")
         self._renew_task = asyncio.create_task(self._renew_loop(), name="agentstream-renew")
 
-    async def stop(self) -> None:
-        for background in (self._loop_task, self._renew_task):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-        tasks = [task for task, _ in self._running.values()]
-        for task in tasks:
+    def stop_claiming(self) -> None:
+        """The first step of a graceful stop (SIGTERM): no new runs; running ones go on."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+
+    async def idle(self, grace: float) -> None:
+        """Until the runs in flight have finished, for at most `grace` seconds."""
+        running = [task for task, _ in self._running.values()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops claiming, lets running runs finish for up to `grace` seconds, then hands the
+        rest back: each is stopped without settling and its lease released, so another worker
+        (or this server, restarted) resumes it from its last checkpoint at once."""
+        self.stop_claiming()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.idle(grace)
+        held = dict(self._running)
+        for task, cancellation in held.values():
+            cancellation.action = "release"
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(task for task, _ in held.values()), return_exceptions=True)
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
+        await self._release(list(held))
+
+    async def _release(self, run_ids: list[str]) -> None:
+        released = 0
+        for run_id in run_ids:
+            try:
+                released += await self.storage.renew_lease(run_id, self.worker_id, -1.0)
+            except Exception:
+                log.exception("releasing run %s failed; it is resumed when its lease ends", run_id)
+        if released:
+            log.warning("handed back %d running run(s) to be resumed elsewhere", released)
+            with contextlib.suppress(Exception):
+                await self.control.wake()
 
     @property
     def active(self) -> int:
         return len(self._running)
 
     async def _claim_loop(self) -> None:
+        """Supervised: whatever one round raises (a dropped connection, a row that cannot be
+        read, a bug) is logged and the loop goes on, so no input and no outage can leave this
+        worker alive but idle. Failures in a row back off up to _MAX_BACKOFF seconds, and a
+        wake-up cuts the wait short."""
+        failures = 0
         while True:
             await self._slots.acquire()
-            self.control.clear()
+            spawned = False
             try:
-                claim = await self.storage.claim_run(self.worker_id, self.lease_seconds)
+                self.control.clear()
+                spawned = await self._claim_one()
+                failures = 0
             except Exception:
-                log.exception("claiming a run failed")
-                claim = None
-            if claim is None:
-                self._slots.release()
-                await self.control.wait(await self._idle_timeout())
+                failures += 1
+                log.exception("worker %s: claiming a run failed", self.worker_id)
+            if spawned:
                 continue
-            self._spawn(claim)
+            self._slots.release()
+            if failures:
+                await self.control.wait(min(_MAX_BACKOFF, 0.05 * 2**failures))
+                continue
+            try:
+                await self.control.wait(await self._idle_timeout())
+            except Exception:
+                log.exception("worker %s: waiting for work failed", self.worker_id)
+                await asyncio.sleep(_MAX_BACKOFF)
+
+    async def _claim_one(self) -> bool:
+        try:
+            claim = await self.storage.claim_run(self.worker_id, self.lease_seconds)
+        except UnreadableRun as exc:
+            log.error("run %s cannot be read and is ended as error: %s", exc.run_id, exc.reason)
+            await self.executor.abandon(exc.run_id, exc)
+            return False
+        if claim is None:
+            return False
+        self._spawn(claim)
+        return True
 
     async def _idle_timeout(self) -> float:
         # Sleep until woken; the only timers are a delayed run falling due and the lease check
@@ -95,8 +155,9 @@ class Worker:
         run_id = claim["run"]["run_id"]
         try:
             await self.executor.run(claim, cancellation)
-        except Exception:
-            log.exception("run %s crashed the executor", run_id)
+        except Exception as exc:
+            log.exception("run %s crashed the executor; it is ended as error", run_id)
+            await self.executor.abandon(run_id, exc, temporary=claim["temporary"])
         finally:
             self._running.pop(run_id, None)
             self._slots.release()

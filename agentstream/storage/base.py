@@ -82,6 +82,21 @@ class ThreadBusy(Conflict):
     pass
 
 
+class UnreadableRun(Exception):
+    """A claimed run whose stored row cannot be decoded: the worker ends it as error instead of
+    letting it fail every claim after it."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id} cannot be read: {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+
+# The latest due time next_due reports: a stored time beyond what datetime holds (a run created
+# before after_seconds was bounded) must not crash the claim loop that asks.
+LATEST_DUE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -209,8 +209,11 @@ UPDATE runs r SET status = 'running', attempt = r.attempt + 1, worker_id = %s,
 WHERE r.seq = %s AND {_RUNNABLE}
 RETURNING {_R_RUN_COLS}, r.attempt, r.temporary, r.auth_user
 """
-# When the next delayed run falls due.
-_NEXT_DUE = "SELECT min(due_at) AS due FROM runs WHERE status = 'pending' AND due_at > now()"
+# When the next delayed run falls due (capped: a later timestamptz does not load as a datetime).
+_NEXT_DUE = """
+SELECT least(min(due_at), '9999-01-01Z') AS due
+FROM runs WHERE status = 'pending' AND due_at > now()
+"""
 # Extend a lease, only for the worker holding it.
 _RENEW_LEASE = """
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %s)

@@ -17,6 +17,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentstream import serde
 from agentstream.storage.base import (
+    LATEST_DUE,
     Assistant,
     Conflict,
     Filter,
@@ -28,6 +29,7 @@ from agentstream.storage.base import (
     Thread,
     ThreadBusy,
     ThreadStatus,
+    UnreadableRun,
     utcnow,
 )
 from agentstream.storage.sqlfilters import match
@@ -927,9 +929,12 @@ class SqliteStorage:
         if claimed is None:
             return None
         full, attempt = claimed
-        return RunClaim(
-            run=_run(full), attempt=attempt, temporary=bool(full[9]), auth_user=_uj(full[10])
-        )
+        try:
+            return RunClaim(
+                run=_run(full), attempt=attempt, temporary=bool(full[9]), auth_user=_uj(full[10])
+            )
+        except ValueError as exc:  # orjson's decode error is a ValueError
+            raise UnreadableRun(full[0], str(exc)) from exc
 
     async def next_due(self) -> datetime | None:
         row = await self._one(
@@ -937,6 +942,8 @@ class SqliteStorage:
         )
         if row is None or row[0] is None:
             return None
+        if row[0] >= LATEST_DUE.timestamp():
+            return LATEST_DUE
         return datetime.fromtimestamp(row[0], tz=utcnow().tzinfo)
 
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:

@@ -1,0 +1,167 @@
+"""Outages lose nothing (issue 11, point 2): Redis servers this suite started itself are killed
+(a restart without persistence empties them) and started again under publishers, readers and
+streamed runs. Every event reaches every reader exactly once, or the reader is told
+explicitly; ids a reader has seen are never given to another event; no run is left unfinished."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+
+from agentstream.eventbus import EventsEvicted
+from agentstream.eventbus.redis import RedisEventBus
+from tests.cluster import running_cluster
+from tests.services import RedisServer
+
+DOWN_SECONDS = 2.0  # how long each outage lasts: part of the scenario, not a synchronisation
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def bus(redis_server: RedisServer) -> AsyncIterator[RedisEventBus]:
+    made = RedisEventBus(redis_server.url, outage_seconds=30)
+    yield made
+    await made.aclose()
+
+
+def item(i: int) -> tuple[str, str, bytes]:
+    return ("custom", "custom", b'{"i":%d}' % i)
+
+
+async def restart_later(server: RedisServer) -> None:
+    await asyncio.sleep(DOWN_SECONDS)
+    await asyncio.to_thread(server.start)
+
+
+async def test_a_redis_restart_mid_log_loses_no_event_and_reuses_no_id(
+    bus: RedisEventBus, redis_server: RedisServer
+) -> None:
+    run_id = uuid.uuid4().hex
+    for i in (1, 2, 3):
+        await bus.publish(run_id, [item(i)])
+    seen: list[int] = []
+    three = asyncio.Event()
+
+    async def read() -> None:
+        async for batch in bus.subscribe(run_id, 0):
+            seen.extend(e.seq for e in batch)
+            if len(seen) >= 3:
+                three.set()
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(three.wait(), 10)
+    redis_server.kill()  # events 1-3 are gone with it
+    restart = asyncio.create_task(restart_later(redis_server))
+    assert await bus.publish(run_id, [item(4)]) == 4  # rode out the outage
+    assert await bus.publish(run_id, [item(5)]) == 5
+    await bus.close(run_id)
+    await restart
+    await asyncio.wait_for(reader, 30)
+    assert seen == [1, 2, 3, 4, 5]
+    # A reader that had not seen what the restart lost is told so, never handed a gap.
+    with pytest.raises(EventsEvicted) as evicted:
+        async for _ in bus.subscribe(run_id, 1):
+            pass
+    assert evicted.value.first_kept == 4
+
+
+async def test_a_publish_rides_out_an_outage_but_not_forever(redis_server: RedisServer) -> None:
+    from agentstream.eventbus import BusUnavailable
+
+    short = RedisEventBus(redis_server.url, outage_seconds=0.5)
+    try:
+        redis_server.kill()
+        with pytest.raises(BusUnavailable):
+            await short.publish(uuid.uuid4().hex, [item(1)])
+    finally:
+        await short.aclose()
+
+
+# --- the distributed deployment -----------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_on_own_redis(redis_server: RedisServer) -> Iterator[str]:
+    with running_cluster(apis=1, workers=2, env={"REDIS_URI": redis_server.url}) as cluster:
+        yield cluster.apis[0].url
+
+
+async def _follow(url: str, thread_id: str, run_id: str, first: asyncio.Event) -> list[int]:
+    """Reads a run's stream from its start to its end; the ticks in order."""
+    ticks: list[int] = []
+    client = get_client(url=url)
+    try:
+        async for part in client.runs.join_stream(thread_id, run_id, last_event_id="0"):
+            if part.event == "custom":
+                ticks.append(part.data["tick"])
+                first.set()
+            assert part.event != "error", part.data
+    finally:
+        await client.http.client.aclose()
+    return ticks
+
+
+async def test_runs_streamed_across_a_redis_restart_deliver_every_event_once(
+    cluster_on_own_redis: str, redis_server: RedisServer
+) -> None:
+    url = cluster_on_own_redis
+    client = get_client(url=url)
+    runs = []
+    for _ in range(3):
+        thread = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread, "ticker", input={"n": 80, "delay": 0.04}, stream_mode="custom"
+        )
+        runs.append((thread, run["run_id"]))
+    started = [asyncio.Event() for _ in runs]
+    readers = [
+        asyncio.create_task(_follow(url, t, r, first))
+        for (t, r), first in zip(runs, started, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
+    redis_server.kill()
+    await restart_later(redis_server)
+    results = await asyncio.wait_for(asyncio.gather(*readers), 60)
+    for ticks in results:
+        assert ticks == list(range(80))
+    for thread, run_id in runs:
+        assert (await client.runs.get(thread, run_id))["status"] == "success"
+    # New runs work at once, through connections that were pooled before the restart.
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        body = {"assistant_id": "ticker", "input": {"n": 3}}
+        answer = await http.post("/runs/wait", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["count"] == 3
+    await client.http.client.aclose()
+
+
+async def test_a_run_created_while_redis_is_down_is_answered_created_and_runs_once(
+    cluster_on_own_redis: str, redis_server: RedisServer
+) -> None:
+    url = cluster_on_own_redis
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        thread = (await http.post("/threads", json={})).json()["thread_id"]
+        redis_server.kill()
+        restart = asyncio.create_task(restart_later(redis_server))
+        body = {"assistant_id": "ticker", "input": {"n": 2}}
+        answer = await http.post(f"/threads/{thread}/runs", json=body)
+        # Stored, so answered as created: an error here would make a client run it twice.
+        assert answer.status_code == 200, answer.text
+        run_id = answer.json()["run_id"]
+        await restart
+        joined = await http.get(f"/threads/{thread}/runs/{run_id}/join", timeout=60)
+        assert joined.json()["count"] == 2
+        runs = (await http.get(f"/threads/{thread}/runs")).json()
+        assert [(r["run_id"], r["status"]) for r in runs] == [(run_id, "success")]
