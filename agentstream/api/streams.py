@@ -7,10 +7,10 @@ into frames, and protocol.py says what the frames look like.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from agentstream import protocol, serde
-from agentstream.eventbus import BusUnavailable, EventBus, EventsEvicted
+from agentstream.eventbus import BusUnavailable, Event, EventBus, EventsEvicted
 from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
 from agentstream.storage.base import Storage
@@ -22,23 +22,35 @@ def run_frames(
     """The run's frames after `after` (None: from now on), only `modes` (None: all) and the
     end modes, until its log closes (or, with wait=False, what the log holds now)."""
 
-    async def generate() -> AsyncIterator[bytes]:
-        try:
-            async for batch in bus.subscribe(run_id, after, wait=wait):
-                chunk = b"".join(
-                    e.frame
-                    for e in batch
-                    if e.mode != RESULT_MODE
-                    and (modes is None or e.mode in modes or e.mode in END_MODES)
-                )
-                if chunk:
-                    yield chunk
-        except EventsEvicted as exc:
-            yield protocol.evicted_frame(exc)
-        except BusUnavailable as exc:
-            yield protocol.unavailable_frame(exc)
+    def render(batch: list[Event]) -> bytes:
+        return b"".join(
+            e.frame
+            for e in batch
+            if e.mode != RESULT_MODE and (modes is None or e.mode in modes or e.mode in END_MODES)
+        )
 
-    return generate()
+    return _rendered(bus, run_id, after, render, wait=wait)
+
+
+async def _rendered(
+    bus: EventBus,
+    log_id: str,
+    after: int | None,
+    render: Callable[[list[Event]], bytes],
+    *,
+    wait: bool = True,
+) -> AsyncIterator[bytes]:
+    """render(batch) for each batch of a log, empty chunks left out; a log the reader cannot
+    follow to its end (events evicted, the bus away too long) ends in an error frame."""
+    try:
+        async for batch in bus.subscribe(log_id, after, wait=wait):
+            chunk = render(batch)
+            if chunk:
+                yield chunk
+    except EventsEvicted as exc:
+        yield protocol.evicted_frame(exc)
+    except BusUnavailable as exc:
+        yield protocol.unavailable_frame(exc)
 
 
 async def one_frame(frame: bytes) -> AsyncIterator[bytes]:
@@ -101,21 +113,15 @@ class ThreadFollower:
                 yield chunk
 
     async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
-        try:
-            async for batch in self.bus.subscribe(run_id, after):
-                chunk = b"".join(
-                    protocol.encode_frame(
-                        protocol.thread_frame_id(thread_seq, e.seq), e.name, e.data
-                    )
-                    for e in batch
-                    if e.mode != RESULT_MODE and (not self.lifecycle_only or e.mode == "metadata")
-                )
-                if chunk:
-                    yield chunk
-        except EventsEvicted as exc:
-            yield protocol.evicted_frame(exc)
-        except BusUnavailable as exc:
-            yield protocol.unavailable_frame(exc)
+        def render(batch: list[Event]) -> bytes:
+            return b"".join(
+                protocol.encode_frame(protocol.thread_frame_id(thread_seq, e.seq), e.name, e.data)
+                for e in batch
+                if e.mode != RESULT_MODE and (not self.lifecycle_only or e.mode == "metadata")
+            )
+
+        async for chunk in _rendered(self.bus, run_id, after, render):
+            yield chunk
         done = serde.dumps({"status": "run_done", "run_id": run_id})
         yield protocol.encode_frame(
             protocol.thread_frame_id(thread_seq, protocol.RUN_DONE), "metadata", done
