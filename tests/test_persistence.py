@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.helpers import summary
-from tests.test_join import read_until, ticked, ticks
+from tests.helpers import read_until, summary, ticked, ticks
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
