@@ -10,13 +10,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from langgraph.store.base import BaseStore
+from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 
-from agentstream import __version__
-from agentstream.api import assistants, errors, runs, system, thread_stream, threads
+from agentstream import __version__, metrics
+from agentstream.api import assistants, errors, runs, store, system, thread_stream, threads
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
@@ -27,6 +30,7 @@ from agentstream.api.deployment import (
     load_custom_app,
 )
 from agentstream.api.limits import BodyLimit
+from agentstream.api.metrics import RequestMetrics
 from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.api.runlane import RunLane
 from agentstream.eventbus import EventBus
@@ -35,10 +39,12 @@ from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
 from agentstream.execution.worker import Worker
-from agentstream.graphs import GraphRegistry, default_assistant_id, read_config
+from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
+from agentstream.storage.memstore import StoreOptions, sqlite_store
 from agentstream.storage.sqlite import SqliteStorage
+from agentstream.storeconfig import custom_store, custom_store_spec, store_options
 
 log = logging.getLogger("agentstream")
 
@@ -49,23 +55,36 @@ class Backends:
     bus: EventBus
     control: Control
     distributed: bool
+    store: BaseStore
 
 
 @asynccontextmanager
-async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
+async def open_backends(
+    settings: Settings, config: Config, options: StoreOptions
+) -> AsyncIterator[Backends]:
     """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say.
+    The store lives beside the checkpoints: a file beside the SQLite database, or tables on
+    the same PostgreSQL pool; `store.path` in langgraph.json replaces both.
 
     Closed in the reverse order on the way out, and so is whatever had opened when one of them
-    fails to (Redis down: the storage opened before it is closed, not leaked)."""
+    fails to (Redis down: the storage and store opened before it are closed, not leaked)."""
     async with AsyncExitStack() as stack:
         if settings.database_uri:
+            from agentstream.storage.memstore import postgres_store
             from agentstream.storage.postgres import PostgresStorage
 
-            storage: Storage = PostgresStorage(settings.database_uri)
+            postgres = PostgresStorage(settings.database_uri)
+            storage: Storage = postgres
+            stack.push_async_callback(storage.aclose)  # closing tolerates a half-done setup
+            await postgres.setup()
+            opening = postgres_store(postgres.pool, options)
         else:
             storage = SqliteStorage(settings.database_path())
-        stack.push_async_callback(storage.aclose)  # closing tolerates a half-done setup
-        await storage.setup()
+            stack.push_async_callback(storage.aclose)
+            await storage.setup()
+            opening = sqlite_store(_store_path(settings.database_path()), options)
+        spec = custom_store_spec(config)
+        memory = await stack.enter_async_context(custom_store(spec, config) if spec else opening)
         if settings.redis_uri:
             from agentstream.eventbus.redis import RedisEventBus
             from agentstream.execution.control_redis import RedisControl
@@ -88,18 +107,25 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             control = LocalControl()
             stack.push_async_callback(control.aclose)
         distributed = bool(settings.database_uri and settings.redis_uri)
-        yield Backends(storage, bus, control, distributed)
+        yield Backends(storage, bus, control, distributed, memory)
 
 
 @asynccontextmanager
 async def running(
-    settings: Settings, graphs: GraphRegistry, *, worker: bool, grace: Callable[[], float]
+    settings: Settings,
+    config: Config,
+    graphs: GraphRegistry,
+    *,
+    store: StoreOptions,
+    worker: bool,
+    grace: Callable[[], float],
 ) -> AsyncIterator[tuple[Backends, Worker | None]]:
-    """What a server or worker process holds while it runs: the backends, the graphs' default
-    assistants, and (with `worker`) a worker claiming runs; stopped and closed in reverse, the
-    worker's runs given `grace()` seconds (asked when it stops) to finish."""
+    """What a server or worker process holds while it runs: the backends, the graphs bound to
+    the store, their default assistants, and (with `worker`) a worker claiming runs; stopped
+    and closed in reverse, the worker's runs given `grace()` seconds (asked when it stops)."""
     async with AsyncExitStack() as stack:
-        backends = await stack.enter_async_context(open_backends(settings))
+        backends = await stack.enter_async_context(open_backends(settings, config, store))
+        graphs.bind_store(backends.store)
         await ensure_default_assistants(backends.storage, graphs)
         started = None
         if worker:
@@ -108,6 +134,13 @@ async def running(
             stack.push_async_callback(lambda: stop_worker(grace=grace()))
         tune_gc(settings.gc_threshold)
         yield backends, started
+
+
+def _store_path(database: str) -> str:
+    if database == ":memory:":
+        return database
+    path = Path(database)
+    return str(path.with_name(path.stem + ".store" + (path.suffix or ".sqlite")))
 
 
 async def ensure_default_assistants(storage: Storage, graphs: GraphRegistry) -> None:
@@ -181,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     user_app = load_custom_app(config)
     disabled = disabled_families(config)
     headers = HeaderPassthrough.from_config(config)
+    store_config = store_options(config)  # a mistake in it stops the start, before serving
     _announce(gate, "cors" in config.http)
 
     @asynccontextmanager
@@ -188,12 +222,14 @@ def create_app(settings: Settings) -> FastAPI:
         def grace() -> float:
             return _grace_left(app, settings)
 
-        serving = running(settings, graphs, worker=settings.run_workers, grace=grace)
+        serving = running(
+            settings, config, graphs, store=store_config, worker=settings.run_workers, grace=grace
+        )
         async with serving as (backends, worker):
             runs_service = RunService(backends.storage, backends.bus, backends.control)
             app.state.ctx = ApiContext(
                 backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
-                headers=headers,
+                headers=headers, store=backends.store,
             )  # fmt: skip
             app.state.worker = worker
             app.state.draining_since = None
@@ -212,6 +248,7 @@ def create_app(settings: Settings) -> FastAPI:
         "assistants": [assistants],
         "threads": [threads, thread_stream],
         "runs": [runs],
+        "store": [store],
     }
     for family, modules in families.items():
         if family not in disabled:
@@ -236,6 +273,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(CORSMiddleware, **cors)
+    if "meta" not in disabled:
+        app.add_middleware(RequestMetrics)
     return app
 
 
@@ -292,14 +331,20 @@ def _announce(gate: Gate | None, cors_configured: bool) -> None:
 
 async def run_worker_process(settings: Settings) -> None:
     """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
-    graphs = GraphRegistry(read_config(settings.config))
+    config = read_config(settings.config)
+    graphs = GraphRegistry(config)
     grace = settings.shutdown_grace_seconds
-    async with running(settings, graphs, worker=True, grace=lambda: grace) as (_, worker):
+    working = running(
+        settings, config, graphs, store=store_options(config), worker=True, grace=lambda: grace
+    )
+    async with working as (_, worker):
         assert worker is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
         print(f"agentstream: worker {worker.worker_id} ready", flush=True)
         await stop.wait()
         log.warning("draining: no new runs; running ones have the shutdown grace period")

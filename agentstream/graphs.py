@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import sys
 import traceback
@@ -18,6 +19,9 @@ from uuid import UUID, uuid5
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
+from langgraph.store.base import BaseStore
+
+log = logging.getLogger("agentstream.graphs")
 
 # The namespace LangGraph Server derives default assistant ids from, so ids match across servers.
 ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -41,6 +45,7 @@ class Config:
     dependencies: list[str] = field(default_factory=list)
     auth: dict[str, Any] | None = None
     http: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] | None = None
 
     @property
     def root(self) -> Path:
@@ -68,6 +73,7 @@ def read_config(path: str | Path) -> Config:
         dependencies=list(raw.get("dependencies") or []),
         auth=raw.get("auth"),
         http=raw.get("http") or {},
+        store=raw.get("store"),
     )
 
 
@@ -153,12 +159,36 @@ class GraphRegistry:
     def __init__(self, config: Config) -> None:
         prepare(config)
         self.config = config
+        self.store: BaseStore | None = None
+        self._warned: set[str] = set()
         self.entries: dict[str, GraphEntry] = {}
         for graph_id, spec in config.graphs.items():
             obj = import_object(spec, config.root)
             if not isinstance(obj, Pregel | StateGraph) and not callable(obj):
                 raise GraphLoadError(f"{spec} is neither a graph nor a factory")
             self.entries[graph_id] = GraphEntry(graph_id, obj)
+
+    def bind_store(self, store: BaseStore) -> None:
+        """Every graph runs with the server's store, as on LangGraph Server: nodes get it as
+        `store`, `runtime.store` and `get_store()`. Compiled graphs are rebound once, here."""
+        self.store = store
+        for entry in self.entries.values():
+            if isinstance(entry.obj, Pregel):
+                entry.obj = self._with_store(entry.graph_id, entry.obj)
+
+    def _with_store(
+        self, graph_id: str, graph: Pregel[Any, Any, Any, Any]
+    ) -> Pregel[Any, Any, Any, Any]:
+        if self.store is None or graph.store is self.store:
+            return graph
+        if graph.store is not None and graph_id not in self._warned:
+            self._warned.add(graph_id)
+            log.warning(
+                "graph %r was compiled with a store of its own; it runs with the server's "
+                "store instead (LangGraph Server refuses such a graph)",
+                graph_id,
+            )
+        return graph.copy(update={"store": self.store})
 
     def __contains__(self, graph_id: object) -> bool:
         return graph_id in self.entries
@@ -178,10 +208,10 @@ class GraphRegistry:
             if inspect.isawaitable(obj):
                 obj = await obj
         if isinstance(obj, StateGraph):
-            obj = obj.compile()
+            obj = obj.compile(store=self.store)
         if not isinstance(obj, Pregel):
             raise GraphLoadError(f"graph {graph_id!r} did not produce a compiled graph")
-        return obj
+        return self._with_store(graph_id, obj)
 
 
 def _call_factory(factory: Any, config: Mapping[str, Any]) -> Any:

@@ -34,4 +34,33 @@ if ! redis_up; then
   for _ in $(seq 1 50); do redis_up && break; sleep 0.2; done
 fi
 pg_up && echo "postgresql: up" || { echo "postgresql: DOWN" >&2; exit 1; }
+
+# pgvector, for the store's semantic search on PostgreSQL: Debian's package for the running
+# server where Debian has one, else built from Debian's pgvector source package (bookworm
+# packages none for PostgreSQL 15) against that server's headers.
+psql_q() { psql -h 127.0.0.1 -U postgres -d postgres -tAqc "$1"; }
+has_vector() { [ "$(psql_q "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")" = 1 ]; }
+if ! has_vector; then
+  major=$(( $(psql_q "SHOW server_version_num") / 10000 ))
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if ! apt-get install -y -qq "postgresql-$major-pgvector" 2>/dev/null; then
+    apt-get install -y -qq "postgresql-server-dev-$major" make gcc
+    work=$(mktemp -d)
+    mkdir -p "$work/lists/partial"
+    # The machine's own Debian mirror (its first non-security source), for the next release.
+    mirror=$(sed -n -e 's/^URIs: *\([^ ]*\).*/\1/p' -e 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\).*/\2/p' \
+      /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -n 1)
+    echo "deb-src $mirror trixie main" > "$work/sources.list"
+    apt_src=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=$work/none"
+             -o "Dir::State::Lists=$work/lists")
+    apt-get "${apt_src[@]}" update -qq
+    (cd "$work" && apt-get "${apt_src[@]}" source --download-only -qq pgvector 2>/dev/null)
+    tar -xzf "$work"/pgvector_*.orig.tar.gz -C "$work"
+    make -s -C "$work"/pgvector-*/ PG_CONFIG="/usr/lib/postgresql/$major/bin/pg_config" \
+      OPTFLAGS="" install >/dev/null
+    rm -rf "$work"
+  fi
+fi
+has_vector && echo "pgvector: available" || { echo "pgvector: MISSING" >&2; exit 1; }
 redis_up && echo "redis: up" || { echo "redis: DOWN" >&2; exit 1; }

@@ -149,15 +149,19 @@ class Cluster:
 
 @contextmanager
 def running_cluster(
-    config: Path = EXAMPLES, apis: int = 2, workers: int = 2, env: dict[str, str] | None = None
+    config: Path = EXAMPLES,
+    apis: int = 2,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    admin_uri: str = ADMIN_URI,
 ) -> Iterator[Cluster]:
     """API and worker processes on a fresh PostgreSQL database and the shared Redis; fails
     (never skips) when either service is missing. `env` adds to (or overrides) every process's
     environment."""
     name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
+    with psycopg.connect(admin_uri, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    database_uri = ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+    database_uri = admin_uri.rsplit("/", 1)[0] + f"/{name}"
     env = {
         "DATABASE_URI": database_uri,
         "REDIS_URI": REDIS_URI,
@@ -177,5 +181,5 @@ def running_cluster(
     finally:
         for proc in started:
             proc.stop()
-        with psycopg.connect(ADMIN_URI, autocommit=True) as admin:
+        with psycopg.connect(admin_uri, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -63,10 +64,11 @@ class PostgresServer:
     """A PostgreSQL cluster of its own (initdb as the postgres user, trust auth), stopped and
     started again like a restart or a failover."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.root = root
-        self.data = root / "data"
+        # Its own folder under /tmp: the postgres user cannot reach into pytest's (root's, 0700).
+        self.root = Path(tempfile.mkdtemp(prefix="agentstream-pg-"))
+        self.data = self.root / "data"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
@@ -96,3 +98,6 @@ class PostgresServer:
 
     def stop(self, mode: str = "immediate") -> None:
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

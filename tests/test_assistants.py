@@ -20,7 +20,7 @@ from tests.conftest import assert_detail, tag
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
-GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested")
+GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested", "memory")
 # LangGraph Server names each graph's default assistant uuid5(graph id) in this namespace.
 NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 AGENT = "fe096781-5601-53d2-b2f6-0d3403f7e9ca"

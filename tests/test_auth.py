@@ -547,3 +547,56 @@ async def test_without_http_cors_any_origin_is_allowed_and_auth_still_applies(
         assert res.headers["access-control-allow-origin"] == "*"
         res = await http.post("/threads/search", json={}, headers={"origin": ORIGIN})
         assert res.status_code == 401
+
+
+# --- the store: each user's memories under their identity (auth_app's store handlers) ----------
+
+
+async def test_store_memories_stay_apart_through_the_api(people: People) -> None:
+    alice, bob = people.alice.store, people.bob.store
+    topic = uuid.uuid4().hex
+    await alice.put_item(["memories", topic], "k", {"text": "alice's"})
+    mine = await alice.get_item(["memories", topic], "k")
+    assert mine["value"] == {"text": "alice's"}
+    assert mine["namespace"] == ["alice", "memories", topic]  # where the handler put it
+    assert await bob.get_item(["memories", topic], "k") is None
+    assert await bob.get_item(["alice", "memories", topic], "k") is None  # no way to name it
+
+    await bob.put_item(["memories", topic], "k", {"text": "bob's"})
+    await bob.delete_item(["memories", topic], "k")
+    await bob.delete_item(["alice", "memories", topic], "k")
+    assert (await alice.get_item(["memories", topic], "k"))["value"] == {"text": "alice's"}
+
+    assert (await bob.search_items(["memories", topic]))["items"] == []
+    everything = await bob.search_items([], limit=1000)
+    assert all(i["namespace"][0] == "bob" for i in everything["items"])
+    seen = await alice.search_items(["memories", topic])
+    assert [i["value"] for i in seen["items"]] == [{"text": "alice's"}]
+    bobs = (await bob.list_namespaces())["namespaces"]
+    assert all(ns[0] == "bob" for ns in bobs)
+    alices = (await alice.list_namespaces(prefix=["memories"]))["namespaces"]
+    assert ["alice", "memories", topic] in alices
+
+
+async def test_a_store_handler_refusal_is_403_and_writes_nothing(people: People) -> None:
+    topic = uuid.uuid4().hex
+    with pytest.raises(PermissionDeniedError):
+        await people.alice.store.put_item(["archive", topic], "k", {"v": 1})
+    assert await people.alice.store.get_item(["archive", topic], "k") is None
+
+
+async def test_store_memories_stay_apart_through_graphs(people: People) -> None:
+    secret = f"alice's secret {uuid.uuid4().hex}"
+    # The graph names the namespace after the authenticated user; `user` in the input is moot.
+    out = await people.alice.runs.wait(None, "memory", input={"remember": secret})
+    assert isinstance(out, dict) and secret in out["recalled"]
+    theirs = await people.bob.runs.wait(None, "memory", input={"user": "alice"})
+    assert isinstance(theirs, dict) and secret not in theirs["recalled"] + theirs["memories"]
+    thread = await people.alice.threads.create()
+    again = await people.alice.runs.wait(thread["thread_id"], "memory", input={})
+    assert isinstance(again, dict) and secret in again["runtime_saw"]
+    through_api = await people.alice.store.search_items(["memories"], filter={"text": secret})
+    assert [i["namespace"] for i in through_api["items"]] == [["alice", "memories"]]
+    assert (await people.bob.store.search_items(["memories"], filter={"text": secret}))[
+        "items"
+    ] == []

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
-GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested")
+GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested", "memory")
 
 
 @pytest.fixture

@@ -28,6 +28,18 @@ def test_resume_example_gets_every_tick_once(server: ServerProcess) -> None:
     assert line == "ticks " + str(list(range(20)))
 
 
+def test_the_readme_memory_example_recalls_across_threads(server: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "memory_client.py"), server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "recalled ['likes green tea']" in done.stdout.splitlines()
+    assert "stored ['likes green tea']" in done.stdout.splitlines()
+
+
 def _block_after(text: str, marker: str, lang: str) -> str:
     start = text.index(marker)
     block = re.search(rf"```{lang}\n(.*?)```", text[start:], re.S)
@@ -61,6 +73,13 @@ async def test_readme_auth_example_keeps_users_apart(
         # The handler stamps metadata on a search body that has none: no 500.
         assert await bob.threads.search() == []
         assert [t["thread_id"] for t in await alice.threads.search()] == [thread["thread_id"]]
+        # The store handler files each user's memories under their identity.
+        await alice.store.put_item(["memories"], "m", {"text": "alice's"})
+        assert await bob.store.get_item(["memories"], "m") is None
+        assert (await alice.store.get_item(["memories"], "m"))["namespace"] == [
+            "alice",
+            "memories",
+        ]
         async with httpx.AsyncClient(base_url=srv.url) as anonymous:
             response = await anonymous.post("/threads/search", json={})
         assert response.status_code == 401

@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
+from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -65,7 +66,9 @@ def summary(messages: list[BaseMessage]) -> list[tuple[str, str]]:
 def test_langgraph_json_lists_every_example_without_a_checkpointer() -> None:
     config = json.loads((EXAMPLES / "langgraph.json").read_text())
     assert config["dependencies"] == ["."]
-    assert set(config["graphs"]) == {"agent", "subgraphs", "ticker", "hitl", "failing", "nested"}
+    assert set(config["graphs"]) == {
+        "agent", "subgraphs", "ticker", "hitl", "failing", "nested", "memory"
+    }  # fmt: skip
     for spec in config["graphs"].values():
         path, _, attr = spec.partition(":")
         assert attr == "graph"
@@ -194,3 +197,13 @@ async def test_nested_streams_tokens_two_levels_down() -> None:
 async def test_nested_final_state_holds_the_reply() -> None:
     out = await graph_of("nested").ainvoke({"messages": [HumanMessage("deep")]})
     assert summary(out["messages"]) == [("human", "deep"), ("ai", "echo: deep")]
+
+
+async def test_memory_remembers_across_threads_through_all_three_ways_to_the_store() -> None:
+    graph = graph_of("memory").copy(update={"store": InMemoryStore()})
+    first = await graph.ainvoke({"user": "ann", "remember": "likes tea"}, thread("one"))
+    assert first["memories"] == ["likes tea"]
+    second = await graph.ainvoke({"user": "ann"}, thread("two"))
+    assert second["memories"] == second["recalled"] == second["runtime_saw"] == ["likes tea"]
+    other = await graph.ainvoke({"user": "bob"}, thread("three"))
+    assert other["memories"] == other["recalled"] == other["runtime_saw"] == []

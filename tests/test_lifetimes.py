@@ -10,8 +10,10 @@ from redis.exceptions import ConnectionError
 
 from agentstream import app as app_module
 from agentstream.app import open_backends
+from agentstream.graphs import read_config
 from agentstream.settings import Settings
 from agentstream.storage.sqlite import SqliteStorage
+from agentstream.storeconfig import store_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "langgraph.json"
 
@@ -32,7 +34,8 @@ async def test_storage_is_closed_when_redis_fails_to_open(
         database=str(tmp_path / "db.sqlite"),
         redis_uri="redis://127.0.0.1:1/0",  # nothing listens there
     )
+    config = read_config(EXAMPLES)
     with pytest.raises(ConnectionError):  # redis-py's, not the builtin
-        async with open_backends(settings):
+        async with open_backends(settings, config, store_options(config)):
             pass
     assert closed == ["storage"]

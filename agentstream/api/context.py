@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from langgraph.store.base import BaseStore
 
 from agentstream.api.auth import Gate, current_user
 from agentstream.api.deployment import HeaderPassthrough
@@ -27,6 +28,7 @@ class ApiContext:
     settings: Settings
     auth: Gate | None = None
     headers: HeaderPassthrough = field(default_factory=HeaderPassthrough)
+    store: BaseStore | None = None
 
     async def authorize(
         self, request: Request, resource: str, action: str, value: dict[str, Any]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream.api.responses import JsonResponse
 from agentstream.graphs import GraphLoadError
+from agentstream.outages import service_error_classes, service_unavailable
 from agentstream.storage.base import Conflict, NotFound
 
 log = logging.getLogger("agentstream.api")
@@ -48,12 +49,20 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Conflict, 409),
     (GraphLoadError, 400),
 )
-_ANSWERED = (RequestValidationError, StarletteHTTPException, *(cls for cls, _ in _STATUS))
+
+
+@functools.cache
+def _service_errors() -> tuple[type[Exception], ...]:
+    # A service away (database, Redis): by class, so that it is answered where it is raised
+    # rather than by the catch-all, which Starlette re-raises after answering (and uvicorn then
+    # drops the client's keep-alive connection).
+    return tuple(service_error_classes())
 
 
 def response_for(exc: Exception) -> JsonResponse | None:
     """The answer to an exception a route raised, for FastAPI's routes and the lane alike; None
-    for an unexpected one, which the server's error middleware answers (500) and logs."""
+    for an unexpected one, which the server's error middleware answers (unexpected_response)
+    and logs."""
     if isinstance(exc, RequestValidationError):
         return JsonResponse({"detail": validation_message(exc)}, status_code=422)
     if isinstance(exc, StarletteHTTPException):
@@ -63,50 +72,27 @@ def response_for(exc: Exception) -> JsonResponse | None:
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return JsonResponse({"detail": str(exc)}, status_code=status)
+    if isinstance(exc, _service_errors()):
+        return unexpected_response(exc)
     return None
+
+
+def unexpected_response(exc: Exception) -> JsonResponse:
+    """503 for a service that is away (a retry may succeed), else 500; never a traceback on the
+    wire, the log keeps it."""
+    unavailable = service_unavailable(exc)
+    if unavailable is not None:
+        log.warning("answered 503: %s", unavailable)
+        return JsonResponse({"detail": unavailable}, status_code=503)
+    log.exception("unhandled error", exc_info=exc)
+    return JsonResponse({"detail": "Internal server error"}, status_code=500)
 
 
 def install(app: FastAPI) -> None:
     async def answer(_: Request, exc: Exception) -> JsonResponse:
-        response = response_for(exc)
-        if response is not None:
-            return response
-        unavailable = unavailable_detail(exc)
-        if unavailable is not None:
-            log.warning("answered 503: %s", unavailable)
-            return JsonResponse({"detail": unavailable}, status_code=503)
-        # Never a traceback on the wire; the log keeps it.
-        log.exception("unhandled error", exc_info=exc)
-        return JsonResponse({"detail": "Internal server error"}, status_code=500)
+        return response_for(exc) or unexpected_response(exc)
 
-    for cls in _ANSWERED:
+    answered = (RequestValidationError, StarletteHTTPException, *(c for c, _ in _STATUS))
+    for cls in (*answered, *_service_errors()):
         app.add_exception_handler(cls, answer)
     app.add_exception_handler(Exception, answer)
-
-
-# Exceptions that mean a service is away for now (by module and class name: the drivers of
-# the distributed deployment are an optional extra), and what the client is told.
-_SERVICE_ERRORS = {
-    ("psycopg", "OperationalError"): "the database is unavailable",
-    ("psycopg_pool", "PoolTimeout"): "the database is unavailable",
-    ("redis.exceptions", "ConnectionError"): "the event bus (Redis) is unavailable",
-    ("redis.exceptions", "TimeoutError"): "the event bus (Redis) is unavailable",
-    ("agentstream.eventbus.base", "BusUnavailable"): "the event bus (Redis) is unavailable",
-}
-# SQLite's own words for a database it cannot use right now (locked by another process, a
-# full disk), as opposed to a bug in a query.
-_SQLITE_UNAVAILABLE = ("locked", "full", "disk i/o", "unable to open", "readonly")
-
-
-def unavailable_detail(exc: BaseException) -> str | None:
-    """The 503 detail for an error that a retry later may not meet, else None."""
-    for cls in type(exc).__mro__:
-        what = _SERVICE_ERRORS.get((cls.__module__.split(".")[0], cls.__name__))
-        what = what or _SERVICE_ERRORS.get((cls.__module__, cls.__name__))
-        if what is not None:
-            return f"{what}; retry shortly ({type(exc).__name__})"
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        if any(word in text for word in _SQLITE_UNAVAILABLE):
-            return f"the database is unavailable: {exc}; retry shortly"
-    return None

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from agentstream import protocol
+from agentstream import metrics, protocol
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
@@ -235,6 +235,9 @@ async def _join_stream(
     headers = location_headers("stream", thread_id, run_id)
     last_id = protocol.last_event_id(request.headers.get("last-event-id"))
     modes = protocol.join_modes(request.query_params.getlist("stream_mode"))
+    metrics.JOINS.inc()
+    if last_id:
+        metrics.RESUMES.inc()
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
         _hidden_run_is_404(c)

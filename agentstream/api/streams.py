@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from agentstream import protocol, serde
+from agentstream import metrics, protocol, serde
 from agentstream.eventbus import BusUnavailable, Event, EventBus, EventsEvicted
 from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
@@ -29,7 +29,7 @@ def run_frames(
             if e.mode != RESULT_MODE and (modes is None or e.mode in modes or e.mode in END_MODES)
         )
 
-    return _rendered(bus, run_id, after, render, wait=wait)
+    return _rendered(bus, run_id, after, render, wait=wait, evicted=metrics.EVICTIONS.inc)
 
 
 async def _rendered(
@@ -39,6 +39,7 @@ async def _rendered(
     render: Callable[[list[Event]], bytes],
     *,
     wait: bool = True,
+    evicted: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[bytes]:
     """render(batch) for each batch of a log, empty chunks left out; a log the reader cannot
     follow to its end (events evicted, the bus away too long) ends in an error frame."""
@@ -48,6 +49,7 @@ async def _rendered(
             if chunk:
                 yield chunk
     except EventsEvicted as exc:
+        evicted()
         yield protocol.evicted_frame(exc)
     except BusUnavailable as exc:
         yield protocol.unavailable_frame(exc)

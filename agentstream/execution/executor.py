@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -15,13 +16,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
-from agentstream import __version__, serde
+from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.graphs import GraphRegistry
+from agentstream.outages import service_unavailable
 from agentstream.protocol import ThreadStatus, result_item
-from agentstream.storage.base import TERMINAL, NotFound, RunClaim, Storage
+from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
@@ -29,6 +31,12 @@ log = logging.getLogger("agentstream.executor")
 
 class RunAttemptsExceeded(Exception):
     """A run whose workers kept dying is ended instead of being retried forever."""
+
+
+class ServiceLost(Exception):
+    """The database or the event bus went away under a run: the worker hands it back, to be
+    run again from its last checkpoint once the service answers (each time counts as an
+    attempt, so a service that never comes back ends it as error)."""
 
 
 @dataclass
@@ -46,6 +54,13 @@ class RunOutcome:
     interrupts: dict[str, Any] = field(default_factory=dict)
     pending_interrupts: list[Any] = field(default_factory=list)
     error: dict[str, str] | None = None
+
+
+def due(run: Run) -> float:
+    """When a run fell due (epoch seconds): its creation, plus any after_seconds."""
+    kwargs = run["kwargs"] if isinstance(run["kwargs"], dict) else {}
+    delay = kwargs.get("after_seconds")
+    return run["created_at"].timestamp() + (delay if isinstance(delay, int | float) else 0)
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
@@ -158,6 +173,9 @@ class Executor:
                 task.uncancel()
             outcome = await self._cancelled(claim, cancellation)
         except Exception as exc:
+            lost = service_unavailable(exc)
+            if lost is not None:  # not the graph's fault: it runs again once the service is back
+                raise ServiceLost(f"run {run_id} stopped: {lost}") from exc
             log.info("run %s failed: %r", run_id, exc)
             outcome = RunOutcome("error", "error", error=error_payload(exc))
             await self.bus.publish(run_id, [("error", "error", serde.dumps(outcome.error))])
@@ -183,20 +201,31 @@ class Executor:
                 graph, config, kwargs, graph_input, requested, translator, context or None
             )
             async with aclosing(parts):
-                await self._publish_all(run["run_id"], parts, translate)
+                await self._publish_all(run, parts, translate)
             return await self._outcome(graph, config, translator, persist)
 
     async def _publish_all(
-        self, run_id: str, parts: AsyncIterator[Any], translate: Callable[[Any], list[Item]]
+        self,
+        run: Run,
+        parts: AsyncIterator[Any],
+        translate: Callable[[Any], list[Item]],
     ) -> None:
         """Translates and publishes what the graph streams, in order. On the in-process bus in
         place; otherwise with at most one publish in flight: what the graph yields while a
         publish waits (on Redis, a round trip) goes out with the next one."""
+        run_id = run["run_id"]
+        published = 0
         if self.bus.instant:  # nothing to wait for: no task per publish
-            async for part in parts:
-                batch = translate(part)
-                if batch:  # empty for modes nobody asked for (values, kept for the result)
-                    await self.bus.publish(run_id, batch)
+            try:
+                async for part in parts:
+                    batch = translate(part)
+                    if batch:  # empty for modes nobody asked for (values, kept for the result)
+                        if not published:
+                            metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                        published += len(batch)
+                        await self.bus.publish(run_id, batch)
+            finally:
+                metrics.EVENTS_PUBLISHED.inc(published)
             return
         pending: list[Item] = []
         flight: asyncio.Future[int] | None = None
@@ -206,6 +235,9 @@ class Executor:
                 if pending and (flight is None or flight.done()):
                     if flight is not None:
                         flight.result()  # a failed publish fails the run
+                    if not published:
+                        metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                    published += len(pending)
                     flight = asyncio.ensure_future(self.bus.publish(run_id, pending))
                     pending = []
         finally:
@@ -213,7 +245,9 @@ class Executor:
             if flight is not None:
                 await flight
             if pending:
+                published += len(pending)
                 await self.bus.publish(run_id, pending)
+            metrics.EVENTS_PUBLISHED.inc(published)
 
     def _stream(
         self,
@@ -343,23 +377,28 @@ class Executor:
         except Exception:
             log.exception("run %s: publishing its error failed", run_id)
         try:
-            status = (await self.storage.get_run(None, run_id))["status"]
-        except NotFound:
-            status = "success"  # deleted meanwhile: nothing to store
+            await ride_out(lambda: self._store_error(run_id, error, temporary))
         except Exception:
-            status = "running"  # unreadable, and claimed by this worker
-        try:
-            if status not in TERMINAL:
-                await self.storage.finish_run(
-                    run_id, status="error", thread_status="error", values=None, interrupts={},
-                    error=error, delete_thread=temporary,
-                )  # fmt: skip
-        except Exception:
-            log.exception("run %s: storing its error failed", run_id)
+            log.exception("run %s: storing its error failed; its lease will end it", run_id)
         try:
             await self.bus.close(run_id)
         except Exception:
             log.exception("run %s: closing its log failed", run_id)
+
+    async def _store_error(self, run_id: str, error: dict[str, str], temporary: bool) -> None:
+        try:
+            status = (await self.storage.get_run(None, run_id))["status"]
+        except NotFound:
+            return  # deleted meanwhile: nothing to store
+        except Exception as exc:
+            if service_unavailable(exc):
+                raise
+            status = "running"  # unreadable, and claimed by this worker
+        if status not in TERMINAL:
+            await self.storage.finish_run(
+                run_id, status="error", thread_status="error", values=None, interrupts={},
+                error=error, delete_thread=temporary,
+            )  # fmt: skip
 
     async def _settle_rolled_back(self, claim: RunClaim) -> None:
         # The run row is gone; the thread goes back to what its checkpoints now say.
@@ -376,6 +415,23 @@ class Executor:
         await self.storage.set_thread_state(
             run["thread_id"], values=serde.to_jsonable(values), interrupts={}, status="idle"
         )
+
+
+async def ride_out(step: Callable[[], Awaitable[Any]], seconds: float = 60.0) -> Any:
+    """Runs step, and again while it fails because a service is away (backing off to 2 s), for
+    up to `seconds`; any other failure, or the last one, is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.05
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            if service_unavailable(exc) is None or loop.time() + delay > deadline:
+                raise
+            log.warning("waiting for a service to come back: %s", service_unavailable(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: RunnableConfig) -> bool:

@@ -8,8 +8,9 @@ import logging
 import time
 import uuid
 
+from agentstream import metrics
 from agentstream.execution.control import Control
-from agentstream.execution.executor import Cancellation, Executor
+from agentstream.execution.executor import Cancellation, Executor, ServiceLost, due, ride_out
 from agentstream.storage.base import RunClaim, Storage, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
@@ -33,12 +34,14 @@ class Worker:
         self.executor = executor
         self.worker_id = f"worker-{uuid.uuid4()}"
         self.lease_seconds = lease_seconds
+        self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: dict[str, tuple[asyncio.Task[None], Cancellation]] = {}
         # Cancels that arrived between a claim's commit and its task starting.
         self._early_cancels: dict[str, tuple[str, float]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._handbacks: set[asyncio.Future[None]] = set()
         control.on_cancel(self.cancel)
 
     async def start(self) -> None:
@@ -75,6 +78,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renew_task
         await self._release(list(held))
+        for handback in list(self._handbacks):
+            handback.cancel()
 
     async def _release(self, run_ids: list[str]) -> None:
         released = 0
@@ -143,6 +148,8 @@ class Worker:
 
     def _spawn(self, claim: RunClaim) -> None:
         run_id = claim["run"]["run_id"]
+        if claim["attempt"] == 1:
+            _observe_queue_wait(claim)
         cancellation = Cancellation()
         task = asyncio.create_task(self._execute(claim, cancellation), name=f"run-{run_id}")
         self._running[run_id] = (task, cancellation)
@@ -155,6 +162,9 @@ class Worker:
         run_id = claim["run"]["run_id"]
         try:
             await self.executor.run(claim, cancellation)
+        except ServiceLost as lost:
+            log.warning("%s; it runs again once the service is back", lost)
+            self._hand_back_later(run_id)
         except Exception as exc:
             log.exception("run %s crashed the executor; it is ended as error", run_id)
             await self.executor.abandon(run_id, exc, temporary=claim["temporary"])
@@ -163,10 +173,32 @@ class Worker:
             self._slots.release()
             await self.control.wake()
 
+    def _hand_back_later(self, run_id: str) -> None:
+        """Releases the run's lease as soon as the database answers again, and wakes the
+        workers: it is claimed again at once, not when its lease would have run out."""
+
+        async def hand_back() -> None:
+            try:
+                await ride_out(
+                    lambda: self.storage.renew_lease(run_id, self.worker_id, -1.0), seconds=300
+                )
+                await self.control.wake()
+            except Exception:
+                log.exception("run %s could not be handed back; its lease will", run_id)
+
+        task = asyncio.ensure_future(hand_back())
+        self._handbacks.add(task)
+        task.add_done_callback(self._handbacks.discard)
+
     async def _renew_loop(self) -> None:
         """Every third of a lease, renew the lease of every run this worker holds: one task
         per worker, not one per run. A run claimed just after a round waits at most a third of
-        its lease for its first renewal, as it would have with a timer of its own."""
+        its lease for its first renewal, as it would have with a timer of its own.
+
+        A run whose lease is lost stops here without settling: another worker has taken it
+        over (the renewal found it no longer ours), or may have (renewals failed for a whole
+        lease, a database outage, say). Two attempts of one run must never run side by side."""
+        renewed: dict[str, float] = {}
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             held = list(self._running)
@@ -174,9 +206,29 @@ class Worker:
                 *(self.storage.renew_lease(r, self.worker_id, self.lease_seconds) for r in held),
                 return_exceptions=True,
             )
+            now = time.monotonic()
+            renewed = {run_id: renewed.get(run_id, now) for run_id in held}
             for run_id, result in zip(held, results, strict=True):
-                if isinstance(result, Exception):
+                if result is True:
+                    renewed[run_id] = now
+                elif result is False:
+                    log.warning("run %s was taken over by another worker; stopping it", run_id)
+                    self._drop(run_id)
+                elif now - renewed[run_id] >= self.lease_seconds:
+                    log.error("run %s: its lease could not be renewed (%r); stopping it, to "
+                              "run again once the database is back", run_id, result)  # fmt: skip
+                    self._drop(run_id)
+                    self._hand_back_later(run_id)
+                else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
+
+    def _drop(self, run_id: str) -> None:
+        """Stops a run this worker no longer owns, without settling it."""
+        entry = self._running.get(run_id)
+        if entry is not None:
+            task, cancellation = entry
+            cancellation.action = "release"
+            task.cancel()
 
     async def cancel(self, run_id: str, action: str) -> bool:
         entry = self._running.get(run_id)
@@ -189,3 +241,7 @@ class Worker:
         cancellation.action = action
         task.cancel()
         return True
+
+
+def _observe_queue_wait(claim: RunClaim) -> None:
+    metrics.QUEUE_WAIT.observe(max(0.0, time.time() - due(claim["run"])))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any, Literal, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -22,6 +23,7 @@ from agentstream.storage.base import (
     Filter,
     IfExists,
     NotFound,
+    QueueStats,
     Run,
     RunClaim,
     RunStatus,
@@ -211,8 +213,19 @@ RETURNING {_R_RUN_COLS}, r.attempt, r.temporary, r.auth_user
 """
 # When the next delayed run falls due (capped: a later timestamptz does not load as a datetime).
 _NEXT_DUE = """
-SELECT least(min(due_at), '9999-01-01Z') AS due
+SELECT CASE WHEN min(due_at) > '9999-01-01Z' THEN '9999-01-01Z' ELSE min(due_at) END AS due
 FROM runs WHERE status = 'pending' AND due_at > now()
+"""
+# How many runs wait and run (for /metrics).
+_QUEUE_COUNTS = """
+SELECT status, count(*) AS n FROM runs WHERE status IN ('pending', 'running') GROUP BY status
+"""
+# Each due pending run: seconds since it fell due, and whether no run of its thread is running.
+_PENDING_WAITS = """
+SELECT extract(epoch FROM now() - greatest(r.due_at, r.created_at)) AS wait,
+    NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status = 'running')
+    AS free
+FROM runs r WHERE r.status = 'pending' AND r.due_at <= now()
 """
 # Extend a lease, only for the worker holding it.
 _RENEW_LEASE = """
@@ -280,6 +293,20 @@ def _json_or_null(value: Any) -> Any:
     return None if value is None else jsonb(value)
 
 
+async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
+    """The pool's check on every checkout, one poll(2) with no wait: an idle connection has
+    nothing to read unless the server closed it (a restart, a failover), and such a one is
+    discarded here instead of failing the request that would have used it. (The pool's own
+    check, a round trip to the server, cost more than this per run.)"""
+    if conn.closed or conn.broken:
+        raise OperationalError("connection closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        await conn.close()  # so the pool discards it rather than taking it back
+        raise OperationalError("the server closed this idle connection")
+
+
 class PostgresStorage:
     def __init__(self, uri: str, *, pool_min: int = 2, pool_max: int = 20) -> None:
         self.uri = uri
@@ -299,6 +326,7 @@ class PostgresStorage:
             connection_class=AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
             configure=_configure,
+            check=check_idle_connection,
         )
         await pool.open(wait=True)
         self._pool = pool
@@ -815,6 +843,11 @@ class PostgresStorage:
         row = await self._one(_NEXT_DUE, ())
         return None if row is None else cast(datetime | None, row["due"])
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, size, idle) of the connection pool, for /metrics."""
+        stats = self.pool.get_stats()
+        return self.pool_max, stats.get("pool_size", 0), stats.get("pool_available", 0)
+
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
         async with self._tx() as cur:
             await cur.execute(_RENEW_LEASE, (float(lease_seconds), run_id, worker_id))
@@ -894,6 +927,16 @@ class PostgresStorage:
                         "version": [v["version"] for v in versions],
                     },
                 )
+
+    async def queue_stats(self) -> QueueStats:
+        counts = {row["status"]: row["n"] for row in await self._all(_QUEUE_COUNTS, ())}
+        waits = await self._all(_PENDING_WAITS, ())
+        return QueueStats(
+            pending=counts.get("pending", 0),
+            running=counts.get("running", 0),
+            waits=[float(row["wait"]) for row in waits],
+            unblocked_waits=[float(row["wait"]) for row in waits if row["free"]],
+        )
 
     async def expire_leases(self) -> int:
         async with self._tx() as cur:

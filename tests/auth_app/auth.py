@@ -89,3 +89,20 @@ async def editors_delete(
     ctx: Auth.types.AuthContext, value: Auth.types.on.assistants.delete.value
 ) -> bool:
     return "assistants:write" in ctx.permissions
+
+
+@auth.on.store
+async def own_memories(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
+    """Each user's store lives under their identity, as the LangGraph docs scope it: what alice
+    calls ("memories",) is ("alice", "memories") in the store, and nobody can name another's."""
+    value["namespace"] = (ctx.user.identity, *(value.get("namespace") or ()))
+
+
+@auth.on.store.put
+async def no_writes_to_the_archive(
+    ctx: Auth.types.AuthContext, value: Auth.types.on.store.put.value
+) -> bool:
+    if value["namespace"][:1] == ("archive",):
+        return False
+    value["namespace"] = (ctx.user.identity, *value["namespace"])
+    return True
