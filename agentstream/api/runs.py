@@ -234,6 +234,11 @@ async def _join_stream(
         require_uuid(thread_id, "thread")
     headers = location_headers("stream", thread_id, run_id)
     last_id = protocol.last_event_id(request.headers.get("last-event-id"))
+    if thread_id is None and last_id is None:
+        # A stateless run's stream URL is what the SDK reconnects to; a stream that broke
+        # before its first event sends no Last-Event-ID, and "live from now" would lose every
+        # event it never saw. Nobody else joins a stateless run: replay it from its start.
+        last_id = 0
     modes = protocol.join_modes(request.query_params.getlist("stream_mode"))
     metrics.JOINS.inc()
     if last_id:
