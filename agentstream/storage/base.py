@@ -10,11 +10,9 @@ from typing import Any, Literal, Protocol, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
-ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
-MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+from agentstream.protocol import MultitaskStrategy, RunStatus, ThreadStatus
+
 IfExists = Literal["raise", "do_nothing"]
-CancelAction = Literal["interrupt", "rollback"]
 
 TERMINAL: frozenset[str] = frozenset({"success", "error", "timeout", "interrupted"})
 

@@ -15,15 +15,14 @@ from typing import Any, Protocol, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agentstream.protocol import RunStatus, ThreadStatus
 from agentstream.storage.base import (
     NewRun,
     NotFound,
     QueueStats,
     Run,
     RunClaim,
-    RunStatus,
     ThreadBusy,
-    ThreadStatus,
     UnreadableRun,
     utcnow,
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agentstream.protocol import ThreadStatus
 from agentstream.storage.base import (
     Assistant,
     Conflict,
@@ -20,7 +21,6 @@ from agentstream.storage.base import (
     NotFound,
     Run,
     Thread,
-    ThreadStatus,
 )
 from agentstream.storage.dialect import Params, Verb, match
 from agentstream.storage.queue import QueueStore, Row, count, rows
