@@ -1,4 +1,8 @@
-"""One run, start to finish: build its config, stream the graph, publish events, settle state."""
+"""One run, start to finish: build its config, stream the graph, publish events, settle state.
+
+Over 400 lines because a run's ways of ending live beside its way of running: settling,
+cancelling, handing back (ServiceLost) and abandoning all write the same final state. The
+failure half (abandon, ride_out) is the part to move out when it grows again."""
 
 from __future__ import annotations
 
