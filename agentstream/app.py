@@ -18,7 +18,17 @@ from langgraph.store.base import BaseStore
 from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__
-from agentstream.api import assistants, errors, runs, store, system, thread_stream, threads
+from agentstream.api import (
+    assistants,
+    errors,
+    runs,
+    store,
+    system,
+    thread_stream,
+    threads,
+    v2_commands,
+    v2_stream,
+)
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
@@ -216,7 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
     families = {
         "meta": [system],
         "assistants": [assistants],
-        "threads": [threads, thread_stream],
+        "threads": [threads, thread_stream, v2_stream, v2_commands],
         "runs": [runs],
         "store": [store],
     }
