@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from langgraph_sdk.client import LangGraphClient
 
 from tests.cluster import running_cluster
@@ -311,3 +312,26 @@ async def test_v2_namespace_filters_and_subgraph_lifecycle(http: httpx.AsyncClie
         assert event["params"]["namespace"][0].startswith("child:")
         if event["params"]["data"]["event"] == "completed":
             break
+
+
+async def test_v2_failed_run_ends_with_one_failed_terminal(client: LangGraphClient) -> None:
+    async with client.threads.stream(assistant_id="failing") as thread:
+        await thread.run.start(input={})
+        with pytest.raises(RuntimeError, match="boom: intentional failure"):
+            await thread.output
+    async with httpx.AsyncClient(base_url=client.http.client.base_url, timeout=30) as http:
+        events = await _until_runs_end(
+            http, thread.thread_id, {"channels": ["lifecycle", "tasks"], "since": 0}, 1
+        )
+    ends = [e["params"]["data"] for e in events if _is_root_end(e)]
+    assert ends == [
+        {
+            "event": "failed",
+            "graph_name": "failing",
+            "run_id": ends[0]["run_id"],
+            "error": "boom: intentional failure",
+        }
+    ]
+    # The failing node's own task events come before the end, its error included.
+    results = [e["params"]["data"] for e in events if e["method"] == "tasks"]
+    assert [r["name"] for r in results if "result" in r or "error" in r][-1] == "second"

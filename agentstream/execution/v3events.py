@@ -128,14 +128,7 @@ class V3Run:
         return events()
 
     def translate(self, event: ProtocolEvent | None) -> list[Item]:
-        items: list[Item] = []
-        if self._tasks:  # they came before this event
-            tasks, self._tasks[:] = list(self._tasks), []
-            for task in tasks:
-                params = task["params"]
-                items.append(
-                    _item("tasks", params["namespace"], params["data"], params["timestamp"])
-                )
+        items = self._flush_tasks()  # they came before this event
         if event is None:
             if not self._started:
                 self._started = True
@@ -143,6 +136,13 @@ class V3Run:
                 items.append(_item("lifecycle", (), running))
             return items
         return items + self._translate(event)
+
+    def _flush_tasks(self) -> list[Item]:
+        tasks, self._tasks[:] = list(self._tasks), []
+        return [
+            _item("tasks", t["params"]["namespace"], t["params"]["data"], t["params"]["timestamp"])
+            for t in tasks
+        ]
 
     def _translate(self, event: ProtocolEvent) -> list[Item]:
         method = event["method"]
@@ -185,8 +185,9 @@ class V3Run:
         else:
             event = "failed"
             message = (error or {}).get("message") or ("cancelled" if status != "error" else "")
+        items = self._flush_tasks()  # a failed node's own, when the graph raised
         # `value` beside the protocol's `payload`: the Python SDK reads its interrupts' value there.
-        items = [
+        items += [
             _item(
                 "input.requested", (), {"interrupt_id": i.id, "payload": i.value, "value": i.value}
             )
