@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -115,6 +115,8 @@ async def _until_runs_end(
 
 
 def _is_root_end(event: dict[str, Any]) -> bool:
+    if event["type"] != "event":
+        return False
     params = event["params"]
     return (
         event["method"] == "lifecycle"
@@ -335,3 +337,29 @@ async def test_v2_failed_run_ends_with_one_failed_terminal(client: LangGraphClie
     # The failing node's own task events come before the end, its error included.
     results = [e["params"]["data"] for e in events if e["method"] == "tasks"]
     assert [r["name"] for r in results if "result" in r or "error" in r][-1] == "second"
+
+
+async def test_v2_since_older_than_kept_is_an_explicit_resume_gap(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory(env={"AGENTSTREAM_EVENT_LOG_MAX_EVENTS": "20"})
+    thread_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        started = await _command(
+            http, thread_id, "run.start", assistant_id="ticker", input={"n": 40}
+        )
+        run_id = started["result"]["run_id"]
+        joined = await http.get(f"/threads/{thread_id}/runs/{run_id}/join")
+        assert joined.json()["count"] == 40
+        # The run's log keeps only its last 20 events: reading from the start says so.
+        body = {"channels": ["lifecycle", "custom"], "since": 0}
+        events = await _until_runs_end(http, thread_id, body, 1)
+    gap = events[0]
+    assert gap["type"] == "error" and gap["error"] == "resume_gap"
+    oldest = gap["meta"]["oldest_seq"]
+    assert gap["meta"]["since"] < oldest
+    kept = events[1:]
+    assert kept[0]["seq"] >= oldest
+    ticks = [e["params"]["data"]["payload"]["tick"] for e in kept if e["method"] == "custom"]
+    assert ticks == list(range(ticks[0], 40)) and ticks[0] > 0
+    assert kept[-1]["params"]["data"]["event"] == "completed"
