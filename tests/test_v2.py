@@ -363,3 +363,34 @@ async def test_v2_since_older_than_kept_is_an_explicit_resume_gap(
     ticks = [e["params"]["data"]["payload"]["tick"] for e in kept if e["method"] == "custom"]
     assert ticks == list(range(ticks[0], 40)) and ticks[0] > 0
     assert kept[-1]["params"]["data"]["event"] == "completed"
+
+
+async def test_v2_multitask_reject_and_v1_cancel_of_a_v2_run(http: httpx.AsyncClient) -> None:
+    thread_id = str(uuid.uuid4())
+    slow = {"n": 200, "delay": 0.05}
+    started = await _command(http, thread_id, "run.start", assistant_id="ticker", input=slow)
+    run_id = started["result"]["run_id"]
+    body = {"channels": ["lifecycle", "custom"], "since": started["meta"]["applied_through_seq"]}
+    seen: list[dict[str, Any]] = []
+    async for event in _events(http, thread_id, body):
+        seen.append(event)
+        if event["method"] == "custom":
+            break  # running
+    rejected = await _command(
+        http,
+        thread_id,
+        "run.start",
+        assistant_id="ticker",
+        input={"n": 1},
+        multitask_strategy="reject",
+    )
+    assert rejected["type"] == "error" and rejected["message"].startswith("409")
+    # The v1 cancel route stops a v2 run; its stream ends with one failed terminal.
+    cancelled = await http.post(f"/threads/{thread_id}/runs/{run_id}/cancel")
+    assert cancelled.status_code in (200, 202, 204)
+    rest = await _until_runs_end(http, thread_id, {**body, "since": seen[-1]["seq"]}, 1)
+    assert rest[-1]["params"]["data"]["event"] == "failed"
+    ticks = [e for e in rest if e["method"] == "custom"]
+    assert len(ticks) < 199
+    run = (await http.get(f"/threads/{thread_id}/runs/{run_id}")).json()
+    assert run["status"] == "interrupted"

@@ -24,7 +24,7 @@ from agentstream.api.v2_stream import SEQ_BASE, valid_channel
 from agentstream.execution.runs import thread_log
 from agentstream.execution.v3events import V2_MARKER, V2_STREAM_MODES
 from agentstream.ids import is_uuid
-from agentstream.storage.base import NotFound, Thread
+from agentstream.storage.base import Conflict, NotFound, Thread
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -202,6 +202,8 @@ async def dispatch(c: ApiContext, request: Request, thread_id: str, command: Any
     except ApiError as exc:
         converted = _from_api_error(exc)
         return _error(command_id, converted.code, converted.message)
+    except Conflict as exc:  # a busy thread and multitask_strategy "reject"
+        return _error(command_id, "unknown_error", f"409: {exc}")
     return {
         "type": "success",
         "id": command_id,

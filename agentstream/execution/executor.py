@@ -342,11 +342,10 @@ class Executor:
             "status": outcome.status,
             "interrupts": outcome.pending_interrupts,
         }
+        ending: list[Item] = [(RESULT_MODE, RESULT_MODE, serde.dumps(result))]
         v3 = self._v3.pop(run_id, None)
-        if v3 is not None:
-            end = v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
-            await self.bus.publish(run_id, end)
-        await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+        if v3 is None:
+            await self.bus.publish(run_id, ending)
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -360,6 +359,9 @@ class Executor:
                 error=outcome.error,
                 delete_thread=delete_thread,
             )
+        if v3 is not None:  # after the run's status is stored: a v2 client reads it next
+            end = v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
+            await self.bus.publish(run_id, end + ending)
         await self.bus.close(run_id)
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
