@@ -15,9 +15,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from langgraph.store.base import BaseStore
+from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 
-from agentstream import __version__
+from agentstream import __version__, metrics
 from agentstream.api import (
     assistants,
     errors,
@@ -40,6 +41,7 @@ from agentstream.api.deployment import (
 )
 from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
+from agentstream.api.metrics import RequestMetrics
 from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
@@ -253,6 +255,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(CORSMiddleware, **cors)
+    if "meta" not in disabled:
+        app.add_middleware(RequestMetrics)
     return app
 
 
@@ -320,6 +324,8 @@ async def run_worker_process(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
     print(f"agentstream: worker {worker.worker_id} ready", flush=True)
     try:
         await stop.wait()

@@ -3,6 +3,7 @@ a bug: the API answers them 503, and a run they stop is handed back to run again
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 
 # By module and class name: the drivers of the distributed deployment are an optional extra.
@@ -44,3 +45,17 @@ def _describe(exc: BaseException) -> str | None:
         if any(word in text for word in _SQLITE_UNAVAILABLE):
             return f"the database is unavailable: {exc}; retry shortly"
     return None
+
+
+def service_error_classes() -> list[type[Exception]]:
+    """The exception classes above that this installation has (the extra may be absent)."""
+    found: list[type[Exception]] = [sqlite3.OperationalError]
+    for module_name, class_name in _SERVICE_ERRORS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, class_name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            found.append(cls)
+    return found

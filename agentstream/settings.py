@@ -41,6 +41,8 @@ class Settings:
     max_attempts: int = 3
     # On SIGTERM: how long running runs (and requests) may go on before they are handed back.
     shutdown_grace_seconds: float = 20.0
+    # `agentstream worker` has no HTTP API: its /metrics is served on this port when set.
+    metrics_port: int = 0
     run_workers: bool = True
     # Collections of the youngest generation every this many allocations (Python: 700), with
     # what startup built frozen out of every collection; 0 leaves Python's defaults. The CLI
@@ -68,6 +70,7 @@ class Settings:
             lease_seconds=_env_float("AGENTSTREAM_LEASE_SECONDS", 30.0),
             max_attempts=_env_int("AGENTSTREAM_MAX_ATTEMPTS", 3),
             shutdown_grace_seconds=_env_float("AGENTSTREAM_SHUTDOWN_GRACE_SECONDS", 20.0),
+            metrics_port=_env_int("AGENTSTREAM_METRICS_PORT", 0),
             api_keys=_env_list("AGENTSTREAM_API_KEYS"),
             gc_threshold=_env_int("AGENTSTREAM_GC_THRESHOLD", 10_000),
         )

@@ -7,6 +7,10 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test,postgres]'
 bash scripts/services.sh
+# Debian's Chromium, for the tests where a real frontend in a browser is the client.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 
 .venv/bin/ruff check agentstream tests examples benchmarks
 .venv/bin/ruff format --check agentstream tests examples benchmarks

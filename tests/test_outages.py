@@ -6,8 +6,9 @@ explicitly; ids a reader has seen are never given to another event; no run is le
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from langgraph_sdk import get_client
 from agentstream.eventbus import EventsEvicted
 from agentstream.eventbus.redis import RedisEventBus
 from tests.cluster import running_cluster
+from tests.conftest import ServerProcess
 from tests.services import PostgresServer, RedisServer
 
 DOWN_SECONDS = 2.0  # how long each outage lasts: part of the scenario, not a synchronisation
@@ -76,6 +78,30 @@ async def test_a_redis_restart_mid_log_loses_no_event_and_reuses_no_id(
         async for _ in bus.subscribe(run_id, 1):
             pass
     assert evicted.value.first_kept == 4
+
+
+async def test_a_reader_is_told_when_a_log_begins_again_below_it(
+    bus: RedisEventBus, redis_server: RedisServer
+) -> None:
+    run_id = uuid.uuid4().hex
+    for i in (1, 2, 3):
+        await bus.publish(run_id, [item(i)])
+    reader_bus = RedisEventBus(redis_server.url, outage_seconds=30, block_seconds=0.2)
+    other = RedisEventBus(redis_server.url)  # another process: it knows no floor for this log
+    try:
+
+        async def read() -> list[int]:
+            return [e.seq async for batch in reader_bus.subscribe(run_id, 3) for e in batch]
+
+        reader = asyncio.create_task(read())
+        redis_server.kill()
+        await restart_later(redis_server)
+        await other.publish(run_id, [item(1)])  # begins the log again at id 1
+        with pytest.raises(EventsEvicted):
+            await asyncio.wait_for(reader, 30)
+    finally:
+        await reader_bus.aclose()
+        await other.aclose()
 
 
 async def test_a_publish_rides_out_an_outage_but_not_forever(redis_server: RedisServer) -> None:
@@ -250,3 +276,25 @@ async def test_a_postgres_restart_leaves_no_run_unfinished_and_new_runs_work(
                                                              "input": {"n": 2}})  # fmt: skip
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["count"] == 2
+
+
+# --- SQLite --------------------------------------------------------------------------------------
+
+
+def test_a_locked_sqlite_file_is_503_then_the_server_goes_on(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    proc = server_factory()
+    holder = sqlite3.connect(proc.database, timeout=30, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the file (a backup, say)
+        with httpx.Client(base_url=proc.url, timeout=60) as http:
+            locked = http.post("/threads", json={})
+            assert locked.status_code == 503, locked.text
+            assert "database is locked" in locked.json()["detail"]
+            holder.execute("ROLLBACK")
+            assert http.post("/threads", json={}).status_code == 200
+            answer = http.post("/runs/wait", json={"assistant_id": "ticker", "input": {"n": 2}})
+            assert answer.json()["count"] == 2
+    finally:
+        holder.close()

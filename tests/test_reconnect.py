@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from langgraph_sdk import get_client
 
@@ -133,3 +134,20 @@ async def test_sdk_join_stream_resumes_with_last_event_id_after_a_cut(
     assert cutter.cuts == 1
     ticks = [p.data["tick"] for p in parts if p.event == "custom"]
     assert ticks == list(range(N))
+
+
+async def test_issue_11_a_stateless_stream_rejoined_without_an_id_replays_from_its_start(
+    server: ServerProcess,
+) -> None:
+    # The SDK's reconnect after a cut before the first event: no Last-Event-ID to send.
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        body = {"assistant_id": "ticker", "input": {"n": 5}, "stream_mode": ["custom"]}
+        run = (await http.post("/runs", json=body)).json()
+        response = await http.get(f"/runs/{run['run_id']}/stream")
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+    ids = [int(line[4:]) for line in lines if line.startswith("id: ")]
+    assert ids == list(range(1, len(ids) + 1))
+    assert lines[0] == "event: metadata"
+    ticks = [line for line in lines if line.startswith('data: {"tick"')]
+    assert len(ticks) == 5

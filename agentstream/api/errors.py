@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream.api.responses import JsonResponse
 from agentstream.graphs import GraphLoadError
-from agentstream.outages import service_unavailable
+from agentstream.outages import service_error_classes, service_unavailable
 from agentstream.storage.base import Conflict, NotFound
 
 log = logging.getLogger("agentstream.api")
@@ -64,6 +64,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GraphLoadError)
     async def _graph(_: Request, exc: GraphLoadError) -> JsonResponse:
         return JsonResponse({"detail": str(exc)}, status_code=400)
+
+    async def _service(_: Request, exc: Exception) -> JsonResponse:
+        unavailable = service_unavailable(exc)
+        if unavailable is None:
+            log.exception("unhandled error", exc_info=exc)
+            return JsonResponse({"detail": "Internal server error"}, status_code=500)
+        log.warning("answered 503: %s", unavailable)
+        return JsonResponse({"detail": unavailable}, status_code=503)
+
+    # Registered by class, not left to the catch-all below: Starlette re-raises what reaches
+    # that one after answering, and uvicorn then drops the client's keep-alive connection.
+    for cls in service_error_classes():
+        app.add_exception_handler(cls, _service)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JsonResponse:

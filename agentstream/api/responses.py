@@ -43,6 +43,10 @@ async def _wait_disconnect(receive: Receive) -> None:
 _LIVE: set[_Stream] = set()
 
 
+def live_streams() -> int:
+    return len(_LIVE)
+
+
 def abort_streams() -> int:
     """Cuts every open SSE stream without its closing chunk, so clients see a broken stream and
     reconnect with Last-Event-ID (to another API process, or to this one restarted), rather

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from agentstream import serde
+from agentstream import metrics, serde
 from agentstream.api.auth import current_user
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
@@ -160,6 +160,7 @@ def _frames(
                 if chunk:
                     yield chunk
         except EventsEvicted as exc:
+            metrics.EVICTIONS.inc()
             yield _error_frame("EventsEvicted", f"{exc}. Read the thread state to catch up.")
         except BusUnavailable as exc:
             yield _error_frame("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
@@ -401,7 +402,15 @@ async def _join_stream(
     base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
     headers = {"location": f"{base}/stream", "content-location": base}
     last_id = _last_event_id(request)
+    if thread_id is None and last_id is None:
+        # A stateless run's stream URL is what the SDK reconnects to; a stream that broke
+        # before its first event sends no Last-Event-ID, and "live from now" would lose every
+        # event it never saw. Nobody else joins a stateless run: replay it from its start.
+        last_id = 0
     modes = _join_modes(request)
+    metrics.JOINS.inc()
+    if last_id:
+        metrics.RESUMES.inc()
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
         _hidden_run_is_404(c)

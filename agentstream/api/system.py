@@ -11,12 +11,11 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from agentstream import __version__
 from agentstream.api.context import ApiContext, ctx
+from agentstream.api.metrics import render as render_metrics
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 
 router = APIRouter(route_class=JsonRoute)
-
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @router.get("/ok")
@@ -75,22 +74,8 @@ async def info(c: ApiContext = Depends(ctx)) -> JsonResponse:
     )
 
 
-def _gauge(name: str, help_text: str, value: float, labels: dict[str, str] | None = None) -> str:
-    shown = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
-    sample = f"{name}{{{shown}}}" if shown else name
-    return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{sample} {value}\n"
-
-
 @router.get("/metrics")
 async def metrics(request: Request, c: ApiContext = Depends(ctx)) -> Response:
     # A process that serves the API without workers (`agentstream serve`) has no worker.
-    worker: Any = getattr(request.app.state, "worker", None)
-    active = getattr(worker, "active", 0) if worker is not None else 0
-    body = "".join(
-        [
-            _gauge("agentstream_info", "Server version.", 1, {"version": __version__}),
-            _gauge("agentstream_runs_active", "Runs executing in this process.", active),
-            _gauge("agentstream_graphs", "Graphs loaded from langgraph.json.", len(c.graphs.ids)),
-        ]
-    )
-    return Response(content=body, media_type=PROMETHEUS_TEXT)
+    body, media_type = await render_metrics(c, getattr(request.app.state, "worker", None))
+    return Response(content=body, media_type=media_type)

@@ -99,6 +99,7 @@ class RedisEventBus:
         key_prefix: str = KEY_PREFIX,
         max_readers: int = 1_000,
         outage_seconds: float = OUTAGE_SECONDS,
+        block_seconds: float = _BLOCK_SECONDS,
     ) -> None:
         # No retries inside redis-py: ours (_retrying) resend a publish with its token, so a
         # batch whose reply was lost is not appended twice.
@@ -109,7 +110,7 @@ class RedisEventBus:
         self._readers = Redis.from_url(
             url,
             max_connections=max_readers,
-            socket_timeout=_BLOCK_SECONDS + 10,
+            socket_timeout=block_seconds + 10,
             retry=Retry(NoBackoff(), 0),
         )
         self._publish = self._redis.register_script(_PUBLISH)
@@ -118,9 +119,18 @@ class RedisEventBus:
         self._keep_ms = max(int(keep_seconds * 1000), 1)
         self._prefix = key_prefix
         self._outage_seconds = outage_seconds
+        self._block_ms = int(block_seconds * 1000)
         self._publisher = uuid.uuid4().hex  # this process, as a publisher
         self._tokens = itertools.count(1)  # its batches
         self._floors: OrderedDict[str, int] = OrderedDict()
+
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, in use, idle) connections of the publishing pool, for /metrics. redis-py
+        keeps these counts in the pool's private lists; absent, they read as 0."""
+        pool: Any = self._redis.connection_pool
+        idle = len(getattr(pool, "_available_connections", ()))
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+        return int(getattr(pool, "max_connections", 0) or 0), in_use, idle
 
     def key(self, run_id: str) -> str:
         return f"{self._prefix}{run_id}:events"
@@ -218,11 +228,16 @@ class RedisEventBus:
         return _entries(await self._redis.xrange(key, b"(" + pos, "+", count=_CHUNK))
 
     async def _read_blocking(self, key: str, pos: bytes) -> list[_Entry]:
-        block_ms = int(_BLOCK_SECONDS * 1000)
         while True:
-            reply: Any = await self._readers.xread({key: pos}, count=_CHUNK, block=block_ms)
+            reply: Any = await self._readers.xread({key: pos}, count=_CHUNK, block=self._block_ms)
             if reply:
                 break
+            # Quiet for a whole block: was the log begun again below this reader (Redis came
+            # back empty and a publisher with no floor for it started over)? Waiting for ids
+            # past ours would skip that attempt's events without a word.
+            top = await self._top(key)
+            if top is not None and _parse(top) < _parse(pos):
+                raise EventsEvicted(_seq(pos), 1)
         # XREAD of one key; the reply's shape depends on the protocol the URL asks for.
         found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         if found and isinstance(found[0], list):  # RESP3 with legacy response shapes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -16,13 +17,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt
 
-from agentstream import __version__, serde
+from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.execution.v3events import V3Run, is_v2
 from agentstream.graphs import GraphRegistry
 from agentstream.outages import service_unavailable
-from agentstream.storage.base import TERMINAL, NotFound, RunClaim, Storage, ThreadStatus
+from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage, ThreadStatus
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
@@ -56,6 +57,13 @@ class RunOutcome:
     interrupts: dict[str, Any] = field(default_factory=dict)
     pending_interrupts: list[Any] = field(default_factory=list)
     error: dict[str, str] | None = None
+
+
+def due(run: Run) -> float:
+    """When a run fell due (epoch seconds): its creation, plus any after_seconds."""
+    kwargs = run["kwargs"] if isinstance(run["kwargs"], dict) else {}
+    delay = kwargs.get("after_seconds")
+    return run["created_at"].timestamp() + (delay if isinstance(delay, int | float) else 0)
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
@@ -208,20 +216,31 @@ class Executor:
                     graph, config, kwargs, graph_input, requested, translator, context or None
                 )
             async with aclosing(parts):
-                await self._publish_all(run["run_id"], parts, translate)
+                await self._publish_all(run, parts, translate)
             return await self._outcome(graph, config, translator, persist, saver)
 
     async def _publish_all(
-        self, run_id: str, parts: AsyncIterator[Any], translate: Callable[[Any], list[Item]]
+        self,
+        run: Run,
+        parts: AsyncIterator[Any],
+        translate: Callable[[Any], list[Item]],
     ) -> None:
         """Translates and publishes what the graph streams, in order. On the in-process bus in
         place; otherwise with at most one publish in flight: what the graph yields while a
         publish waits (on Redis, a round trip) goes out with the next one."""
+        run_id = run["run_id"]
+        published = 0
         if self.bus.instant:  # nothing to wait for: no task per publish
-            async for part in parts:
-                batch = translate(part)
-                if batch:  # empty for modes nobody asked for (values, kept for the result)
-                    await self.bus.publish(run_id, batch)
+            try:
+                async for part in parts:
+                    batch = translate(part)
+                    if batch:  # empty for modes nobody asked for (values, kept for the result)
+                        if not published:
+                            metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                        published += len(batch)
+                        await self.bus.publish(run_id, batch)
+            finally:
+                metrics.EVENTS_PUBLISHED.inc(published)
             return
         pending: list[Item] = []
         flight: asyncio.Future[int] | None = None
@@ -231,6 +250,9 @@ class Executor:
                 if pending and (flight is None or flight.done()):
                     if flight is not None:
                         flight.result()  # a failed publish fails the run
+                    if not published:
+                        metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                    published += len(pending)
                     flight = asyncio.ensure_future(self.bus.publish(run_id, pending))
                     pending = []
         finally:
@@ -238,7 +260,9 @@ class Executor:
             if flight is not None:
                 await flight
             if pending:
+                published += len(pending)
                 await self.bus.publish(run_id, pending)
+            metrics.EVENTS_PUBLISHED.inc(published)
 
     def _stream(
         self,

@@ -8,8 +8,9 @@ import logging
 import time
 import uuid
 
+from agentstream import metrics
 from agentstream.execution.control import Control
-from agentstream.execution.executor import Cancellation, Executor, ServiceLost, ride_out
+from agentstream.execution.executor import Cancellation, Executor, ServiceLost, due, ride_out
 from agentstream.storage.base import RunClaim, Storage, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
@@ -33,6 +34,7 @@ class Worker:
         self.executor = executor
         self.worker_id = f"worker-{uuid.uuid4()}"
         self.lease_seconds = lease_seconds
+        self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: dict[str, tuple[asyncio.Task[None], Cancellation]] = {}
         # Cancels that arrived between a claim's commit and its task starting.
@@ -146,6 +148,8 @@ class Worker:
 
     def _spawn(self, claim: RunClaim) -> None:
         run_id = claim["run"]["run_id"]
+        if claim["attempt"] == 1:
+            _observe_queue_wait(claim)
         cancellation = Cancellation()
         task = asyncio.create_task(self._execute(claim, cancellation), name=f"run-{run_id}")
         self._running[run_id] = (task, cancellation)
@@ -237,3 +241,7 @@ class Worker:
         cancellation.action = action
         task.cancel()
         return True
+
+
+def _observe_queue_wait(claim: RunClaim) -> None:
+    metrics.QUEUE_WAIT.observe(max(0.0, time.time() - due(claim["run"])))

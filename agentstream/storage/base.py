@@ -70,6 +70,14 @@ class RunClaim(TypedDict):
     auth_user: dict[str, Any] | None
 
 
+class QueueStats(TypedDict):
+    pending: int
+    running: int
+    # Seconds since each due pending run fell due, and whether its thread is free to run it.
+    waits: list[float]
+    unblocked_waits: list[float]
+
+
 class NotFound(Exception):
     pass
 
@@ -284,4 +292,8 @@ class Storage(Protocol):
 
     async def expire_leases(self) -> int:
         """Make every running run claimable again (the embedded server after a crash)."""
+        ...
+
+    async def queue_stats(self) -> QueueStats:
+        """How many runs wait and run, and how long the due pending ones have waited."""
         ...

@@ -23,6 +23,7 @@ from agentstream.storage.base import (
     Filter,
     IfExists,
     NotFound,
+    QueueStats,
     Run,
     RunClaim,
     RunStatus,
@@ -214,6 +215,17 @@ RETURNING {_R_RUN_COLS}, r.attempt, r.temporary, r.auth_user
 _NEXT_DUE = """
 SELECT CASE WHEN min(due_at) > '9999-01-01Z' THEN '9999-01-01Z' ELSE min(due_at) END AS due
 FROM runs WHERE status = 'pending' AND due_at > now()
+"""
+# How many runs wait and run (for /metrics).
+_QUEUE_COUNTS = """
+SELECT status, count(*) AS n FROM runs WHERE status IN ('pending', 'running') GROUP BY status
+"""
+# Each due pending run: seconds since it fell due, and whether no run of its thread is running.
+_PENDING_WAITS = """
+SELECT extract(epoch FROM now() - greatest(r.due_at, r.created_at)) AS wait,
+    NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status = 'running')
+    AS free
+FROM runs r WHERE r.status = 'pending' AND r.due_at <= now()
 """
 # Extend a lease, only for the worker holding it.
 _RENEW_LEASE = """
@@ -831,6 +843,11 @@ class PostgresStorage:
         row = await self._one(_NEXT_DUE, ())
         return None if row is None else cast(datetime | None, row["due"])
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(max, size, idle) of the connection pool, for /metrics."""
+        stats = self.pool.get_stats()
+        return self.pool_max, stats.get("pool_size", 0), stats.get("pool_available", 0)
+
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
         async with self._tx() as cur:
             await cur.execute(_RENEW_LEASE, (float(lease_seconds), run_id, worker_id))
@@ -910,6 +927,16 @@ class PostgresStorage:
                         "version": [v["version"] for v in versions],
                     },
                 )
+
+    async def queue_stats(self) -> QueueStats:
+        counts = {row["status"]: row["n"] for row in await self._all(_QUEUE_COUNTS, ())}
+        waits = await self._all(_PENDING_WAITS, ())
+        return QueueStats(
+            pending=counts.get("pending", 0),
+            running=counts.get("running", 0),
+            waits=[float(row["wait"]) for row in waits],
+            unblocked_waits=[float(row["wait"]) for row in waits if row["free"]],
+        )
 
     async def expire_leases(self) -> int:
         async with self._tx() as cur:

@@ -23,6 +23,7 @@ from agentstream.storage.base import (
     Filter,
     IfExists,
     NotFound,
+    QueueStats,
     Run,
     RunClaim,
     RunStatus,
@@ -182,6 +183,18 @@ _NEXT_EXPIRED = (
     "SELECT seq, attempt FROM runs WHERE status = 'running' AND lease_expires_at < ? "
     "ORDER BY seq LIMIT 1"
 )
+
+
+# How many runs wait and run (for /metrics).
+_QUEUE_COUNTS = (
+    "SELECT status, count(*) FROM runs WHERE status IN ('pending', 'running') GROUP BY status"
+)
+# Each due pending run: seconds since it fell due, and whether no run of its thread is running.
+_PENDING_WAITS = """
+SELECT ? - max(r.due_at, (julianday(r.created_at) - 2440587.5) * 86400.0),
+    NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status = 'running')
+FROM runs r WHERE r.status = 'pending' AND r.due_at <= ?
+"""
 
 
 def _order(sort_by: str | None, sort_order: str | None, default: str) -> str:
@@ -1033,6 +1046,17 @@ class SqliteStorage:
                         (thread_id, *ids),
                     )
                 await conn.commit()
+
+    async def queue_stats(self) -> QueueStats:
+        now = time.time()
+        counts: dict[str, int] = {row[0]: row[1] for row in await self._all(_QUEUE_COUNTS, ())}
+        waits = await self._all(_PENDING_WAITS, (now, now))
+        return QueueStats(
+            pending=counts.get("pending", 0),
+            running=counts.get("running", 0),
+            waits=[row[0] for row in waits],
+            unblocked_waits=[row[0] for row in waits if row[1]],
+        )
 
     async def expire_leases(self) -> int:
         async with self._tx() as db:

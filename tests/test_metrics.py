@@ -1,0 +1,123 @@
+"""/metrics (issue 11, point 4): Prometheus text with LangGraph Server's metric names, so
+existing dashboards work, plus the streams' own; a worker process serves its own on a port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from tests.cluster import running_cluster
+from tests.conftest import ServerProcess
+from tests.services import free_port
+
+HI = {"messages": [{"role": "human", "content": "hi"}]}
+
+LANGGRAPH_NAMES = {
+    "lg_api_num_pending_runs",
+    "lg_api_num_running_runs",
+    "lg_api_pending_runs_wait_time_max",
+    "lg_api_pending_runs_wait_time_med",
+    "lg_api_pending_unblocked_runs_wait_time_max",
+    "lg_api_workers_max",
+    "lg_api_workers_active",
+    "lg_api_workers_available",
+    "lg_api_http_requests_total",
+    "lg_api_http_requests_latency_seconds_bucket",
+    "lg_api_http_requests_latency_seconds_count",
+    "lg_api_pg_pool_max",
+    "lg_api_pg_pool_size",
+    "lg_api_pg_pool_available",
+    "lg_api_redis_pool_max",
+    "lg_api_redis_pool_size",
+    "lg_api_redis_pool_available",
+}
+STREAM_NAMES = {
+    "agentstream_time_to_first_event_seconds_count",
+    "agentstream_queue_wait_seconds_count",
+    "agentstream_events_published_total",
+    "agentstream_streams_active",
+    "agentstream_stream_joins_total",
+    "agentstream_stream_resumes_total",
+    "agentstream_stream_evictions_total",
+}
+
+
+def samples(text: str) -> list[Sample]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(found: list[Sample], name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for s in found
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_metrics_carry_langgraphs_names_and_the_streams(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        thread = http.post("/threads", json={}).json()["thread_id"]
+        body = {"assistant_id": "agent", "input": HI, "stream_mode": ["updates"]}
+        stream = http.post(f"/threads/{thread}/runs/stream", json=body)
+        assert stream.status_code == 200
+        run_id = stream.headers["content-location"].rsplit("/", 1)[1]
+        joined = http.get(f"/threads/{thread}/runs/{run_id}/stream", headers={"Last-Event-ID": "1"})
+        assert joined.status_code == 200
+        waiting = http.post("/threads", json={}).json()["thread_id"]
+        delayed = {"assistant_id": "agent", "input": HI, "after_seconds": 3600}
+        assert http.post(f"/threads/{waiting}/runs", json=delayed).status_code == 200
+        response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    names = {s.name for s in found}
+    assert LANGGRAPH_NAMES - names == set()
+    assert STREAM_NAMES - names == set()
+    assert value(found, "lg_api_num_pending_runs") >= 1  # the delayed run
+    path = "/threads/{thread_id}/runs/stream"
+    assert value(found, "lg_api_http_requests_total", method="POST", path=path, status="200") >= 1
+    join = "/threads/{thread_id}/runs/{run_id}/stream"
+    assert value(found, "lg_api_http_requests_total", method="GET", path=join, status="200") >= 1
+    assert value(found, "agentstream_stream_joins_total") >= 1
+    assert value(found, "agentstream_stream_resumes_total") >= 1
+    assert all(s.labels.get("path") != f"/threads/{thread}/runs/stream" for s in found)
+
+
+def test_an_unknown_path_counts_as_other_and_adds_no_series(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(3):
+            assert http.get(f"/no/such/path/{i}").status_code == 404
+        found = samples(http.get("/metrics").text)
+    paths = {s.labels.get("path") for s in found if s.name == "lg_api_http_requests_total"}
+    assert "other" in paths
+    assert not any(p and p.startswith("/no/such") for p in paths)
+
+
+def test_the_embedded_server_reports_its_runs_first_events(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    proc = server_factory()
+    with httpx.Client(base_url=proc.url, timeout=30) as http:
+        for _ in range(3):
+            assert http.post("/runs/wait", json={"assistant_id": "agent", "input": HI}).is_success
+        found = samples(http.get("/metrics").text)
+    assert value(found, "agentstream_time_to_first_event_seconds_count") == 3
+    assert value(found, "agentstream_queue_wait_seconds_count") == 3
+    assert value(found, "agentstream_events_published_total") >= 3
+    assert value(found, "lg_api_workers_max") == 32
+
+
+def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
+    port = free_port()
+    env = {"AGENTSTREAM_METRICS_PORT": str(port)}
+    with running_cluster(apis=1, workers=1, env=env) as cluster:
+        with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
+            for _ in range(2):
+                body = {"assistant_id": "agent", "input": HI}
+                assert http.post("/runs/wait", json=body).is_success
+        found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    assert value(found, "agentstream_time_to_first_event_seconds_count") == 2
+    assert value(found, "agentstream_events_published_total") >= 2
