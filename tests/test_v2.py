@@ -394,3 +394,24 @@ async def test_v2_multitask_reject_and_v1_cancel_of_a_v2_run(http: httpx.AsyncCl
     assert len(ticks) < 199
     run = (await http.get(f"/threads/{thread_id}/runs/{run_id}")).json()
     assert run["status"] == "interrupted"
+
+
+async def test_v2_run_start_input_on_a_waiting_thread_answers_it(http: httpx.AsyncClient) -> None:
+    thread_id = str(uuid.uuid4())
+    await _command(http, thread_id, "run.start", assistant_id="hitl", input={"question": "q"})
+    first = await _until_runs_end(
+        http, thread_id, {"channels": ["lifecycle", "input"], "since": 0}, 1
+    )
+    asked = [e["params"]["data"] for e in first if e["method"] == "input.requested"]
+    assert [a["payload"] for a in asked] == [{"question": "q"}]
+    assert first[-1]["params"]["data"]["event"] == "interrupted"
+    resumed = await _command(http, thread_id, "run.start", assistant_id="hitl", input="sure")
+    body = {"channels": ["values", "lifecycle"], "since": resumed["meta"]["applied_through_seq"]}
+    second = await _until_runs_end(http, thread_id, body, 1)
+    assert second[-1]["params"]["data"]["event"] == "completed"
+    values = [e["params"]["data"] for e in second if e["method"] == "values"]
+    assert values[-1] == {"question": "q", "answer": "sure!"}
+    again = await _command(
+        http, thread_id, "input.respond", interrupt_id=asked[0]["interrupt_id"], response=1
+    )
+    assert again["error"] == "no_such_interrupt"
