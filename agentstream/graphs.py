@@ -46,6 +46,7 @@ class Config:
     auth: dict[str, Any] | None = None
     http: dict[str, Any] = field(default_factory=dict)
     store: dict[str, Any] | None = None
+    webhooks: dict[str, Any] | None = None
 
     @property
     def root(self) -> Path:
@@ -74,6 +75,7 @@ def read_config(path: str | Path) -> Config:
         auth=raw.get("auth"),
         http=raw.get("http") or {},
         store=raw.get("store"),
+        webhooks=raw.get("webhooks"),
     )
 
 

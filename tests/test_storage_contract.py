@@ -6,6 +6,7 @@ import asyncio
 import operator
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,10 +23,12 @@ from agentstream.execution.runs import new_run
 from agentstream.storage.base import (
     Assistant,
     Conflict,
+    NewRun,
     NotFound,
     RunClaim,
     Storage,
     ThreadBusy,
+    UnreadableRun,
     utcnow,
 )
 from agentstream.storage.postgres import PostgresStorage
@@ -132,12 +135,7 @@ async def _enqueue(
     run_id = str(uuid.uuid4())
     run = new_run(run_id, thread_id or str(uuid.uuid4()), "asst", kwargs or {}, {"m": 1}, strategy)
     preempt = await storage.create_run(
-        run,
-        temporary=temporary,
-        if_not_exists="create",
-        auth_user={"identity": "u1"},
-        thread_metadata=thread_metadata or {},
-        filters=filters,
+        NewRun(run, temporary, "create", {"identity": "u1"}, thread_metadata or {}, filters)
     )
     return run_id, preempt
 
@@ -518,15 +516,10 @@ async def test_create_run_enqueue_returns_nothing(storage: Storage) -> None:
 async def test_create_run_on_unknown_thread(storage: Storage) -> None:
     run = new_run(str(uuid.uuid4()), "t-new", "asst", {}, {}, "reject")
     with pytest.raises(NotFound):
-        await storage.create_run(
-            run, temporary=False, if_not_exists="reject", auth_user=None, thread_metadata={}
-        )
+        await storage.create_run(NewRun(run, False, "reject", None, {}))
     with pytest.raises(NotFound):
         await storage.get_thread("t-new")
-    await storage.create_run(
-        run, temporary=False, if_not_exists="create", auth_user=None,
-        thread_metadata={"graph_id": "agent"},
-    )  # fmt: skip
+    await storage.create_run(NewRun(run, False, "create", None, {"graph_id": "agent"}))
     thread = await storage.get_thread("t-new")
     assert (thread["status"], thread["metadata"]) == ("busy", {"graph_id": "agent"})
     stored = await storage.get_run("t-new", run["run_id"])
@@ -792,6 +785,129 @@ async def test_concurrent_reject_lets_one_run_in(make_storage: MakeStorage) -> N
     assert len(await second.list_runs("t1", limit=20, offset=0, status=None)) == 1
 
 
+# --- what the two backends once did differently ----------------------------------------------
+async def test_equal_sort_keys_are_ordered_by_id(storage: Storage) -> None:
+    """Pages stay stable: rows whose sort keys are equal come in id order, the same direction."""
+    now = utcnow()
+    for assistant_id in ("a3", "a1", "a5", "a2", "a4"):
+        same = _assistant(assistant_id, created_at=now, updated_at=now)
+        await storage.put_assistant(same, if_exists="raise")
+        await storage.create_thread(f"t{assistant_id[1]}", metadata={}, if_exists="raise")
+
+    async def assistant_page(order: str, offset: int, limit: int = 1) -> list[str]:
+        found, _ = await storage.search_assistants(
+            graph_id=None, name=None, metadata=None, limit=limit, offset=offset,
+            sort_by="created_at", sort_order=order,
+        )  # fmt: skip
+        return [a["assistant_id"] for a in found]
+
+    async def thread_page(order: str, offset: int, limit: int = 1) -> list[str]:
+        found, _ = await storage.search_threads(
+            ids=None, metadata=None, values=None, status=None, limit=limit, offset=offset,
+            sort_by="status", sort_order=order,
+        )  # fmt: skip
+        return [t["thread_id"] for t in found]
+
+    for page, prefix in ((assistant_page, "a"), (thread_page, "t")):
+        ascending = [f"{prefix}{i}" for i in range(1, 6)]
+        assert await page("asc", 0, 10) == ascending
+        assert await page("desc", 0, 10) == ascending[::-1]
+        assert [(await page("desc", i))[0] for i in range(5)] == ascending[::-1]
+
+
+async def test_concurrent_thread_patches_lose_nothing(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    await first.create_thread("t1", metadata={"base": 0}, if_exists="raise")
+    await asyncio.gather(
+        *(s.patch_thread("t1", {f"k{i}": i}) for i, s in enumerate([first, second] * 5))
+    )
+    expected = {"base": 0, **{f"k{i}": i for i in range(10)}}
+    assert (await first.get_thread("t1"))["metadata"] == expected
+
+
+async def test_concurrent_assistant_patches_lose_nothing(make_storage: MakeStorage) -> None:
+    first, second = await make_storage(), await make_storage()
+    await first.put_assistant(_assistant("a1", metadata={"base": 0}), if_exists="raise")
+    await asyncio.gather(
+        *(
+            s.patch_assistant("a1", {"metadata": {f"k{i}": i}})
+            for i, s in enumerate([first, second] * 5)
+        )
+    )
+    patched = await first.get_assistant("a1")
+    assert patched["metadata"] == {"base": 0, **{f"k{i}": i for i in range(10)}}
+    assert patched["version"] == 11
+    versions = await first.assistant_versions("a1", metadata=None, limit=20, offset=0)
+    assert [v["version"] for v in versions] == list(range(11, 0, -1))
+
+
+async def test_concurrent_copies_to_one_id_copy_once(storage: Storage) -> None:
+    await storage.create_thread("t1", metadata={"k": "v"}, if_exists="raise")
+    await _graph_run(storage, "t1", "r1", "one")
+    results = await asyncio.gather(
+        *(storage.copy_thread("t1", "t2") for _ in range(5)), return_exceptions=True
+    )
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
+    assert await _graph_items(storage, "t2") == ["one", "echo"]
+
+
+async def test_concurrent_deletes_of_a_run_delete_it_once(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    await _finish(storage, run_id)
+    results = await asyncio.gather(
+        *(storage.delete_run("t1", run_id) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, NotFound) for r in results if r is not None)
+
+
+async def test_next_due_survives_a_due_time_beyond_datetime(storage: Storage) -> None:
+    """A run queued with an after_seconds too large for a datetime (stored before the API
+    checked it) must not stop the worker from asking when the next run falls due."""
+    await _enqueue(storage, "t1", kwargs={"after_seconds": 1e12})
+    due = await storage.next_due()
+    assert due is not None and due.tzinfo is not None
+    assert due >= datetime(9999, 1, 1, tzinfo=UTC)
+
+
+# --- sqlite only -----------------------------------------------------------------------------
+async def test_sqlite_an_unreadable_run_never_blocks_the_queue(tmp_path: Path) -> None:
+    """Only SQLite can hold a row that is not JSON: claiming it says which run it is (for the
+    worker to end as error), and the claims after it go on to the next run."""
+    path = tmp_path / "agentstream.sqlite"
+    storage = SqliteStorage(path)
+    await storage.setup()
+    try:
+        broken, _ = await _enqueue(storage, "t1")
+        fine, _ = await _enqueue(storage, "t2")
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("UPDATE runs SET kwargs = '{broken' WHERE run_id = ?", (broken,))
+        db.close()
+        with pytest.raises(UnreadableRun) as caught:
+            await storage.claim_run("w", 30)
+        assert caught.value.run_id == broken
+        claim = await storage.claim_run("w", 30)
+        assert claim is not None and claim["run"]["run_id"] == fine
+    finally:
+        await storage.aclose()
+
+
+async def test_sqlite_in_memory_keeps_checkpoints_with_the_rows() -> None:
+    storage = SqliteStorage(":memory:")
+    await storage.setup()
+    try:
+        await storage.create_thread("t1", metadata={}, if_exists="raise")
+        await _graph_run(storage, "t1", "r1", "one")
+        await storage.copy_thread("t1", "t2")
+        assert await _graph_items(storage, "t2") == ["one", "echo"]
+        await storage.delete_thread("t1")
+        assert await _graph_items(storage, "t1") == []
+    finally:
+        await storage.aclose()
+
+
 # --- postgres only ---------------------------------------------------------------------------
 async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> None:
     uri = await _fresh_schema(pg_database)
@@ -806,23 +922,6 @@ async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> N
     async with await psycopg.AsyncConnection.connect(uri) as conn:
         cur = await conn.execute("SELECT version FROM schema_version")
         assert await cur.fetchall() == [(1,)]
-
-
-async def test_postgres_listen_wakes_on_queue_changes(pg_database: str) -> None:
-    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=2)
-    await storage.setup()
-    notifications = storage.listen()
-    try:
-        woke = asyncio.ensure_future(anext(notifications))
-        deadline = time.monotonic() + 10
-        # LISTEN starts inside the generator: queue runs until one is heard.
-        while not woke.done() and time.monotonic() < deadline:
-            await _enqueue(storage)
-            await asyncio.wait([woke], timeout=0.1)
-        assert woke.done() and woke.result() is None
-    finally:
-        await notifications.aclose()  # type: ignore[attr-defined]
-        await storage.aclose()
 
 
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:

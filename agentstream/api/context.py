@@ -13,6 +13,7 @@ from agentstream.api.deployment import HeaderPassthrough
 from agentstream.api.errors import ApiError
 from agentstream.eventbus import EventBus
 from agentstream.execution.runs import RunService
+from agentstream.execution.webhooks import WebhookPolicy
 from agentstream.graphs import GraphRegistry, default_assistant_id
 from agentstream.ids import is_uuid
 from agentstream.settings import Settings
@@ -28,6 +29,7 @@ class ApiContext:
     settings: Settings
     auth: Gate | None = None
     headers: HeaderPassthrough = field(default_factory=HeaderPassthrough)
+    webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
     store: BaseStore | None = None
 
     async def authorize(

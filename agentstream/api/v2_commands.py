@@ -19,7 +19,7 @@ from agentstream.api.errors import ApiError
 from agentstream.api.models import RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
-from agentstream.api.runs import _create
+from agentstream.api.run_create import create_run
 from agentstream.api.v2_stream import SEQ_BASE, valid_channel
 from agentstream.execution.runs import thread_log
 from agentstream.execution.v3events import V2_MARKER, V2_STREAM_MODES
@@ -85,7 +85,7 @@ async def _start(c: ApiContext, request: Request, thread_id: str, body: Params) 
         raise CommandError("invalid_argument", str(exc.errors()[0].get("msg"))) from None
     # The thread log lists runs in order: this run comes after the last one listed now.
     before = await c.bus.last_seq(thread_log(thread_id))
-    run, _, _ = await _create(c, request, model, thread_id, "create")
+    run, _, _ = await create_run(c, request, model, thread_id, "create")
     return {"run_id": run["run_id"]}, (before + 1) * SEQ_BASE
 
 

@@ -23,10 +23,10 @@ from agentstream.api.errors import ApiError
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, JsonResponse
 from agentstream.eventbus import BusUnavailable, EventsEvicted
-from agentstream.execution.executor import RESULT_MODE
 from agentstream.execution.runs import thread_log
 from agentstream.execution.v3events import V2_MODE
 from agentstream.ids import is_uuid
+from agentstream.protocol import RESULT_MODE
 from agentstream.storage.base import TERMINAL, Filter, NotFound
 
 router = APIRouter(route_class=JsonRoute)

@@ -8,28 +8,29 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
 import langgraph.version
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
-from langgraph.types import Command, Interrupt
+from langgraph.types import Command
 
 from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
+from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.execution.v3events import V3Run, is_v2
+from agentstream.execution.webhooks import WebhookSender
+from agentstream.execution.webhooks import payload as webhook_payload
 from agentstream.graphs import GraphRegistry
 from agentstream.outages import service_unavailable
-from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage, ThreadStatus
+from agentstream.protocol import ThreadStatus, result_item
+from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
-
-# Modes that only exist inside the log, never shown to SSE readers.
-RESULT_MODE = "result"
 
 
 class RunAttemptsExceeded(Exception):
@@ -98,12 +99,14 @@ class Executor:
         host: str,
         *,
         max_attempts: int = 3,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.storage = storage
         self.bus = bus
         self.graphs = graphs
         self.host = host
         self.max_attempts = max_attempts
+        self.webhooks = webhooks
         # Runs started through protocol v2, by run id, while they run: their terminal events.
         self._v3: dict[str, V3Run] = {}
 
@@ -161,6 +164,7 @@ class Executor:
     async def run(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run = claim["run"]
         run_id = run["run_id"]
+        started = datetime.now(UTC)
         metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
         await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
         try:
@@ -189,18 +193,24 @@ class Executor:
             # What the checkpoints hold (the nodes that did finish), as the real server shows.
             outcome.values = await self._current_values(claim)
         await self._settle(claim, outcome, cancellation)
+        self._call_webhook(claim, outcome, started)
+
+    def _call_webhook(self, claim: RunClaim, outcome: RunOutcome, started: datetime) -> None:
+        url = claim["run"]["kwargs"].get("webhook")
+        if not url or self.webhooks is None or outcome.status not in TERMINAL:
+            return
+        values = serde.to_jsonable(outcome.values)
+        body = webhook_payload(claim["run"], outcome.status, values, outcome.error, started)
+        self.webhooks.deliver(url, body)
 
     async def _execute(self, claim: RunClaim) -> RunOutcome:
         run = claim["run"]
         kwargs = run["kwargs"]
         assistant = await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-        graph = await self.graphs.get(assistant["graph_id"], config)
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
-        async with self.storage.checkpointer() as saver:
-            wanted = saver if persist else None
-            if graph.checkpointer is not wanted:  # a stateless run of a plain graph: as it is
-                graph = graph.copy(update={"checkpointer": wanted})
+        graph_id = assistant["graph_id"]
+        async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
@@ -217,7 +227,7 @@ class Executor:
                 )
             async with aclosing(parts):
                 await self._publish_all(run, parts, translate)
-            return await self._outcome(graph, config, translator, persist, saver)
+            return await self._outcome(graph, config, translator, persist)
 
     async def _publish_all(
         self,
@@ -304,7 +314,6 @@ class Executor:
         config: RunnableConfig,
         translator: Translator,
         persist: bool,
-        saver: BaseCheckpointSaver[Any],
     ) -> RunOutcome:
         if not persist:
             values = translator.last_values
@@ -314,11 +323,7 @@ class Executor:
                 "success", status, values=_without_interrupt(values), pending_interrupts=found
             )
         state = await graph.aget_state(config)
-        interrupts = {
-            task.id: [_stored_interrupt(i) for i in task.interrupts]
-            for task in state.tasks
-            if task.interrupts
-        }
+        interrupts = interrupts_by_task(state.tasks)
         thread_status: ThreadStatus = "interrupted" if state.next or interrupts else "idle"
         return RunOutcome(
             "success",
@@ -348,9 +353,8 @@ class Executor:
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
             config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-            graph = await self.graphs.get(assistant["graph_id"], config)
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"], config) as graph:
+                state = await graph.aget_state(config)
             return state.values
         except Exception:  # a cancelled run's state is a courtesy, never a reason to fail
             return await self._state_values(claim)
@@ -360,16 +364,12 @@ class Executor:
     ) -> None:
         run = claim["run"]
         run_id = run["run_id"]
-        result = {
-            "values": outcome.values,
-            "error": outcome.error,
-            "status": outcome.status,
-            "interrupts": outcome.pending_interrupts,
-        }
-        ending: list[Item] = [(RESULT_MODE, RESULT_MODE, serde.dumps(result))]
+        result = result_item(
+            outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
+        )
         v3 = self._v3.pop(run_id, None)
         if v3 is None:
-            await self.bus.publish(run_id, ending)
+            await self.bus.publish(run_id, [result])
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -385,7 +385,7 @@ class Executor:
             )
         if v3 is not None:  # after the run's status is stored: a v2 client reads it next
             end = v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
-            await self.bus.publish(run_id, end + ending)
+            await self.bus.publish(run_id, [*end, result])
         await self.bus.close(run_id)
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
@@ -393,19 +393,10 @@ class Executor:
         as error, as far as the services let it: its readers get an `error` event and the end
         of the log, and it never stays `running`. Each step is tried on its own."""
         error = error_payload(exc)
-        result: dict[str, Any] = {
-            "values": None,
-            "error": error,
-            "status": "error",
-            "interrupts": [],
-        }
         try:
             await self.bus.publish(
                 run_id,
-                [
-                    ("error", "error", serde.dumps(error)),
-                    (RESULT_MODE, RESULT_MODE, serde.dumps(result)),
-                ],
+                [("error", "error", serde.dumps(error)), result_item(None, error, "error", [])],
             )
         except Exception:
             log.exception("run %s: publishing its error failed", run_id)
@@ -439,10 +430,9 @@ class Executor:
         values: Any = None
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
-            graph = await self.graphs.get(assistant["graph_id"])
             config: RunnableConfig = {"configurable": {"thread_id": run["thread_id"]}}
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"]) as graph:
+                state = await graph.aget_state(config)
             values = state.values or None
         except NotFound:
             pass
@@ -491,10 +481,6 @@ def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
     if len(part) == 3:
         return part[0], part[1], part[2]
     return (), part[0], part[1]
-
-
-def _stored_interrupt(interrupt: Interrupt) -> dict[str, Any]:
-    return {"id": interrupt.id, "value": interrupt.value}
 
 
 def _without_interrupt(values: Any) -> Any:

@@ -11,7 +11,7 @@ import uuid
 from agentstream import metrics
 from agentstream.execution.control import Control
 from agentstream.execution.executor import Cancellation, Executor, ServiceLost, due, ride_out
-from agentstream.storage.base import RunClaim, Storage, UnreadableRun
+from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
 
@@ -22,7 +22,7 @@ _MAX_BACKOFF = 2.0
 class Worker:
     def __init__(
         self,
-        storage: Storage,
+        storage: RunQueue,  # the worker only claims, renews and waits for due runs
         control: Control,
         executor: Executor,
         *,
@@ -80,6 +80,8 @@ class Worker:
         await self._release(list(held))
         for handback in list(self._handbacks):
             handback.cancel()
+        if self.executor.webhooks is not None:
+            await self.executor.webhooks.aclose()
 
     async def _release(self, run_ids: list[str]) -> None:
         released = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -61,6 +62,18 @@ class Run(TypedDict):
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to queue, and how: on which terms it may create its thread, and for whom."""
+
+    run: Run
+    temporary: bool  # a stateless run's thread, removed when the run ends
+    if_not_exists: Literal["create", "reject"]
+    auth_user: dict[str, Any] | None
+    thread_metadata: Mapping[str, Any]  # merged into the thread's metadata
+    filters: Filter | None = None
+
+
 class RunClaim(TypedDict):
     """What a worker gets when it claims a run: the run plus what the API never shows."""
 
@@ -78,16 +91,49 @@ class QueueStats(TypedDict):
     unblocked_waits: list[float]
 
 
-class NotFound(Exception):
-    pass
+# The kinds of storage errors: what was missing, what was taken ("busy": a thread's turn).
+Missing = Literal["assistant", "version", "thread", "run"]
+Taken = Literal["assistant", "thread", "busy"]
 
 
-class Conflict(Exception):
-    pass
+class StorageError(Exception):
+    """What went wrong, as data: which kind of record and its key. The API words it for clients
+    (api/errors.py); str() is for logs and generic error events."""
+
+    def __init__(self, what: str, *key: object) -> None:
+        super().__init__(what, *key)
+        self.what = what
+        self.key = key
+
+
+class NotFound(StorageError):
+    """No such record, or one the caller's owner filter hides (the same thing to the caller)."""
+
+    def __init__(self, what: Missing, *key: object) -> None:
+        super().__init__(what, *key)
+
+    def __str__(self) -> str:
+        return f"{self.what.capitalize()} {' '.join(map(repr, self.key))} not found"
+
+
+class Conflict(StorageError):
+    """The record exists already (or its key is taken by a record the caller may not see)."""
+
+    def __init__(self, what: Taken, *key: object) -> None:
+        super().__init__(what, *key)
+
+    def __str__(self) -> str:
+        return f"{self.what.capitalize()} {' '.join(map(repr, self.key))} already exists"
 
 
 class ThreadBusy(Conflict):
-    pass
+    """A run with multitask strategy "reject" came while its thread had one in flight."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__("busy", thread_id)
+
+    def __str__(self) -> str:
+        return f"Thread {self.key[0]!r} is busy"
 
 
 class UnreadableRun(Exception):
@@ -109,7 +155,54 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Storage(Protocol):
+class RunQueue(Protocol):
+    """The queue's face of storage: all that the worker and the run service's queue steps use."""
+
+    async def create_run(self, new: NewRun) -> list[str]:
+        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
+        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
+        rollback (the new run waits behind them in the queue)."""
+        ...
+
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
+        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
+        run whose lease has expired (a new attempt). Marks it running under a lease."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending run scheduled in the future becomes due."""
+        ...
+
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+        delete_thread: bool,
+    ) -> None: ...
+
+    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
+        """Finish a run that has not started; False when a worker already took it."""
+        ...
+
+    async def rollback_run(self, run_id: str, thread_id: str) -> None:
+        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
+        ...
+
+    async def expire_leases(self) -> int:
+        """Make every running run claimable again (the embedded server after a crash)."""
+        ...
+
+
+class Storage(RunQueue, Protocol):
+    """Every persistence verb: the queue's, and the records' (assistants, threads, runs)."""
+
     # --- lifecycle -------------------------------------------------------------------------
     async def setup(self) -> None: ...
 
@@ -214,21 +307,6 @@ class Storage(Protocol):
         ...
 
     # --- runs ------------------------------------------------------------------------------
-    async def create_run(
-        self,
-        run: Run,
-        *,
-        temporary: bool,
-        if_not_exists: Literal["create", "reject"],
-        auth_user: dict[str, Any] | None,
-        thread_metadata: Mapping[str, Any],
-        filters: Filter | None = None,
-    ) -> list[str]:
-        """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
-        raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
-        rollback (the new run waits behind them in the queue)."""
-        ...
-
     async def get_run(
         self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
     ) -> Run: ...
@@ -258,42 +336,7 @@ class Storage(Protocol):
         """Pending and running runs matching the selection (for cancel)."""
         ...
 
-    # --- the queue -------------------------------------------------------------------------
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
-        """Take the oldest runnable run: pending, due, and alone on its thread; or a running
-        run whose lease has expired (a new attempt). Marks it running under a lease."""
-        ...
-
-    async def next_due(self) -> datetime | None:
-        """When the earliest pending run scheduled in the future becomes due."""
-        ...
-
-    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
-
-    async def finish_run(
-        self,
-        run_id: str,
-        *,
-        status: RunStatus,
-        thread_status: ThreadStatus,
-        values: Any,
-        interrupts: Mapping[str, Any],
-        error: Any,
-        delete_thread: bool,
-    ) -> None: ...
-
-    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
-        """Finish a run that has not started; False when a worker already took it."""
-        ...
-
-    async def rollback_run(self, run_id: str, thread_id: str) -> None:
-        """Delete the run and the checkpoints it wrote, restoring its thread's state."""
-        ...
-
-    async def expire_leases(self) -> int:
-        """Make every running run claimable again (the embedded server after a crash)."""
-        ...
-
+    # --- metrics ---------------------------------------------------------------------------
     async def queue_stats(self) -> QueueStats:
         """How many runs wait and run, and how long the due pending ones have waited."""
         ...

@@ -1,0 +1,72 @@
+"""What a SQL dialect gives the run store: named queries, placeholders, and JSON conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# One statement of a verb: SQL text and its named parameters. A verb is a generator of steps
+# that receives each step's (rows, rowcount) and returns the verb's result: the connector runs
+# it (in one transaction, or in one hand-off to SQLite's thread), so the rules exist once.
+Step = tuple[str, Mapping[str, Any]]
+Result = tuple[Sequence[Sequence[Any]], int]
+Verb = Generator[Step, Result, T]
+
+# A condition on one key of a JSON column: (column, key, value, bind) -> SQL, where bind(value)
+# adds a parameter and returns its placeholder.
+Bind = Callable[[Any], str]
+Condition = Callable[[str, str, Any, Bind], str]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    queries: Mapping[str, str]  # name -> SQL; a few are templates ({cond}, {where}, {order})
+    scripts: Mapping[str, tuple[str, ...]]  # name -> statements run one after the other
+    mark: Callable[[str], str]  # a named parameter's placeholder
+    equals: Condition
+    contains: Condition
+    true: str
+
+    def __getitem__(self, name: str) -> str:
+        return self.queries[name]
+
+
+# A statement's named parameters: a plain dict, which sqlite3 binds fastest.
+Params = dict[str, Any]
+
+
+def binder(d: Dialect, p: Params) -> Bind:
+    """Adds a parameter to p under a fresh name and returns its placeholder."""
+
+    def bind(value: Any) -> str:
+        name = f"_p{len(p)}"
+        p[name] = value
+        return d.mark(name)
+
+    return bind
+
+
+def match(d: Dialect, column: str, conditions: Mapping[str, Any] | None, p: Params) -> str:
+    """A condition that holds when the JSON object in `column` matches every key.
+
+    Plain values and {"$eq": v} mean equality; {"$contains": v} means the list at that key
+    holds v (or every item of v).
+    """
+    if not conditions:
+        return d.true
+    bind = binder(d, p)
+    parts: list[str] = []
+    for key, value in conditions.items():
+        if (
+            isinstance(value, dict)
+            and len(value) == 1
+            and next(iter(value)) in ("$eq", "$contains")
+        ):
+            op, operand = next(iter(value.items()))
+            parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, bind))
+        else:
+            parts.append(d.equals(column, key, value, bind))
+    return " AND ".join(parts)

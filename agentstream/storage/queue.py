@@ -1,0 +1,287 @@
+"""The run queue's verbs, once for every backend: create, claim, renew, finish, cancel, roll back.
+
+Each multi-step verb is a generator of named statements (see dialect.Verb) that its connector
+runs in one transaction: on SQLite inside one hand-off to the connection's thread, so that
+concurrent calls still share a commit; on PostgreSQL with an await per statement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from agentstream.storage.base import (
+    NewRun,
+    NotFound,
+    QueueStats,
+    Run,
+    RunClaim,
+    RunStatus,
+    ThreadBusy,
+    ThreadStatus,
+    UnreadableRun,
+    utcnow,
+)
+from agentstream.storage.dialect import Dialect, Params, Verb, match
+
+T = TypeVar("T")
+Row = Sequence[Any]
+
+# How often a claim starts over when another process started the run it picked (PostgreSQL;
+# SQLite's write lock makes the pick and the start one step).
+_CLAIM_TRIES = 8
+_GONE = object()  # the picked run was started by someone else meanwhile
+
+
+class Connector(Protocol):
+    """Runs statements on one backend and converts its values; knows no rule of ours."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]: ...
+
+    def json(self, value: Any) -> Any:
+        """A JSON parameter (None is SQL NULL)."""
+        ...
+
+    def load(self, value: Any) -> Any:
+        """A JSON column's value."""
+        ...
+
+    def ts(self, value: datetime) -> Any:
+        """A timestamp parameter."""
+        ...
+
+    def load_ts(self, value: Any) -> datetime: ...
+
+    async def write(self, verb: Verb[T]) -> T:
+        """Run the verb's statements in one write transaction, committed before this returns."""
+        ...
+
+    async def read(self, verb: Verb[T]) -> T:
+        """Run the verb's statements (reads) outside a transaction."""
+        ...
+
+    async def get(self, sql: str, params: Mapping[str, Any]) -> Row | None:
+        """One row by key: the cheapest read there is."""
+        ...
+
+
+def rows(sql: str, params: Mapping[str, Any]) -> Verb[Sequence[Row]]:
+    """A verb of one statement, returning its rows."""
+    found, _ = yield sql, params
+    return found
+
+
+def count(sql: str, params: Mapping[str, Any]) -> Verb[int]:
+    """A verb of one statement, returning how many rows it changed."""
+    _, changed = yield sql, params
+    return changed
+
+
+class QueueStore:
+    """The verbs the worker and the run service use; RunStore adds the records around them."""
+
+    def __init__(self, connector: Connector, dialect: Dialect) -> None:
+        self.c = connector
+        self.d = dialect
+
+    def _params(self, **fixed: Any) -> Params:
+        # Both clocks: SQLite's queries take them, PostgreSQL's use the database's.
+        return dict(now=time.time(), at=self.c.ts(utcnow()), **fixed)
+
+    def _run(self, r: Row) -> Run:
+        load, ts = self.c.load, self.c.load_ts
+        return Run(
+            run_id=r[0],
+            thread_id=r[1],
+            assistant_id=r[2],
+            metadata=load(r[3]),
+            status=r[4],
+            kwargs=load(r[5]),
+            multitask_strategy=r[6],
+            created_at=ts(r[7]),
+            updated_at=ts(r[8]),
+        )
+
+    # --- creating a run ----------------------------------------------------------------------
+    async def create_run(self, new: NewRun) -> list[str]:
+        run, j = new.run, self.c.json
+        p = self._params(
+            run_id=run["run_id"],
+            thread_id=run["thread_id"],
+            assistant_id=run["assistant_id"],
+            run_metadata=j(run["metadata"]),
+            kwargs=j(run["kwargs"]),
+            strategy=run["multitask_strategy"],
+            created_at=self.c.ts(run["created_at"]),
+            updated_at=self.c.ts(run["updated_at"]),
+            temporary=new.temporary,
+            auth_user=j(new.auth_user),
+            after=float(run["kwargs"].get("after_seconds") or 0),
+            metadata=j(dict(new.thread_metadata)),
+        )
+        cond = match(self.d, "metadata", new.filters, p)
+        inflight = await self.c.write(self._create_run(new, cond, p))
+        return inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
+
+    def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[list[str]]:
+        if new.temporary or new.if_not_exists == "create":
+            yield self.d["insert_thread"], p
+        # The thread's lock makes the check below and the insert one step for every process.
+        thread, _ = yield self.d["lock_thread"].format(cond=cond), p
+        if not thread:
+            raise NotFound("thread", p["thread_id"])
+        found, _ = yield self.d["thread_inflight"], p
+        inflight = [r[0] for r in found]
+        if inflight and p["strategy"] == "reject":
+            raise ThreadBusy(p["thread_id"])
+        yield self.d["insert_run"], p
+        merged = {**self.c.load(thread[0][0]), **new.thread_metadata}
+        yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(merged)}
+        return inflight
+
+    # --- the queue ---------------------------------------------------------------------------
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
+        p = self._params(worker_id=worker_id, lease=float(lease_seconds))
+        for _ in range(_CLAIM_TRIES):
+            row = await self.c.write(self._claim(p))
+            if row is None:
+                return None
+            if row is not _GONE:
+                return self._claim_of(row)
+        return None
+
+    def _claim(self, p: Params) -> Verb[Any]:
+        # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
+        # ever pick two runs of one thread, the thread's advisory lock orders them and the
+        # second one's start, a new statement and so a fresh snapshot, sees what the first did.
+        picked, _ = yield self.d["pick_run"], p
+        if not picked:
+            return None
+        started, _ = yield self.d["start_run"], {**p, "seq": min(r[0] for r in picked)}
+        return started[0] if started else _GONE
+
+    def _claim_of(self, r: Row) -> RunClaim:
+        # Decoded after the claim commits: a row that fails to decode is then a running run of
+        # this worker, which ends it as error, never a pending head of the queue that every
+        # claim trips over.
+        try:
+            return RunClaim(
+                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11])
+            )
+        except ValueError as exc:  # orjson's decode error is a ValueError
+            raise UnreadableRun(r[0], str(exc)) from exc
+
+    async def next_due(self) -> datetime | None:
+        found = await self.c.read(rows(self.d["next_due"], self._params()))
+        due = found[0][0] if found else None
+        return None if due is None else self.c.load_ts(due)
+
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        p = self._params(run_id=run_id, worker_id=worker_id, lease=float(lease_seconds))
+        return await self.c.write(count(self.d["renew_lease"], p)) > 0
+
+    async def expire_leases(self) -> int:
+        return await self.c.write(count(self.d["expire_leases"], self._params()))
+
+    async def queue_stats(self) -> QueueStats:
+        counts, waits = await self.c.read(self._queue_stats(self._params()))
+        by_status: dict[str, int] = {row[0]: row[1] for row in counts}
+        return QueueStats(
+            pending=by_status.get("pending", 0),
+            running=by_status.get("running", 0),
+            waits=[float(row[0]) for row in waits],
+            unblocked_waits=[float(row[0]) for row in waits if row[1]],
+        )
+
+    def _queue_stats(self, p: Params) -> Verb[tuple[Sequence[Row], Sequence[Row]]]:
+        counts, _ = yield self.d["queue_counts"], p
+        waits, _ = yield self.d["pending_waits"], p
+        return counts, waits
+
+    # --- ending a run ------------------------------------------------------------------------
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Mapping[str, Any],
+        error: Any,
+        delete_thread: bool,
+    ) -> None:
+        p = self._params(run_id=run_id, status=status)
+        settle = self._settled(thread_status, values, interrupts, error)
+        await self.c.write(self._finish(p, None if delete_thread else settle))
+
+    def _settled(
+        self, status: ThreadStatus | None, values: Any, interrupts: Mapping[str, Any], error: Any
+    ) -> dict[str, Any]:
+        """A thread's new status and cached state, as settle_thread's parameters."""
+        j = self.c.json
+        return {"status": status, "values": j(values), "interrupts": j(dict(interrupts)),
+                "error": j(error) if error else None}  # fmt: skip
+
+    def _finish(self, p: Params, settle: dict[str, Any] | None) -> Verb[None]:
+        thread = yield from self._lock_thread_of(p)
+        if thread is None:
+            return
+        yield self.d["end_run"], p
+        if settle is None:
+            yield from self._delete_thread_rows(p)
+        else:
+            yield self.d["settle_thread"], {**p, **settle}
+
+    def _lock_thread_of(self, p: Params) -> Verb[Row | None]:
+        """Lock the thread of a run and put its id in p; its (metadata, values, interrupts,
+        status), or None when the run is gone, () when its thread is."""
+        found, _ = yield self.d["lock_thread_of_run"], p
+        if not found:
+            return None
+        p["thread_id"], *thread = found[0]
+        return thread if thread[3] is not None else ()
+
+    def _delete_thread_rows(self, p: Mapping[str, Any]) -> Verb[None]:
+        yield self.d["delete_thread_runs"], p
+        yield self.d["delete_thread"], p
+        for sql in self.d.scripts["delete_checkpoints"]:
+            yield sql, p
+
+    async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
+        return await self.c.write(self._cancel_pending(self._params(run_id=run_id, status=status)))
+
+    def _cancel_pending(self, p: Params) -> Verb[bool]:
+        thread = yield from self._lock_thread_of(p)
+        if thread is None:
+            return False
+        _, cancelled = yield self.d["cancel_pending"], p
+        if not cancelled:
+            return False
+        if thread:
+            load = self.c.load
+            status: ThreadStatus = "idle" if thread[3] == "busy" else thread[3]
+            settle = self._settled(status, load(thread[1]), load(thread[2]), None)
+            yield self.d["settle_thread"], {**p, **settle}
+        return True
+
+    async def rollback_run(self, run_id: str, thread_id: str) -> None:
+        await self.c.write(self._rollback(self._params(run_id=run_id, thread_id=thread_id)))
+
+    def _rollback(self, p: Params) -> Verb[None]:
+        yield self.d["delete_run_row"], p
+        versions: Sequence[Row] = ()
+        for sql in self.d.scripts["delete_run_checkpoints"]:
+            versions, _ = yield sql, p
+        if versions:  # the channel versions the run's checkpoints held (PostgreSQL's blobs)
+            ns, channel, version = (list(column) for column in zip(*versions, strict=True))
+            for sql in self.d.scripts["delete_orphan_blobs"]:
+                yield sql, {**p, "ns": ns, "channel": channel, "version": version}

@@ -1,0 +1,327 @@
+"""The SQLite dialect: the schema's migrations and every query of the run store, by name.
+
+Each query has a one-line description. Placeholders are named (:name); the run store passes
+the same parameters to both dialects, and each query takes the ones it needs. Queries with
+{cond} (an owner filter), {where} or {order} are templates the store fills in.
+"""
+
+from __future__ import annotations
+
+from agentstream.storage.dialect import Dialect
+from agentstream.storage.sqlfilters import contains, equals
+
+MIGRATIONS = [
+    # 1: the initial schema
+    """
+    CREATE TABLE IF NOT EXISTS assistants (
+        assistant_id TEXT PRIMARY KEY,
+        graph_id TEXT NOT NULL,
+        config TEXT NOT NULL,
+        context TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS assistant_versions (
+        assistant_id TEXT NOT NULL REFERENCES assistants(assistant_id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        graph_id TEXT NOT NULL,
+        config TEXT NOT NULL,
+        context TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (assistant_id, version)
+    );
+    CREATE TABLE IF NOT EXISTS threads (
+        thread_id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        state_updated_at TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        config TEXT NOT NULL,
+        "values" TEXT,
+        interrupts TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE TABLE IF NOT EXISTS runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        thread_id TEXT NOT NULL,
+        assistant_id TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        kwargs TEXT NOT NULL,
+        multitask_strategy TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        temporary INTEGER NOT NULL DEFAULT 0,
+        auth_user TEXT,
+        worker_id TEXT,
+        lease_expires_at REAL,
+        due_at REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, seq);
+    CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+    """,
+]
+
+_ASSISTANT = (
+    "assistant_id, graph_id, config, context, metadata, name, description, version, "
+    "created_at, updated_at"
+)
+_VERSION = (
+    "assistant_id, version, graph_id, config, context, metadata, name, description, created_at"
+)
+_THREAD = (
+    'thread_id, created_at, updated_at, state_updated_at, metadata, status, config, "values", '
+    "interrupts, error"
+)
+_RUN = (
+    "run_id, thread_id, assistant_id, metadata, status, kwargs, multitask_strategy, "
+    "created_at, updated_at"
+)
+_R_RUN = ", ".join("r." + c.strip() for c in _RUN.split(","))
+_INFLIGHT = "status IN ('pending', 'running')"
+# The claim's candidates: the oldest pending run whose thread has nothing running or queued
+# before it, and the oldest running run whose lease ran out. Each walks the status index in
+# order and stops at its first match; as one query with an OR, SQLite checked every pending
+# run and sorted them, on every claim (quadratic in the queue).
+_NEXT_PENDING = """
+SELECT r.seq FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now AND NOT EXISTS (
+    SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq
+    AND (o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq)))
+ORDER BY r.seq LIMIT 1
+"""
+_NEXT_EXPIRED = """
+SELECT seq FROM runs WHERE status = 'running' AND lease_expires_at < :now ORDER BY seq LIMIT 1
+"""
+_CHECKPOINT_TABLES = (
+    ("checkpoints", "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
+     "metadata"),
+    ("writes", "checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value"),
+)  # fmt: skip
+
+QUERIES = {
+    # --- assistants ---
+    # Insert an assistant unless its id is taken; returns nothing when it is.
+    "insert_assistant": f"""
+INSERT OR IGNORE INTO assistants ({_ASSISTANT}) VALUES (:assistant_id, :graph_id, :config,
+    :context, :metadata, :name, :description, :version, :created_at, :updated_at)
+RETURNING assistant_id
+""",
+    # Record one version of an assistant.
+    "insert_version": f"""
+INSERT INTO assistant_versions ({_VERSION}) VALUES (:assistant_id, :version, :graph_id, :config,
+    :context, :metadata, :name, :description, :at)
+""",
+    # An assistant the caller may see.
+    "get_assistant": f"SELECT {_ASSISTANT} FROM assistants WHERE assistant_id = :assistant_id "
+    "AND {cond}",
+    # The same, to change it (the write transaction already excludes every other writer).
+    "lock_assistant": f"SELECT {_ASSISTANT} FROM assistants WHERE assistant_id = :assistant_id "
+    "AND {cond}",
+    # The newest version number of an assistant.
+    "latest_version": "SELECT max(version) FROM assistant_versions "
+    "WHERE assistant_id = :assistant_id",
+    # One version's contents.
+    "get_version": """
+SELECT graph_id, config, context, metadata, name, description FROM assistant_versions
+WHERE assistant_id = :assistant_id AND version = :version
+""",
+    # Point an assistant at new contents (a new or an old version).
+    "update_assistant": """
+UPDATE assistants SET graph_id = :graph_id, config = :config, context = :context,
+    metadata = :metadata, name = :name, description = :description, version = :version,
+    updated_at = :at
+WHERE assistant_id = :assistant_id
+""",
+    # Delete an assistant the caller may see (its versions go with it).
+    "delete_assistant": "DELETE FROM assistants WHERE assistant_id = :assistant_id AND {cond}",
+    # A page of matching assistants.
+    "search_assistants": f"SELECT {_ASSISTANT} FROM assistants WHERE {{where}} "
+    "ORDER BY {order} LIMIT :limit OFFSET :offset",
+    # How many assistants match.
+    "count_assistants": "SELECT count(*) FROM assistants WHERE {where}",
+    # Assistants of one graph.
+    "graph_is": "graph_id = :graph_id",
+    # Assistants whose name holds a string, ignoring case.
+    "name_like": "name LIKE :name",
+    # A page of an assistant's versions, newest first.
+    "assistant_versions": f"SELECT {_VERSION} FROM assistant_versions "
+    "WHERE assistant_id = :assistant_id AND {cond} "
+    "ORDER BY version DESC LIMIT :limit OFFSET :offset",
+    # --- threads ---
+    # Insert an idle thread unless its id is taken; returns nothing when it is.
+    "insert_thread": f"""
+INSERT OR IGNORE INTO threads ({_THREAD}) VALUES (:thread_id, :at, :at, :at, :metadata, 'idle',
+    '{{"configurable": {{}}}}', NULL, '{{}}', NULL)
+RETURNING thread_id
+""",
+    # A thread the caller may see.
+    "get_thread": f"SELECT {_THREAD} FROM threads WHERE thread_id = :thread_id AND {{cond}}",
+    # A thread the caller may see, to change it or its runs (the write transaction already
+    # excludes every other writer).
+    "lock_thread": 'SELECT metadata, "values", interrupts, status FROM threads '
+    "WHERE thread_id = :thread_id AND {cond}",
+    # Replace a thread's metadata.
+    "set_thread_metadata": f"""
+UPDATE threads SET metadata = :metadata, updated_at = :at WHERE thread_id = :thread_id
+RETURNING {_THREAD}
+""",
+    # Copy a thread's row to a new id, idle, unless the id is taken.
+    "copy_thread": f"""
+INSERT OR IGNORE INTO threads ({_THREAD})
+SELECT :new_thread_id, :at, :at, :at, metadata, 'idle', config, "values", interrupts, NULL
+FROM threads WHERE thread_id = :thread_id
+RETURNING {_THREAD}
+""",
+    # Cache a thread's latest state; it stays busy while another run of it is queued or running.
+    "settle_thread": f"""
+UPDATE threads SET
+    status = CASE
+        WHEN :status IS NULL THEN status
+        WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND {_INFLIGHT}) THEN 'busy'
+        ELSE :status END,
+    "values" = :values, interrupts = :interrupts, error = :error, updated_at = :at,
+    state_updated_at = :at
+WHERE thread_id = :thread_id
+""",
+    # Delete a thread's row.
+    "delete_thread": "DELETE FROM threads WHERE thread_id = :thread_id",
+    # Delete every run of a thread.
+    "delete_thread_runs": "DELETE FROM runs WHERE thread_id = :thread_id",
+    # A page of matching threads.
+    "search_threads": f"SELECT {_THREAD} FROM threads WHERE {{where}} "
+    "ORDER BY {order} LIMIT :limit OFFSET :offset",
+    # How many threads match.
+    "count_threads": "SELECT count(*) FROM threads WHERE {where}",
+    # Threads among some ids.
+    "ids_in": "thread_id IN (SELECT value FROM json_each(:ids))",
+    # Threads with one status.
+    "status_is": "status = :status",
+    # --- runs ---
+    # The runs of a thread that are queued or running, oldest first.
+    "thread_inflight": f"SELECT run_id FROM runs WHERE thread_id = :thread_id AND {_INFLIGHT} "
+    "ORDER BY seq",
+    # Queue a run; it becomes due after its kwargs' after_seconds.
+    "insert_run": f"""
+INSERT INTO runs ({_RUN}, temporary, auth_user, due_at) VALUES (:run_id, :thread_id,
+    :assistant_id, :run_metadata, 'pending', :kwargs, :strategy, :created_at, :updated_at,
+    :temporary, :auth_user, :now + :after)
+""",
+    # Mark a thread busy with a new run, with its metadata merged.
+    "thread_takes_run": """
+UPDATE threads SET status = 'busy', metadata = :metadata, updated_at = :at
+WHERE thread_id = :thread_id
+""",
+    # A run the caller may see, on a given thread or any.
+    "get_run": f"""
+SELECT {_R_RUN} FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+WHERE r.run_id = :run_id AND (:thread_id IS NULL OR r.thread_id = :thread_id) AND {{cond}}
+""",
+    # A page of a thread's runs, newest first, of one status or all.
+    "list_runs": f"""
+SELECT {_RUN} FROM runs WHERE thread_id = :thread_id AND (:status IS NULL OR status = :status)
+ORDER BY seq DESC LIMIT :limit OFFSET :offset
+""",
+    # Delete a run of a thread the caller may see.
+    "delete_run": """
+DELETE FROM runs WHERE run_id = :run_id AND thread_id = :thread_id
+AND EXISTS (SELECT 1 FROM threads t WHERE t.thread_id = runs.thread_id AND {cond})
+""",
+    # The queued and running runs the caller may see, oldest first.
+    "inflight_runs": f"""
+SELECT {_R_RUN} FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+WHERE r.{_INFLIGHT} AND {{where}} ORDER BY r.seq
+""",
+    # Runs of one thread.
+    "run_on_thread": "r.thread_id = :thread_id",
+    # Runs among some ids.
+    "run_ids_in": "r.run_id IN (SELECT value FROM json_each(:run_ids))",
+    # Runs with one status.
+    "run_status_is": "r.status = :status",
+    # --- the queue ---
+    # The claim's candidates (see _NEXT_PENDING); the store takes the older.
+    "pick_run": f"SELECT * FROM ({_NEXT_PENDING}) UNION ALL SELECT * FROM ({_NEXT_EXPIRED})",
+    # Start (or restart) the picked run under a lease.
+    "start_run": f"""
+UPDATE runs SET status = 'running', attempt = attempt + 1, worker_id = :worker_id,
+    lease_expires_at = :now + :lease, updated_at = :at
+WHERE seq = :seq
+RETURNING {_RUN}, attempt, temporary, auth_user
+""",
+    # When the next delayed run falls due, no later than base.LATEST_DUE (a due time stored
+    # before after_seconds was bounded may lie beyond what a datetime holds).
+    "next_due": """
+SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', min(min(due_at), 253370764800.0), 'unixepoch')
+FROM runs WHERE status = 'pending' AND due_at > :now
+""",
+    # Extend a lease, only for the worker holding it.
+    "renew_lease": """
+UPDATE runs SET lease_expires_at = :now + :lease
+WHERE run_id = :run_id AND worker_id = :worker_id AND status = 'running'
+""",
+    # The thread of a run and its state (NULLs when the thread is gone), to change both (the
+    # write transaction already excludes every other writer).
+    "lock_thread_of_run": """
+SELECT r.thread_id, t.metadata, t."values", t.interrupts, t.status
+FROM runs r LEFT JOIN threads t ON t.thread_id = r.thread_id WHERE r.run_id = :run_id
+""",
+    # Record how a run ended.
+    "end_run": "UPDATE runs SET status = :status, updated_at = :at, lease_expires_at = NULL "
+    "WHERE run_id = :run_id",
+    # End a run that no worker has taken.
+    "cancel_pending": "UPDATE runs SET status = :status, updated_at = :at "
+    "WHERE run_id = :run_id AND status = 'pending'",
+    # Delete one run.
+    "delete_run_row": "DELETE FROM runs WHERE run_id = :run_id",
+    # Let every running run be claimed again at once.
+    "expire_leases": "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'",
+    # How many runs wait and run (for /metrics).
+    "queue_counts": "SELECT status, count(*) FROM runs WHERE status IN ('pending', 'running') "
+    "GROUP BY status",
+    # Each due pending run: seconds since it fell due, and whether no run of its thread is
+    # running.
+    "pending_waits": """
+SELECT :now - max(r.due_at, (julianday(r.created_at) - 2440587.5) * 86400.0),
+    NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status = 'running')
+FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now
+""",
+}
+
+# Statements on the checkpoint saver's tables, which live in our file.
+SCRIPTS = {
+    # Copy a thread's checkpoints and pending writes to another thread id.
+    "copy_checkpoints": tuple(
+        f"INSERT INTO {table} (thread_id, {cols}) SELECT :new_thread_id, {cols} FROM {table} "
+        "WHERE thread_id = :thread_id"
+        for table, cols in _CHECKPOINT_TABLES
+    ),
+    # Delete a thread's checkpoints and pending writes.
+    "delete_checkpoints": tuple(
+        f"DELETE FROM {table} WHERE thread_id = :thread_id" for table, _ in _CHECKPOINT_TABLES
+    ),
+    # Delete the checkpoints a run wrote and their pending writes.
+    "delete_run_checkpoints": tuple(
+        f"DELETE FROM {table} WHERE thread_id = :thread_id AND checkpoint_id IN ("
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = :thread_id "
+        "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = :run_id)"
+        for table in ("writes", "checkpoints")
+    ),
+    # Blobs outlive their checkpoints only in PostgreSQL's saver.
+    "delete_orphan_blobs": (),
+}
+
+
+def _mark(name: str) -> str:
+    return f":{name}"
+
+
+DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1")
