@@ -19,7 +19,17 @@ from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__, metrics
-from agentstream.api import assistants, errors, runs, store, system, thread_stream, threads
+from agentstream.api import (
+    assistants,
+    errors,
+    runs,
+    store,
+    system,
+    thread_stream,
+    threads,
+    v2_commands,
+    v2_stream,
+)
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
@@ -249,7 +259,7 @@ def create_app(settings: Settings) -> FastAPI:
     families = {
         "meta": [system],
         "assistants": [assistants],
-        "threads": [threads, thread_stream],
+        "threads": [threads, thread_stream, v2_stream, v2_commands],
         "runs": [runs],
         "store": [store],
     }

@@ -25,6 +25,7 @@ from langgraph_sdk.schema import StreamPart
 from tests.cluster import Cluster, running_cluster
 from tests.conftest import EXAMPLES, ServerProcess, start_server
 from tests.helpers import read_until
+from tests.test_v2 import _until_runs_end
 
 AUTH_APP = Path(__file__).resolve().parent / "auth_app" / "langgraph.json"
 ALICE, BOB = "alice-token", "bob-token"
@@ -600,3 +601,48 @@ async def test_store_memories_stay_apart_through_graphs(people: People) -> None:
     assert (await people.bob.store.search_items(["memories"], filter={"text": secret}))[
         "items"
     ] == []
+
+
+# --- protocol v2 (issue 13) -----------------------------------------------------------------
+
+
+async def _v2_command(
+    http: httpx.AsyncClient, thread_id: str, method: str, **params: object
+) -> Any:
+    response = await http.post(
+        f"/threads/{thread_id}/commands", json={"id": 1, "method": method, "params": params}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_v2_stranger_gets_no_event_and_no_command(people: People) -> None:
+    thread_id = str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "values", "custom"], "since": 0}
+    # The stranger subscribes first, to a thread that does not exist yet...
+    async with people.bob_http.stream(
+        "POST", f"/threads/{thread_id}/stream/events", json=body
+    ) as early:
+        assert early.status_code == 200
+        # ...which its owner then creates with run.start.
+        started = await _v2_command(
+            people.alice_http, thread_id, "run.start", assistant_id="ticker", input={"n": 2}
+        )
+        assert started["type"] == "success", started
+        mine = await _until_runs_end(people.alice_http, thread_id, body, 1)
+        assert mine[0]["method"] == "lifecycle"
+        # The stranger's stream ends without a single event.
+        received = [line async for line in early.aiter_lines() if line.startswith("data:")]
+    assert received == []
+    late = await people.bob_http.post(f"/threads/{thread_id}/stream/events", json=body)
+    assert late.status_code == 404
+    for method, params in (
+        ("run.start", {"assistant_id": "ticker", "input": {"n": 1}}),
+        ("input.respond", {"interrupt_id": "x", "namespace": [], "response": 1}),
+        ("state.get", {"namespace": []}),
+        ("agent.getTree", {}),
+    ):
+        answer = await _v2_command(people.bob_http, thread_id, method, **params)
+        assert answer["type"] == "error", (method, answer)
+    runs = await people.alice.runs.list(thread_id)
+    assert len(runs) == 1  # the stranger's run.start made nothing

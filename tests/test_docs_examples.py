@@ -87,3 +87,20 @@ async def test_readme_auth_example_keeps_users_apart(
     finally:
         await alice.http.client.aclose()
         await bob.http.client.aclose()
+
+
+def test_the_readme_v2_example_streams_answers_and_resumes(server: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "v2_client.py"), server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [
+        "tokens [['echo:', ' hello', ' there']]",
+        "last bye",
+        "asked {'question': 'proceed?'}",
+        "answer yes!",
+        "ticks [0, 1, 2, 3, 4, 5]",
+    ]

@@ -25,6 +25,7 @@ from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
 from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
+from agentstream.execution.v3events import V3Run, is_v2
 from agentstream.execution.webhooks import WebhookSender
 from agentstream.execution.webhooks import payload as webhook_payload
 from agentstream.graphs import GraphRegistry
@@ -110,6 +111,8 @@ class Executor:
         self.host = host
         self.max_attempts = max_attempts
         self.webhooks = webhooks
+        # Runs started through protocol v2, by run id, while they run: their terminal events.
+        self._v3: dict[str, V3Run] = {}
 
     def build_config(
         self, claim: RunClaim, graph_id: str, assistant_config: Mapping[str, Any]
@@ -177,6 +180,7 @@ class Executor:
             outcome = await self._execute(claim)
         except asyncio.CancelledError:
             if cancellation.action == "release":
+                self._v3.pop(run_id, None)
                 raise  # handed back (a graceful stop): the run stays running until claimed again
             task = asyncio.current_task()
             if task is not None:
@@ -185,6 +189,7 @@ class Executor:
         except Exception as exc:
             lost = service_unavailable(exc)
             if lost is not None:  # not the graph's fault: it runs again once the service is back
+                self._v3.pop(run_id, None)
                 raise ServiceLost(f"run {run_id} stopped: {lost}") from exc
             log.info("run %s failed: %r", run_id, exc)
             outcome = RunOutcome("error", "error", error=error_payload(exc))
@@ -216,9 +221,14 @@ class Executor:
             graph_input = _input(kwargs)
             if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
                 graph_input = None  # a taken-over run continues from its own last checkpoint
-            parts, translate = self._stream(
-                graph, config, kwargs, graph_input, requested, translator, context or None
-            )
+            if is_v2(kwargs):
+                v3 = self._v3[run["run_id"]] = V3Run(run["run_id"], assistant["graph_id"])
+                parts = v3.stream(graph, graph_input, config, _options(kwargs, context or None))
+                translate: Callable[[Any], list[Item]] = v3.translate
+            else:
+                parts, translate = self._stream(
+                    graph, config, kwargs, graph_input, requested, translator, context or None
+                )
             async with aclosing(parts):
                 await self._publish_all(run, parts, translate)
             return await self._outcome(graph, config, translator, persist)
@@ -280,17 +290,11 @@ class Executor:
     ) -> tuple[AsyncGenerator[Any, None], Callable[[Any], list[Item]]]:
         """The graph's stream and how to turn each of its parts into events (called in the
         publishing loop itself: a generator in between cost a hop per event)."""
-        modes = graph_modes(requested, need_values=True)
-        options: dict[str, Any] = {
-            "stream_mode": modes,
+        options = {
+            "stream_mode": graph_modes(requested, need_values=True),
             "subgraphs": bool(kwargs.get("subgraphs")),
-            "interrupt_before": kwargs.get("interrupt_before"),
-            "interrupt_after": kwargs.get("interrupt_after"),
+            **_options(kwargs, context),
         }
-        if kwargs.get("durability"):
-            options["durability"] = kwargs["durability"]
-        if context is not None:
-            options["context"] = context
         if "events" not in requested:
 
             def translate(part: Any) -> list[Item]:
@@ -367,7 +371,9 @@ class Executor:
         result = result_item(
             outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
         )
-        await self.bus.publish(run_id, [result])
+        v3 = self._v3.pop(run_id, None)
+        if v3 is None:
+            await self.bus.publish(run_id, [result])
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -381,6 +387,9 @@ class Executor:
                 error=outcome.error,
                 delete_thread=delete_thread,
             )
+        if v3 is not None:  # after the run's status is stored: a v2 client reads it next
+            end = v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
+            await self.bus.publish(run_id, [*end, result])
         await self.bus.close(run_id)
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
@@ -457,6 +466,18 @@ async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: Runnable
     state = await graph.aget_state(config)
     run_id = str(config["configurable"]["run_id"])  # type: ignore[index]
     return bool(state.metadata) and state.metadata.get("run_id") == run_id  # type: ignore[union-attr]
+
+
+def _options(kwargs: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "interrupt_before": kwargs.get("interrupt_before"),
+        "interrupt_after": kwargs.get("interrupt_after"),
+    }
+    if kwargs.get("durability"):
+        options["durability"] = kwargs["durability"]
+    if context is not None:
+        options["context"] = context
+    return options
 
 
 def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:

@@ -1,0 +1,244 @@
+"""POST /threads/{thread_id}/stream/events: protocol v2, a thread's event history then live.
+
+A second reader of the logs every run already has: the thread's own log lists its runs in
+order, and each run started by run.start holds its protocol events (execution/v3events.py).
+So an event's `seq` is durable, the same on every connection and every API process:
+`thread seq * SEQ_BASE + event id in the run's log`, and `since` (or Last-Event-ID) resumes
+exactly, across runs; `since: 0` reads the whole history. Without a cursor a connection starts
+at the thread's latest run (the one its client just started), not at the thread's first run.
+Each run's events start with its root `running` and end with one root terminal, both naming
+the run, which delimits history from the run in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from agentstream import serde
+from agentstream.api.context import ApiContext, ctx
+from agentstream.api.errors import ApiError
+from agentstream.api.requests import JsonRoute
+from agentstream.api.responses import EventStreamResponse, JsonResponse
+from agentstream.eventbus import BusUnavailable, EventsEvicted
+from agentstream.execution.runs import thread_log
+from agentstream.execution.v3events import V2_MODE
+from agentstream.ids import is_uuid
+from agentstream.protocol import RESULT_MODE
+from agentstream.storage.base import TERMINAL, Filter, NotFound
+
+router = APIRouter(route_class=JsonRoute)
+
+SEQ_BASE = 1_000_000  # room for a run's log; seq = thread seq * SEQ_BASE + run event id
+CHANNELS = frozenset(
+    ["values", "updates", "messages", "tools", "lifecycle", "input", "checkpoints", "tasks",
+     "custom"]
+)  # fmt: skip
+
+
+def valid_channel(channel: Any) -> bool:
+    return isinstance(channel, str) and (
+        channel in CHANNELS or (channel.startswith("custom:") and len(channel) > 7)
+    )
+
+
+class Subscription:
+    """Which events a connection wants: channels, namespace prefixes and a depth below them."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        channels = params.get("channels")
+        if not isinstance(channels, list) or not channels:
+            raise ApiError(400, "channels must be a non-empty list")
+        for channel in channels:
+            if not valid_channel(channel):
+                raise ApiError(400, f"unknown channel: {channel!r}")
+        self.channels = frozenset(channels)
+        namespaces = params.get("namespaces")
+        if namespaces is not None and not (
+            isinstance(namespaces, list)
+            and all(isinstance(n, list) and all(isinstance(s, str) for s in n) for n in namespaces)
+        ):
+            raise ApiError(400, "namespaces must be a list of lists of strings")
+        self.namespaces: list[list[str]] | None = namespaces or None
+        depth = params.get("depth")
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)):
+            raise ApiError(400, "depth must be an integer")
+        self.depth: int | None = depth
+
+    def matches(self, name: str) -> bool:
+        """`name` is the log item's: the channel, then the namespace, joined by "|"."""
+        channel, *namespace = name.split("|")
+        if channel not in self.channels and not (
+            channel.startswith("custom:") and "custom" in self.channels
+        ):
+            return False
+        if self.namespaces is None:
+            return True
+        return any(self._within(namespace, prefix) for prefix in self.namespaces)
+
+    def _within(self, namespace: Sequence[str], prefix: Sequence[str]) -> bool:
+        if len(prefix) > len(namespace):
+            return False
+        for want, seg in zip(prefix, namespace, strict=False):
+            if want != seg and (":" in want or seg.partition(":")[0] != want):
+                return False
+        return self.depth is None or len(namespace) - len(prefix) <= self.depth
+
+
+def _method(channel: str) -> bytes:
+    if channel.startswith("custom:"):
+        return b"custom"
+    return b"input.requested" if channel == "input" else channel.encode()
+
+
+def _event(seq: int, event_id: str, name: str, params: bytes) -> bytes:
+    method = _method(name.partition("|")[0])
+    head = b'{"type":"event","event_id":"%s","seq":%d,"method":"%s","params":' % (
+        event_id.encode(),
+        seq,
+        method,
+    )
+    data = head + params + b"}"
+    return b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (method, data, seq)
+
+
+def _error(error: str, message: str, meta: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {"type": "error", "id": None, "error": error, "message": message}
+    if meta is not None:
+        body["meta"] = meta
+    return b"event: error\r\ndata: " + serde.dumps(body) + b"\r\n\r\n"
+
+
+def resume_gap(requested: int, oldest: int) -> bytes:
+    return _error(
+        "resume_gap",
+        f"events after seq {requested} are no longer kept; the oldest kept is {oldest}",
+        {"since": requested, "oldest_seq": oldest},
+    )
+
+
+class ThreadTape:
+    """Reads a thread's runs in order, from a seq on, then follows new runs."""
+
+    def __init__(
+        self, c: ApiContext, thread_id: str, sub: Subscription, check: Filter | None
+    ) -> None:
+        self.c = c
+        self.thread_id = thread_id
+        self.sub = sub
+        self.check = check  # the caller's filter, while the thread did not exist yet
+
+    async def frames(self, since: int | None) -> AsyncIterator[bytes]:
+        if since is None:  # from the thread's latest run: the one a client just started
+            thread_seq, after = await self.c.bus.last_seq(thread_log(self.thread_id)), 0
+            since = max(thread_seq - 1, 0) * SEQ_BASE
+        else:
+            thread_seq, after = divmod(since, SEQ_BASE)
+        start = max(thread_seq - 1, 0)
+        while True:
+            try:
+                async for batch in self.c.bus.subscribe(thread_log(self.thread_id), start):
+                    for entry in batch:
+                        start = entry.seq
+                        if not await self._visible():
+                            return
+                        run_after = after if entry.seq == thread_seq else 0
+                        async for chunk in self._run(entry.seq, entry.data.decode(), run_after):
+                            yield chunk
+                return
+            except EventsEvicted as exc:
+                yield resume_gap(since, exc.first_kept * SEQ_BASE + 1)
+                start, after = exc.first_kept - 1, 0
+            except BusUnavailable as exc:
+                yield _error("unavailable", f"{exc}. Reconnect with since later.")
+                return
+
+    async def _visible(self) -> bool:
+        if self.check is None:
+            return True
+        try:
+            await self.c.storage.get_thread(self.thread_id, filters=self.check)
+        except NotFound:
+            return False  # created since by someone this caller may not see
+        self.check = None
+        return True
+
+    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
+        base = thread_seq * SEQ_BASE
+        pos = after
+        ended = False
+        wait = False  # first what the log holds: a finished run's log may have expired
+        while not ended:
+            try:
+                async for batch in self.c.bus.subscribe(run_id, pos, wait=wait):
+                    chunk = []
+                    for e in batch:
+                        pos = e.seq
+                        if e.mode == RESULT_MODE:
+                            ended = True
+                        elif e.mode == V2_MODE and self.sub.matches(e.name):
+                            chunk.append(_event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data))
+                    if chunk:
+                        yield b"".join(chunk)
+            except EventsEvicted as exc:
+                yield resume_gap(base + pos, base + exc.first_kept)
+                pos = exc.first_kept - 1
+                continue
+            if ended or wait:
+                return
+            if await self._finished(run_id):
+                if pos == after:  # finished, and its log is gone: what it said is lost
+                    yield resume_gap(base + after, base + SEQ_BASE + 1)
+                return
+            wait = True
+
+    async def _finished(self, run_id: str) -> bool:
+        try:
+            run = await self.c.storage.get_run(self.thread_id, run_id)
+        except NotFound:
+            return True  # rolled back or deleted
+        return run["status"] in TERMINAL
+
+
+def _since(body: dict[str, Any], request: Request) -> int | None:
+    since = body.get("since")
+    if since is None:
+        since = request.headers.get("last-event-id")
+    if since is None or since == "":
+        return None
+    try:
+        return max(int(since), 0)
+    except (TypeError, ValueError):
+        raise ApiError(400, "since must be an integer seq") from None
+
+
+@router.post("/threads/{thread_id}/stream/events")
+async def stream_events(thread_id: str, request: Request, c: ApiContext = Depends(ctx)) -> Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return JsonResponse({"detail": "Invalid JSON body"}, status_code=400)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    if not is_uuid(thread_id):
+        raise ApiError(422, "Invalid thread ID: must be a UUID")
+    sub = Subscription(body)
+    since = _since(body, request)
+    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    check: Filter | None = None
+    if filters is not None:
+        try:
+            await c.storage.get_thread(thread_id, filters=filters)
+        except NotFound:
+            try:
+                await c.storage.get_thread(thread_id)
+            except NotFound:
+                check = filters  # not created yet: checked again when its first run comes
+            else:
+                raise ApiError(404, f"Thread with ID {thread_id} not found") from None
+    tape = ThreadTape(c, thread_id, sub, check)
+    return EventStreamResponse(
+        tape.frames(since), headers={}, heartbeat_seconds=c.settings.heartbeat_seconds
+    )
