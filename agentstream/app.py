@@ -19,7 +19,16 @@ from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__, metrics
-from agentstream.api import assistants, errors, runs, store, system, thread_stream, threads
+from agentstream.api import (
+    assistants,
+    crons,
+    errors,
+    runs,
+    store,
+    system,
+    thread_stream,
+    threads,
+)
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
@@ -38,6 +47,7 @@ from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
 from agentstream.execution.runs import RunService
+from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
@@ -201,12 +211,19 @@ def create_app(settings: Settings) -> FastAPI:
             headers=headers, store=backends.store, webhooks=webhooks,
         )  # fmt: skip
         app.state.worker = worker
+        # Crons fire where runs execute: the embedded server, and each worker process.
+        scheduler = Scheduler(backends.storage, runs_service) if worker is not None else None
+        if scheduler is not None:
+            scheduler.start()
+        app.state.scheduler = scheduler
         tune_gc(settings.gc_threshold)
         app.state.draining_since = None
         try:
             async with _user_lifespan(user_app):
                 yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             if worker is not None:
                 await worker.stop(grace=_grace_left(app, settings))
             await backends.aclose()
@@ -222,7 +239,7 @@ def create_app(settings: Settings) -> FastAPI:
         "meta": [system],
         "assistants": [assistants],
         "threads": [threads, thread_stream],
-        "runs": [runs],
+        "runs": [runs, crons],
         "store": [store],
     }
     for family, modules in families.items():
@@ -312,6 +329,10 @@ async def run_worker_process(settings: Settings) -> None:
     graphs.bind_store(backends.store)
     await ensure_default_assistants(backends.storage, graphs)
     worker = await start_worker(settings, backends, graphs)
+    scheduler = Scheduler(
+        backends.storage, RunService(backends.storage, backends.bus, backends.control)
+    )
+    scheduler.start()
     tune_gc(settings.gc_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -324,5 +345,6 @@ async def run_worker_process(settings: Settings) -> None:
         await stop.wait()
         log.warning("draining: no new runs; running ones have the shutdown grace period")
     finally:
+        await scheduler.stop()
         await worker.stop(grace=settings.shutdown_grace_seconds)
         await backends.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.pgfilters import contains, equals
+from agentstream.storage.sql_crons import cron_queries
 
 # Advisory lock keys. Migrations use the one-bigint key space, threads the two-int4 space, so
 # a thread's hash can never collide with the migration lock.
@@ -79,6 +80,28 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS threads_metadata ON threads USING gin (metadata jsonb_path_ops);
     CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, seq);
     CREATE INDEX IF NOT EXISTS runs_inflight ON runs (seq) WHERE status IN ('pending', 'running');
+    """,
+    # 2: crons
+    """
+    CREATE TABLE IF NOT EXISTS crons (
+        cron_id TEXT PRIMARY KEY,
+        assistant_id TEXT NOT NULL,
+        thread_id TEXT,
+        user_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT,
+        end_time TIMESTAMPTZ,
+        payload JSONB NOT NULL,
+        metadata JSONB NOT NULL,
+        on_run_completed TEXT,
+        enabled BOOLEAN NOT NULL,
+        next_run_date TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        auth_user JSONB
+    );
+    CREATE INDEX IF NOT EXISTS crons_due ON crons (next_run_date);
+    CREATE INDEX IF NOT EXISTS crons_metadata ON crons USING gin (metadata jsonb_path_ops);
     """,
 ]
 
@@ -319,6 +342,8 @@ SELECT extract(epoch FROM now() - greatest(r.due_at, r.created_at))::float8,
 FROM runs r WHERE r.status = 'pending' AND r.due_at <= now()
 """,
 }
+
+QUERIES.update(cron_queries(lambda name: f"%({name})s", " FOR UPDATE SKIP LOCKED"))
 
 # Statements on the checkpoint saver's tables.
 SCRIPTS = {

@@ -8,6 +8,7 @@ the same parameters to both dialects, and each query takes the ones it needs. Qu
 from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
+from agentstream.storage.sql_crons import cron_queries
 from agentstream.storage.sqlfilters import contains, equals
 
 MIGRATIONS = [
@@ -69,6 +70,27 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, seq);
     CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+    """,
+    # 2: crons (times as ISO 8601 text in UTC, which sorts as time does)
+    """
+    CREATE TABLE IF NOT EXISTS crons (
+        cron_id TEXT PRIMARY KEY,
+        assistant_id TEXT NOT NULL,
+        thread_id TEXT,
+        user_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT,
+        end_time TEXT,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        on_run_completed TEXT,
+        enabled INTEGER NOT NULL,
+        next_run_date TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        auth_user TEXT
+    );
+    CREATE INDEX IF NOT EXISTS crons_due ON crons(next_run_date);
     """,
 ]
 
@@ -295,6 +317,8 @@ SELECT :now - max(r.due_at, (julianday(r.created_at) - 2440587.5) * 86400.0),
 FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now
 """,
 }
+
+QUERIES.update(cron_queries(lambda name: f":{name}", ""))
 
 # Statements on the checkpoint saver's tables, which live in our file.
 SCRIPTS = {
