@@ -23,6 +23,7 @@ from agentstream.api import (
     assistants,
     crons,
     errors,
+    prune,
     runs,
     store,
     system,
@@ -46,6 +47,7 @@ from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
+from agentstream.execution.expiry import TtlPolicy
 from agentstream.execution.runs import RunService
 from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
@@ -196,6 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
     disabled = disabled_families(config)
     headers = HeaderPassthrough.from_config(config)
     webhooks = WebhookPolicy.from_config(config)
+    ttl = TtlPolicy.from_config(config)  # like the store's config: a mistake stops the start
     store_config = store_options(config)  # a mistake in it stops the start, before serving
     _announce(gate, "cors" in config.http)
 
@@ -212,7 +215,8 @@ def create_app(settings: Settings) -> FastAPI:
         )  # fmt: skip
         app.state.worker = worker
         # Crons fire where runs execute: the embedded server, and each worker process.
-        scheduler = Scheduler(backends.storage, runs_service) if worker is not None else None
+        app.state.ttl = ttl
+        scheduler = None if worker is None else Scheduler(backends.storage, runs_service, ttl=ttl)
         if scheduler is not None:
             scheduler.start()
         app.state.scheduler = scheduler
@@ -238,7 +242,7 @@ def create_app(settings: Settings) -> FastAPI:
     families = {
         "meta": [system],
         "assistants": [assistants],
-        "threads": [threads, thread_stream],
+        "threads": [prune, threads, thread_stream],
         "runs": [runs, crons],
         "store": [store],
     }
@@ -330,7 +334,9 @@ async def run_worker_process(settings: Settings) -> None:
     await ensure_default_assistants(backends.storage, graphs)
     worker = await start_worker(settings, backends, graphs)
     scheduler = Scheduler(
-        backends.storage, RunService(backends.storage, backends.bus, backends.control)
+        backends.storage,
+        RunService(backends.storage, backends.bus, backends.control),
+        ttl=TtlPolicy.from_config(config),
     )
     scheduler.start()
     tune_gc(settings.gc_threshold)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter  # type: ignore[import-untyped]
 
+from agentstream.execution.expiry import TtlPolicy, sweep
 from agentstream.execution.runs import RunService, new_run
 from agentstream.ids import uuid7
 from agentstream.storage.base import Cron, NewRun, Storage, StorageError, utcnow
@@ -107,10 +109,20 @@ def run_kwargs(payload: dict[str, Any], temporary: bool, on_completion: str) -> 
 
 
 class Scheduler:
-    def __init__(self, storage: Storage, runs: RunService, clock: Clock | None = None) -> None:
+    """Fires due crons and, every sweep interval, prunes expired threads (expiry.py)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        runs: RunService,
+        clock: Clock | None = None,
+        ttl: TtlPolicy | None = None,
+    ) -> None:
         self.storage = storage
         self.runs = runs
         self.clock = clock or Clock.from_env()
+        self.ttl = ttl or TtlPolicy()
+        self._next_sweep = 0.0
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -134,7 +146,8 @@ class Scheduler:
             try:
                 while await self.fire_one():
                     pass
-                delay = await self._delay()
+                await self._sweep_if_due()
+                delay = min(await self._delay(), self._next_sweep - time.monotonic())
             except (StorageError, OSError, ConnectionError) as exc:
                 log.warning("cron scheduler: storage unavailable (%r); trying again", exc)
                 delay = 5.0
@@ -142,8 +155,13 @@ class Scheduler:
                 log.exception("cron scheduler failed; trying again")
                 delay = 5.0
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(max(delay, 0.0)):
                     await self._poked.wait()
+
+    async def _sweep_if_due(self) -> None:
+        if self.clock.driven or time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.ttl.sweep_seconds
+            await sweep(self.storage, self.clock.now())
 
     async def _delay(self) -> float:
         now = self.clock.now()

@@ -401,6 +401,32 @@ class Storage(RunQueue, Protocol):
         """When the earliest live cron is due."""
         ...
 
+    # --- threads' time to live and pruning -------------------------------------------------
+    async def set_thread_ttl(
+        self,
+        thread_id: str,
+        *,
+        strategy: Literal["delete", "keep_latest"],
+        minutes: float,
+        expires_at: datetime,
+    ) -> None: ...
+
+    async def expired_threads(
+        self, now: datetime, limit: int
+    ) -> list[tuple[str, Literal["delete", "keep_latest"]]]: ...
+
+    async def prune_thread(
+        self,
+        thread_id: str,
+        strategy: Literal["delete", "keep_latest"],
+        *,
+        expired_by: datetime | None = None,
+        filters: Filter | None = None,
+    ) -> bool:
+        """Delete an idle thread (or all its checkpoints but the latest); False when it is busy,
+        gone, hidden by the filter, or (with expired_by) no longer expired at that time."""
+        ...
+
     # --- metrics ---------------------------------------------------------------------------
     async def queue_stats(self) -> QueueStats:
         """How many runs wait and run, and how long the due pending ones have waited."""

@@ -92,6 +92,16 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS crons_due ON crons(next_run_date);
     """,
+    # 3: threads' time to live
+    """
+    CREATE TABLE IF NOT EXISTS thread_ttl (
+        thread_id TEXT PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        ttl_minutes REAL NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl(expires_at);
+    """,
 ]
 
 _ASSISTANT = (
@@ -319,6 +329,21 @@ FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now
 }
 
 QUERIES.update(cron_queries(lambda name: f":{name}", ""))
+QUERIES.update(
+    {
+        # Give a thread a time to live, replacing any it had.
+        "set_thread_ttl": "INSERT OR REPLACE INTO thread_ttl VALUES (:thread_id, :strategy, "
+        ":ttl_minutes, :expires_at)",
+        # Threads whose time ran out, the longest expired first.
+        "expired_threads": "SELECT thread_id, strategy FROM thread_ttl WHERE expires_at <= :clock "
+        "ORDER BY expires_at LIMIT :limit",
+        # Whether a thread's time has run out.
+        "thread_expired": "SELECT 1 FROM thread_ttl WHERE thread_id = :thread_id "
+        "AND expires_at <= :clock",
+        # Forget a thread's time to live.
+        "drop_thread_ttl": "DELETE FROM thread_ttl WHERE thread_id = :thread_id",
+    }
+)
 
 # Statements on the checkpoint saver's tables, which live in our file.
 SCRIPTS = {
@@ -337,6 +362,13 @@ SCRIPTS = {
         f"DELETE FROM {table} WHERE thread_id = :thread_id AND checkpoint_id IN ("
         "SELECT checkpoint_id FROM checkpoints WHERE thread_id = :thread_id "
         "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = :run_id)"
+        for table in ("writes", "checkpoints")
+    ),
+    # Delete every checkpoint of a thread but the latest of each namespace, and their writes.
+    "keep_latest_checkpoint": tuple(
+        f"DELETE FROM {table} WHERE thread_id = :thread_id AND checkpoint_id NOT IN ("
+        "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = :thread_id "
+        "GROUP BY checkpoint_ns)"
         for table in ("writes", "checkpoints")
     ),
     # Blobs outlive their checkpoints only in PostgreSQL's saver.

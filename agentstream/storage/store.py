@@ -22,8 +22,8 @@ from agentstream.storage.base import (
     Thread,
     ThreadStatus,
 )
-from agentstream.storage.crons import CronStore
 from agentstream.storage.dialect import Params, Verb, match
+from agentstream.storage.expiry import ExpiryStore
 from agentstream.storage.queue import Row, count, rows
 
 _SORTABLE = {
@@ -45,7 +45,7 @@ def _page(sql: str, count_sql: str, p: Mapping[str, Any]) -> Verb[tuple[Sequence
     return found, total[0][0] if total else 0
 
 
-class RunStore(CronStore):
+class RunStore(ExpiryStore):
     # --- lifecycle ---------------------------------------------------------------------------
     async def setup(self) -> None:
         await self.c.open()
