@@ -37,10 +37,12 @@ class Deployment:
         os.replace(partial, self.clock)
 
 
-def _deployment(kind: str, tmp: Path, apis: int, workers: int) -> Iterator[Deployment]:
+def _deployment(
+    kind: str, tmp: Path, apis: int, workers: int, config: Path | None = None
+) -> Iterator[Deployment]:
     clock = tmp / "clock"
     clock.write_text(START.isoformat())
-    config = write_config(tmp, LOOPBACK_ALLOWED)
+    config = config or write_config(tmp, LOOPBACK_ALLOWED)
     env = {"AGENTSTREAM_CLOCK_FILE": str(clock)}
     if kind == "embedded":
         proc = start_server(tmp / "db.sqlite", config=config, env=env)
@@ -248,4 +250,41 @@ async def test_with_two_workers_and_two_api_processes_each_slot_fires_once(
             assert len(runs) == 3, runs
     finally:
         for c in clients:
+            await c.http.client.aclose()
+
+
+AUTH_APP = Path(__file__).parent / "auth_app" / "langgraph.json"
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def guarded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    yield from _deployment(request.param, tmp_path, 2, 1, AUTH_APP)
+
+
+async def test_a_cron_is_its_owners_and_its_runs_run_as_its_owner(guarded: Deployment) -> None:
+    alice = get_client(url=guarded.urls[0], api_key="alice-token")
+    bob = get_client(url=guarded.urls[-1], api_key="bob-token")
+    try:
+        thread = await alice.threads.create()
+        with pytest.raises(httpx.HTTPStatusError) as foreign:  # bob may not use alice's thread
+            await bob.crons.create_for_thread(thread["thread_id"], "whoami", schedule="* * * * *")
+        assert foreign.value.response.status_code == 404
+        cron = await alice.crons.create_for_thread(
+            thread["thread_id"], "whoami", schedule="* * * * *", input={}
+        )
+        assert cron["user_id"] == "alice" and cron["metadata"]["owner"] == "alice"
+        assert await bob.crons.search() == [] and await bob.crons.count() == 0
+        for call in (bob.crons.delete(cron["cron_id"]),
+                     bob.crons.update(cron["cron_id"], enabled=False)):  # fmt: skip
+            with pytest.raises(httpx.HTTPStatusError) as hidden:
+                await call
+            assert hidden.value.response.status_code == 404
+        assert [c["cron_id"] for c in await alice.crons.search()] == [cron["cron_id"]]
+
+        guarded.set_clock(datetime(2030, 1, 1, 0, 1, tzinfo=UTC))
+        await _runs(alice, thread["thread_id"], 1)
+        values = (await alice.threads.get_state(thread["thread_id"]))["values"]
+        assert values["user_id"] == "alice"
+    finally:
+        for c in (alice, bob):
             await c.http.client.aclose()

@@ -149,8 +149,10 @@ async def _create(
     await c.authorize(request, "crons", "create", value)
     assistant = await c.resolve_assistant(body.assistant_id, filters=None)
     if thread_id is not None:
+        # The thread's runs will be the caller's: it must be a thread the caller may read.
+        seen = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
         try:
-            await c.storage.get_thread(thread_id)
+            await c.storage.get_thread(thread_id, filters=seen)
         except NotFound:
             raise ApiError(404, f"Thread with ID {thread_id} not found") from None
     user = current_user(request)
