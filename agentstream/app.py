@@ -7,9 +7,9 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,10 @@ from agentstream.api.deployment import (
     disabled_families,
     load_custom_app,
 )
-from agentstream.api.fastlane import RunRoutes
 from agentstream.api.limits import BodyLimit
 from agentstream.api.metrics import RequestMetrics
 from agentstream.api.responses import JsonResponse, abort_streams
+from agentstream.api.runlane import RunLane
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
@@ -69,53 +69,90 @@ class Backends:
     control: Control
     distributed: bool
     store: BaseStore
-    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
-
-    async def aclose(self) -> None:
-        await self.control.aclose()
-        await self.bus.aclose()
-        await self._stack.aclose()
-        await self.storage.aclose()
 
 
-async def open_backends(settings: Settings, config: Config, options: StoreOptions) -> Backends:
+@asynccontextmanager
+async def open_backends(
+    settings: Settings, config: Config, options: StoreOptions
+) -> AsyncIterator[Backends]:
     """SQLite + in-process bus by default; PostgreSQL + Redis when DATABASE_URI/REDIS_URI say.
     The store lives beside the checkpoints: a file beside the SQLite database, or tables on
-    the same PostgreSQL pool; `store.path` in langgraph.json replaces both."""
-    stack = AsyncExitStack()
-    if settings.database_uri:
-        from agentstream.storage.memstore import postgres_store
-        from agentstream.storage.postgres import PostgresStorage
+    the same PostgreSQL pool; `store.path` in langgraph.json replaces both.
 
-        postgres = PostgresStorage(settings.database_uri)
-        await postgres.setup()
-        storage: Storage = postgres
-        opening = postgres_store(postgres.pool, options)
-    else:
-        storage = SqliteStorage(settings.database_path())
-        await storage.setup()
-        opening = sqlite_store(_store_path(settings.database_path()), options)
-    spec = custom_store_spec(config)
-    memory = await stack.enter_async_context(custom_store(spec, config) if spec else opening)
-    if settings.redis_uri:
-        from agentstream.eventbus.redis import RedisEventBus
-        from agentstream.execution.control_redis import RedisControl
+    Closed in the reverse order on the way out, and so is whatever had opened when one of them
+    fails to (Redis down: the storage and store opened before it are closed, not leaked)."""
+    async with AsyncExitStack() as stack:
+        if settings.database_uri:
+            from agentstream.storage.memstore import postgres_store
+            from agentstream.storage.postgres import PostgresStorage
 
-        bus: EventBus = RedisEventBus(
-            settings.redis_uri, settings.event_log_max_events, settings.event_log_keep_seconds
-        )
-        redis_control = RedisControl(settings.redis_uri)
-        await redis_control.start()
-        control: Control = redis_control
-    else:
-        bus = MemoryEventBus(
-            settings.event_log_max_events,
-            settings.event_log_keep_seconds,
-            int(settings.event_log_max_retained_mb * 1024 * 1024),
-        )
-        control = LocalControl()
-    distributed = bool(settings.database_uri and settings.redis_uri)
-    return Backends(storage, bus, control, distributed, memory, stack)
+            postgres = PostgresStorage(settings.database_uri)
+            storage: Storage = postgres
+            stack.push_async_callback(storage.aclose)  # closing tolerates a half-done setup
+            await postgres.setup()
+            opening = postgres_store(postgres.pool, options)
+        else:
+            storage = SqliteStorage(settings.database_path())
+            stack.push_async_callback(storage.aclose)
+            await storage.setup()
+            opening = sqlite_store(_store_path(settings.database_path()), options)
+        spec = custom_store_spec(config)
+        memory = await stack.enter_async_context(custom_store(spec, config) if spec else opening)
+        if settings.redis_uri:
+            from agentstream.eventbus.redis import RedisEventBus
+            from agentstream.execution.control_redis import RedisControl
+
+            bus: EventBus = RedisEventBus(
+                settings.redis_uri, settings.event_log_max_events, settings.event_log_keep_seconds
+            )
+            stack.push_async_callback(bus.aclose)
+            redis_control = RedisControl(settings.redis_uri)
+            stack.push_async_callback(redis_control.aclose)
+            await redis_control.start()
+            control: Control = redis_control
+        else:
+            bus = MemoryEventBus(
+                settings.event_log_max_events,
+                settings.event_log_keep_seconds,
+                int(settings.event_log_max_retained_mb * 1024 * 1024),
+            )
+            stack.push_async_callback(bus.aclose)
+            control = LocalControl()
+            stack.push_async_callback(control.aclose)
+        distributed = bool(settings.database_uri and settings.redis_uri)
+        yield Backends(storage, bus, control, distributed, memory)
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings,
+    config: Config,
+    graphs: GraphRegistry,
+    *,
+    store: StoreOptions,
+    worker: bool,
+    grace: Callable[[], float],
+) -> AsyncIterator[tuple[Backends, Worker | None]]:
+    """What a server or worker process holds while it runs: the backends, the graphs bound to
+    the store, their default assistants, and (with `worker`) a worker claiming runs; stopped
+    and closed in reverse, the worker's runs given `grace()` seconds (asked when it stops)."""
+    async with AsyncExitStack() as stack:
+        backends = await stack.enter_async_context(open_backends(settings, config, store))
+        graphs.bind_store(backends.store)
+        await ensure_default_assistants(backends.storage, graphs)
+        started = None
+        if worker:
+            started = await start_worker(settings, backends, graphs)
+            stop_worker = started.stop
+            stack.push_async_callback(lambda: stop_worker(grace=grace()))
+            # Crons fire, and expired threads go, where runs execute: the embedded server and
+            # every worker process. Stopped before the worker.
+            service = RunService(backends.storage, backends.bus, backends.control)
+            scheduler = Scheduler(backends.storage, service, ttl=TtlPolicy.from_config(config))
+            scheduler.start()
+            stack.push_async_callback(scheduler.stop)
+        tune_gc(settings.gc_threshold)
+        yield backends, started
 
 
 def _store_path(database: str) -> str:
@@ -204,33 +241,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = await open_backends(settings, config, store_config)
-        graphs.bind_store(backends.store)
-        await ensure_default_assistants(backends.storage, graphs)
-        worker = await start_worker(settings, backends, graphs) if settings.run_workers else None
-        runs_service = RunService(backends.storage, backends.bus, backends.control)
-        app.state.ctx = ApiContext(
-            backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
-            headers=headers, store=backends.store, webhooks=webhooks,
-        )  # fmt: skip
-        app.state.worker = worker
-        # Crons fire where runs execute: the embedded server, and each worker process.
-        app.state.ttl = ttl
-        scheduler = None if worker is None else Scheduler(backends.storage, runs_service, ttl=ttl)
-        if scheduler is not None:
-            scheduler.start()
-        app.state.scheduler = scheduler
-        tune_gc(settings.gc_threshold)
-        app.state.draining_since = None
-        try:
+        def grace() -> float:
+            return _grace_left(app, settings)
+
+        serving = running(
+            settings, config, graphs, store=store_config, worker=settings.run_workers, grace=grace
+        )
+        async with serving as (backends, worker):
+            runs_service = RunService(backends.storage, backends.bus, backends.control)
+            app.state.ctx = ApiContext(
+                backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
+                headers=headers, store=backends.store, webhooks=webhooks,
+            )  # fmt: skip
+            app.state.worker = worker
+            app.state.ttl = ttl
+            app.state.draining_since = None
             async with _user_lifespan(user_app):
                 yield
-        finally:
-            if scheduler is not None:
-                await scheduler.stop()
-            if worker is not None:
-                await worker.stop(grace=_grace_left(app, settings))
-            await backends.aclose()
 
     app = FastAPI(
         title="agentstream",
@@ -253,9 +280,9 @@ def create_app(settings: Settings) -> FastAPI:
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
     # limit also counts what an authenticate handler reads; then the user's own routes
     # (http.app); then the gate; then the lane for well-formed run-creating requests
-    # (fastlane.py); then FastAPI's routes.
+    # (runlane.py); then FastAPI's routes.
     if "runs" not in disabled:
-        app.add_middleware(RunRoutes, api=app)
+        app.add_middleware(RunLane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
     if user_app is not None:
@@ -329,28 +356,18 @@ async def run_worker_process(settings: Settings) -> None:
     """`agentstream worker`: claim and execute runs until SIGTERM or SIGINT."""
     config = read_config(settings.config)
     graphs = GraphRegistry(config)
-    backends = await open_backends(settings, config, store_options(config))
-    graphs.bind_store(backends.store)
-    await ensure_default_assistants(backends.storage, graphs)
-    worker = await start_worker(settings, backends, graphs)
-    scheduler = Scheduler(
-        backends.storage,
-        RunService(backends.storage, backends.bus, backends.control),
-        ttl=TtlPolicy.from_config(config),
+    grace = settings.shutdown_grace_seconds
+    working = running(
+        settings, config, graphs, store=store_options(config), worker=True, grace=lambda: grace
     )
-    scheduler.start()
-    tune_gc(settings.gc_threshold)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
-    print(f"agentstream: worker {worker.worker_id} ready", flush=True)
-    try:
+    async with working as (_, worker):
+        assert worker is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
+        print(f"agentstream: worker {worker.worker_id} ready", flush=True)
         await stop.wait()
         log.warning("draining: no new runs; running ones have the shutdown grace period")
-    finally:
-        await scheduler.stop()
-        await worker.stop(grace=settings.shutdown_grace_seconds)
-        await backends.aclose()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import orjson
 from langchain_core.messages import BaseMessage
@@ -29,7 +27,7 @@ def _default(obj: Any) -> Any:
         return obj.model_dump(mode="python")
     if isinstance(obj, Send):
         return {"node": obj.node, "arg": obj.arg}
-    if hasattr(obj, "_asdict"):  # named tuples such as langgraph's Send or PregelTask
+    if hasattr(obj, "_asdict"):  # named tuples such as langgraph's PregelTask
         return obj._asdict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -62,11 +60,3 @@ def loads(data: bytes | str) -> Any:
 def to_jsonable(obj: Any) -> Any:
     """A plain JSON value (dicts, lists, scalars) for storing alongside rows."""
     return orjson.loads(dumps(obj))
-
-
-def isoformat(dt: datetime) -> str:
-    return dt.isoformat()
-
-
-def uuid_str(value: UUID | str) -> str:
-    return str(value)

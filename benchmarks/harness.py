@@ -1,21 +1,18 @@
-"""The benchmark's plumbing: a pinned `agentstream dev` process, RSS readings, statistics."""
+"""The benchmark's plumbing: a pinned `agentstream dev` process (tests/servers.py), RSS readings,
+statistics."""
 
 from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+from tests import servers
+from tests.servers import EXAMPLES, ROOT, ServerProcess, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "langgraph.json"
+__all__ = ["EXAMPLES", "ROOT", "ServerProcess", "start_server", "wait_ready"]
 
 
 def cpu_split() -> tuple[set[int] | None, set[int] | None]:
@@ -37,91 +34,16 @@ def pin_self(cpus: set[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-    drain: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_kb(self) -> int:
-        return rss_kb(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.drain is not None:
-            self.drain.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 def start_server(
     database: Path,
     *,
     cpus: set[int] | None,
     env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
-) -> Server:
+) -> ServerProcess:
     """`python -m agentstream dev` on a free loopback port, pinned to `cpus` from its first
-    instruction (so its SQLite threads inherit the pinning too)."""
-    cmd = [sys.executable, "-m", "agentstream", "dev", "--config", str(EXAMPLES), "--port", "0"]
-    cmd += ["--database", str(database), *extra_args]
-    preexec: Callable[[], None] | None = None
-    if cpus is not None:
-        pinned = set(cpus)
-
-        def preexec() -> None:
-            os.sched_setaffinity(0, pinned)
-
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        preexec_fn=preexec,
-    )
-    assert proc.stdout is not None
-    output: list[str] = []
-    url = None
-    for line in proc.stdout:
-        output.append(line)
-        if "serving on " in line:
-            url = line.split("serving on ", 1)[1].strip()
-            break
-    if url is None:
-        proc.wait(10)
-        raise RuntimeError("server did not start:\n" + "".join(output))
-    server = Server(url, proc, output)
-    stdout = proc.stdout
-    server.drain = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
-    server.drain.start()
-    wait_ready(url)
-    return server
-
-
-def wait_ready(url: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    with httpx.Client(timeout=5) as http:
-        while time.monotonic() < deadline:
-            try:
-                if http.get(url + "/ok").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"server at {url} never answered /ok")
+    instruction (so its SQLite threads inherit the pinning too): the tests' own server."""
+    return servers.start_server(database, cpus=cpus, env=env, extra_args=extra_args)
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

@@ -156,12 +156,12 @@ async def measure_memory(
     errors = 0
     try:
         await asyncio.sleep(0.5)
-        idle = server.rss_kb()
+        idle = rss_kb(server.pid)
         # The first runs import and cache what every later run reuses.
         errors += await scenarios.batched_runs(
             client, sizes.memory_warmup, sizes.memory_batch, sizes.ticks_per_run
         )
-        warm = server.rss_kb()
+        warm = rss_kb(server.pid)
         after: list[int] = []
         for batch in (1, 2):
             _log(f"memory: {sizes.memory_runs} runs (batch {batch} of 2)")
@@ -169,7 +169,7 @@ async def measure_memory(
                 client, sizes.memory_runs, sizes.memory_batch, sizes.ticks_per_run
             )
             await asyncio.sleep(0.2)
-            after.append(server.rss_kb())
+            after.append(rss_kb(server.pid))
         anon = rss_kb(server.pid, "RssAnon")
         _log(f"memory: {sizes.memory_streams} concurrent streams")
         with RssSampler(server.pid) as sampler:
@@ -177,7 +177,7 @@ async def measure_memory(
                 client, sizes.memory_streams, sizes.ticks_per_run, sizes.memory_stream_delay
             )
         await asyncio.sleep(0.2)
-        settled = server.rss_kb()
+        settled = rss_kb(server.pid)
     finally:
         await client.aclose()
         await asyncio.to_thread(server.stop)

@@ -1,14 +1,9 @@
-"""Real servers for the tests: `agentstream dev` processes on free loopback ports."""
+"""The fixtures: real servers (tests/servers.py) on both deployments, and clients for them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -16,96 +11,13 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "langgraph.json"
+from agentstream.app import create_app
+from agentstream.settings import Settings
 
+# Test modules import these from here too.
+from tests.servers import EXAMPLES, ROOT, ServerProcess, running_cluster, start_server
 
-@dataclass
-class ServerProcess:
-    url: str
-    proc: subprocess.Popen[str]
-    database: Path
-    output: list[str] = field(default_factory=list)
-
-    drain: threading.Thread | None = None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close_pipe()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        if self.drain is not None:
-            self.drain.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def start_server(
-    database: Path | None,
-    *,
-    config: Path = EXAMPLES,
-    extra_args: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-    command: str = "dev",
-) -> ServerProcess:
-    """`dev` and `serve` print the URL they listen on; `worker` prints when it is ready."""
-    cmd = [sys.executable, "-m", "agentstream", command, "--config", str(config)]
-    if command != "worker":
-        cmd += ["--port", "0"]
-    if database is not None:
-        cmd += ["--database", str(database)]
-    cmd += list(extra_args)
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # A stopped test server hands its runs back within a second unless a test says otherwise.
-        env={**os.environ, "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1", **(env or {})},
-    )
-    assert proc.stdout is not None
-    output: list[str] = []
-    url = None
-    for line in proc.stdout:
-        output.append(line)
-        if "serving on " in line:
-            url = line.split("serving on ", 1)[1].strip()
-            break
-        if command == "worker" and line.startswith("agentstream: worker "):
-            url = line.split()[2]  # the worker id stands where a URL would
-            break
-    if url is None:
-        raise RuntimeError(f"{command} did not start:\n" + "".join(output))
-    server = ServerProcess(url, proc, database or Path(), output)
-    # Keep draining the log so the process never blocks on a full pipe.
-    server.drain = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
-    server.drain.start()
-    if command != "worker":
-        _wait_ready(url)
-    return server
-
-
-def _wait_ready(url: str) -> None:
-    with httpx.Client(timeout=30) as http:
-        for _ in range(300):
-            try:
-                if http.get(url + "/ok").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            threading.Event().wait(0.05)
-    raise RuntimeError(f"server at {url} never answered /ok")
+__all__ = ["EXAMPLES", "ROOT", "ServerProcess", "start_server"]
 
 
 # The agent example's `finish` update, as LangGraph serialises an AIMessage on the wire.
@@ -145,8 +57,6 @@ def server(
         yield proc
         proc.stop()
         return
-    from tests.cluster import running_cluster
-
     with running_cluster(apis=1, workers=1) as cluster:
         yield cluster.apis[0]
 
@@ -177,3 +87,17 @@ async def client(server: ServerProcess) -> AsyncIterator[LangGraphClient]:
 async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as h:
         yield h
+
+
+@pytest.fixture(scope="session")
+async def app_http(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """The in-process tier: one embedded app in the test's own event loop, under its lifespan,
+    reached through httpx's ASGI transport. For API-only suites (wording, validation): a
+    failure there raises with the server's traceback instead of a status from a subprocess.
+    Responses are read whole, so it suits no stream that stays open."""
+    database = tmp_path_factory.mktemp("asgi") / "agentstream.sqlite"
+    app = create_app(Settings(config=EXAMPLES, database=str(database)))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as h:
+            yield h

@@ -24,7 +24,7 @@ from langgraph_sdk.schema import StreamPart
 
 from tests.cluster import Cluster, running_cluster
 from tests.conftest import EXAMPLES, ServerProcess, start_server
-from tests.test_join import read_until
+from tests.helpers import read_until
 
 AUTH_APP = Path(__file__).resolve().parent / "auth_app" / "langgraph.json"
 ALICE, BOB = "alice-token", "bob-token"

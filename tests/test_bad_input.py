@@ -1,5 +1,8 @@
 """Bad requests get a 4xx with {"detail": <str>}, never a 500, and leave the server serving
-(PROTOCOL §0.11, §1.1, §3, §10)."""
+(PROTOCOL §0.11, §1.1, §3, §10).
+
+In process (conftest's app_http): only what the API says is checked here, and a 500 shows its
+traceback; the size limits, which need a real socket, start a server."""
 
 from __future__ import annotations
 
@@ -10,11 +13,18 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.helpers import new_thread
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
 GRAPHS = ("agent", "subgraphs", "ticker", "hitl", "failing", "nested", "memory")
+
+
+@pytest.fixture
+def http(app_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    return app_http
 
 
 def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
@@ -35,12 +45,6 @@ async def assert_still_serves(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     contents = [m["content"] for m in response.json()["messages"]]
     assert contents == ["hi there", "echo: hi there", "bye"]
-
-
-async def new_thread(http: httpx.AsyncClient) -> str:
-    response = await http.post("/threads", json={})
-    assert response.status_code == 200
-    return str(response.json()["thread_id"])
 
 
 # --- bodies that are not a run request -----------------------------------------------------

@@ -4,16 +4,16 @@ by Last-Event-ID, and what a client hanging up does to the run."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
+
+from tests.helpers import read_until, ticked, ticks
+from tests.sse import sse_events
 
 N = 40
 DELAY = 0.05
@@ -22,20 +22,6 @@ FINAL = {"n": N, "delay": DELAY, "count": N}
 MODES = ["custom", "values"]
 # The Python SDK's own encoding of stream_mode=["custom","values"] is repeated keys.
 JSON_ARRAY = "stream_mode=%5B%22custom%22%2C%22values%22%5D"
-
-
-def sse_events(body: str) -> list[tuple[str, Any]]:
-    """(event, parsed data) of each frame of a raw SSE body."""
-    events = []
-    for frame in body.split("\r\n\r\n"):
-        fields = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
-def ticks(parts: list[StreamPart]) -> list[int]:
-    return [p.data["tick"] for p in parts if p.event == "custom"]
 
 
 def assert_rest_of_run(parts: list[StreamPart], joined_after: int) -> None:
@@ -48,23 +34,6 @@ def assert_rest_of_run(parts: list[StreamPart], joined_after: int) -> None:
     assert got == list(range(got[0], N)), "contiguous, ordered, duplicate-free up to the end"
     assert parts[-1].event == "values"
     assert parts[-1].data == FINAL
-
-
-async def read_until(
-    stream: AsyncIterator[StreamPart], done: Callable[[list[StreamPart]], bool]
-) -> list[StreamPart]:
-    """Read a stream until `done` says so, then hang up at once."""
-    parts: list[StreamPart] = []
-    async with aclosing(cast(AsyncGenerator[StreamPart, None], stream)) as opened:
-        async for part in opened:
-            parts.append(part)
-            if done(parts):
-                break
-    return parts
-
-
-def ticked(count: int) -> Callable[[list[StreamPart]], bool]:
-    return lambda parts: len(ticks(parts)) >= count
 
 
 async def start_ticker(

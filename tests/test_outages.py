@@ -6,9 +6,13 @@ explicitly; ids a reader has seen are never given to another event; no run is le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -298,3 +302,37 @@ def test_a_locked_sqlite_file_is_503_then_the_server_goes_on(
             assert answer.json()["count"] == 2
     finally:
         holder.close()
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MB tmpfs of this test's own (the suite runs as root, as CI does)."""
+    mount = Path(tempfile.mkdtemp(prefix="agentstream-disk-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_a_full_disk_is_503_then_the_server_goes_on(
+    server_factory: Callable[..., ServerProcess], small_disk: Path
+) -> None:
+    proc = server_factory(database=small_disk / "agentstream.sqlite")
+    filler = small_disk / "filler"
+    with httpx.Client(base_url=proc.url, timeout=60) as http:
+        assert http.post("/threads", json={}).status_code == 200
+        with filler.open("wb") as out:  # take every byte left
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+        big = {"metadata": {"blob": "x" * 200_000}}
+        full = http.post("/threads", json=big)
+        assert full.status_code == 503, full.text
+        assert "full" in full.json()["detail"]
+        filler.unlink()
+        assert http.post("/threads", json=big).status_code == 200
+        answer = http.post("/runs/wait", json={"assistant_id": "ticker", "input": {"n": 2}})
+        assert answer.json()["count"] == 2

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.test_join import read_until, ticked, ticks
+from tests.helpers import read_until, summary, ticked, ticks
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
@@ -27,10 +27,6 @@ async def connect(server: ServerProcess) -> AsyncIterator[LangGraphClient]:
         yield client
     finally:
         await client.http.client.aclose()
-
-
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
 
 
 async def test_a_stopped_server_keeps_threads_state_history_and_runs(

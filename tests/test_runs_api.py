@@ -15,6 +15,8 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError
 
+from tests.helpers import summary
+
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
 
@@ -31,10 +33,6 @@ NOT_CANCELLABLE = (
     "No matching runs to cancel. Please verify the thread ID and run IDs are correct, and the "
     "runs haven't been deleted or completed."
 )
-
-
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
 
 
 async def new_thread(client: LangGraphClient) -> str:
@@ -132,6 +130,27 @@ async def test_threaded_failure_marks_run_and_thread_as_error(client: LangGraphC
     thread = await client.threads.get(thread_id)
     assert thread["status"] == "error"
     assert thread["values"] == {"x": 1}
+
+
+async def test_join_on_a_run_that_already_finished_reads_its_result(
+    client: LangGraphClient,
+) -> None:
+    # A finished run's result is the last event of its log, read from there: it must come
+    # back the same after hundreds of events, and for a failed run too.
+    thread_id = await new_thread(client)
+    run = await client.runs.create(
+        thread_id, "ticker", input={"n": 300, "delay": 0.0}, stream_mode="custom"
+    )
+    live = await client.runs.join(thread_id, run["run_id"])
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    finished = await client.runs.join(thread_id, run["run_id"])
+    assert live == finished == {"n": 300, "delay": 0.0, "count": 300}
+
+    failed = await client.runs.create(thread_id, "failing", input={})
+    await client.runs.join(thread_id, failed["run_id"])
+    assert (await client.runs.get(thread_id, failed["run_id"]))["status"] == "error"
+    error = {"error": "ValueError", "message": "boom: intentional failure"}
+    assert await client.runs.join(thread_id, failed["run_id"]) == {"__error__": error}
 
 
 # --- background runs -----------------------------------------------------------------------

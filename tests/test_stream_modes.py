@@ -13,6 +13,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import RunCreateMetadata, StreamPart
 
 from tests.conftest import BYE
+from tests.helpers import summary
 
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
 FINAL = [("human", "hi there"), ("ai", "echo: hi there"), ("ai", "bye")]
@@ -56,10 +57,6 @@ async def stream(
     assert len(created) == 1
     assert created[0]["thread_id"] == thread_id
     return Streamed(parts, created[0])
-
-
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
 
 
 @pytest.fixture(params=["stateless", "threaded"])

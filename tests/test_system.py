@@ -156,9 +156,15 @@ async def test_metrics_is_prometheus_text(http: httpx.AsyncClient) -> None:
     ],
 )
 async def test_unknown_routes_and_methods_answer_like_the_real_server(
-    http: httpx.AsyncClient, method: str, path: str, status: int, detail: str, allow: str | None
+    app_http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    status: int,
+    detail: str,
+    allow: str | None,
 ) -> None:
-    response = await http.request(method, path)
+    # Wording only: in process (conftest's app_http).
+    response = await app_http.request(method, path)
     assert response.status_code == status
     assert response.json() == {"detail": detail}
     assert response.headers.get("allow") == allow

@@ -17,7 +17,7 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from langgraph_sdk.schema import Command
 
 from tests.conftest import assert_detail, tag
-from tests.test_join import read_until, ticked, ticks
+from tests.helpers import read_until, ticked, ticks
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess

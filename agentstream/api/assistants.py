@@ -26,7 +26,7 @@ from agentstream.api.models import (
 )
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
-from agentstream.api.threads import delete_thread, pick, search_headers
+from agentstream.api.threads import pick, search_headers
 from agentstream.graphs import default_assistant_id
 from agentstream.storage.base import Assistant, Filter, NotFound, utcnow
 
@@ -213,7 +213,7 @@ async def _delete_threads_of(c: ApiContext, request: Request, assistant_id: str)
             return
         for thread in threads:
             try:
-                await delete_thread(c, thread["thread_id"], filters)
+                await c.runs.delete_thread(thread["thread_id"], filters)
             except NotFound:
                 pass
 

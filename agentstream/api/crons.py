@@ -13,7 +13,7 @@ from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.models import MAX_INT64
 from agentstream.api.requests import JsonRoute
-from agentstream.execution.scheduler import Clock, Scheduler, first_slot, valid_schedule, zone
+from agentstream.execution.scheduler import Clock, first_slot, valid_schedule, zone
 from agentstream.execution.webhooks import WebhookRefused
 from agentstream.ids import uuid7
 from agentstream.storage.base import Cron, NotFound, utcnow
@@ -96,15 +96,9 @@ def _out(cron: Cron, fields: list[str] | None = None) -> dict[str, Any]:
     return shown
 
 
-def _clock(request: Request) -> Clock:
-    scheduler: Scheduler | None = getattr(request.app.state, "scheduler", None)
-    return scheduler.clock if scheduler is not None else Clock.from_env()
-
-
-def _poke(request: Request) -> None:
-    scheduler: Scheduler | None = getattr(request.app.state, "scheduler", None)
-    if scheduler is not None:
-        scheduler.poke()
+def _now() -> datetime:
+    # The schedulers' clock (driven in tests): a cron's first slot is the one they will see.
+    return Clock.from_env().now()
 
 
 def _check_timing(schedule: str | None, timezone: str | None) -> None:
@@ -174,9 +168,8 @@ async def _create(
         updated_at=now,
         auth_user=dict(user) if user is not None else None,
     )
-    cron["next_run_date"] = first_slot(cron, _clock(request).now())
+    cron["next_run_date"] = first_slot(cron, _now())
     await c.storage.create_cron(cron)
-    _poke(request)
     return _out(cron)
 
 
@@ -247,9 +240,8 @@ async def update(
         changes["payload"] = {**current["payload"], **run_fields}
     if {"schedule", "timezone", "enabled", "end_time"} & changes.keys():
         merged: Cron = {**current, **changes}  # type: ignore[typeddict-item]
-        changes["next_run_date"] = first_slot(merged, _clock(request).now())
+        changes["next_run_date"] = first_slot(merged, _now())
     cron = await c.storage.update_cron(cron_id, changes, filters=filters)
-    _poke(request)
     return _out(cron)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -66,45 +67,50 @@ def storage_answer(exc: StorageError) -> tuple[int, str]:
     return 409, _CONFLICT[exc.what].format(*exc.key)
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
-        return JsonResponse({"detail": validation_message(exc)}, status_code=422)
+@functools.cache
+def _service_errors() -> tuple[type[Exception], ...]:
+    # A service away (database, Redis): by class, so that it is answered where it is raised
+    # rather than by the catch-all, which Starlette re-raises after answering (and uvicorn then
+    # drops the client's keep-alive connection).
+    return tuple(service_error_classes())
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+
+def response_for(exc: Exception) -> JsonResponse | None:
+    """The answer to an exception a route raised, for FastAPI's routes and the lane alike; None
+    for an unexpected one, which the server's error middleware answers (unexpected_response)
+    and logs."""
+    if isinstance(exc, RequestValidationError):
+        return JsonResponse({"detail": validation_message(exc)}, status_code=422)
+    if isinstance(exc, StarletteHTTPException):
         return JsonResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
-
-    @app.exception_handler(StorageError)
-    async def _storage(_: Request, exc: StorageError) -> JsonResponse:
+    if isinstance(exc, StorageError):
         status, detail = storage_answer(exc)
         return JsonResponse({"detail": detail}, status_code=status)
-
-    @app.exception_handler(GraphLoadError)
-    async def _graph(_: Request, exc: GraphLoadError) -> JsonResponse:
+    if isinstance(exc, GraphLoadError):
         return JsonResponse({"detail": str(exc)}, status_code=400)
+    if isinstance(exc, _service_errors()):
+        return unexpected_response(exc)
+    return None
 
-    async def _service(_: Request, exc: Exception) -> JsonResponse:
-        unavailable = service_unavailable(exc)
-        if unavailable is None:
-            log.exception("unhandled error", exc_info=exc)
-            return JsonResponse({"detail": "Internal server error"}, status_code=500)
+
+def unexpected_response(exc: Exception) -> JsonResponse:
+    """503 for a service that is away (a retry may succeed), else 500; never a traceback on the
+    wire, the log keeps it."""
+    unavailable = service_unavailable(exc)
+    if unavailable is not None:
         log.warning("answered 503: %s", unavailable)
         return JsonResponse({"detail": unavailable}, status_code=503)
+    log.exception("unhandled error", exc_info=exc)
+    return JsonResponse({"detail": "Internal server error"}, status_code=500)
 
-    # Registered by class, not left to the catch-all below: Starlette re-raises what reaches
-    # that one after answering, and uvicorn then drops the client's keep-alive connection.
-    for cls in service_error_classes():
-        app.add_exception_handler(cls, _service)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
-        unavailable = service_unavailable(exc)
-        if unavailable is not None:
-            log.warning("answered 503: %s", unavailable)
-            return JsonResponse({"detail": unavailable}, status_code=503)
-        # Never a traceback on the wire; the log keeps it.
-        log.exception("unhandled error", exc_info=exc)
-        return JsonResponse({"detail": "Internal server error"}, status_code=500)
+def install(app: FastAPI) -> None:
+    async def answer(_: Request, exc: Exception) -> JsonResponse:
+        return response_for(exc) or unexpected_response(exc)
+
+    answered = (RequestValidationError, StarletteHTTPException, StorageError, GraphLoadError)
+    for cls in (*answered, *_service_errors()):
+        app.add_exception_handler(cls, answer)
+    app.add_exception_handler(Exception, answer)

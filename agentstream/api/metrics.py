@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import metrics
-from agentstream.api import fastlane
+from agentstream.api import runlane
 from agentstream.api.context import ApiContext
 from agentstream.api.responses import live_streams
 
@@ -47,7 +47,7 @@ def _template(scope: Scope) -> str:
     route = scope.get("route")
     if route is not None and hasattr(route, "path"):
         return str(route.path)
-    found = fastlane.match(scope["path"])  # the lane answers without FastAPI's router
+    found = runlane.match(scope["path"])  # the lane answers without FastAPI's router
     if found is not None:
         _, thread_id = found
         path: str = scope["path"]

@@ -6,11 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StreamMode = Literal[
-    "values", "messages", "messages-tuple", "tasks", "checkpoints", "updates", "events", "debug",
-    "custom",
-]  # fmt: skip
-MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+from agentstream.protocol import StreamMode, ThreadStatus
+
 # Offsets and versions reach SQL as 64-bit integers; a larger one is a 422, not a crash.
 MAX_INT64 = 2**63 - 1
 # The furthest a run may be delayed: ten years. Unbounded, a due time past year 9999 once
@@ -99,7 +96,7 @@ class ThreadSearch(_Body):
     ids: list[str] | None = None
     metadata: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
-    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    status: ThreadStatus | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_INT64)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
@@ -110,7 +107,7 @@ class ThreadSearch(_Body):
 class ThreadCount(_Body):
     metadata: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
-    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    status: ThreadStatus | None = None
 
 
 class StateUpdate(_Body):

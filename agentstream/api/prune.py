@@ -12,7 +12,7 @@ from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.requests import JsonRoute
 from agentstream.execution.expiry import STRATEGIES, Strategy, TtlPolicy, set_ttl
-from agentstream.execution.scheduler import Clock, Scheduler
+from agentstream.execution.scheduler import Clock
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -22,11 +22,6 @@ class PruneBody(BaseModel):
 
     thread_ids: list[str]
     strategy: str = "delete"
-
-
-def _clock(request: Request) -> Clock:
-    scheduler: Scheduler | None = getattr(request.app.state, "scheduler", None)
-    return scheduler.clock if scheduler is not None else Clock.from_env()
 
 
 async def apply_ttl(
@@ -42,7 +37,7 @@ async def apply_ttl(
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
     if ttl is not None:
-        await set_ttl(c.storage, thread_id, ttl, _clock(request).now())
+        await set_ttl(c.storage, thread_id, ttl, Clock.from_env().now())
 
 
 @router.post("/threads/prune")

@@ -1,182 +1,35 @@
-"""Run routes: create, stream, wait, join, cancel, list, get, delete; threaded and stateless."""
+"""Run routes: create, stream, wait, join, cancel, list, get, delete; threaded and stateless.
+
+The six run-creating routes are declared once, in RUN_CREATE: FastAPI serves them from it (for
+OpenAPI and for bodies the lane leaves alone) and so does the run lane (api/runlane.py), which
+answers a well-formed request before FastAPI's router sees it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from agentstream import metrics, serde
-from agentstream.api.auth import current_user
+from agentstream import metrics, protocol
 from agentstream.api.context import ApiContext, ctx, require_uuid
 from agentstream.api.errors import ApiError
 from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, JsonResponse
-from agentstream.eventbus import END_MODES, BusUnavailable, EventsEvicted
-from agentstream.execution.executor import RESULT_MODE
-from agentstream.execution.runs import new_run, wait_body
-from agentstream.execution.webhooks import WebhookRefused
-from agentstream.ids import is_uuid, uuid7
-from agentstream.storage.base import TERMINAL, Filter, NewRun, NotFound, Run
+from agentstream.api.run_create import create_run
+from agentstream.api.streams import no_frames, one_frame, run_frames
+from agentstream.protocol import CancelAction, location_headers, wait_body
+from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
 router = APIRouter(route_class=JsonRoute)
-
-Route = Literal["stream", "wait", "create"]
-_STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
 
 
 def _run_out(run: Run) -> dict[str, Any]:
     return {**run, "langsmith_session_name": None}
-
-
-def _paths(thread_id: str, run_id: str, temporary: bool) -> tuple[str, str]:
-    base = f"/runs/{run_id}" if temporary else f"/threads/{thread_id}/runs/{run_id}"
-    return base, f"{base}/stream"
-
-
-def _stream_modes(value: str | Sequence[str] | None) -> list[str]:
-    if not value:
-        return ["values"]
-    return [value] if isinstance(value, str) else list(dict.fromkeys(value))
-
-
-def _check_route_fields(body: RunCreate, route: Route, threaded: bool) -> tuple[str, str]:
-    strategy = body.multitask_strategy if threaded else None
-    if strategy is None:
-        strategy = "enqueue"
-    elif strategy not in _STRATEGIES:
-        raise ApiError(422, f"multitask_strategy: {strategy!r} is not one of {list(_STRATEGIES)}")
-    on_disconnect = body.on_disconnect if route == "stream" else None
-    if on_disconnect is None:
-        on_disconnect = "continue"
-    elif on_disconnect not in ("cancel", "continue"):
-        raise ApiError(
-            422, f'on_disconnect: {on_disconnect!r} is not one of "cancel" or "continue"'
-        )
-    return strategy, on_disconnect
-
-
-def _config(body: RunCreate, headers: Mapping[str, str]) -> dict[str, Any]:
-    config = body.config.model_dump(exclude_unset=True) if body.config else {}
-    if headers:  # http.configurable_headers; a header set by a proxy wins over the body's
-        config["configurable"] = {**(config.get("configurable") or {}), **headers}
-    return config
-
-
-def _kwargs(body: RunCreate, temporary: bool, headers: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "input": body.input,
-        "command": body.command.model_dump(exclude_none=True) if body.command else None,
-        "config": _config(body, headers),
-        "context": body.context or {},
-        "stream_mode": _stream_modes(body.stream_mode),
-        "interrupt_before": body.interrupt_before,
-        "interrupt_after": body.interrupt_after,
-        "webhook": body.webhook,
-        "feedback_keys": body.feedback_keys,
-        "temporary": temporary,
-        "subgraphs": body.stream_subgraphs,
-        "resumable": body.stream_resumable,
-        "checkpoint_during": body.checkpoint_during,
-        "durability": body.durability,
-        "checkpoint_id": body.checkpoint_id,
-        "checkpoint": body.checkpoint.model_dump(exclude_none=True) if body.checkpoint else None,
-        "after_seconds": body.after_seconds,
-        "on_completion": body.on_completion,
-    }
-
-
-def _run_value(
-    body: RunCreate, thread_id: str, run_id: str, strategy: str, kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    # What a threads.create_run auth handler sees: langgraph_sdk's Auth.types.RunsCreate.
-    return {
-        "thread_id": thread_id,
-        "assistant_id": body.assistant_id,
-        "run_id": run_id,
-        "status": "pending",
-        "metadata": dict(body.metadata or {}),
-        "multitask_strategy": strategy,
-        "if_not_exists": body.if_not_exists,
-        "after_seconds": body.after_seconds or 0,
-        "kwargs": kwargs,
-    }
-
-
-async def _create(
-    c: ApiContext, request: Request, body: RunCreate, thread_id: str | None, route: Route
-) -> tuple[Run, bool, str]:
-    temporary = thread_id is None
-    if thread_id is not None and not is_uuid(thread_id):
-        raise ApiError(400, "badly formed hexadecimal UUID string")
-    if temporary and body.command is not None:
-        raise ApiError(400, "You must provide a thread_id when resuming.")
-    strategy, on_disconnect = _check_route_fields(body, route, not temporary)
-    if body.webhook is not None:
-        try:
-            await c.webhooks.check(body.webhook)
-        except WebhookRefused as exc:
-            raise ApiError(422, str(exc)) from None
-    run_id = uuid7()
-    thread_id = thread_id or uuid7()
-    headers = c.headers.select(request.headers) if c.headers else {}
-    value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary, headers))
-    filters = await c.authorize(request, "threads", "create_run", value)
-    assistant = await c.resolve_assistant(body.assistant_id, filters=None)
-    # What the auth handler left in value is what the run keeps.
-    metadata = dict(value.get("metadata") or {})
-    kwargs = value.get("kwargs")
-    if not isinstance(kwargs, dict):
-        kwargs = _kwargs(body, temporary, headers)
-    run = new_run(run_id, thread_id, assistant["assistant_id"], kwargs, metadata, strategy)
-    thread_metadata = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
-    if c.authorizes("threads", "create_run"):
-        # The thread carries what the handler stamped (an owner, say), so a thread this run
-        # creates, or a stateless run's temporary one, matches its caller's filter at once.
-        thread_metadata = {**metadata, **thread_metadata}
-    try:
-        user = current_user(request)
-        await c.runs.create(
-            NewRun(run, temporary, body.if_not_exists, user, thread_metadata, filters)
-        )
-    except NotFound:
-        raise ApiError(404, "Thread or assistant not found.") from None
-    return run, temporary, on_disconnect
-
-
-def _frames(
-    c: ApiContext, run_id: str, after: int | None, modes: frozenset[str] | None, *, wait: bool
-) -> AsyncIterator[bytes]:
-    async def generate() -> AsyncIterator[bytes]:
-        try:
-            async for batch in c.bus.subscribe(run_id, after, wait=wait):
-                chunk = b"".join(
-                    e.frame
-                    for e in batch
-                    if e.mode != RESULT_MODE
-                    and (modes is None or e.mode in modes or e.mode in END_MODES)
-                )
-                if chunk:
-                    yield chunk
-        except EventsEvicted as exc:
-            metrics.EVICTIONS.inc()
-            yield _error_frame("EventsEvicted", f"{exc}. Read the thread state to catch up.")
-        except BusUnavailable as exc:
-            yield _error_frame("BusUnavailable", f"{exc}. Resume with Last-Event-ID later.")
-
-    return generate()
-
-
-def _error_frame(error: str, message: str) -> bytes:
-    data = serde.dumps({"error": error, "message": message})
-    return b"event: error\r\ndata: " + data + b"\r\n\r\n"
-
-
-async def _one_frame(frame: bytes) -> AsyncIterator[bytes]:
-    yield frame
 
 
 def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Awaitable[None]]:
@@ -194,11 +47,11 @@ def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Await
 async def stream_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, on_disconnect = await _create(c, request, body, thread_id, "stream")
-    content_location, location = _paths(run["thread_id"], run["run_id"], temporary)
+    run, temporary, on_disconnect = await create_run(c, request, body, thread_id, "stream")
+    named = None if temporary else run["thread_id"]
     return EventStreamResponse(
-        _frames(c, run["run_id"], 0, None, wait=True),
-        headers={"location": location, "content-location": content_location},
+        run_frames(c.bus, run["run_id"], 0, None, wait=True),
+        headers=location_headers("stream", named, run["run_id"]),
         heartbeat_seconds=c.settings.heartbeat_seconds,
         on_disconnect=(
             _canceller(c, run["thread_id"], run["run_id"]) if on_disconnect == "cancel" else None
@@ -209,15 +62,14 @@ async def stream_response(
 async def wait_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, _, _ = await _create(c, request, body, thread_id, "wait")
-    base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
+    run, _, _ = await create_run(c, request, body, thread_id, "wait")
 
     async def result() -> Any:
         return wait_body(await c.runs.result(run["run_id"]))
 
     return HeldJsonResponse(
         result,
-        headers={"location": f"{base}/join", "content-location": base},
+        headers=location_headers("wait", run["thread_id"], run["run_id"]),
         keepalive_seconds=c.settings.heartbeat_seconds,
     )
 
@@ -225,54 +77,60 @@ async def wait_response(
 async def background_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, _ = await _create(c, request, body, thread_id, "create")
-    content_location, _ = _paths(run["thread_id"], run["run_id"], temporary)
-    return JsonResponse(_run_out(run), headers={"content-location": content_location})
+    run, temporary, _ = await create_run(c, request, body, thread_id, "create")
+    named = None if temporary else run["thread_id"]
+    return JsonResponse(_run_out(run), headers=location_headers("create", named, run["run_id"]))
 
 
 # --- creating runs ---------------------------------------------------------------------------
 
-
-@router.post("/threads/{thread_id}/runs/stream")
-async def stream_threaded(
-    thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await stream_response(c, request, body, thread_id)
+Handler = Callable[[ApiContext, Request, RunCreate, "str | None"], Awaitable[Response]]
 
 
-@router.post("/runs/stream")
-async def stream_stateless(
-    request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await stream_response(c, request, body, None)
+@dataclass(frozen=True)
+class RunCreateRoute:
+    name: str  # the FastAPI route's name, hence its OpenAPI operation id
+    path: str
+    handle: Handler  # (context, request, body, thread_id or None for a stateless run)
+
+    @property
+    def threaded(self) -> bool:
+        return self.path.startswith("/threads/{thread_id}/")
 
 
-@router.post("/threads/{thread_id}/runs/wait")
-async def wait_threaded(
-    thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await wait_response(c, request, body, thread_id)
+# Every route that creates a run. Their only dependency is `ctx`, which the lane supplies
+# itself (tests/test_runlane.py holds them to that).
+RUN_CREATE = (
+    RunCreateRoute("stream_threaded", "/threads/{thread_id}/runs/stream", stream_response),
+    RunCreateRoute("stream_stateless", "/runs/stream", stream_response),
+    RunCreateRoute("wait_threaded", "/threads/{thread_id}/runs/wait", wait_response),
+    RunCreateRoute("wait_stateless", "/runs/wait", wait_response),
+    RunCreateRoute("create_threaded", "/threads/{thread_id}/runs", background_response),
+    RunCreateRoute("create_stateless", "/runs", background_response),
+)
 
 
-@router.post("/runs/wait")
-async def wait_stateless(
-    request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await wait_response(c, request, body, None)
+def _endpoint(route: RunCreateRoute) -> Callable[..., Awaitable[Response]]:
+    handle = route.handle
+    if route.threaded:
+
+        async def threaded(
+            thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
+        ) -> Response:
+            return await handle(c, request, body, thread_id)
+
+        return threaded
+
+    async def stateless(
+        request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
+    ) -> Response:
+        return await handle(c, request, body, None)
+
+    return stateless
 
 
-@router.post("/threads/{thread_id}/runs")
-async def create_threaded(
-    thread_id: str, request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await background_response(c, request, body, thread_id)
-
-
-@router.post("/runs")
-async def create_stateless(
-    request: Request, body: RunCreate, c: ApiContext = Depends(ctx)
-) -> Response:
-    return await background_response(c, request, body, None)
+for _route in RUN_CREATE:
+    router.add_api_route(_route.path, _endpoint(_route), methods=["POST"], name=_route.name)
 
 
 @router.post("/runs/batch")
@@ -287,7 +145,7 @@ async def create_batch(
             raise ApiError(422, str(exc.errors()[0].get("msg"))) from None
     runs = []
     for body in bodies:
-        run, _, _ = await _create(c, request, body, None, "create")
+        run, _, _ = await create_run(c, request, body, None, "create")
         runs.append(_run_out(run))
     return JsonResponse(runs)
 
@@ -364,33 +222,6 @@ async def delete_run(
 # --- joining runs ----------------------------------------------------------------------------
 
 
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id")
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return max(int(raw.strip()), 0)
-    except ValueError:
-        return 0  # an id from another server: replay what we have rather than guess
-
-
-def _join_modes(request: Request) -> frozenset[str] | None:
-    # Repeated keys: the last one counts; a JSON array (the JS SDK) names several modes.
-    values = request.query_params.getlist("stream_mode")
-    raw = values[-1] if values else ""
-    if not raw:
-        return None
-    if raw.startswith("["):
-        try:
-            parsed = serde.loads(raw)
-        except ValueError:
-            return frozenset()
-        if isinstance(parsed, list):
-            return frozenset(str(m) for m in parsed) or None
-        return frozenset()
-    return frozenset({raw})
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -401,15 +232,14 @@ async def _join_stream(
     require_uuid(run_id, "run")
     if thread_id is not None:
         require_uuid(thread_id, "thread")
-    base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
-    headers = {"location": f"{base}/stream", "content-location": base}
-    last_id = _last_event_id(request)
+    headers = location_headers("stream", thread_id, run_id)
+    last_id = protocol.last_event_id(request.headers.get("last-event-id"))
     if thread_id is None and last_id is None:
         # A stateless run's stream URL is what the SDK reconnects to; a stream that broke
         # before its first event sends no Last-Event-ID, and "live from now" would lose every
         # event it never saw. Nobody else joins a stateless run: replay it from its start.
         last_id = 0
-    modes = _join_modes(request)
+    modes = protocol.join_modes(request.query_params.getlist("stream_mode"))
     metrics.JOINS.inc()
     if last_id:
         metrics.RESUMES.inc()
@@ -419,18 +249,18 @@ async def _join_stream(
         if await _stateless_log_outlived_its_run(c, thread_id, run_id, last_id):
             # The SDK reconnects a second or more after a cut; a short stateless run has ended
             # and taken its temporary thread along by then, but its log is still kept.
-            body = _frames(c, run_id, last_id, modes, wait=True)
+            body = run_frames(c.bus, run_id, last_id, modes, wait=True)
         else:
-            body = _one_frame(_error_frame("HTTPException", "404: Run not found"))
+            body = one_frame(protocol.run_not_found_frame())
         return EventStreamResponse(
             body, headers=headers, heartbeat_seconds=c.settings.heartbeat_seconds
         )
     finished = run["status"] in TERMINAL
     if finished and last_id is None:
-        body = _empty()
+        body = no_frames()
     else:
         after = last_id if last_id is not None else await c.bus.last_seq(run_id)
-        body = _frames(c, run_id, after, modes, wait=not finished)
+        body = run_frames(c.bus, run_id, after, modes, wait=not finished)
     cancel = _truthy(request.query_params.get("cancel_on_disconnect"))
     return EventStreamResponse(
         body,
@@ -460,11 +290,6 @@ def _hidden_run_is_404(c: ApiContext) -> None:
         raise ApiError(404, "Run not found")
 
 
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""
-
-
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
 async def join_stream(
     thread_id: str, run_id: str, request: Request, c: ApiContext = Depends(ctx)
@@ -487,13 +312,11 @@ async def join(
 ) -> Response:
     require_uuid(thread_id, "thread")
     require_uuid(run_id, "run")
-    base = f"/threads/{thread_id}/runs/{run_id}"
-    headers = {"location": f"{base}/join", "content-location": base}
+    headers = location_headers("join", thread_id, run_id)
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
         _hidden_run_is_404(c)
-        missing = {"__error__": {"error": "HTTPException", "message": "404: Run not found"}}
-        return JsonResponse(missing, headers=headers)
+        return JsonResponse({"__error__": protocol.RUN_NOT_FOUND}, headers=headers)
 
     async def result() -> Any:
         finished = run["status"] in TERMINAL
@@ -515,7 +338,7 @@ async def cancel_run(
     run_id: str,
     request: Request,
     wait: str | None = None,
-    action: Literal["interrupt", "rollback"] = "interrupt",
+    action: CancelAction = "interrupt",
     c: ApiContext = Depends(ctx),
 ) -> Response:
     require_uuid(thread_id, "thread")
@@ -532,7 +355,6 @@ async def cancel_run(
     await c.runs.cancel(run, action)
     if not _truthy(wait):
         return Response(status_code=202)
-    base = f"/threads/{thread_id}/runs/{run_id}"
 
     async def finished() -> Any:
         await c.runs.result(run_id)
@@ -540,7 +362,7 @@ async def cancel_run(
 
     return HeldJsonResponse(
         finished,
-        headers={"location": f"{base}/join"},
+        headers=location_headers("cancel", thread_id, run_id),
         keepalive_seconds=c.settings.heartbeat_seconds,
     )
 
@@ -549,7 +371,7 @@ async def cancel_run(
 async def cancel_many(
     request: Request,
     body: CancelMany,
-    action: Literal["interrupt", "rollback"] = "interrupt",
+    action: CancelAction = "interrupt",
     c: ApiContext = Depends(ctx),
 ) -> Response:
     if body.thread_id is None and body.run_ids is None and body.status is None:

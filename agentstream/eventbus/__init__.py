@@ -1,12 +1,5 @@
 """Per-run ordered event logs: publish once, many readers, subscribe from an id."""
 
-from agentstream.eventbus.base import (
-    END_MODES,
-    BusUnavailable,
-    Event,
-    EventBus,
-    EventsEvicted,
-    encode_frame,
-)
+from agentstream.eventbus.base import BusUnavailable, Event, EventBus, EventsEvicted
 
-__all__ = ["END_MODES", "BusUnavailable", "Event", "EventBus", "EventsEvicted", "encode_frame"]
+__all__ = ["BusUnavailable", "Event", "EventBus", "EventsEvicted"]

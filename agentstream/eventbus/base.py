@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple, Protocol
 
-# Modes that every reader receives whatever stream_mode filter it asked for.
-END_MODES = frozenset({"error", "evicted"})
-
 
 class Event(NamedTuple):
     """One event of a run: its id in the run's log, the stream mode it came from, and its frame.
@@ -39,19 +36,6 @@ class EventsEvicted(Exception):
 class BusUnavailable(Exception):
     """The event bus did not answer for longer than an outage is ridden out: the reader is told
     so (an explicit error, never a silent gap) and may resume by id once it is back."""
-
-
-def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
-    """The SSE frame, in the real server's field order: event, data, id."""
-    ident = b"%d" % event_id if isinstance(event_id, int) else event_id.encode()
-    return b"event: %s\r\ndata: %s\r\nid: %s\r\n\r\n" % (name.encode(), data, ident)
-
-
-def frame_data(frame: bytes, name: str, event_id: int) -> bytes:
-    """The data a frame of encode_frame(event_id, name, data) carries, sliced back out of it
-    (data is one-line JSON, so its position follows from the name and the id alone)."""
-    start = len(b"event: \r\ndata: ") + len(name.encode())
-    return frame[start : len(frame) - len(b"\r\nid: %d\r\n\r\n" % event_id)]
 
 
 class EventBus(Protocol):

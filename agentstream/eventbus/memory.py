@@ -12,7 +12,8 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 
-from agentstream.eventbus.base import Event, EventsEvicted, encode_frame, frame_data
+from agentstream.eventbus.base import Event, EventsEvicted
+from agentstream.protocol import encode_frame, frame_data
 
 # (mode, event name) pairs shared by every packed log: most runs use a handful of the same ones.
 # Names with a subgraph's task id are new each run, so the table stops growing at a bound.

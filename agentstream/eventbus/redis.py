@@ -17,7 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentstream.eventbus.base import BusUnavailable, Event, EventsEvicted, encode_frame
+from agentstream.eventbus.base import BusUnavailable, Event, EventsEvicted
+from agentstream.protocol import encode_frame
 
 log = logging.getLogger("agentstream.eventbus")
 

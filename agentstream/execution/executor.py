@@ -14,24 +14,22 @@ from uuid import UUID
 
 import langgraph.version
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
-from langgraph.types import Command, Interrupt
+from langgraph.types import Command
 
 from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus
+from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.execution.webhooks import WebhookSender
 from agentstream.execution.webhooks import payload as webhook_payload
 from agentstream.graphs import GraphRegistry
 from agentstream.outages import service_unavailable
-from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage, ThreadStatus
+from agentstream.protocol import ThreadStatus, result_item
+from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
-
-# Modes that only exist inside the log, never shown to SSE readers.
-RESULT_MODE = "result"
 
 
 class RunAttemptsExceeded(Exception):
@@ -205,12 +203,9 @@ class Executor:
         kwargs = run["kwargs"]
         assistant = await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-        graph = await self.graphs.get(assistant["graph_id"], config)
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
-        async with self.storage.checkpointer() as saver:
-            wanted = saver if persist else None
-            if graph.checkpointer is not wanted:  # a stateless run of a plain graph: as it is
-                graph = graph.copy(update={"checkpointer": wanted})
+        graph_id = assistant["graph_id"]
+        async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
@@ -222,7 +217,7 @@ class Executor:
             )
             async with aclosing(parts):
                 await self._publish_all(run, parts, translate)
-            return await self._outcome(graph, config, translator, persist, saver)
+            return await self._outcome(graph, config, translator, persist)
 
     async def _publish_all(
         self,
@@ -315,7 +310,6 @@ class Executor:
         config: RunnableConfig,
         translator: Translator,
         persist: bool,
-        saver: BaseCheckpointSaver[Any],
     ) -> RunOutcome:
         if not persist:
             values = translator.last_values
@@ -325,11 +319,7 @@ class Executor:
                 "success", status, values=_without_interrupt(values), pending_interrupts=found
             )
         state = await graph.aget_state(config)
-        interrupts = {
-            task.id: [_stored_interrupt(i) for i in task.interrupts]
-            for task in state.tasks
-            if task.interrupts
-        }
+        interrupts = interrupts_by_task(state.tasks)
         thread_status: ThreadStatus = "interrupted" if state.next or interrupts else "idle"
         return RunOutcome(
             "success",
@@ -359,9 +349,8 @@ class Executor:
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
             config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-            graph = await self.graphs.get(assistant["graph_id"], config)
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"], config) as graph:
+                state = await graph.aget_state(config)
             return state.values
         except Exception:  # a cancelled run's state is a courtesy, never a reason to fail
             return await self._state_values(claim)
@@ -371,13 +360,10 @@ class Executor:
     ) -> None:
         run = claim["run"]
         run_id = run["run_id"]
-        result = {
-            "values": outcome.values,
-            "error": outcome.error,
-            "status": outcome.status,
-            "interrupts": outcome.pending_interrupts,
-        }
-        await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+        result = result_item(
+            outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
+        )
+        await self.bus.publish(run_id, [result])
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -398,19 +384,10 @@ class Executor:
         as error, as far as the services let it: its readers get an `error` event and the end
         of the log, and it never stays `running`. Each step is tried on its own."""
         error = error_payload(exc)
-        result: dict[str, Any] = {
-            "values": None,
-            "error": error,
-            "status": "error",
-            "interrupts": [],
-        }
         try:
             await self.bus.publish(
                 run_id,
-                [
-                    ("error", "error", serde.dumps(error)),
-                    (RESULT_MODE, RESULT_MODE, serde.dumps(result)),
-                ],
+                [("error", "error", serde.dumps(error)), result_item(None, error, "error", [])],
             )
         except Exception:
             log.exception("run %s: publishing its error failed", run_id)
@@ -444,10 +421,9 @@ class Executor:
         values: Any = None
         try:
             assistant = await self.storage.get_assistant(run["assistant_id"])
-            graph = await self.graphs.get(assistant["graph_id"])
             config: RunnableConfig = {"configurable": {"thread_id": run["thread_id"]}}
-            async with self.storage.checkpointer() as saver:
-                state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
+            async with bound(self.storage, self.graphs, assistant["graph_id"]) as graph:
+                state = await graph.aget_state(config)
             values = state.values or None
         except NotFound:
             pass
@@ -484,10 +460,6 @@ def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
     if len(part) == 3:
         return part[0], part[1], part[2]
     return (), part[0], part[1]
-
-
-def _stored_interrupt(interrupt: Interrupt) -> dict[str, Any]:
-    return {"id": interrupt.id, "value": interrupt.value}
 
 
 def _without_interrupt(values: Any) -> Any:

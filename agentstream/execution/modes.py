@@ -8,19 +8,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 
 from agentstream import serde
-
-# The modes a client may ask for, and the LangGraph mode each one needs.
-STREAM_MODES: dict[str, str | None] = {
-    "values": "values",
-    "updates": "updates",
-    "messages": "messages",
-    "messages-tuple": "messages",
-    "custom": "custom",
-    "tasks": "tasks",
-    "checkpoints": "checkpoints",
-    "debug": "debug",
-    "events": None,  # served by astream_events, not by a LangGraph stream mode
-}
+from agentstream.protocol import STREAM_MODES
 
 Item = tuple[str, str, bytes]  # (requested mode, SSE event name, JSON data)
 

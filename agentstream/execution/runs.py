@@ -1,8 +1,10 @@
-"""The run service: create (with multitask strategies), cancel, and wait for a run's result."""
+"""The run service: create (with multitask strategies), cancel, wait for a run's result, and
+delete a thread with the runs still on it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -10,8 +12,8 @@ from typing import Any
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
-from agentstream.execution.executor import RESULT_MODE
-from agentstream.storage.base import NewRun, Run, Storage, utcnow
+from agentstream.protocol import RESULT_MODE, result_item
+from agentstream.storage.base import Filter, NewRun, Run, Storage, utcnow
 
 log = logging.getLogger("agentstream.runs")
 
@@ -70,13 +72,7 @@ class RunService:
         ):
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            result: dict[str, Any] = {
-                "values": None,
-                "error": None,
-                "status": "interrupted",
-                "interrupts": [],
-            }
-            await self.bus.publish(run_id, [(RESULT_MODE, RESULT_MODE, serde.dumps(result))])
+            await self.bus.publish(run_id, [result_item(None, None, "interrupted", [])])
             await self.bus.close(run_id)
             await self.control.wake()
             return
@@ -86,12 +82,33 @@ class RunService:
         """Return when the run's log is complete (the run has ended and been settled)."""
         await self.result(run_id)
 
+    async def delete_thread(self, thread_id: str, filters: Filter | None) -> None:
+        """Cancel what still runs on the thread, wait until each run has stopped, then delete
+        it: a run being cancelled may still have a checkpoint write in flight, and if that
+        lands after the delete, a new thread with the same id starts from the old one's state.
+        A run that does not stop in SETTLE_SECONDS (its worker died: it holds the run until
+        the lease runs out) does not hold the delete up longer."""
+        inflight = await self.storage.inflight_runs(
+            thread_id=thread_id, run_ids=None, status=None, filters=filters
+        )
+        for run in inflight:
+            await self.cancel(run, "interrupt")
+        if inflight:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_SECONDS):
+                    for run in inflight:
+                        await self.wait_closed(run["run_id"])
+        await self.storage.delete_thread(thread_id, filters=filters)
+
     async def result(self, run_id: str, *, wait: bool = True) -> dict[str, Any] | None:
         """The run's final result event, waiting for it; None if the log ends without one.
 
+        The result is the last event of a log (published just before it closes), so reading
+        starts at the newest event there is, not at the first: a /wait on a finished run reads
+        one event, not all of them (on Redis, all of them over the network).
         wait=False only reads what the log holds (a finished run whose log may have expired).
         """
-        after = 0
+        after = max(await self.bus.last_seq(run_id) - 1, 0)
         found: dict[str, Any] | None = None
         while True:
             try:
@@ -105,21 +122,12 @@ class RunService:
                 after = evicted.first_kept - 1
 
 
+# How long a thread's delete waits for its cancelled runs to stop before deleting anyway.
+SETTLE_SECONDS = 10.0
+
+
 def thread_log(thread_id: str) -> str:
     return f"thread:{thread_id}"
-
-
-def wait_body(result: dict[str, Any] | None, fallback_values: Any = None) -> Any:
-    """The JSON body of /wait and /join: values, or {"__error__"}, plus any "__interrupt__"."""
-    if result is None:
-        return fallback_values
-    if result.get("error"):
-        return {"__error__": result["error"]}
-    values = result.get("values")
-    interrupts = result.get("interrupts") or []
-    if interrupts:
-        values = {**(values if isinstance(values, dict) else {}), "__interrupt__": interrupts}
-    return values
 
 
 def new_run(

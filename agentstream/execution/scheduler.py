@@ -1,9 +1,9 @@
 """The cron scheduler: claims each due cron (advancing it in the same storage step), then
 creates an ordinary run for it under its owner's identity.
 
-It sleeps until the earliest due cron, and wakes at each minute's start besides (a cron made
-by another process has its first slot on a minute), or when this process changes a cron. A
-cron claimed after downtime moves to its first slot after now: a missed slot fires once.
+It sleeps until the earliest due cron, and wakes at each minute's start besides: a cron made
+or changed by any process has its slots on minutes, so no wake-up message is needed. A cron
+claimed after downtime moves to its first slot after now: a missed slot fires once.
 
 The clock can be driven: AGENTSTREAM_CLOCK_FILE names a file holding an ISO 8601 time, which
 is then "now" for crons (empty or absent: the real time). Tests write it; every process of a
@@ -137,7 +137,7 @@ class Scheduler:
             self._task = None
 
     def poke(self) -> None:
-        """A cron of this process was created or changed: look again at once."""
+        """Look again at once (minute wake-ups make this optional)."""
         self._poked.set()
 
     async def _loop(self) -> None:

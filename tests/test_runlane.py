@@ -1,4 +1,4 @@
-"""The lane for run-creating requests (agentstream/api/fastlane.py) answers exactly as the
+"""The lane for run-creating requests (agentstream/api/runlane.py) answers exactly as the
 FastAPI routes it stands in front of: same routes, same results, same errors.
 
 A body sent as `application/json` takes the lane; the same body sent as `application/x+json`
@@ -17,17 +17,20 @@ import pytest
 from fastapi.routing import APIRoute
 
 from agentstream.api import assistants, runs, system, thread_stream, threads
-from agentstream.api.fastlane import match
+from agentstream.api.context import ctx
+from agentstream.api.runlane import match
 from agentstream.app import create_app
 from agentstream.settings import Settings
+from tests.helpers import new_thread, summary
+from tests.sse import sse_events
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "langgraph.json"
 HI = {"messages": [{"role": "human", "content": "hi there"}]}
 LANE = {"content-type": "application/json"}
 FASTAPI = {"content-type": "application/x+json"}
 RUN_CREATING = {
-    runs.stream_threaded, runs.stream_stateless, runs.wait_threaded, runs.wait_stateless,
-    runs.create_threaded, runs.create_stateless,
+    "stream_threaded", "stream_stateless", "wait_threaded", "wait_stateless",
+    "create_threaded", "create_stateless",
 }  # fmt: skip
 
 
@@ -43,7 +46,7 @@ def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
         path = route.path.replace("{thread_id}", str(uuid.uuid4()))
         path = path.replace("{run_id}", str(uuid.uuid4())).replace("{assistant_id}", "a")
         lane = match(path)
-        if route.endpoint in RUN_CREATING:
+        if route.name in RUN_CREATING:
             assert "POST" in route.methods
             assert lane is not None, route.path
             taken.append(route.path)
@@ -58,6 +61,18 @@ def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
         assert match(odd) is None, odd
 
 
+def test_the_run_creating_routes_depend_on_nothing_but_ctx() -> None:
+    # The lane calls their handlers with the context itself and solves no dependencies: one
+    # added to these routes (a rate limit, say) would apply to the bodies FastAPI answers only.
+    app = create_app(Settings(config=EXAMPLES))
+    assert not app.router.dependencies and not runs.router.dependencies
+    taken = [r for r in runs.router.routes if isinstance(r, APIRoute) and r.name in RUN_CREATING]
+    assert {route.name for route in taken} == RUN_CREATING
+    assert {route.name for route in runs.RUN_CREATE} == RUN_CREATING
+    for route in taken:
+        assert [d.call for d in route.dependant.dependencies] == [ctx], route.path
+
+
 async def both(http: httpx.AsyncClient, path: str, body: Any) -> tuple[httpx.Response, ...]:
     content = httpx.Request("POST", "/", json=body).content
     lane = await http.post(path, content=content, headers=LANE)
@@ -70,25 +85,6 @@ def same_error(lane: httpx.Response, fastapi: httpx.Response, status: int) -> No
     assert lane.headers["content-type"] == fastapi.headers["content-type"]
     assert lane.json() == fastapi.json()
     assert set(lane.json()) == {"detail"}
-
-
-def summary(values: Any) -> list[tuple[str, str]]:
-    return [(m["type"], m["content"]) for m in values["messages"]]
-
-
-def frames(response: httpx.Response) -> list[tuple[str, Any]]:
-    out = []
-    for frame in response.text.split("\r\n\r\n"):
-        lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], lines["data"]))
-    return out
-
-
-async def new_thread(http: httpx.AsyncClient) -> str:
-    response = await http.post("/threads", json={})
-    assert response.status_code == 200
-    return str(response.json()["thread_id"])
 
 
 async def test_wait_gives_the_same_values_either_way(http: httpx.AsyncClient) -> None:
@@ -115,13 +111,13 @@ async def test_stream_sends_the_same_frames_either_way(http: httpx.AsyncClient) 
     assert lane.headers["location"].startswith("/runs/")
     assert fastapi.headers["location"].startswith("/runs/")
     # metadata carries the run's own id; every other frame is the same.
-    assert [f for f in frames(lane) if f[0] != "metadata"] == [
-        f for f in frames(fastapi) if f[0] != "metadata"
+    assert [f for f in sse_events(lane.text) if f[0] != "metadata"] == [
+        f for f in sse_events(fastapi.text) if f[0] != "metadata"
     ]
-    assert [e for e, _ in frames(lane)] == ["metadata"] + ["custom"] * 3 + ["updates"]
+    assert [e for e, _ in sse_events(lane.text)] == ["metadata"] + ["custom"] * 3 + ["updates"]
     thread_id = await new_thread(http)
     lane, fastapi = await both(http, f"/threads/{thread_id}/runs/stream", body)
-    assert [e for e, _ in frames(lane)] == [e for e, _ in frames(fastapi)]
+    assert [e for e, _ in sse_events(lane.text)] == [e for e, _ in sse_events(fastapi.text)]
     assert lane.headers["location"].startswith(f"/threads/{thread_id}/runs/")
 
 

@@ -1,4 +1,4 @@
-"""The run-creating routes, taken before FastAPI's router when their body is well-formed.
+"""The run lane: the run-creating routes, taken before FastAPI's router for well-formed bodies.
 
 `POST /runs/stream`, `/runs/wait`, `/runs` and their `/threads/{thread_id}/runs...` forms start
 every run. Through FastAPI each one went through route matching over every route, dependency
@@ -9,68 +9,60 @@ This middleware sits inside ours (CORS, body limit, authentication) and outside 
 router. It takes a request only when the body parses and validates as `RunCreate`; anything
 else (bad JSON, a wrong content type, a validation error) goes on to FastAPI with the body
 replayed, so every error is worded exactly as before. The handlers are the routes' own
-(`runs.stream_response` and the others), and their errors go to the app's exception
-handlers, as FastAPI would send them.
+(runs.RUN_CREATE, the one table FastAPI's routes are built from too), and their errors
+are answered by errors.response_for, as FastAPI's exception handlers answer them.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import serde
-from agentstream.api import runs
+from agentstream.api import errors
 from agentstream.api.context import ApiContext
 from agentstream.api.models import RunCreate
 from agentstream.api.requests import too_deep
+from agentstream.api.runs import RUN_CREATE, Handler
 
-Handler = Callable[[ApiContext, Request, RunCreate, "str | None"], Awaitable[Response]]
-
-_HANDLERS: dict[str, Handler] = {
-    "stream": runs.stream_response,
-    "wait": runs.wait_response,
-    "": runs.background_response,
+# The lane's view of runs.RUN_CREATE: stateless paths as they are; threaded ones by what
+# follows "/threads/{thread_id}/".
+_STATELESS = {route.path: route.handle for route in RUN_CREATE if not route.threaded}
+_THREADED = {
+    route.path.removeprefix("/threads/{thread_id}/"): route.handle
+    for route in RUN_CREATE
+    if route.threaded
 }
 
 
 def match(path: str) -> tuple[Handler, str | None] | None:
     """(handler, thread_id) for a run-creating path, else None."""
-    parts = path.split("/")
-    # "/runs/stream" -> ["", "runs", "stream"]; "/threads/T/runs" -> ["", "threads", "T", "runs"]
-    if parts[0] != "":
-        return None
-    if parts[1:2] == ["runs"]:
-        thread_id, rest = None, parts[2:]
-    elif parts[1:2] == ["threads"] and len(parts) >= 4 and parts[2] and parts[3] == "runs":
-        thread_id, rest = parts[2], parts[4:]
-    else:
-        return None
-    if len(rest) > 1 or rest == [""]:  # "/runs/" is FastAPI's to redirect
-        return None
-    handler = _HANDLERS.get(rest[0] if rest else "")
-    return None if handler is None else (handler, thread_id)
+    handler = _STATELESS.get(path)
+    if handler is not None:
+        return handler, None
+    # "/threads/T/runs/stream" -> ["", "threads", "T", "runs/stream"]
+    parts = path.split("/", 3)
+    if len(parts) == 4 and parts[0] == "" and parts[1] == "threads" and parts[2]:
+        handler = _THREADED.get(parts[3])
+        if handler is not None:
+            return handler, parts[2]
+    return None
 
 
-class RunRoutes:
-    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+class RunLane:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = match(scope["path"]) if scope["type"] == "http" else None
         if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
         try:
             body = await _read_body(receive)  # over the size limit: BodyLimit raises 413 here
         except Exception as exc:
-            await self._answer_error(request, exc, scope, receive, send)
+            await _answer_error(exc, scope, receive, send)
             return
         if body is None:
             return  # the client left before its body was in; nobody to answer
@@ -79,33 +71,24 @@ class RunRoutes:
             await self.app(scope, _replay(body, receive), send)
             return
         handler, thread_id = route
-        context: ApiContext = self.api.state.ctx
+        # The route's only dependency, `ctx`, as FastAPI would give it. The request's body
+        # can be read again, as in a FastAPI route.
+        context: ApiContext = scope["app"].state.ctx
         try:
-            response = await handler(context, request, parsed, thread_id)
+            response = await handler(
+                context, Request(scope, _replay(body, receive)), parsed, thread_id
+            )
         except Exception as exc:
-            await self._answer_error(request, exc, scope, receive, send)
+            await _answer_error(exc, scope, receive, send)
             return
         await response(scope, receive, send)
 
-    async def _answer_error(
-        self, request: Request, exc: Exception, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        answer = self._exception_handler(exc)
-        if answer is None:
-            raise exc  # FastAPI's outer error middleware answers it, as for any route
-        result = answer(request, exc)
-        response = await result if inspect.isawaitable(result) else result
-        await response(scope, receive, send)
 
-    def _exception_handler(self, exc: Exception) -> Callable[..., Any] | None:
-        handlers = self.api.exception_handlers
-        for cls in type(exc).__mro__:
-            if cls is Exception:
-                return None
-            handler = handlers.get(cls)
-            if handler is not None:
-                return handler
-        return None
+async def _answer_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    response = errors.response_for(exc)
+    if response is None:
+        raise exc  # the server's error middleware answers it, as for any route
+    await response(scope, receive, send)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

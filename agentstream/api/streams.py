@@ -1,0 +1,130 @@
+"""SSE bodies: a run's frames from its log, and a thread's runs followed in turn.
+
+The routes (api/runs.py, api/thread_stream.py) decide what to stream; this module turns logs
+into frames, and protocol.py says what the frames look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from agentstream import metrics, protocol, serde
+from agentstream.eventbus import BusUnavailable, Event, EventBus, EventsEvicted
+from agentstream.execution.runs import thread_log
+from agentstream.protocol import END_MODES, RESULT_MODE
+from agentstream.storage.base import Storage
+
+
+def run_frames(
+    bus: EventBus, run_id: str, after: int | None, modes: frozenset[str] | None, *, wait: bool
+) -> AsyncIterator[bytes]:
+    """The run's frames after `after` (None: from now on), only `modes` (None: all) and the
+    end modes, until its log closes (or, with wait=False, what the log holds now)."""
+
+    def render(batch: list[Event]) -> bytes:
+        return b"".join(
+            e.frame
+            for e in batch
+            if e.mode != RESULT_MODE and (modes is None or e.mode in modes or e.mode in END_MODES)
+        )
+
+    return _rendered(bus, run_id, after, render, wait=wait, evicted=metrics.EVICTIONS.inc)
+
+
+async def _rendered(
+    bus: EventBus,
+    log_id: str,
+    after: int | None,
+    render: Callable[[list[Event]], bytes],
+    *,
+    wait: bool = True,
+    evicted: Callable[[], None] = lambda: None,
+) -> AsyncIterator[bytes]:
+    """render(batch) for each batch of a log, empty chunks left out; a log the reader cannot
+    follow to its end (events evicted, the bus away too long) ends in an error frame."""
+    try:
+        async for batch in bus.subscribe(log_id, after, wait=wait):
+            chunk = render(batch)
+            if chunk:
+                yield chunk
+    except EventsEvicted as exc:
+        evicted()
+        yield protocol.evicted_frame(exc)
+    except BusUnavailable as exc:
+        yield protocol.unavailable_frame(exc)
+
+
+async def one_frame(frame: bytes) -> AsyncIterator[bytes]:
+    yield frame
+
+
+async def no_frames() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def heartbeats_only() -> AsyncIterator[bytes]:
+    # Stays open with heartbeats only, like the real server's state_update stream.
+    await asyncio.Event().wait()
+    yield b""
+
+
+class ThreadFollower:
+    """Every run of a thread in turn, with thread-stream frame ids (protocol.thread_frame_id)."""
+
+    def __init__(
+        self, storage: Storage, bus: EventBus, thread_id: str, lifecycle_only: bool
+    ) -> None:
+        self.storage = storage
+        self.bus = bus
+        self.thread_id = thread_id
+        self.lifecycle_only = lifecycle_only
+        self._followed: set[str] = set()
+
+    async def frames(self, resume: tuple[int, int] | None) -> AsyncIterator[bytes]:
+        log = thread_log(self.thread_id)
+        if resume is None:
+            # Live: the runs in flight now, from now on, then every later run.
+            start = await self.bus.last_seq(log)
+            async for chunk in self._in_flight(start):
+                yield chunk
+            resume = (start, 0)
+        else:
+            start = max(resume[0] - 1, 0)
+        try:
+            async for batch in self.bus.subscribe(log, start):
+                for entry in batch:
+                    after = resume[1] if entry.seq == resume[0] else 0
+                    run_id = entry.data.decode()
+                    if after != protocol.RUN_DONE and run_id not in self._followed:
+                        async for chunk in self._run(entry.seq, run_id, after):
+                            yield chunk
+        except EventsEvicted as exc:
+            yield protocol.evicted_frame(exc)
+        except BusUnavailable as exc:
+            yield protocol.unavailable_frame(exc)
+
+    async def _in_flight(self, thread_seq: int) -> AsyncIterator[bytes]:
+        runs = await self.storage.inflight_runs(thread_id=self.thread_id, run_ids=None, status=None)
+        for run in runs:
+            # A run created while the stream was opening is in flight and in the thread log.
+            self._followed.add(run["run_id"])
+            after = await self.bus.last_seq(run["run_id"])
+            async for chunk in self._run(thread_seq, run["run_id"], after):
+                yield chunk
+
+    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
+        def render(batch: list[Event]) -> bytes:
+            return b"".join(
+                protocol.encode_frame(protocol.thread_frame_id(thread_seq, e.seq), e.name, e.data)
+                for e in batch
+                if e.mode != RESULT_MODE and (not self.lifecycle_only or e.mode == "metadata")
+            )
+
+        async for chunk in _rendered(self.bus, run_id, after, render):
+            yield chunk
+        done = serde.dumps({"status": "run_done", "run_id": run_id})
+        yield protocol.encode_frame(
+            protocol.thread_frame_id(thread_seq, protocol.RUN_DONE), "metadata", done
+        )

@@ -1,0 +1,43 @@
+"""Small helpers several test modules share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, cast
+
+import httpx
+from langgraph_sdk.schema import StreamPart
+
+
+def summary(values: Any) -> list[tuple[str, str]]:
+    """A state's messages as (type, content) pairs."""
+    return [(m["type"], m["content"]) for m in values["messages"]]
+
+
+async def new_thread(http: httpx.AsyncClient) -> str:
+    response = await http.post("/threads", json={})
+    assert response.status_code == 200
+    return str(response.json()["thread_id"])
+
+
+def ticks(parts: list[StreamPart]) -> list[int]:
+    """The `ticker` example's ticks among a stream's parts."""
+    return [p.data["tick"] for p in parts if p.event == "custom"]
+
+
+async def read_until(
+    stream: AsyncIterator[StreamPart], done: Callable[[list[StreamPart]], bool]
+) -> list[StreamPart]:
+    """Read a stream until `done` says so, then hang up at once."""
+    parts: list[StreamPart] = []
+    async with aclosing(cast(AsyncGenerator[StreamPart, None], stream)) as opened:
+        async for part in opened:
+            parts.append(part)
+            if done(parts):
+                break
+    return parts
+
+
+def ticked(count: int) -> Callable[[list[StreamPart]], bool]:
+    return lambda parts: len(ticks(parts)) >= count

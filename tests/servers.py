@@ -1,0 +1,185 @@
+"""Real servers for the tests and the benchmarks: `agentstream dev`, `serve` and `worker`
+processes on free loopback ports, and a distributed cluster of them on PostgreSQL and Redis.
+
+Plain helpers, no pytest: tests/conftest.py wraps them in fixtures, benchmarks/harness.py
+pins them to a core.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "langgraph.json"
+ADMIN_URI = os.environ.get(
+    "AGENTSTREAM_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URI = os.environ.get("AGENTSTREAM_TEST_REDIS_URI", "redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen[str]
+    database: Path
+    output: list[str] = field(default_factory=list)
+
+    drain: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_pipe()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.drain is not None:
+            self.drain.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start_server(
+    database: Path | None,
+    *,
+    config: Path = EXAMPLES,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    command: str = "dev",
+    cpus: set[int] | None = None,
+) -> ServerProcess:
+    """`dev` and `serve` print the URL they listen on; `worker` prints when it is ready. With
+    `cpus`, the process is pinned to them from its first instruction (its threads too)."""
+    cmd = [sys.executable, "-m", "agentstream", command, "--config", str(config)]
+    if command != "worker":
+        cmd += ["--port", "0"]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    cmd += list(extra_args)
+    preexec: Callable[[], None] | None = None
+    if cpus is not None:
+        pinned = set(cpus)
+
+        def preexec() -> None:
+            os.sched_setaffinity(0, pinned)
+
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        # A stopped test server hands its runs back within a second unless a test says otherwise.
+        env={**os.environ, "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1", **(env or {})},
+        preexec_fn=preexec,
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    url = None
+    for line in proc.stdout:
+        output.append(line)
+        if "serving on " in line:
+            url = line.split("serving on ", 1)[1].strip()
+            break
+        if command == "worker" and line.startswith("agentstream: worker "):
+            url = line.split()[2]  # the worker id stands where a URL would
+            break
+    if url is None:
+        proc.wait(10)
+        raise RuntimeError(f"{command} did not start:\n" + "".join(output))
+    server = ServerProcess(url, proc, database or Path(), output)
+    # Keep draining the log so the process never blocks on a full pipe.
+    stdout = proc.stdout
+    server.drain = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
+    server.drain.start()
+    if command != "worker":
+        wait_ready(url)
+    return server
+
+
+def wait_ready(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=5) as http:
+        while time.monotonic() < deadline:
+            try:
+                if http.get(url + "/ok").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"server at {url} never answered /ok")
+
+
+@dataclass
+class Cluster:
+    apis: list[ServerProcess]
+    workers: list[ServerProcess]
+    database_uri: str
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database_uri) as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+
+@contextmanager
+def running_cluster(
+    config: Path = EXAMPLES,
+    apis: int = 2,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    admin_uri: str = ADMIN_URI,
+) -> Iterator[Cluster]:
+    """API and worker processes on a fresh PostgreSQL database and the shared Redis; fails
+    (never skips) when either service is missing. `env` adds to (or overrides) every process's
+    environment."""
+    name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_uri, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    database_uri = admin_uri.rsplit("/", 1)[0] + f"/{name}"
+    env = {
+        "DATABASE_URI": database_uri,
+        "REDIS_URI": REDIS_URI,
+        "AGENTSTREAM_LEASE_SECONDS": "2",
+        **(env or {}),
+    }
+    started: list[ServerProcess] = []
+    try:
+        # Workers first: they create the schema and the default assistants.
+        for _ in range(workers):
+            started.append(start_server(None, config=config, command="worker", env=env))
+        for _ in range(apis):
+            started.append(start_server(None, config=config, command="serve", env=env))
+        cluster = Cluster(started[workers:], started[:workers], database_uri)
+        yield cluster
+        started += cluster.workers  # a test may have replaced a worker it killed
+    finally:
+        for proc in started:
+            proc.stop()
+        with psycopg.connect(admin_uri, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
