@@ -21,7 +21,9 @@ from starlette.middleware.cors import CORSMiddleware
 from agentstream import __version__, metrics
 from agentstream.api import (
     assistants,
+    crons,
     errors,
+    prune,
     runs,
     store,
     system,
@@ -47,7 +49,9 @@ from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.executor import Executor
+from agentstream.execution.expiry import TtlPolicy
 from agentstream.execution.runs import RunService
+from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
@@ -143,6 +147,12 @@ async def running(
             started = await start_worker(settings, backends, graphs)
             stop_worker = started.stop
             stack.push_async_callback(lambda: stop_worker(grace=grace()))
+            # Crons fire, and expired threads go, where runs execute: the embedded server and
+            # every worker process. Stopped before the worker.
+            service = RunService(backends.storage, backends.bus, backends.control)
+            scheduler = Scheduler(backends.storage, service, ttl=TtlPolicy.from_config(config))
+            scheduler.start()
+            stack.push_async_callback(scheduler.stop)
         tune_gc(settings.gc_threshold)
         yield backends, started
 
@@ -227,6 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
     disabled = disabled_families(config)
     headers = HeaderPassthrough.from_config(config)
     webhooks = WebhookPolicy.from_config(config)
+    ttl = TtlPolicy.from_config(config)  # like the store's config: a mistake stops the start
     store_config = store_options(config)  # a mistake in it stops the start, before serving
     _announce(gate, "cors" in config.http)
 
@@ -245,6 +256,7 @@ def create_app(settings: Settings) -> FastAPI:
                 headers=headers, store=backends.store, webhooks=webhooks,
             )  # fmt: skip
             app.state.worker = worker
+            app.state.ttl = ttl
             app.state.draining_since = None
             async with _user_lifespan(user_app):
                 yield
@@ -259,8 +271,8 @@ def create_app(settings: Settings) -> FastAPI:
     families = {
         "meta": [system],
         "assistants": [assistants],
-        "threads": [threads, thread_stream, v2_stream, v2_commands],
-        "runs": [runs],
+        "threads": [prune, threads, thread_stream, v2_stream, v2_commands],
+        "runs": [runs, crons],
         "store": [store],
     }
     for family, modules in families.items():

@@ -47,6 +47,7 @@ class Config:
     http: dict[str, Any] = field(default_factory=dict)
     store: dict[str, Any] | None = None
     webhooks: dict[str, Any] | None = None
+    checkpointer: dict[str, Any] | None = None
 
     @property
     def root(self) -> Path:
@@ -76,6 +77,7 @@ def read_config(path: str | Path) -> Config:
         http=raw.get("http") or {},
         store=raw.get("store"),
         webhooks=raw.get("webhooks"),
+        checkpointer=raw.get("checkpointer"),
     )
 
 

@@ -23,6 +23,7 @@ from agentstream.execution.runs import new_run
 from agentstream.storage.base import (
     Assistant,
     Conflict,
+    Cron,
     NewRun,
     NotFound,
     RunClaim,
@@ -32,6 +33,7 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.postgres import PostgresStorage
+from agentstream.storage.sql_postgres import MIGRATIONS
 from agentstream.storage.sqlite import SqliteStorage
 
 # The server the postgres backend runs against; each test module gets its own database there.
@@ -921,7 +923,7 @@ async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> N
             await s.aclose()
     async with await psycopg.AsyncConnection.connect(uri) as conn:
         cur = await conn.execute("SELECT version FROM schema_version")
-        assert await cur.fetchall() == [(1,)]
+        assert await cur.fetchall() == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
 
 
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:
@@ -963,3 +965,66 @@ async def test_postgres_rollback_drops_only_its_blobs(pg_database: str) -> None:
         assert await _graph_items(storage, "t1") == ["one", "echo"]
     finally:
         await storage.aclose()
+
+
+# --- crons -----------------------------------------------------------------------------------
+def _cron(cron_id: str, due: datetime, **changes: Any) -> Cron:
+    now = datetime.now(UTC)
+    cron = Cron(
+        cron_id=cron_id, assistant_id="a", thread_id=None, user_id=None, schedule="* * * * *",
+        timezone=None, end_time=None, payload={"input": 1}, metadata={"owner": "alice"},
+        on_run_completed="delete", enabled=True, next_run_date=due, created_at=now,
+        updated_at=now, auth_user={"identity": "alice"},
+    )  # fmt: skip
+    return {**cron, **changes}  # type: ignore[typeddict-item]
+
+
+async def test_concurrent_cron_claims_hand_out_each_due_cron_once(
+    make_storage: MakeStorage,
+) -> None:
+    storages = [await make_storage() for _ in range(4)]
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    for i in range(20):
+        await storages[0].create_cron(_cron(f"c{i:02}", due))
+    await storages[0].create_cron(_cron("off", due, enabled=False))
+    await storages[0].create_cron(_cron("ended", due, end_time=due.replace(minute=0)))
+    await storages[0].create_cron(_cron("later", due.replace(minute=2)))
+    following = due.replace(minute=2)
+
+    async def drain(storage: Storage) -> list[str]:
+        claimed = []
+        while (cron := await storage.claim_cron(due, lambda _: following)) is not None:
+            claimed.append(cron["cron_id"])
+        return claimed
+
+    batches = await asyncio.gather(*(drain(s) for s in storages))
+    claimed = [cron_id for batch in batches for cron_id in batch]
+    assert sorted(claimed) == [f"c{i:02}" for i in range(20)]
+    assert await storages[1].next_cron_due() == following
+    got = await storages[2].get_cron("c00", filters={"owner": "alice"})
+    assert got["next_run_date"] == following and got["auth_user"] == {"identity": "alice"}
+    with pytest.raises(NotFound):
+        await storages[2].get_cron("c00", filters={"owner": "bob"})
+
+
+async def test_crons_are_searched_counted_updated_and_deleted_under_a_filter(
+    storage: Storage,
+) -> None:
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    await storage.create_cron(_cron("a", due, thread_id="t1"))
+    await storage.create_cron(_cron("b", due, metadata={"owner": "bob"}))
+    mine = {"owner": "alice"}
+    found = await storage.search_crons(
+        assistant_id="a", thread_id=None, enabled=None, metadata=None, limit=10, offset=0,
+        sort_by="cron_id", sort_order="asc", filters=mine,
+    )  # fmt: skip
+    assert [c["cron_id"] for c in found] == ["a"]
+    assert await storage.count_crons(assistant_id=None, thread_id="t1", metadata=None) == 1
+    changed = await storage.update_cron("a", {"enabled": False, "end_time": due}, filters=mine)
+    assert changed["enabled"] is False and changed["end_time"] == due
+    with pytest.raises(NotFound):
+        await storage.update_cron("b", {"enabled": False}, filters=mine)
+    with pytest.raises(NotFound):
+        await storage.delete_cron("b", filters=mine)
+    await storage.delete_cron("a", filters=mine)
+    assert await storage.count_crons(assistant_id=None, thread_id=None, metadata=None) == 1

@@ -73,8 +73,7 @@ async def test_info_has_the_captured_shape(http: httpx.AsyncClient) -> None:
     assert info["langgraph_py_version"] == langgraph.version.__version__
     assert info["flags"]["assistants"] is True
     assert info["flags"]["langsmith"] is False
-    # No crons route is served, so the flag must not promise one.
-    assert info["flags"]["crons"] is False
+    assert info["flags"]["crons"] is True  # the cron routes are served (test_crons.py)
     assert all(isinstance(v, bool) for v in info["flags"].values())
     assert info["host"] == {
         "kind": "self-hosted",

@@ -50,6 +50,7 @@ _NOT_FOUND = {
     "version": "Version {1} of assistant '{0}' not found",
     "thread": "Thread with ID {0} not found",
     "run": "Run not found",
+    "cron": "Cron with ID {0} not found",
 }
 _CONFLICT = {
     "assistant": "Assistant {0} already exists",

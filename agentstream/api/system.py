@@ -56,7 +56,7 @@ async def info(c: ApiContext = Depends(ctx)) -> JsonResponse:
             "langgraph_py_version": langgraph.version.__version__,
             "flags": {
                 "assistants": True,
-                "crons": False,
+                "crons": True,
                 "langsmith": False,
                 # The store's routes, semantic search (store.index) and expiry (store.ttl).
                 "store": store is not None,

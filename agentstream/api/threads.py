@@ -23,6 +23,7 @@ from agentstream.api.models import (
     ThreadPatch,
     ThreadSearch,
 )
+from agentstream.api.prune import apply_ttl
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 from agentstream.api.state import read_state, refresh_thread, state_to_dict, stateful, thread_config
@@ -116,8 +117,9 @@ async def create_thread(
     thread = await c.storage.create_thread(
         thread_id, metadata=value["metadata"], if_exists=body.if_exists, filters=filters
     )
-    # `ttl` is accepted and ignored: threads do not expire yet. Supersteps seed a new thread's
-    # checkpoints; a thread that already had state (if_exists=do_nothing) keeps it.
+    await apply_ttl(c, request, thread_id, body.ttl, default=True)
+    # Supersteps seed a new thread's checkpoints; a thread that already had state
+    # (if_exists=do_nothing) keeps it.
     if body.supersteps and thread["values"] is None:
         await _apply_supersteps(c, thread, body.supersteps)
         thread = await c.storage.get_thread(thread_id, filters=filters)
@@ -180,6 +182,7 @@ async def patch_thread(
     metadata = dict(body.metadata)
     _, filters = await _thread(c, request, thread_id, "update", metadata=metadata)
     thread = await c.storage.patch_thread(thread_id, metadata, filters=filters)
+    await apply_ttl(c, request, thread_id, body.ttl, default=False)
     return JsonResponse(thread)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,24 @@ class Run(TypedDict):
     updated_at: datetime
 
 
+class Cron(TypedDict):
+    cron_id: str
+    assistant_id: str
+    thread_id: str | None
+    user_id: str | None
+    schedule: str
+    timezone: str | None
+    end_time: datetime | None
+    payload: dict[str, Any]  # the run's fields (input, config, webhook, ...)
+    metadata: dict[str, Any]
+    on_run_completed: str | None
+    enabled: bool
+    next_run_date: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    auth_user: dict[str, Any] | None  # whose runs it creates; the API never shows it
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """A run to queue, and how: on which terms it may create its thread, and for whom."""
@@ -90,7 +108,7 @@ class QueueStats(TypedDict):
 
 
 # The kinds of storage errors: what was missing, what was taken ("busy": a thread's turn).
-Missing = Literal["assistant", "version", "thread", "run"]
+Missing = Literal["assistant", "version", "thread", "run", "cron"]
 Taken = Literal["assistant", "thread", "busy"]
 
 
@@ -332,6 +350,79 @@ class Storage(RunQueue, Protocol):
         filters: Filter | None = None,
     ) -> list[Run]:
         """Pending and running runs matching the selection (for cancel)."""
+        ...
+
+    # --- crons -----------------------------------------------------------------------------
+    async def create_cron(self, cron: Cron) -> None: ...
+
+    async def get_cron(self, cron_id: str, *, filters: Filter | None = None) -> Cron: ...
+
+    async def update_cron(
+        self, cron_id: str, changes: Mapping[str, Any], *, filters: Filter | None = None
+    ) -> Cron:
+        """Set the given columns of a cron (and its updated_at), nothing else."""
+        ...
+
+    async def delete_cron(self, cron_id: str, *, filters: Filter | None = None) -> None: ...
+
+    async def search_crons(
+        self,
+        *,
+        assistant_id: str | None,
+        thread_id: str | None,
+        enabled: bool | None,
+        metadata: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        filters: Filter | None = None,
+    ) -> list[Cron]: ...
+
+    async def count_crons(
+        self,
+        *,
+        assistant_id: str | None,
+        thread_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        filters: Filter | None = None,
+    ) -> int: ...
+
+    async def claim_cron(
+        self, now: datetime, advance: Callable[[Cron], datetime | None]
+    ) -> Cron | None:
+        """Take the most overdue live cron due at `now` and move it to advance(cron), in one
+        transaction: of many processes claiming at once, exactly one gets each slot."""
+        ...
+
+    async def next_cron_due(self) -> datetime | None:
+        """When the earliest live cron is due."""
+        ...
+
+    # --- threads' time to live and pruning -------------------------------------------------
+    async def set_thread_ttl(
+        self,
+        thread_id: str,
+        *,
+        strategy: Literal["delete", "keep_latest"],
+        minutes: float,
+        expires_at: datetime,
+    ) -> None: ...
+
+    async def expired_threads(
+        self, now: datetime, limit: int
+    ) -> list[tuple[str, Literal["delete", "keep_latest"]]]: ...
+
+    async def prune_thread(
+        self,
+        thread_id: str,
+        strategy: Literal["delete", "keep_latest"],
+        *,
+        expired_by: datetime | None = None,
+        filters: Filter | None = None,
+    ) -> bool:
+        """Delete an idle thread (or all its checkpoints but the latest); False when it is busy,
+        gone, hidden by the filter, or (with expired_by) no longer expired at that time."""
         ...
 
     # --- metrics ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.pgfilters import contains, equals
+from agentstream.storage.sql_crons import cron_queries
 
 # Advisory lock keys. Migrations use the one-bigint key space, threads the two-int4 space, so
 # a thread's hash can never collide with the migration lock.
@@ -79,6 +80,38 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS threads_metadata ON threads USING gin (metadata jsonb_path_ops);
     CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, seq);
     CREATE INDEX IF NOT EXISTS runs_inflight ON runs (seq) WHERE status IN ('pending', 'running');
+    """,
+    # 2: crons
+    """
+    CREATE TABLE IF NOT EXISTS crons (
+        cron_id TEXT PRIMARY KEY,
+        assistant_id TEXT NOT NULL,
+        thread_id TEXT,
+        user_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT,
+        end_time TIMESTAMPTZ,
+        payload JSONB NOT NULL,
+        metadata JSONB NOT NULL,
+        on_run_completed TEXT,
+        enabled BOOLEAN NOT NULL,
+        next_run_date TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        auth_user JSONB
+    );
+    CREATE INDEX IF NOT EXISTS crons_due ON crons (next_run_date);
+    CREATE INDEX IF NOT EXISTS crons_metadata ON crons USING gin (metadata jsonb_path_ops);
+    """,
+    # 3: threads' time to live
+    """
+    CREATE TABLE IF NOT EXISTS thread_ttl (
+        thread_id TEXT PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        ttl_minutes DOUBLE PRECISION NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl (expires_at);
     """,
 ]
 
@@ -320,6 +353,26 @@ FROM runs r WHERE r.status = 'pending' AND r.due_at <= now()
 """,
 }
 
+QUERIES.update(cron_queries(lambda name: f"%({name})s", " FOR UPDATE SKIP LOCKED"))
+QUERIES.update(
+    {
+        # Give a thread a time to live, replacing any it had.
+        "set_thread_ttl": """
+INSERT INTO thread_ttl VALUES (%(thread_id)s, %(strategy)s, %(ttl_minutes)s, %(expires_at)s)
+ON CONFLICT (thread_id) DO UPDATE SET strategy = excluded.strategy,
+    ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at
+""",
+        # Threads whose time ran out, the longest expired first.
+        "expired_threads": "SELECT thread_id, strategy FROM thread_ttl "
+        "WHERE expires_at <= %(clock)s ORDER BY expires_at LIMIT %(limit)s",
+        # Whether a thread's time has run out.
+        "thread_expired": "SELECT 1 FROM thread_ttl WHERE thread_id = %(thread_id)s "
+        "AND expires_at <= %(clock)s",
+        # Forget a thread's time to live.
+        "drop_thread_ttl": "DELETE FROM thread_ttl WHERE thread_id = %(thread_id)s",
+    }
+)
+
 # Statements on the checkpoint saver's tables.
 SCRIPTS = {
     # Copy a thread's checkpoints, blobs and pending writes to another thread id.
@@ -331,6 +384,22 @@ SCRIPTS = {
     # Delete a thread's checkpoints, blobs and pending writes.
     "delete_checkpoints": tuple(
         f"DELETE FROM {table} WHERE thread_id = %(thread_id)s" for table, _ in _CHECKPOINT_TABLES
+    ),
+    # Delete every checkpoint of a thread but the latest of each namespace, their writes, and
+    # the blobs no remaining checkpoint refers to.
+    "keep_latest_checkpoint": (
+        *(
+            f"DELETE FROM {table} WHERE thread_id = %(thread_id)s AND checkpoint_id NOT IN ("
+            "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = %(thread_id)s "
+            "GROUP BY checkpoint_ns)"
+            for table in ("checkpoint_writes", "checkpoints")
+        ),
+        """
+DELETE FROM checkpoint_blobs b WHERE b.thread_id = %(thread_id)s AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c WHERE c.thread_id = %(thread_id)s
+        AND c.checkpoint_ns = b.checkpoint_ns
+        AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)
+""",
     ),
     # Remove a run's checkpoints and their pending writes; returns the channel versions they
     # held.

@@ -8,6 +8,7 @@ the same parameters to both dialects, and each query takes the ones it needs. Qu
 from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
+from agentstream.storage.sql_crons import cron_queries
 from agentstream.storage.sqlfilters import contains, equals
 
 MIGRATIONS = [
@@ -69,6 +70,37 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, seq);
     CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+    """,
+    # 2: crons (times as ISO 8601 text in UTC, which sorts as time does)
+    """
+    CREATE TABLE IF NOT EXISTS crons (
+        cron_id TEXT PRIMARY KEY,
+        assistant_id TEXT NOT NULL,
+        thread_id TEXT,
+        user_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT,
+        end_time TEXT,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        on_run_completed TEXT,
+        enabled INTEGER NOT NULL,
+        next_run_date TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        auth_user TEXT
+    );
+    CREATE INDEX IF NOT EXISTS crons_due ON crons(next_run_date);
+    """,
+    # 3: threads' time to live
+    """
+    CREATE TABLE IF NOT EXISTS thread_ttl (
+        thread_id TEXT PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        ttl_minutes REAL NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl(expires_at);
     """,
 ]
 
@@ -296,6 +328,23 @@ FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now
 """,
 }
 
+QUERIES.update(cron_queries(lambda name: f":{name}", ""))
+QUERIES.update(
+    {
+        # Give a thread a time to live, replacing any it had.
+        "set_thread_ttl": "INSERT OR REPLACE INTO thread_ttl VALUES (:thread_id, :strategy, "
+        ":ttl_minutes, :expires_at)",
+        # Threads whose time ran out, the longest expired first.
+        "expired_threads": "SELECT thread_id, strategy FROM thread_ttl WHERE expires_at <= :clock "
+        "ORDER BY expires_at LIMIT :limit",
+        # Whether a thread's time has run out.
+        "thread_expired": "SELECT 1 FROM thread_ttl WHERE thread_id = :thread_id "
+        "AND expires_at <= :clock",
+        # Forget a thread's time to live.
+        "drop_thread_ttl": "DELETE FROM thread_ttl WHERE thread_id = :thread_id",
+    }
+)
+
 # Statements on the checkpoint saver's tables, which live in our file.
 SCRIPTS = {
     # Copy a thread's checkpoints and pending writes to another thread id.
@@ -313,6 +362,13 @@ SCRIPTS = {
         f"DELETE FROM {table} WHERE thread_id = :thread_id AND checkpoint_id IN ("
         "SELECT checkpoint_id FROM checkpoints WHERE thread_id = :thread_id "
         "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = :run_id)"
+        for table in ("writes", "checkpoints")
+    ),
+    # Delete every checkpoint of a thread but the latest of each namespace, and their writes.
+    "keep_latest_checkpoint": tuple(
+        f"DELETE FROM {table} WHERE thread_id = :thread_id AND checkpoint_id NOT IN ("
+        "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = :thread_id "
+        "GROUP BY checkpoint_ns)"
         for table in ("writes", "checkpoints")
     ),
     # Blobs outlive their checkpoints only in PostgreSQL's saver.

@@ -23,7 +23,8 @@ from agentstream.storage.base import (
     Thread,
 )
 from agentstream.storage.dialect import Params, Verb, match
-from agentstream.storage.queue import QueueStore, Row, count, rows
+from agentstream.storage.expiry import ExpiryStore
+from agentstream.storage.queue import Row, count, rows
 
 _SORTABLE = {
     "assistants": {"created_at", "updated_at", "assistant_id", "graph_id", "name"},
@@ -44,7 +45,7 @@ def _page(sql: str, count_sql: str, p: Mapping[str, Any]) -> Verb[tuple[Sequence
     return found, total[0][0] if total else 0
 
 
-class RunStore(QueueStore):
+class RunStore(ExpiryStore):
     # --- lifecycle ---------------------------------------------------------------------------
     async def setup(self) -> None:
         await self.c.open()
