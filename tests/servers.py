@@ -183,3 +183,26 @@ def running_cluster(
             proc.stop()
         with psycopg.connect(admin_uri, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def serving(
+    kind: str,
+    config: Path,
+    database: Path,
+    *,
+    env: dict[str, str] | None = None,
+    apis: int = 1,
+    workers: int = 1,
+) -> Iterator[list[str]]:
+    """The API URLs of one deployment of `config`: an `agentstream dev` on SQLite at
+    `database` ("embedded"), or API and worker processes on PostgreSQL and Redis."""
+    if kind == "embedded":
+        proc = start_server(database, config=config, env=env)
+        try:
+            yield [proc.url]
+        finally:
+            proc.stop()
+        return
+    with running_cluster(config=config, apis=apis, workers=workers, env=env) as cluster:
+        yield [p.url for p in cluster.apis]

@@ -17,8 +17,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.cluster import running_cluster
-from tests.conftest import start_server
+from tests.servers import serving
 from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver, write_config
 
 HI = {"messages": [{"role": "human", "content": "hi"}]}
@@ -44,15 +43,9 @@ def _deployment(
     clock.write_text(START.isoformat())
     config = config or write_config(tmp, LOOPBACK_ALLOWED)
     env = {"AGENTSTREAM_CLOCK_FILE": str(clock)}
-    if kind == "embedded":
-        proc = start_server(tmp / "db.sqlite", config=config, env=env)
-        try:
-            yield Deployment([proc.url], clock)
-        finally:
-            proc.stop()
-        return
-    with running_cluster(config=config, apis=apis, workers=workers, env=env) as cluster:
-        yield Deployment([p.url for p in cluster.apis], clock)
+    database = tmp / "db.sqlite"
+    with serving(kind, config, database, env=env, apis=apis, workers=workers) as urls:
+        yield Deployment(urls, clock)
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
+from tests.servers import serving
 
 APP = Path(__file__).parent / "deploy_app"
 ORIGIN = "https://chat.example"
@@ -48,17 +48,10 @@ SENT = {
 
 
 @pytest.fixture(params=["embedded", "distributed"])
-def header_server(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    server_factory: Callable[..., ServerProcess],
-) -> Iterator[str]:
+def header_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     config = write_config(tmp_path, PATTERNS)
-    if request.param == "embedded":
-        yield server_factory(config=config).url
-        return
-    with running_cluster(config=config, apis=1, workers=1) as cluster:
-        yield cluster.apis[0].url
+    with serving(request.param, config, tmp_path / "db.sqlite") as urls:
+        yield urls[0]
 
 
 def test_matching_headers_reach_the_run_config_and_credentials_never_do(header_server: str) -> None:

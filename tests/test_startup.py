@@ -4,7 +4,6 @@ fails to import, an unwritable database: the process exits with one line saying 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,7 @@ import pytest
 
 from tests.cluster import ADMIN_URI, REDIS_URI
 from tests.conftest import EXAMPLES
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.services import free_port  # bound, then released: nothing listens there
 
 
 def start(command: str, env: dict[str, str], config: Path = EXAMPLES, *extra: str) -> str:
@@ -37,7 +30,7 @@ def start(command: str, env: dict[str, str], config: Path = EXAMPLES, *extra: st
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_an_unreachable_postgres_is_one_line(command: str) -> None:
-    uri = f"postgresql://postgres:secret@127.0.0.1:{closed_port()}/agentstream"
+    uri = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/agentstream"
     line = start(command, {"DATABASE_URI": uri, "REDIS_URI": REDIS_URI})
     assert line.startswith("agentstream: cannot reach PostgreSQL at 127.0.0.1:"), line
     assert "DATABASE_URI" in line and "secret" not in line
@@ -51,7 +44,7 @@ def test_a_missing_database_is_one_line() -> None:
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_an_unreachable_redis_is_one_line(command: str) -> None:
-    env = {"DATABASE_URI": ADMIN_URI, "REDIS_URI": f"redis://127.0.0.1:{closed_port()}/0"}
+    env = {"DATABASE_URI": ADMIN_URI, "REDIS_URI": f"redis://127.0.0.1:{free_port()}/0"}
     line = start(command, env)
     assert line.startswith("agentstream: cannot reach Redis at 127.0.0.1:"), line
 

@@ -16,8 +16,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.cluster import running_cluster
-from tests.conftest import start_server
+from tests.servers import serving, start_server
 from tests.test_crons import START, Deployment
 from tests.test_webhooks import write_config
 
@@ -36,15 +35,8 @@ def deployment(
     raw["checkpointer"] = {"ttl": {"strategy": "delete", "default_ttl": 60}}
     config.write_text(json.dumps(raw))
     env = {"AGENTSTREAM_CLOCK_FILE": str(clock)}
-    if request.param == "embedded":
-        proc = start_server(tmp / "db.sqlite", config=config, env=env)
-        try:
-            yield Deployment([proc.url], clock)
-        finally:
-            proc.stop()
-        return
-    with running_cluster(config=config, apis=1, workers=1, env=env) as cluster:
-        yield Deployment([p.url for p in cluster.apis], clock)
+    with serving(request.param, config, tmp / "db.sqlite", env=env) as urls:
+        yield Deployment(urls, clock)
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import running_cluster
 from tests.conftest import EXAMPLES, ServerProcess
+from tests.servers import serving
 
 HI = {"messages": [{"role": "human", "content": "hi"}]}
 
@@ -88,15 +88,10 @@ LOOPBACK_ALLOWED = {
 
 
 @pytest.fixture(params=["embedded", "distributed"])
-def hooked(
-    request: pytest.FixtureRequest, tmp_path: Path, server_factory: Callable[..., ServerProcess]
-) -> Iterator[str]:
+def hooked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     config = write_config(tmp_path, LOOPBACK_ALLOWED)
-    if request.param == "embedded":
-        yield server_factory(config=config).url
-        return
-    with running_cluster(config=config, apis=1, workers=2) as cluster:
-        yield cluster.apis[0].url
+    with serving(request.param, config, tmp_path / "db.sqlite", workers=2) as urls:
+        yield urls[0]
 
 
 @pytest.fixture
