@@ -12,6 +12,7 @@ the run, which delimits history from the run in flight.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from agentstream.storage.base import TERMINAL, Filter, NotFound
 
 router = APIRouter(route_class=JsonRoute)
 
+SETTLE_SECONDS = 30.0  # how long a run stored as ended may take to close its log
 SEQ_BASE = 1_000_000  # room for a run's log; seq = thread seq * SEQ_BASE + run event id
 CHANNELS = frozenset(
     ["values", "updates", "messages", "tools", "lifecycle", "input", "checkpoints", "tasks",
@@ -170,28 +172,37 @@ class ThreadTape:
         pos = after
         ended = False
         wait = False  # first what the log holds: a finished run's log may have expired
+        limit: float | None = None
         while not ended:
             try:
-                async for batch in self.c.bus.subscribe(run_id, pos, wait=wait):
-                    chunk = []
-                    for e in batch:
-                        pos = e.seq
-                        if e.mode == RESULT_MODE:
-                            ended = True
-                        elif e.mode == V2_MODE and self.sub.matches(e.name):
-                            chunk.append(_event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data))
-                    if chunk:
-                        yield b"".join(chunk)
+                async with asyncio.timeout(limit):
+                    async for batch in self.c.bus.subscribe(run_id, pos, wait=wait):
+                        chunk = []
+                        for e in batch:
+                            pos = e.seq
+                            if e.mode == RESULT_MODE:
+                                ended = True
+                            elif e.mode == V2_MODE and self.sub.matches(e.name):
+                                chunk.append(
+                                    _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
+                                )
+                        if chunk:
+                            yield b"".join(chunk)
             except EventsEvicted as exc:
                 yield resume_gap(base + pos, base + exc.first_kept)
                 pos = exc.first_kept - 1
                 continue
+            except TimeoutError:
+                return  # its worker stopped between storing the end and publishing it
             if ended or wait:
                 return
             if await self._finished(run_id):
                 if pos == after:  # finished, and its log is gone: what it said is lost
                     yield resume_gap(base + after, base + SEQ_BASE + 1)
-                return
+                    return
+                # Stored as ended, and its log still there: a v2 run's worker stores its status
+                # before it publishes the terminal event and closes the log, so wait for those.
+                limit = SETTLE_SECONDS
             wait = True
 
     async def _finished(self, run_id: str) -> bool:
