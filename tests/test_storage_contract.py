@@ -1007,6 +1007,24 @@ async def test_concurrent_cron_claims_hand_out_each_due_cron_once(
         await storages[2].get_cron("c00", filters={"owner": "bob"})
 
 
+async def test_a_deleted_thread_or_assistant_takes_its_crons_along(storage: Storage) -> None:
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    await storage.put_assistant(_assistant("a1"), if_exists="raise")
+    await storage.put_assistant(_assistant("a2"), if_exists="raise")
+    await storage.create_thread("t1", metadata={}, if_exists="raise")
+    await storage.create_cron(_cron("on-t1", due, assistant_id="a2", thread_id="t1"))
+    await storage.create_cron(_cron("of-a1", due, assistant_id="a1"))
+    await storage.create_cron(_cron("kept", due, assistant_id="a2"))
+    await storage.delete_thread("t1")
+    await storage.delete_assistant("a1")
+    for gone in ("on-t1", "of-a1"):
+        with pytest.raises(NotFound):
+            await storage.get_cron(gone)
+    assert (await storage.get_cron("kept"))["assistant_id"] == "a2"
+    with pytest.raises(NotFound):
+        await storage.delete_assistant("a1")
+
+
 async def test_crons_are_searched_counted_updated_and_deleted_under_a_filter(
     storage: Storage,
 ) -> None:
