@@ -16,7 +16,7 @@ from agentstream.api.requests import JsonRoute
 from agentstream.execution.scheduler import Clock, first_slot, valid_schedule, zone
 from agentstream.execution.webhooks import WebhookRefused
 from agentstream.ids import uuid7
-from agentstream.storage.base import Cron, NotFound, utcnow
+from agentstream.storage.base import Cron, utcnow
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -145,10 +145,7 @@ async def _create(
     if thread_id is not None:
         # The thread's runs will be the caller's: it must be a thread the caller may read.
         seen = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
-        try:
-            await c.storage.get_thread(thread_id, filters=seen)
-        except NotFound:
-            raise ApiError(404, f"Thread with ID {thread_id} not found") from None
+        await c.storage.get_thread(thread_id, filters=seen)  # NotFound: 404, worded in errors
     user = current_user(request)
     now = utcnow()
     cron = Cron(

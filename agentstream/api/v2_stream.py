@@ -248,7 +248,7 @@ async def stream_events(thread_id: str, request: Request, c: ApiContext = Depend
             except NotFound:
                 check = filters  # not created yet: checked again when its first run comes
             else:
-                raise ApiError(404, f"Thread with ID {thread_id} not found") from None
+                raise NotFound("thread", thread_id) from None  # another caller's
     tape = ThreadTape(c, thread_id, sub, check)
     return EventStreamResponse(
         tape.frames(since), headers={}, heartbeat_seconds=c.settings.heartbeat_seconds
