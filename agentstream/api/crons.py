@@ -30,18 +30,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class CronCreate(_Body):
-    assistant_id: str
-    schedule: str
+class _CronFields(_Body):
+    """What a cron's create and patch both carry: its timing and its runs' payload."""
+
     timezone: str | None = None
     end_time: datetime | None = None
-    enabled: bool = True
     on_run_completed: Literal["delete", "keep"] | None = None
     input: Any = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    checkpoint_during: bool | None = None
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
     webhook: str | None = None
@@ -49,26 +47,19 @@ class CronCreate(_Body):
     stream_subgraphs: bool | None = None
     stream_resumable: bool | None = None
     durability: Literal["sync", "async", "exit"] | None = None
+
+
+class CronCreate(_CronFields):
+    assistant_id: str
+    schedule: str
+    enabled: bool = True
+    checkpoint_during: bool | None = None
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] | None = None
 
 
-class CronPatch(_Body):
+class CronPatch(_CronFields):
     schedule: str | None = None
-    timezone: str | None = None
-    end_time: datetime | None = None
     enabled: bool | None = None
-    on_run_completed: Literal["delete", "keep"] | None = None
-    input: Any = None
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    interrupt_before: Literal["*"] | list[str] | None = None
-    interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = None
-    stream_mode: str | list[str] | None = None
-    stream_subgraphs: bool | None = None
-    stream_resumable: bool | None = None
-    durability: Literal["sync", "async", "exit"] | None = None
 
 
 class CronSearch(_Body):
