@@ -17,10 +17,30 @@ from agentstream.graphs import GraphLoadError
 from agentstream.preflight import ServiceError, check_installed, check_reachable
 from agentstream.settings import Settings
 
+# `langgraph dev` flags that mean nothing here: accepted, so a command line carries over, and
+# named in one line each.
+_IGNORED = {
+    "debug_port": "--debug-port: start agentstream under your debugger instead "
+    "(python -m debugpy --listen PORT -m agentstream dev)",
+    "wait_for_client": "--wait-for-client: start agentstream under your debugger instead",
+    "studio_url": "--studio-url: there is no Studio; clients reach this server directly",
+    "allow_blocking": "--allow-blocking: agentstream never raises on blocking calls",
+    "tunnel": "--tunnel: no tunnel is opened; expose the port with a tool of your choice",
+}
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="path to langgraph.json")
-    parser.add_argument("--max-concurrency", type=int, default=None, help="runs at once")
+    parser.add_argument(
+        "--max-concurrency", "--n-jobs-per-worker", type=int, default=None, help="runs at once"
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default=None,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="the server's log level (default INFO)",
+    )
 
 
 def _http(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +59,23 @@ def _http(parser: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentstream")
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="API and workers in one process (SQLite by default)")
+    dev = sub.add_parser(
+        "dev",
+        help="API and workers in one process (SQLite by default)",
+        epilog="Accepted for `langgraph dev` command lines and ignored, with a note: "
+        "--debug-port, --wait-for-client, --studio-url, --allow-blocking, --tunnel.",
+    )
     _common(dev)
     _http(dev)
     dev.add_argument("--database", default=None, help="SQLite file (default .agentstream/)")
+    dev.add_argument(
+        "--no-reload", action="store_true", help="do not reload graphs when their files change"
+    )
+    dev.add_argument("--no-browser", action="store_true", help="(no browser is opened anyway)")
+    dev.add_argument("--debug-port", type=int, default=None, help=argparse.SUPPRESS)
+    for flag in ("--wait-for-client", "--allow-blocking", "--tunnel"):
+        dev.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    dev.add_argument("--studio-url", default=None, help=argparse.SUPPRESS)
     serve = sub.add_parser("serve", help="the HTTP API only (DATABASE_URI and REDIS_URI)")
     _common(serve)
     _http(serve)
@@ -65,7 +98,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.max_concurrency = args.max_concurrency
     if getattr(args, "api_keys", None):
         settings.api_keys = [key for key in args.api_keys if key]
+    settings.reload = args.command == "dev" and not args.no_reload
     return settings
+
+
+def _note_ignored(args: argparse.Namespace) -> None:
+    for dest, note in _IGNORED.items():
+        if getattr(args, dest, None):
+            print(f"agentstream: ignored {note}", file=sys.stderr, flush=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -156,8 +196,10 @@ def _require_distributed(settings: Settings, command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    level = getattr(logging, args.server_log_level or "INFO")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _note_ignored(args)
     settings = _settings(args)
     if args.command == "dev":
         serve(settings)
