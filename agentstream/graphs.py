@@ -158,7 +158,7 @@ class GraphEntry:
 
 
 class GraphRegistry:
-    """The graphs of one langgraph.json, imported once at start."""
+    """The graphs of one langgraph.json, imported at start (and again by reload())."""
 
     def __init__(self, config: Config) -> None:
         prepare(config)
