@@ -217,7 +217,12 @@ async def _runs(client: LangGraphClient, args: argparse.Namespace, out: Console)
         threads = [t["thread_id"] for t in found]
     shown = 0
     for thread_id in threads:
-        runs = await client.runs.list(thread_id, limit=args.limit, status=args.status)
+        try:
+            runs = await client.runs.list(thread_id, limit=args.limit, status=args.status)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404 and not args.thread:
+                continue  # deleted since the search (a stateless run's thread, once it ends)
+            raise
         for run in runs[: args.limit - shown]:
             assistant = str(run["assistant_id"])
             created = str(run["created_at"])[:19].replace("T", " ")

@@ -163,6 +163,9 @@ def test_langgraph_dev_flags() -> None:
     assert settings("dev", "--no-reload", "--n-jobs-per-worker", "3") == (False, 3)
     assert settings("dev", "--no-browser", "--max-concurrency", "5") == (True, 5)
     assert settings("serve")[0] is False, "only dev reloads"
+    assert _parser().parse_args(["dev", "--server-log-level", "warning"]).server_log_level == (
+        "WARNING"
+    )
     with pytest.raises(SystemExit):  # argparse's usage error
         _parser().parse_args(["dev", "--server-log-level", "LOUD"])
 

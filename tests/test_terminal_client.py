@@ -83,6 +83,7 @@ def printed(server: ServerProcess) -> Printed:
             "refused": command(server, "stream", "no-such-graph", "--input", "{}"),
             "join_failed": command(server, "join", ids["fail_thread"], ids["fail_run"], "--replay"),
             "run": command(server, "runs", ids["thread"], ids["ticked"]),
+            "recent": command(server, "runs"),
         }
     return Printed(run_all(commands), ids)
 
@@ -149,6 +150,16 @@ def test_runs_lists_a_threads_runs(printed: Printed) -> None:
         [ids["thread"], ids["failed"], "failing", "error"],
         [ids["thread"], ids["ticked"], "ticker", "success"],
     ]
+
+
+@embedded_only
+def test_runs_lists_the_latest_threads_runs(printed: Printed) -> None:
+    listed, ids = printed.done["recent"], printed.ids
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[:4] for line in listed.stdout.splitlines()]
+    assert rows[0] == ["thread", "run", "assistant", "status"]
+    assert [ids["thread"], ids["failed"], "failing", "error"] in rows
+    assert [ids["join_thread"], ids["join_run"], "ticker"] in [row[:3] for row in rows]
 
 
 @embedded_only
