@@ -10,13 +10,14 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from agentstream.cli import main
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, start_server
 
 
 def command(server: ServerProcess, *args: str) -> list[str]:
@@ -39,13 +40,20 @@ class Printed:
     ids: dict[str, str]
 
 
-def run_all(commands: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess[str]]:
+def run_all(
+    commands: dict[str, list[str]], envs: dict[str, dict[str, str]] | None = None
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """The client commands at once (each is a Python start-up, the slow part), then their
-    outputs."""
-    env = {k: v for k, v in os.environ.items() if k != "AGENTSTREAM_URL"}
+    outputs. `envs` adds to a command's environment, which holds no AGENTSTREAM_ variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
     procs = {
         name: subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**env, **(envs or {}).get(name, {})},
         )
         for name, argv in commands.items()
     }
@@ -250,3 +258,26 @@ def test_a_terminal_sees_a_spinner_until_the_first_event(server: ServerProcess) 
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode())  # the colours and cursor moves
     assert "waiting for the first event" in text
     assert text.index("waiting for the first event") < text.index("● tick")
+
+
+def test_the_api_key_comes_from_the_flag_or_the_environment(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "db.sqlite", extra_args=["--api-key", "sesame"])
+    try:
+        ticker = ["stream", "ticker", "--input", '{"n": 1}', "--mode", "custom"]
+        done = run_all(
+            {
+                "flag": command(server, *ticker, "--api-key", "sesame"),
+                "env": [sys.executable, "-m", "agentstream", *ticker],
+                "none": command(server, *ticker),
+            },
+            envs={"env": {"AGENTSTREAM_URL": server.url, "AGENTSTREAM_API_KEY": "sesame"}},
+        )
+    finally:
+        server.stop()
+    for name in ("flag", "env"):
+        assert done[name].returncode == 0, done[name].stderr
+        assert done[name].stdout.splitlines()[1:] == ['◆ {"tick": 0}']
+    assert done["none"].returncode == 2
+    assert done["none"].stderr.startswith("agentstream: POST /runs/stream: 401"), done[
+        "none"
+    ].stderr
