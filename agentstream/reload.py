@@ -78,8 +78,9 @@ def reload(graphs: GraphRegistry, folders: Iterable[Path], changed: list[str]) -
     forget_modules(folders)
     try:
         graphs.reload()
-    except GraphLoadError as exc:
-        log.error("reload failed, still serving the previous graphs: %s", exc)
+    except Exception as exc:  # whatever the new code does, the watcher and the old graphs stay
+        said = str(exc) if isinstance(exc, GraphLoadError) else f"{type(exc).__name__}: {exc}"
+        log.error("reload failed, still serving the previous graphs: %s", said)
         return
     log.info("graphs reloaded (%s changed)", ", ".join(changed))
 
