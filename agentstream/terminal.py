@@ -14,6 +14,8 @@ import httpx
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -190,15 +192,15 @@ async def _join(
 async def _render(parts: AsyncIterator[Any], renderer: Renderer, out: Console) -> None:
     """Render every part; a spinner runs until the first event that is more than the run's
     metadata (on a terminal only: piped output stays plain)."""
-    status = out.status("waiting for the first event…", spinner="dots")
-    status.start()
+    spinner = Live(Spinner("dots", "waiting for the first event…"), console=out, transient=True)
+    spinner.start(refresh=True)  # drawn now, before the request, not at the first tick
     try:
         async for part in parts:
             if part.event != "metadata":
-                status.stop()
+                spinner.stop()
             renderer.show(part.event, part.data)
     finally:
-        status.stop()
+        spinner.stop()
         renderer.end_line()
 
 
