@@ -208,27 +208,30 @@ def test_bad_input_is_refused_before_any_request(
 
 
 @embedded_only
-def test_tokens_are_printed_as_they_arrive(server: ServerProcess) -> None:
-    # Six tokens 0.1 s apart: the reply's line is seen growing, not written once at the end.
+@pytest.mark.parametrize(
+    ("mode", "label"), [("messages-tuple", b"ai (think): "), ("messages", b"ai: ")]
+)
+def test_tokens_are_printed_as_they_arrive(server: ServerProcess, mode: str, label: bytes) -> None:
+    # Five tokens 0.1 s apart: the reply's line is seen growing, not written once at the end.
     body = {"messages": [{"role": "user", "content": "a b c d"}]}
     config = {"configurable": {"delay": 0.1}}
     args = ["stream", "agent", "--input", json.dumps(body), "--config", json.dumps(config)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentstream", *args, "--url", server.url, "--mode", "messages"],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
     seen = b""
     partial_lines = []
-    while chunk := proc.stdout.read1(4096):
-        seen += chunk
-        last = seen.rsplit(b"\n", 1)[-1]
-        if last.startswith(b"ai: echo:"):
-            partial_lines.append(last)
-    assert proc.wait(30) == 0
-    assert b"ai: echo: a b c d\n" in seen
-    assert partial_lines and partial_lines[0] != b"ai: echo: a b c d", partial_lines
+    with subprocess.Popen(
+        [sys.executable, "-m", "agentstream", *args, "--url", server.url, "--mode", mode],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    ) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(4096):
+            seen += chunk
+            last = seen.rsplit(b"\n", 1)[-1]
+            if last.startswith(label + b"echo:"):
+                partial_lines.append(last)
+    assert proc.returncode == 0
+    assert label + b"echo: a b c d\n" in seen
+    assert partial_lines and partial_lines[0] != label + b"echo: a b c d", partial_lines
 
 
 @embedded_only
