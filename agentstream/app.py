@@ -55,6 +55,7 @@ from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
+from agentstream.reload import watching
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
 from agentstream.storage.memstore import StoreOptions, sqlite_store
@@ -249,7 +250,7 @@ def create_app(settings: Settings) -> FastAPI:
         serving = running(
             settings, config, graphs, store=store_config, worker=settings.run_workers, grace=grace
         )
-        async with serving as (backends, worker):
+        async with serving as (backends, worker), watching(graphs, enabled=settings.reload):
             runs_service = RunService(backends.storage, backends.bus, backends.control)
             app.state.ctx = ApiContext(
                 backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
