@@ -185,13 +185,25 @@ function RunPanel({ api, assistantId, guard }) {
   const [target, setTarget] = useState("stateless");
   const [threadId, setThreadId] = useState("");
   const [input, setInput] = useState("");
+  const [config, setConfig] = useState("");
   const [join, setJoin] = useState({ thread: "", run: "", from: "" });
   const [session, setSession, onChange] = useSession();
 
+  // The input starts as a template for the assistant's schema, unless the user wrote one for it.
+  const [templated, setTemplated] = useState("");
+  const edited = useRef("");
   useEffect(() => {
     if (!assistantId) return;
-    guard(async () => setInput(templateFor(await api.json("GET", `/assistants/${assistantId}/schemas`))));
+    guard(async () => {
+      const schemas = await api.json("GET", `/assistants/${assistantId}/schemas`);
+      if (edited.current !== assistantId) setInput(templateFor(schemas));
+      setTemplated(assistantId);
+    });
   }, [api, assistantId]);
+  const write = (text) => {
+    edited.current = assistantId;
+    setInput(text);
+  };
 
   const choose = (p) => {
     setProtocol(p);
@@ -201,7 +213,9 @@ function RunPanel({ api, assistantId, guard }) {
   const toggle = (mode) => setModes(modes.includes(mode) ? modes.filter((m) => m !== mode) : [...modes, mode]);
   const fresh = (thread) => {
     if (session) session.drop();
-    const s = new Session(api, { protocol, assistantId, modes, subgraphs, threadId: thread }, onChange);
+    const runConfig = config.trim() ? JSON.parse(config) : null;
+    const options = { protocol, assistantId, modes, subgraphs, config: runConfig, threadId: thread };
+    const s = new Session(api, options, onChange);
     setSession(s);
     return s;
   };
@@ -250,7 +264,8 @@ function RunPanel({ api, assistantId, guard }) {
             ))}
             <label><input type="checkbox" id="subgraphs" checked={subgraphs} onChange={() => setSubgraphs(!subgraphs)} /> subgraphs</label>
           </div>
-          <textarea id="input" rows={5} value={input} onInput={(e) => setInput(e.target.value)} />
+          <textarea id="input" rows={5} value={input} data-for={templated} onInput={(e) => write(e.target.value)} />
+          <textarea id="config" rows={1} value={config} placeholder='config (optional), e.g. {"configurable": {"delay": 0.1}}' onInput={(e) => setConfig(e.target.value)} />
           <button id="start" type="submit" disabled={!assistantId}>Start</button>
         </form>
         <form id="join-form" class="card" onSubmit={joinRun}>

@@ -26,7 +26,7 @@ function runFromLocation(location) {
 export class Session {
   constructor(api, options, onChange) {
     this.api = api;
-    this.options = options; // {protocol, assistantId, modes, subgraphs}
+    this.options = options; // {protocol, assistantId, modes, subgraphs, config, threadId}
     this.onChange = onChange;
     this.protocol = options.protocol;
     this.threadId = options.threadId || null;
@@ -62,6 +62,7 @@ export class Session {
       stream_resumable: true,
       on_disconnect: "continue",
     };
+    if (this.options.config) body.config = this.options.config;
     if (command) body.command = command;
     const path = this.threadId ? `/threads/${this.threadId}/runs/stream` : "/runs/stream";
     await this._follow(() => this.api.request("POST", path, body, {}, this.controller.signal));
@@ -72,6 +73,7 @@ export class Session {
     const answer = await this.command("run.start", {
       assistant_id: this.options.assistantId,
       input,
+      ...(this.options.config ? { config: this.options.config } : {}),
     });
     this.runId = answer.run_id;
     await this._streamV2(null);
@@ -169,6 +171,9 @@ export class Session {
       const namespace = (params.namespace || []).join("|");
       event = { name: data.method, mode: channelOf(data.method), lane: laneOf(channelOf(data.method), namespace), id: String(data.seq), data: params.data };
       this.cursor = data.seq ?? this.cursor;
+      // Our event ids are "<run id>:<n>": the run an event belongs to, across runs on a thread.
+      const run = /^([0-9a-f-]{36}):\d+$/.exec(data.event_id || "");
+      if (run) this.runId = run[1];
       if (data.method === "input.requested") {
         this.interrupts.push({ id: params.data.interrupt_id, value: params.data.payload, namespace: params.namespace || [] });
       }
