@@ -135,10 +135,20 @@ function Assistants({ api, list, selected, onSelect, guard }) {
     setGraph(null);
     setSchemas(null);
     if (!selected) return;
+    let stale = false;
     guard(async () => {
-      setGraph(await api.json("GET", `/assistants/${selected}/graph`));
-      setSchemas(await api.json("GET", `/assistants/${selected}/schemas`));
+      const [g, s] = await Promise.all([
+        api.json("GET", `/assistants/${selected}/graph`),
+        api.json("GET", `/assistants/${selected}/schemas`),
+      ]);
+      if (!stale) {
+        setGraph(g);
+        setSchemas(s);
+      }
     });
+    return () => {
+      stale = true;
+    };
   }, [api, selected]);
   return (
     <div class="assistants">
@@ -194,11 +204,16 @@ function RunPanel({ api, assistantId, guard }) {
   const edited = useRef("");
   useEffect(() => {
     if (!assistantId) return;
+    let stale = false; // another assistant was picked before this one's schemas came
     guard(async () => {
       const schemas = await api.json("GET", `/assistants/${assistantId}/schemas`);
+      if (stale) return;
       if (edited.current !== assistantId) setInput(templateFor(schemas));
       setTemplated(assistantId);
     });
+    return () => {
+      stale = true;
+    };
   }, [api, assistantId]);
   const write = (text) => {
     edited.current = assistantId;
