@@ -171,6 +171,14 @@ def test_a_run_shows_its_graph_schema_and_tokens_as_they_arrive(
     v2 = [e for lane in ("lifecycle", "values", "custom", "messages") for e in browser.events(lane)]
     assert len({e["id"] for e in v2}) == len(v2)
 
+    # A run that fails says so in the server's words, on either protocol.
+    browser.start("failing", {}, target="stateless")
+    browser.until(ENDED)
+    assert browser.text("#run-error") == "run error: ValueError: boom: intentional failure"
+    browser.start("failing", {}, protocol="v2")
+    browser.until(ENDED)
+    assert browser.text("#run-error") == "run failed: boom: intentional failure"
+
 
 def test_join_a_background_run_live_then_from_its_first_event_then_cancel_one(
     server: ServerProcess, browser: Browser
@@ -178,22 +186,27 @@ def test_join_a_background_run_live_then_from_its_first_event_then_cancel_one(
     browser.open(f"{server.url}/inspector/")
     with httpx.Client(base_url=server.url, timeout=30) as http:
         thread = http.post("/threads", json={}).json()["thread_id"]
-        body = {"assistant_id": "ticker", "input": {"n": 60, "delay": 0.02},
+        body = {"assistant_id": "ticker", "input": {"n": 120, "delay": 0.02},
                 "stream_mode": ["values", "custom"], "stream_resumable": True}  # fmt: skip
         run = http.post(f"/threads/{thread}/runs", json=body).json()["run_id"]
-        browser("fill", selector="#join-thread", value=thread)
-        browser("fill", selector="#join-run", value=run)
-        browser("click", selector="#join")
+        # Found in the threads view, joined from there: live, from wherever the run is.
+        browser("click", selector="#tab-threads")
+        browser("click", selector=f".thread[data-thread='{thread}'] button")
+        browser("click", selector=f"#thread-runs .run[data-run='{run}'] button.join")
         browser.until(ENDED)
+        assert browser.text("#watch-run") == run
         live = browser.events("custom")
-        assert ticks(live)[-1] == 59
-        assert ticks(live) == list(range(ticks(live)[0], 60))  # from when it joined, in order
+        assert ticks(live)[-1] == 119
+        assert ticks(live) == list(range(ticks(live)[0], 120))  # from when it joined, in order
         assert ids(live) == list(range(ids(live)[0], ids(live)[0] + len(live)))
 
+        # Joined again from before its first event: all of it, replayed from the log.
+        browser("fill", selector="#join-thread", value=thread)
+        browser("fill", selector="#join-run", value=run)
         browser("fill", selector="#join-from", value="0")
         browser("click", selector="#join")
         browser.until(ENDED)
-        assert ticks(browser.events("custom")) == list(range(60))
+        assert ticks(browser.events("custom")) == list(range(120))
 
         # A long run started from the page, cancelled from the page.
         browser.start("ticker", {"n": 2000, "delay": 0.01})

@@ -63,6 +63,7 @@ function App() {
   const [tab, setTab] = useState("run");
   const [assistants, setAssistants] = useState([]);
   const [assistantId, setAssistantId] = useState("");
+  const [watch, setWatch] = useState(null); // a run picked in the threads view, to join
 
   const guard = async (action) => {
     setError("");
@@ -118,9 +119,16 @@ function App() {
         </aside>
         <section class="work">
           {tab === "run" ? (
-            <RunPanel api={api} assistantId={assistantId} guard={guard} />
+            <RunPanel api={api} assistantId={assistantId} guard={guard} watch={watch} />
           ) : (
-            <Threads api={api} guard={guard} />
+            <Threads
+              api={api}
+              guard={guard}
+              onJoin={(thread, run) => {
+                setWatch({ thread, run });
+                setTab("run");
+              }}
+            />
           )}
         </section>
       </main>
@@ -188,7 +196,7 @@ function InputSchema({ schema }) {
   );
 }
 
-function RunPanel({ api, assistantId, guard }) {
+function RunPanel({ api, assistantId, guard, watch }) {
   const [protocol, setProtocol] = useState("v1");
   const [modes, setModes] = useState(V1_DEFAULT);
   const [subgraphs, setSubgraphs] = useState(false);
@@ -246,14 +254,23 @@ function RunPanel({ api, assistantId, guard }) {
     });
   };
 
+  const follow = (wanted) =>
+    guard(async () => {
+      const s = fresh(wanted.thread.trim() || null);
+      s.runId = wanted.run.trim() || null;
+      await s.join(wanted.from.trim() === "" ? null : wanted.from.trim());
+    });
   const joinRun = (event) => {
     event.preventDefault();
-    guard(async () => {
-      const s = fresh(join.thread.trim() || null);
-      s.runId = join.run.trim() || null;
-      await s.join(join.from.trim() === "" ? null : join.from.trim());
-    });
+    follow(join);
   };
+  // A run picked in the threads view: joined live on v1, from where the run is now.
+  useEffect(() => {
+    if (!watch) return;
+    const wanted = { thread: watch.thread, run: watch.run, from: "" };
+    setJoin(wanted);
+    if (protocol === "v1") follow(wanted);
+  }, [watch]);
 
   const modeList = protocol === "v1" ? V1_MODES : V2_CHANNELS;
   return (
@@ -402,10 +419,10 @@ function Lanes({ session }) {
   );
 }
 
-function Threads({ api, guard }) {
+function Threads({ api, guard, onJoin }) {
   const [threads, setThreads] = useState([]);
   const [detail, setDetail] = useState(null);
-  const load = () => guard(async () => setThreads(await api.json("POST", "/threads/search", { limit: 50 })));
+  const load = () => guard(async () => setThreads(await api.json("POST", "/threads/search", { limit: 50, sort_by: "updated_at", sort_order: "desc" })));
   useEffect(load, [api]);
   const open = (id) =>
     guard(async () => {
@@ -441,7 +458,12 @@ function Threads({ api, guard }) {
             {detail.runs.map((r) => (
               <li class="run" data-run={r.run_id} data-status={r.status}>
                 {r.run_id} <b>{r.status}</b>{" "}
-                {(r.status === "running" || r.status === "pending") && <button onClick={() => cancel(detail.id, r.run_id)}>Cancel</button>}
+                {(r.status === "running" || r.status === "pending") && (
+                  <>
+                    <button class="join" onClick={() => onJoin(detail.id, r.run_id)}>Join</button>{" "}
+                    <button class="cancel" onClick={() => cancel(detail.id, r.run_id)}>Cancel</button>
+                  </>
+                )}
               </li>
             ))}
           </ul>

@@ -184,6 +184,9 @@ export class Session {
       if (frame.event === "metadata" && data && data.run_id) this.runId ??= data.run_id;
       if (frame.event === "error") this.error = `run error: ${data.error}: ${data.message}`;
     }
+    if (this.protocol === "v2" && event.lane === "lifecycle" && event.data?.event === "failed") {
+      this.error = `run failed: ${event.data.error}`;
+    }
     event.at = now - this.startedAt;
     event.n = this.events.length;
     this.events.push(event);
