@@ -14,7 +14,7 @@ const V2_DEFAULT = ["lifecycle", "values", "messages", "input", "custom"];
 
 function stored(key, fallback) {
   try {
-    return localStorage.getItem(`agentstream.inspector.${key}`) ?? fallback;
+    return sessionStorage.getItem(`agentstream.inspector.${key}`) ?? fallback;
   } catch {
     return fallback;
   }
@@ -22,7 +22,7 @@ function stored(key, fallback) {
 
 function store(key, value) {
   try {
-    localStorage.setItem(`agentstream.inspector.${key}`, value);
+    sessionStorage.setItem(`agentstream.inspector.${key}`, value);
   } catch {
     // private mode: not remembered
   }
