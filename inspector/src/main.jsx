@@ -10,6 +10,7 @@ import { Session, messageTexts, summary } from "./session.js";
 const V1_MODES = ["values", "updates", "messages-tuple", "messages", "custom", "events", "debug", "tasks", "checkpoints"];
 const V1_DEFAULT = ["values", "updates", "messages-tuple", "custom"];
 const V2_CHANNELS = ["lifecycle", "values", "messages", "input", "custom", "updates", "tools", "tasks", "checkpoints"];
+const SHOWN = 500; // rows per lane; a long run's earlier events still count in the figures
 const V2_DEFAULT = ["lifecycle", "values", "messages", "input", "custom"];
 
 function stored(key, fallback) {
@@ -345,6 +346,9 @@ function Watch({ session, guard, onAnswer, onChange }) {
 }
 
 function Check({ check }) {
+  if (check.unavailable) {
+    return <div id="check" class="check">The server keeps no log of this run to compare with (not created resumable).</div>;
+  }
   const ok = check.missing.length === 0 && check.repeated.length === 0;
   return (
     <div id="check" class={ok ? "check ok" : "check bad"} data-missing={check.missing.length} data-repeated={check.repeated.length}>
@@ -402,8 +406,9 @@ function Lanes({ session }) {
           <div class="lane" data-lane={name}>
             <h3>{name} <small>{events.length}</small></h3>
             {texts.map((text) => <div class="tokens">{text}</div>)}
+            {events.length > SHOWN && <p class="muted">{events.length - SHOWN} earlier events not listed</p>}
             <ol>
-              {events.map((e) => (
+              {events.slice(-SHOWN).map((e) => (
                 <li class={e.n === shown ? "event shown" : "event"} data-id={e.id ?? ""} data-n={e.n} title={e.name} onClick={() => show(e.n === shown ? null : e.n)}>
                   <span class="id">{e.id ?? "·"}</span>
                   <span class="at">+{e.at.toFixed(0)}ms</span>

@@ -241,6 +241,12 @@ export class Session {
     const seen = this.events.filter((e) => e.id !== null).map((e) => e.id);
     if (!seen.length) return;
     const logged = this.protocol === "v2" ? await this._loggedV2(seen) : await this._loggedV1();
+    if (!logged.length) {
+      // A v1 run not created with stream_resumable keeps no log to replay.
+      this.check = { unavailable: true };
+      this.changed();
+      return;
+    }
     const counts = new Map();
     for (const id of seen) counts.set(id, (counts.get(id) || 0) + 1);
     const first = logged.indexOf(seen[0]);
