@@ -171,7 +171,6 @@ function Assistants({ api, list, selected, onSelect, guard }) {
       <GraphView graph={graph} />
       <h3>Input schema</h3>
       <InputSchema schema={schemas && schemas.input_schema} />
-      <div hidden>{schemas && <span id="input-template">{templateFor(schemas)}</span>}</div>
     </div>
   );
 }
