@@ -171,6 +171,15 @@ def test_a_run_shows_its_graph_schema_and_tokens_as_they_arrive(
     v2 = [e for lane in ("lifecycle", "values", "custom", "messages") for e in browser.events(lane)]
     assert len({e["id"] for e in v2}) == len(v2)
 
+    # Subgraphs on: the child graph's events in lanes of their own namespace.
+    browser("check", selector="#subgraphs")
+    browser.start("subgraphs", {}, target="stateless")
+    browser.until(ENDED)
+    lanes = browser.js("[...document.querySelectorAll('.lane')].map(l => l.dataset.lane)")
+    assert "updates" in lanes
+    assert any(lane.startswith("updates @ child:") for lane in lanes), lanes
+    browser("check", selector="#subgraphs", on=False)
+
     # A run that fails says so in the server's words, on either protocol.
     browser.start("failing", {}, target="stateless")
     browser.until(ENDED)
@@ -207,6 +216,14 @@ def test_join_a_background_run_live_then_from_its_first_event_then_cancel_one(
         browser("click", selector="#join")
         browser.until(ENDED)
         assert ticks(browser.events("custom")) == list(range(120))
+        # And from an id in the middle: only what came after it.
+        middle = ids(live)[len(live) // 2]
+        browser("fill", selector="#join-from", value=str(middle))
+        browser("click", selector="#join")
+        browser.until(ENDED)
+        after = [e for e in live if int(e["id"]) > middle]
+        assert browser.events("custom") and ticks(browser.events("custom")) == ticks(after)
+        assert min(ids(browser.events("custom"))) > middle
 
         # A long run started from the page, cancelled from the page.
         browser.start("ticker", {"n": 2000, "delay": 0.01})
@@ -280,6 +297,7 @@ def test_an_auth_protected_server_with_and_without_credentials(
         "embedded", EXAMPLES, tmp_path / "keys.sqlite", env={"AGENTSTREAM_API_KEYS": key}
     ) as (url,):
         refused = httpx.post(f"{url}/assistants/search", json={}).json()["detail"]
+        assert httpx.get(f"{url}/inspector/inspector.js").status_code == 200  # no key needed
         browser("open", url=f"{url}/inspector/")  # the page itself needs no key
         browser("waitFor", selector="#error:not([hidden])")
         assert browser.text("#error") == f"HTTP 401: {refused}"
