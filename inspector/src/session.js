@@ -166,7 +166,11 @@ export class Session {
     this.firstAt ??= now;
     this.lastAt = now;
     let event;
-    if (this.protocol === "v2") {
+    if (this.protocol === "v2" && data.type === "error") {
+      // The stream's own errors (a gap in what it can replay, a bus outage), as sent.
+      event = { name: "error", mode: "error", lane: "error", id: null, data };
+      this.error = `${data.error}: ${data.message}`;
+    } else if (this.protocol === "v2") {
       const params = data.params || {};
       const namespace = (params.namespace || []).join("|");
       event = { name: data.method, mode: channelOf(data.method), lane: laneOf(channelOf(data.method), namespace), id: String(data.seq), data: params.data };
@@ -280,6 +284,7 @@ export class Session {
     try {
       for await (const frame of readEvents(response)) {
         const seq = JSON.parse(frame.data).seq;
+        if (seq === undefined) continue; // an error frame: what it lacks shows up as missing
         if (seq > last) break;
         ids.push(String(seq));
         if (seq === last) break;
