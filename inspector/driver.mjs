@@ -22,6 +22,12 @@ async function open({ url, width = 1400, height = 900 }) {
     if (r.failure()?.errorText !== "net::ERR_ABORTED") failures.push(`${r.method()} ${r.url()} ${r.failure()?.errorText}`);
   });
   page.on("pageerror", (e) => failures.push(`page: ${e.message}`));
+  // Offline means offline: the page asks nothing of any other origin (no CDN, no fonts).
+  const origin = new URL(url).origin;
+  page.on("request", (r) => {
+    const to = new URL(r.url());
+    if (to.protocol !== "data:" && to.origin !== origin) failures.push(`external request: ${r.url()}`);
+  });
   await page.goto(url);
   return page.url();
 }
