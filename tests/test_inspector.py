@@ -276,6 +276,8 @@ def test_answer_an_interrupt_then_browse_the_thread(
     browser.until(ENDED)
     assert json.loads(browser.events("values")[-1]["summary"])["answer"] == "sure!"
     with httpx.Client(base_url=server.url, timeout=30) as http:
+        # Its stream ends just before storage has it ended: wait for that.
+        http.get(f"/threads/{thread}/runs/{browser.text('#watch-run')}/join")
         assert http.get(f"/threads/{thread}/state").json()["values"]["answer"] == "sure!"
 
     browser("click", selector="#tab-threads")

@@ -63,7 +63,12 @@ export class Session {
       on_disconnect: "continue",
     };
     if (this.options.config) body.config = this.options.config;
-    if (command) body.command = command;
+    if (command) {
+      body.command = command;
+      // The interrupted run's stream ends a moment before the server stores it as ended; a
+      // resume sent in that moment waits its turn instead of being refused as a double-text.
+      body.multitask_strategy = "enqueue";
+    }
     const path = this.threadId ? `/threads/${this.threadId}/runs/stream` : "/runs/stream";
     await this._follow(() => this.api.request("POST", path, body, {}, this.controller.signal));
   }
