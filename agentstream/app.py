@@ -23,6 +23,7 @@ from agentstream.api import (
     assistants,
     crons,
     errors,
+    inspector,
     prune,
     runs,
     store,
@@ -282,12 +283,14 @@ def create_app(settings: Settings) -> FastAPI:
                 app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
     # limit also counts what an authenticate handler reads; then the user's own routes
-    # (http.app); then the gate; then the lane for well-formed run-creating requests
-    # (runlane.py); then FastAPI's routes.
+    # (http.app); then the inspector's files; then the gate; then the lane for well-formed
+    # run-creating requests (runlane.py); then FastAPI's routes.
     if "runs" not in disabled:
         app.add_middleware(RunLane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
+    if inspector.enabled(config):
+        app.add_middleware(inspector.InspectorFiles)  # ahead of the gate: the page is public
     if user_app is not None:
         entry = user_app
         if gate is not None and config.http.get("enable_custom_route_auth"):
