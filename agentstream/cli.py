@@ -132,8 +132,9 @@ def preflight(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    from agentstream.api import inspector
     from agentstream.app import create_app
-    from agentstream.graphs import GraphLoadError
+    from agentstream.graphs import GraphLoadError, read_config
 
     preflight(settings)
     try:
@@ -152,6 +153,9 @@ def serve(settings: Settings) -> None:
     )
     server = _Server(config, app, settings.shutdown_grace_seconds)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
+    if inspector.enabled(read_config(settings.config)):
+        url = f"http://{settings.host}:{settings.port}/inspector/"
+        print(f"agentstream: inspector at {url}", flush=True)
     # uvicorn.Config picks uvloop when it is installed; asyncio.run alone would not.
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(server.serve(sockets=[sock]))

@@ -140,6 +140,8 @@ def ids(events: list[dict[str, Any]]) -> list[int]:
 def test_a_run_shows_its_graph_schema_and_tokens_as_they_arrive(
     server: ServerProcess, browser: Browser
 ) -> None:
+    # The startup lines name it.
+    assert f"agentstream: inspector at {server.url}/inspector/\n" in server.output
     browser.open(f"{server.url}/inspector/?assistant=agent")
     browser("waitFor", selector="#graph .node[data-node=think]")
     nodes = browser.js("[...document.querySelectorAll('#graph .node')].map(n => n.dataset.node)")
