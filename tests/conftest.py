@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,7 @@ from agentstream.app import create_app
 from agentstream.settings import Settings
 
 # Test modules import these from here too.
-from tests.servers import EXAMPLES, ROOT, ServerProcess, running_cluster, start_server
+from tests.servers import EXAMPLES, LIVE, ROOT, ServerProcess, running_cluster, start_server
 
 __all__ = ["EXAMPLES", "ROOT", "ServerProcess", "start_server"]
 
@@ -101,3 +101,17 @@ async def app_http(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ht
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as h:
             yield h
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report ends with the last lines each running server logged: in CI,
+    where a hang or a flake happened is otherwise lost with the processes."""
+    report = yield
+    if report.failed:
+        for server in list(LIVE):
+            tail = "".join(server.output[-40:])
+            report.sections.append((f"log of {server.url} (pid {server.pid})", tail))
+    return report

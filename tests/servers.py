@@ -32,7 +32,7 @@ ADMIN_URI = os.environ.get(
 REDIS_URI = os.environ.get("AGENTSTREAM_TEST_REDIS_URI", "redis://127.0.0.1:6379/0")
 
 
-@dataclass
+@dataclass(eq=False)
 class ServerProcess:
     url: str
     proc: subprocess.Popen[str]
@@ -46,6 +46,7 @@ class ServerProcess:
         return self.proc.pid
 
     def stop(self) -> None:
+        LIVE.discard(self)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -56,6 +57,7 @@ class ServerProcess:
         self._close_pipe()
 
     def kill(self) -> None:
+        LIVE.discard(self)
         self.proc.kill()
         self.proc.wait(10)
         self._close_pipe()
@@ -65,6 +67,10 @@ class ServerProcess:
             self.drain.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+# The server processes running now: a failed test's report shows the end of their logs.
+LIVE: set[ServerProcess] = set()
 
 
 def start_server(
@@ -116,6 +122,7 @@ def start_server(
         proc.wait(10)
         raise RuntimeError(f"{command} did not start:\n" + "".join(output))
     server = ServerProcess(url, proc, database or Path(), output)
+    LIVE.add(server)
     # Keep draining the log so the process never blocks on a full pipe.
     stdout = proc.stdout
     server.drain = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
