@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from langgraph_sdk.client import LangGraphClient
+from websockets.asyncio.client import connect
 
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
@@ -363,6 +364,14 @@ async def test_v2_since_older_than_kept_is_an_explicit_resume_gap(
     ticks = [e["params"]["data"]["payload"]["tick"] for e in kept if e["method"] == "custom"]
     assert ticks == list(range(ticks[0], 40)) and ticks[0] > 0
     assert kept[-1]["params"]["data"]["event"] == "completed"
+    # The socket says so the same way, then gives the same events.
+    url = srv.url.replace("http://", "ws://") + f"/threads/{thread_id}/stream/events"
+    async with connect(url) as ws:
+        await ws.send(orjson.dumps({"id": 1, "method": "subscription.subscribe", "params": body}))
+        frames = [orjson.loads(await ws.recv()) for _ in range(len(events) + 1)]
+    assert frames[0]["type"] == "success"
+    assert frames[1] == gap
+    assert _same(frames[2:], kept)
 
 
 async def test_v2_multitask_reject_and_v1_cancel_of_a_v2_run(http: httpx.AsyncClient) -> None:

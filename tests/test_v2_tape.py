@@ -15,7 +15,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from agentstream.api.v2_stream import SEQ_BASE, Subscription, ThreadTape
+from agentstream.api.v2_stream import SEQ_BASE, Out, Subscription, ThreadTape
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.runs import new_run, thread_log
 from agentstream.execution.v3events import V2_MODE
@@ -58,15 +58,14 @@ async def test_a_run_stored_as_ended_is_read_through_its_terminal_event(
     first = asyncio.Event()
 
     async def read() -> None:
-        frames = cast(AsyncGenerator[bytes, None], tape.frames(SEQ_BASE))
-        async with aclosing(frames):
-            async for frame in frames:
-                for line in frame.split(b"\r\n"):
-                    if line.startswith(b"data: "):
-                        seen.append(orjson.loads(line[6:]))
-                        first.set()
-                        if seen[-1]["params"]["data"]["event"] == "failed":
-                            return
+        batches = cast(AsyncGenerator[list[Out], None], tape.batches(SEQ_BASE))
+        async with aclosing(batches):
+            async for batch in batches:
+                for _, _, envelope in batch:
+                    seen.append(orjson.loads(envelope))
+                    first.set()
+                    if seen[-1]["params"]["data"]["event"] == "failed":
+                        return
 
     reader = asyncio.create_task(read())
     await asyncio.wait_for(first.wait(), 10)  # the reader has read the log as it stood

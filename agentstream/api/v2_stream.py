@@ -95,25 +95,43 @@ def _method(channel: str) -> bytes:
     return b"input.requested" if channel == "input" else channel.encode()
 
 
-def _event(seq: int, event_id: str, name: str, params: bytes) -> bytes:
+# One envelope as the tape gives it: its seq (0 for an error), its method, its JSON. The SSE
+# route frames it; the WebSocket sends the JSON as one text frame.
+Out = tuple[int, bytes, bytes]
+
+
+def _event(seq: int, event_id: str, name: str, params: bytes) -> Out:
     method = _method(name.partition("|")[0])
     head = b'{"type":"event","event_id":"%s","seq":%d,"method":"%s","params":' % (
         event_id.encode(),
         seq,
         method,
     )
-    data = head + params + b"}"
-    return b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (method, data, seq)
+    return seq, method, head + params + b"}"
 
 
-def _error(error: str, message: str, meta: dict[str, Any] | None = None) -> bytes:
+def _error(error: str, message: str, meta: dict[str, Any] | None = None) -> Out:
     body: dict[str, Any] = {"type": "error", "id": None, "error": error, "message": message}
     if meta is not None:
         body["meta"] = meta
-    return b"event: error\r\ndata: " + serde.dumps(body) + b"\r\n\r\n"
+    return 0, b"error", serde.dumps(body)
 
 
-def resume_gap(requested: int, oldest: int) -> bytes:
+def sse(batch: Sequence[Out]) -> bytes:
+    return b"".join(
+        b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (method, data, seq)
+        if seq
+        else b"event: %s\r\ndata: %s\r\n\r\n" % (method, data)
+        for seq, method, data in batch
+    )
+
+
+async def sse_frames(batches: AsyncIterator[list[Out]]) -> AsyncIterator[bytes]:
+    async for batch in batches:
+        yield sse(batch)
+
+
+def resume_gap(requested: int, oldest: int) -> Out:
     return _error(
         "resume_gap",
         f"events after seq {requested} are no longer kept; the oldest kept is {oldest}",
@@ -132,7 +150,7 @@ class ThreadTape:
         self.sub = sub
         self.check = check  # the caller's filter, while the thread did not exist yet
 
-    async def frames(self, since: int | None) -> AsyncIterator[bytes]:
+    async def batches(self, since: int | None) -> AsyncIterator[list[Out]]:
         if since is None:  # from the thread's latest run: the one a client just started
             thread_seq, after = await self.c.bus.last_seq(thread_log(self.thread_id)), 0
             since = max(thread_seq - 1, 0) * SEQ_BASE
@@ -151,10 +169,10 @@ class ThreadTape:
                             yield chunk
                 return
             except EventsEvicted as exc:
-                yield resume_gap(since, exc.first_kept * SEQ_BASE + 1)
+                yield [resume_gap(since, exc.first_kept * SEQ_BASE + 1)]
                 start, after = exc.first_kept - 1, 0
             except BusUnavailable as exc:
-                yield _error("unavailable", f"{exc}. Reconnect with since later.")
+                yield [_error("unavailable", f"{exc}. Reconnect with since later.")]
                 return
 
     async def _visible(self) -> bool:
@@ -167,7 +185,7 @@ class ThreadTape:
         self.check = None
         return True
 
-    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
+    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
         base = thread_seq * SEQ_BASE
         pos = after
         ended = False
@@ -177,7 +195,7 @@ class ThreadTape:
             try:
                 async with asyncio.timeout(limit):
                     async for batch in self.c.bus.subscribe(run_id, pos, wait=wait):
-                        chunk = []
+                        chunk: list[Out] = []
                         for e in batch:
                             pos = e.seq
                             if e.mode == RESULT_MODE:
@@ -187,9 +205,9 @@ class ThreadTape:
                                     _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
                                 )
                         if chunk:
-                            yield b"".join(chunk)
+                            yield chunk
             except EventsEvicted as exc:
-                yield resume_gap(base + pos, base + exc.first_kept)
+                yield [resume_gap(base + pos, base + exc.first_kept)]
                 pos = exc.first_kept - 1
                 continue
             except TimeoutError:
@@ -198,7 +216,7 @@ class ThreadTape:
                 return
             if await self._finished(run_id):
                 if pos == after:  # finished, and its log is gone: what it said is lost
-                    yield resume_gap(base + after, base + SEQ_BASE + 1)
+                    yield [resume_gap(base + after, base + SEQ_BASE + 1)]
                     return
                 # Stored as ended, and its log still there: a v2 run's worker stores its status
                 # before it publishes the terminal event and closes the log, so wait for those.
@@ -213,16 +231,35 @@ class ThreadTape:
         return run["status"] in TERMINAL
 
 
-def _since(body: dict[str, Any], request: Request) -> int | None:
-    since = body.get("since")
-    if since is None:
-        since = request.headers.get("last-event-id")
+def parse_since(since: Any) -> int | None:
     if since is None or since == "":
         return None
+    if isinstance(since, bool):
+        raise ApiError(400, "since must be an integer seq")
     try:
         return max(int(since), 0)
     except (TypeError, ValueError):
         raise ApiError(400, "since must be an integer seq") from None
+
+
+async def open_tape(
+    c: ApiContext, request: Request, thread_id: str, sub: Subscription
+) -> ThreadTape:
+    """The caller's tape of the thread, once the caller may read it (ApiError 404 if not): a
+    thread not created yet is accepted, and checked again when its first run comes."""
+    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    check: Filter | None = None
+    if filters is not None:
+        try:
+            await c.storage.get_thread(thread_id, filters=filters)
+        except NotFound:
+            try:
+                await c.storage.get_thread(thread_id)
+            except NotFound:
+                check = filters
+            else:
+                raise ApiError(404, f"Thread with ID {thread_id} not found") from None
+    return ThreadTape(c, thread_id, sub, check)
 
 
 @router.post("/threads/{thread_id}/stream/events")
@@ -236,20 +273,11 @@ async def stream_events(thread_id: str, request: Request, c: ApiContext = Depend
     if not is_uuid(thread_id):
         raise ApiError(422, "Invalid thread ID: must be a UUID")
     sub = Subscription(body)
-    since = _since(body, request)
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
-    check: Filter | None = None
-    if filters is not None:
-        try:
-            await c.storage.get_thread(thread_id, filters=filters)
-        except NotFound:
-            try:
-                await c.storage.get_thread(thread_id)
-            except NotFound:
-                check = filters  # not created yet: checked again when its first run comes
-            else:
-                raise ApiError(404, f"Thread with ID {thread_id} not found") from None
-    tape = ThreadTape(c, thread_id, sub, check)
+    since = body.get("since")
+    since = parse_since(request.headers.get("last-event-id") if since is None else since)
+    tape = await open_tape(c, request, thread_id, sub)
     return EventStreamResponse(
-        tape.frames(since), headers={}, heartbeat_seconds=c.settings.heartbeat_seconds
+        sse_frames(tape.batches(since)),
+        headers={},
+        heartbeat_seconds=c.settings.heartbeat_seconds,
     )

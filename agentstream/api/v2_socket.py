@@ -1,0 +1,164 @@
+"""The WebSocket on /threads/{thread_id}/stream/events: protocol v2 commands and events on one
+socket.
+
+Commands are the HTTP route's (v2_commands.dispatch) but for the subscription ones, which
+live here: each subscription is a reader of the thread's tape (v2_stream.ThreadTape), with the
+same durable seq, `since` and resume_gap as the SSE route, whose events go out as text frames.
+`subscription.subscribe` honours `since` as `subscription.reconnect` does (the Python client
+sends its cursor there). An event two subscriptions of one socket match comes once for each;
+the clients keep one copy by event_id.
+
+Authentication happens on the handshake (api/auth.py); here the caller's read of the thread is
+authorised once, before the first command is read. A socket refused after its accept closes
+with 4000 + the HTTP status the SSE route would answer, which the JS client reads as final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from uuid import uuid4
+
+from fastapi import APIRouter, HTTPException
+from starlette.requests import Request
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agentstream import serde
+from agentstream.api.context import ApiContext
+from agentstream.api.v2_commands import dispatch
+from agentstream.api.v2_stream import Subscription, ThreadTape, open_tape, parse_since
+from agentstream.ids import is_uuid
+
+router = APIRouter()
+
+Params = dict[str, Any]
+
+
+def _handshake(websocket: WebSocket) -> Request:
+    """The handshake as a request, for what reads one: auth handlers, header passthrough.
+    It shares the scope's state, where authentication left the user."""
+    return Request({**websocket.scope, "type": "http", "method": "GET"})
+
+
+def _error(command_id: Any, code: str, message: str) -> Params:
+    return {"type": "error", "id": command_id, "error": code, "message": message}
+
+
+class Session:
+    """One open socket on one thread: its commands in, its subscriptions' events out."""
+
+    def __init__(self, c: ApiContext, websocket: WebSocket, thread_id: str) -> None:
+        self.c = c
+        self.websocket = websocket
+        self.thread_id = thread_id
+        self.request = _handshake(websocket)
+        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        # applied_through_seq: the last seq this socket has sent, or after which a run it
+        # started begins, whichever is later
+        self.sent_seq = 0
+        self._send_lock = asyncio.Lock()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
+                await self._command(raw)
+        except WebSocketDisconnect:
+            return
+        finally:
+            for task in self.subscriptions.values():
+                task.cancel()
+            await asyncio.gather(*self.subscriptions.values(), return_exceptions=True)
+
+    async def _send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(text)
+
+    async def _answer(self, envelope: Params) -> None:
+        if envelope["type"] == "success" or envelope["error"] != "unknown_command":
+            applied = (envelope.get("meta") or {}).get("applied_through_seq", 0)
+            self.sent_seq = max(self.sent_seq, applied)
+            envelope["meta"] = {"applied_through_seq": self.sent_seq}
+        await self._send(serde.dumps(envelope).decode())
+
+    async def _command(self, raw: str | bytes) -> None:
+        try:
+            command = serde.loads(raw)
+        except ValueError:
+            command = None
+        command_id = command.get("id") if isinstance(command, dict) else None
+        if (
+            not isinstance(command, dict)
+            or not isinstance(command_id, int)
+            or isinstance(command_id, bool)
+            or not isinstance(command.get("method"), str)
+        ):
+            message = "a command needs an integer id and a string method"
+            await self._send(serde.dumps(_error(None, "invalid_argument", message)).decode())
+            return
+        params = command.get("params")
+        params = params if isinstance(params, dict) else {}
+        method = command["method"]
+        if method in ("subscription.subscribe", "subscription.reconnect"):
+            await self._answer(await self._subscribe(command_id, params))
+        elif method == "subscription.unsubscribe":
+            await self._answer(self._unsubscribe(command_id, params))
+        else:
+            await self._answer(await dispatch(self.c, self.request, self.thread_id, command))
+
+    async def _subscribe(self, command_id: int, params: Params) -> Params:
+        try:
+            sub = Subscription(params)
+            since = parse_since(params.get("since"))
+            tape = await open_tape(self.c, self.request, self.thread_id, sub)
+        except HTTPException as exc:
+            code = "invalid_argument" if exc.status_code in (400, 422) else "no_such_run"
+            return _error(command_id, code, str(exc.detail))
+        subscription_id = str(uuid4())
+        self.subscriptions[subscription_id] = asyncio.create_task(self._pump(tape, since))
+        # Its replay follows the answer, as events; how many is not known before they are read.
+        result = {"subscription_id": subscription_id, "replayed_events": 0}
+        return {"type": "success", "id": command_id, "result": result}
+
+    def _unsubscribe(self, command_id: int, params: Params) -> Params:
+        subscription_id = params.get("subscription_id")
+        task = self.subscriptions.pop(subscription_id, None)  # type: ignore[arg-type]
+        if task is None:
+            message = f"Unknown subscription: {subscription_id}"
+            return _error(command_id, "no_such_subscription", message)
+        task.cancel()
+        return {"type": "success", "id": command_id, "result": {}}
+
+    async def _pump(self, tape: ThreadTape, since: int | None) -> None:
+        # A socket closed under a send ends the session's receive too; nothing to report here.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            async for batch in tape.batches(since):
+                async with self._send_lock:
+                    for seq, _, envelope in batch:
+                        await self.websocket.send_text(envelope.decode())
+                        self.sent_seq = max(self.sent_seq, seq)
+
+
+@router.websocket("/threads/{thread_id}/stream/events")
+async def stream_socket(websocket: WebSocket, thread_id: str) -> None:
+    c: ApiContext = websocket.app.state.ctx
+    if not is_uuid(thread_id):
+        await _refuse(websocket, 422, "Invalid thread ID: must be a UUID")
+        return
+    try:
+        # Authorised once, before any command: the read of the thread every subscription needs.
+        await open_tape(c, _handshake(websocket), thread_id, Subscription({"channels": ["values"]}))
+    except HTTPException as exc:
+        await _refuse(websocket, exc.status_code, str(exc.detail))
+        return
+    await websocket.accept()
+    await Session(c, websocket, thread_id).serve()
+
+
+async def _refuse(websocket: WebSocket, status: int, detail: str) -> None:
+    await websocket.accept()
+    await websocket.close(code=4000 + status, reason=detail[:120])
