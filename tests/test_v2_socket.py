@@ -1,6 +1,6 @@
 """Protocol v2 over the WebSocket on /threads/{t}/stream/events (issue 13): the Python SDK's
 transport (commands over HTTP, one socket per subscription), and the JS client's way (one socket
-carrying commands and events both), on both deployments."""
+carrying commands and events both), on both deployments; and RemoteGraph's v3 events."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk.client import LangGraphClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -114,3 +115,12 @@ async def test_v2_socket_refuses_a_bad_thread_id(server: ServerProcess) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4422
+
+
+async def test_v2_remote_graph_astream_events_v3(server: ServerProcess) -> None:
+    """RemoteGraph's v3 event stream is protocol v2 on the wire (SSE)."""
+    remote = RemoteGraph("agent", url=server.url)
+    hi = {"messages": [{"role": "user", "content": "remote v3"}]}
+    async with await remote.astream_events(hi, version="v3") as run:
+        assert await _texts(run) == [["echo:", " remote", " v3"]]
+        assert _contents(await run.output())[-1] == "bye"
