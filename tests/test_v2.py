@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from langgraph_sdk.client import LangGraphClient
 from websockets.asyncio.client import connect
 
+from agentstream.api.v2_stream import SEQ_BASE
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 
@@ -424,3 +426,31 @@ async def test_v2_run_start_input_on_a_waiting_thread_answers_it(http: httpx.Asy
         http, thread_id, "input.respond", interrupt_id=asked[0]["interrupt_id"], response=1
     )
     assert again["error"] == "no_such_interrupt"
+
+
+async def test_v2_seq_survives_an_embedded_restart(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The embedded deployment's logs live in its process, its runs in SQLite: after a restart
+    the thread's runs keep their numbers, so no seq given out before means another event."""
+    database, thread_id = tmp_path / "restart.sqlite", str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "custom"], "since": 0}
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        first = await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 2})
+        before = await _until_runs_end(http, thread_id, body, 1)
+    srv.stop()
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        second = await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 2})
+        after = await _until_runs_end(http, thread_id, body, 1)
+    assert first["meta"]["applied_through_seq"] == SEQ_BASE
+    assert second["meta"]["applied_through_seq"] == 2 * SEQ_BASE
+    # The first run's events went with the process, and the reader is told so.
+    gap, *rest = after
+    assert gap["error"] == "resume_gap" and gap["meta"]["oldest_seq"] == 2 * SEQ_BASE + 1
+    assert {e["seq"] // SEQ_BASE for e in before} == {1}
+    assert {e["seq"] // SEQ_BASE for e in rest} == {2}
+    assert [e["params"]["data"].get("run_id") for e in rest if e["method"] == "lifecycle"] == [
+        second["result"]["run_id"]
+    ] * 2

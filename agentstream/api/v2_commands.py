@@ -21,7 +21,7 @@ from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 from agentstream.api.run_create import create_run
 from agentstream.api.v2_stream import SEQ_BASE, valid_channel
-from agentstream.execution.runs import thread_log
+from agentstream.execution.runs import thread_seq
 from agentstream.execution.v3events import V2_MARKER, V2_STREAM_MODES
 from agentstream.ids import is_uuid
 from agentstream.storage.base import Conflict, NotFound, Thread
@@ -84,7 +84,7 @@ async def _start(c: ApiContext, request: Request, thread_id: str, body: Params) 
     except ValidationError as exc:
         raise CommandError("invalid_argument", str(exc.errors()[0].get("msg"))) from None
     # The thread log lists runs in order: this run comes after the last one listed now.
-    before = await c.bus.last_seq(thread_log(thread_id))
+    before = await thread_seq(c.storage, c.bus, thread_id)
     run, _, _ = await create_run(c, request, model, thread_id, "create")
     return {"run_id": run["run_id"]}, (before + 1) * SEQ_BASE
 

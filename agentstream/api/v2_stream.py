@@ -24,7 +24,7 @@ from agentstream.api.errors import ApiError
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, JsonResponse
 from agentstream.eventbus import BusUnavailable, EventsEvicted
-from agentstream.execution.runs import thread_log
+from agentstream.execution.runs import thread_log, thread_seq
 from agentstream.execution.v3events import V2_MODE
 from agentstream.ids import is_uuid
 from agentstream.protocol import RESULT_MODE
@@ -151,12 +151,13 @@ class ThreadTape:
         self.check = check  # the caller's filter, while the thread did not exist yet
 
     async def batches(self, since: int | None) -> AsyncIterator[list[Out]]:
+        latest = await thread_seq(self.c.storage, self.c.bus, self.thread_id)
         if since is None:  # from the thread's latest run: the one a client just started
-            thread_seq, after = await self.c.bus.last_seq(thread_log(self.thread_id)), 0
-            since = max(thread_seq - 1, 0) * SEQ_BASE
+            run_seq, after = latest, 0
+            since = max(run_seq - 1, 0) * SEQ_BASE
         else:
-            thread_seq, after = divmod(since, SEQ_BASE)
-        start = max(thread_seq - 1, 0)
+            run_seq, after = divmod(since, SEQ_BASE)
+        start = max(run_seq - 1, 0)
         while True:
             try:
                 async for batch in self.c.bus.subscribe(thread_log(self.thread_id), start):
@@ -164,7 +165,7 @@ class ThreadTape:
                         start = entry.seq
                         if not await self._visible():
                             return
-                        run_after = after if entry.seq == thread_seq else 0
+                        run_after = after if entry.seq == run_seq else 0
                         async for chunk in self._run(entry.seq, entry.data.decode(), run_after):
                             yield chunk
                 return
@@ -185,8 +186,8 @@ class ThreadTape:
         self.check = None
         return True
 
-    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
-        base = thread_seq * SEQ_BASE
+    async def _run(self, run_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
+        base = run_seq * SEQ_BASE
         pos = after
         ended = False
         wait = False  # first what the log holds: a finished run's log may have expired
