@@ -17,8 +17,9 @@ import pytest
 
 from agentstream.api.v2_stream import SEQ_BASE, Out, Subscription, ThreadTape
 from agentstream.eventbus.memory import MemoryEventBus
-from agentstream.execution.runs import new_run, thread_log
-from agentstream.execution.v3events import V2_MODE
+from agentstream.execution.control import LocalControl
+from agentstream.execution.runs import RunService, new_run, thread_log
+from agentstream.execution.v3events import V2_MARKER, V2_MODE
 from agentstream.protocol import RESULT_MODE
 from agentstream.storage.base import NewRun
 from agentstream.storage.sqlite import SqliteStorage
@@ -75,3 +76,35 @@ async def test_a_run_stored_as_ended_is_read_through_its_terminal_event(
     await asyncio.wait_for(reader, 10)
     assert [e["params"]["data"]["event"] for e in seen] == ["running", "failed"]
     assert [e["seq"] for e in seen] == [SEQ_BASE + 1, SEQ_BASE + 2]
+
+
+async def test_a_v2_run_cancelled_while_pending_ends_with_one_root_terminal(
+    storage: SqliteStorage,
+) -> None:
+    """Cancelled before a worker took it, a v2 run's log holds only its result: every reader,
+    from the start or from the result on, gets one root terminal made from it, at its seq."""
+    bus = MemoryEventBus()
+    thread_id, run_id = str(uuid.uuid4()), str(uuid.uuid4())
+    kwargs = {"config": {"configurable": {V2_MARKER: True}}}
+    run = new_run(run_id, thread_id, "asst", kwargs, {}, "enqueue")
+    await storage.create_run(NewRun(run, False, "create", {}, {}, None))
+    runs = RunService(storage, bus, LocalControl())
+    await bus.publish(thread_log(thread_id), [("run", "run", run_id.encode())])
+    await runs.cancel(await storage.get_run(thread_id, run_id), "interrupt")
+    # A later run on the thread: what a reader gets after the first run's end comes from it.
+    later = str(uuid.uuid4())
+    await bus.publish(thread_log(thread_id), [("run", "run", later.encode())])
+    await bus.publish(later, [_lifecycle("running", later)])
+    c = SimpleNamespace(bus=bus, storage=storage)
+    sub = Subscription({"channels": ["lifecycle"]})
+    firsts = []
+    for since in (SEQ_BASE, SEQ_BASE + 1):
+        tape = ThreadTape(c, thread_id, sub, None)  # type: ignore[arg-type]
+        batches = cast(AsyncGenerator[list[Out], None], tape.batches(since))
+        async with aclosing(batches):
+            batch = await anext(batches)
+        firsts.append(orjson.loads(batch[0][2]))
+    data = {"event": "failed", "graph_name": "", "run_id": run_id, "error": "cancelled"}
+    assert (firsts[0]["seq"], firsts[0]["params"]["data"]) == (SEQ_BASE + 1, data)
+    assert firsts[0]["event_id"] == f"{run_id}:1"
+    assert firsts[1]["seq"] == 2 * SEQ_BASE + 1  # the end is not given twice

@@ -13,6 +13,7 @@ the run, which delimits history from the run in flight.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -23,9 +24,9 @@ from agentstream.api.context import ApiContext, ctx
 from agentstream.api.errors import ApiError
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, JsonResponse
-from agentstream.eventbus import BusUnavailable, EventsEvicted
+from agentstream.eventbus import BusUnavailable, Event, EventsEvicted
 from agentstream.execution.runs import thread_log, thread_seq
-from agentstream.execution.v3events import V2_MODE
+from agentstream.execution.v3events import V2_MODE, is_v2
 from agentstream.ids import is_uuid
 from agentstream.protocol import RESULT_MODE
 from agentstream.storage.base import TERMINAL, Filter, NotFound
@@ -189,7 +190,7 @@ class ThreadTape:
     async def _run(self, run_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
         base = run_seq * SEQ_BASE
         pos = after
-        ended = False
+        ended = root_ended = False
         wait = False  # first what the log holds: a finished run's log may have expired
         limit: float | None = None
         while not ended:
@@ -201,10 +202,14 @@ class ThreadTape:
                             pos = e.seq
                             if e.mode == RESULT_MODE:
                                 ended = True
-                            elif e.mode == V2_MODE and self.sub.matches(e.name):
-                                chunk.append(
-                                    _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
-                                )
+                                if not root_ended and (end := await self._end(run_id, e, base)):
+                                    chunk.append(end)
+                            elif e.mode == V2_MODE:
+                                root_ended = root_ended or _is_root_end(e)
+                                if self.sub.matches(e.name):
+                                    chunk.append(
+                                        _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
+                                    )
                         if chunk:
                             yield chunk
             except EventsEvicted as exc:
@@ -216,7 +221,8 @@ class ThreadTape:
             if ended or wait:
                 return
             if await self._finished(run_id):
-                if pos == after:  # finished, and its log is gone: what it said is lost
+                if pos == after and await self.c.bus.last_seq(run_id) < max(after, 1):
+                    # Finished, and its log is gone: what it said is lost.
                     yield [resume_gap(base + after, base + SEQ_BASE + 1)]
                     return
                 # Stored as ended, and its log still there: a v2 run's worker stores its status
@@ -224,12 +230,47 @@ class ThreadTape:
                 limit = SETTLE_SECONDS
             wait = True
 
+    async def _end(self, run_id: str, result: Event, base: int) -> Out | None:
+        """The root terminal of a v2 run that ended without one (cancelled while pending, or
+        abandoned by its worker), made from its result, at the result's seq: every reader gets
+        the same one, once. None if the run had its own (before where this reader started)."""
+        if not self.sub.matches("lifecycle"):
+            return None
+        try:
+            async for batch in self.c.bus.subscribe(run_id, max(result.seq - 256, 0), wait=False):
+                if any(e.mode == V2_MODE and _is_root_end(e) for e in batch):
+                    return None
+            run = await self.c.storage.get_run(self.thread_id, run_id)
+        except (EventsEvicted, NotFound):
+            return None
+        if not is_v2(run["kwargs"]):
+            return None
+        try:
+            graph = (await self.c.storage.get_assistant(run["assistant_id"]))["graph_id"]
+        except NotFound:
+            graph = ""  # its assistant deleted since
+        outcome = serde.loads(result.data)
+        status, error = outcome.get("status"), outcome.get("error") or {}
+        data: dict[str, Any] = {"event": "failed", "graph_name": graph, "run_id": run_id}
+        if status == "success":
+            data["event"] = "interrupted" if outcome.get("interrupts") else "completed"
+        else:
+            data["error"] = error.get("message") or ("cancelled" if status != "error" else "")
+        params = serde.dumps({"namespace": [], "timestamp": int(time.time() * 1000), "data": data})
+        return _event(base + result.seq, f"{run_id}:{result.seq}", "lifecycle", params)
+
     async def _finished(self, run_id: str) -> bool:
         try:
             run = await self.c.storage.get_run(self.thread_id, run_id)
         except NotFound:
             return True  # rolled back or deleted
         return run["status"] in TERMINAL
+
+
+def _is_root_end(e: Event) -> bool:
+    if e.name != "lifecycle":  # a root lifecycle event's name has no namespace after it
+        return False
+    return serde.loads(e.data)["data"].get("event") in ("completed", "failed", "interrupted")
 
 
 def parse_since(since: Any) -> int | None:
