@@ -15,7 +15,7 @@ import pytest
 from langgraph_sdk.client import LangGraphClient
 from websockets.asyncio.client import connect
 
-from agentstream.api.v2_stream import SEQ_BASE
+from agentstream.protocol import SEQ_BASE
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 

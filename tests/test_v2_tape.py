@@ -15,12 +15,11 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from agentstream.api.v2_stream import SEQ_BASE, Out, Subscription, ThreadTape
+from agentstream.api.v2_stream import Out, Subscription, ThreadTape
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import LocalControl
 from agentstream.execution.runs import RunService, new_run, thread_log
-from agentstream.execution.v3events import V2_MARKER, V2_MODE
-from agentstream.protocol import RESULT_MODE
+from agentstream.protocol import RESULT_MODE, SEQ_BASE, V2_MARKER, V2_MODE
 from agentstream.storage.base import NewRun
 from agentstream.storage.sqlite import SqliteStorage
 

@@ -2,10 +2,11 @@
 
 A second reader of the logs every run already has: the thread's own log lists its runs in
 order, and each run started by run.start holds its protocol events (execution/v3events.py).
-So an event's `seq` is durable, the same on every connection and every API process:
-`thread seq * SEQ_BASE + event id in the run's log`, and `since` (or Last-Event-ID) resumes
-exactly, across runs; `since: 0` reads the whole history. Without a cursor a connection starts
-at the thread's latest run (the one its client just started), not at the thread's first run.
+So an event's `seq` is durable, the same on every connection and every API process: the run's
+number in the thread's log and the event's id in the run's log (protocol.v2_seq), and `since`
+(or Last-Event-ID) resumes exactly, across runs; `since: 0` reads the whole history. Without a
+cursor a connection starts at the thread's latest run (the one its client just started), not at
+the thread's first run.
 Each run's events start with its root `running` and end with one root terminal, both naming
 the run, which delimits history from the run in flight.
 """
@@ -26,15 +27,14 @@ from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, JsonResponse
 from agentstream.eventbus import BusUnavailable, Event, EventsEvicted
 from agentstream.execution.runs import thread_log, thread_seq
-from agentstream.execution.v3events import V2_MODE, is_v2
+from agentstream.execution.v3events import is_v2
 from agentstream.ids import is_uuid
-from agentstream.protocol import RESULT_MODE
+from agentstream.protocol import RESULT_MODE, V2_MODE, v2_position, v2_seq
 from agentstream.storage.base import TERMINAL, Filter, NotFound
 
 router = APIRouter(route_class=JsonRoute)
 
 SETTLE_SECONDS = 30.0  # how long a run stored as ended may take to close its log
-SEQ_BASE = 1_000_000  # room for a run's log; seq = thread seq * SEQ_BASE + run event id
 CHANNELS = frozenset(
     ["values", "updates", "messages", "tools", "lifecycle", "input", "checkpoints", "tasks",
      "custom"]
@@ -155,9 +155,9 @@ class ThreadTape:
         latest = await thread_seq(self.c.storage, self.c.bus, self.thread_id)
         if since is None:  # from the thread's latest run: the one a client just started
             run_seq, after = latest, 0
-            since = max(run_seq - 1, 0) * SEQ_BASE
+            since = v2_seq(max(run_seq - 1, 0), 0)
         else:
-            run_seq, after = divmod(since, SEQ_BASE)
+            run_seq, after = v2_position(since)
         start = max(run_seq - 1, 0)
         while True:
             try:
@@ -171,7 +171,7 @@ class ThreadTape:
                             yield chunk
                 return
             except EventsEvicted as exc:
-                yield [resume_gap(since, exc.first_kept * SEQ_BASE + 1)]
+                yield [resume_gap(since, v2_seq(exc.first_kept, 1))]
                 start, after = exc.first_kept - 1, 0
             except BusUnavailable as exc:
                 yield [_error("unavailable", f"{exc}. Reconnect with since later.")]
@@ -188,7 +188,7 @@ class ThreadTape:
         return True
 
     async def _run(self, run_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
-        base = run_seq * SEQ_BASE
+        base = v2_seq(run_seq, 0)
         pos = after
         ended = root_ended = False
         wait = False  # first what the log holds: a finished run's log may have expired
@@ -223,7 +223,7 @@ class ThreadTape:
             if await self._finished(run_id):
                 if pos == after and await self.c.bus.last_seq(run_id) < max(after, 1):
                     # Finished, and its log is gone: what it said is lost.
-                    yield [resume_gap(base + after, base + SEQ_BASE + 1)]
+                    yield [resume_gap(base + after, v2_seq(run_seq + 1, 1))]
                     return
                 # Stored as ended, and its log still there: a v2 run's worker stores its status
                 # before it publishes the terminal event and closes the log, so wait for those.

@@ -18,12 +18,7 @@ from langgraph.pregel import Pregel
 from langgraph.stream import ProtocolEvent, StreamTransformer
 
 from agentstream import serde
-
-V2_MARKER = "__event_streaming_v2"
-V2_MODE = "v2"
-# What a run.start run stores as its stream_mode (the v1 names among the real server's list;
-# the executor streams every v3 channel for it whatever this says).
-V2_STREAM_MODES = ["values", "updates", "messages", "custom", "tasks", "checkpoints"]
+from agentstream.protocol import V2_MARKER, V2_MODE
 
 Item = tuple[str, str, bytes]
 
