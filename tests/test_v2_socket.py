@@ -83,9 +83,11 @@ async def test_v2_one_socket_carries_commands_and_events(server: ServerProcess) 
             "completed",
         ]
         # The socket stays open through every kind of error, each answered by id.
-        await ws.send(b'{"channels": ["values"]}')
-        not_a_command = orjson.loads(await ws.recv())
-        assert (not_a_command["id"], not_a_command["error"]) == (None, "invalid_argument")
+        junk_frames = (b'{"channels": ["values"]}', b"\xff\x00", "[1, 2]", '{"id": true}')
+        for junk in junk_frames:
+            await ws.send(junk)
+            not_a_command = orjson.loads(await ws.recv())
+            assert (not_a_command["id"], not_a_command["error"]) == (None, "invalid_argument")
         errors = [
             ("state.inject", {}, "unknown_command"),
             ("subscription.subscribe", {"channels": ["bogus"]}, "invalid_argument"),

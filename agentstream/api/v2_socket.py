@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 from uuid import uuid4
 
@@ -27,10 +28,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agentstream import serde
 from agentstream.api.context import ApiContext
 from agentstream.api.v2_commands import dispatch
-from agentstream.api.v2_stream import Subscription, ThreadTape, open_tape, parse_since
+from agentstream.api.v2_stream import (
+    Subscription,
+    ThreadTape,
+    authorize_read,
+    open_tape,
+    parse_since,
+)
 from agentstream.ids import is_uuid
 
 router = APIRouter()
+log = logging.getLogger("agentstream.api")
 
 Params = dict[str, Any]
 
@@ -108,7 +116,13 @@ class Session:
         elif method == "subscription.unsubscribe":
             await self._answer(self._unsubscribe(command_id, params))
         else:
-            await self._answer(await dispatch(self.c, self.request, self.thread_id, command))
+            try:
+                answer = await dispatch(self.c, self.request, self.thread_id, command)
+            except Exception as exc:  # a service down, say: the socket stays open
+                log.exception("v2 command %s failed", method)
+                message = f"{method} failed on the server ({type(exc).__name__})"
+                answer = _error(command_id, "unknown_error", message)
+            await self._answer(answer)
 
     async def _subscribe(self, command_id: int, params: Params) -> Params:
         try:
@@ -151,7 +165,7 @@ async def stream_socket(websocket: WebSocket, thread_id: str) -> None:
         return
     try:
         # Authorised once, before any command: the read of the thread every subscription needs.
-        await open_tape(c, _handshake(websocket), thread_id, Subscription({"channels": ["values"]}))
+        await authorize_read(c, _handshake(websocket), thread_id)
     except HTTPException as exc:
         await _refuse(websocket, exc.status_code, str(exc.detail))
         return

@@ -284,24 +284,28 @@ def parse_since(since: Any) -> int | None:
         raise ApiError(400, "since must be an integer seq") from None
 
 
+async def authorize_read(c: ApiContext, request: Request, thread_id: str) -> Filter | None:
+    """Whether the caller may read the thread's events: ApiError 404 if not. A thread not
+    created yet is accepted; the filter returned is checked again when its first run comes."""
+    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    if filters is None:
+        return None
+    try:
+        await c.storage.get_thread(thread_id, filters=filters)
+        return None
+    except NotFound:
+        try:
+            await c.storage.get_thread(thread_id)
+        except NotFound:
+            return filters
+    raise ApiError(404, f"Thread with ID {thread_id} not found")
+
+
 async def open_tape(
     c: ApiContext, request: Request, thread_id: str, sub: Subscription
 ) -> ThreadTape:
-    """The caller's tape of the thread, once the caller may read it (ApiError 404 if not): a
-    thread not created yet is accepted, and checked again when its first run comes."""
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
-    check: Filter | None = None
-    if filters is not None:
-        try:
-            await c.storage.get_thread(thread_id, filters=filters)
-        except NotFound:
-            try:
-                await c.storage.get_thread(thread_id)
-            except NotFound:
-                check = filters
-            else:
-                raise ApiError(404, f"Thread with ID {thread_id} not found") from None
-    return ThreadTape(c, thread_id, sub, check)
+    """The caller's tape of the thread, once the caller may read it (ApiError 404 if not)."""
+    return ThreadTape(c, thread_id, sub, await authorize_read(c, request, thread_id))
 
 
 @router.post("/threads/{thread_id}/stream/events")
