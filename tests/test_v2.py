@@ -242,9 +242,48 @@ async def test_v2_dropped_stream_resumes_with_since(server: ServerProcess) -> No
     await _drop_and_resume(server.url, server.url)
 
 
+async def _drop_and_resume_over_sockets(first: str, second: str) -> None:
+    """The same over WebSockets: the socket on `first` closes mid-run, a new one on `second`
+    reconnects from the last seq it got."""
+    thread_id = str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "custom", "values"]}
+
+    def url(base: str) -> str:
+        return base.replace("http://", "ws://") + f"/threads/{thread_id}/stream/events"
+
+    async def read(ws: Any, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        while not seen or not until(seen[-1]):
+            frame = orjson.loads(await ws.recv())
+            if frame["type"] == "event":
+                seen.append(frame)
+        return seen
+
+    def tick(event: dict[str, Any]) -> bool:
+        return event["method"] == "custom" and event["params"]["data"]["payload"]["tick"] == 2
+
+    start = {"assistant_id": "ticker", "input": {"n": 8, "delay": 0.05}}
+    async with connect(url(first)) as ws:
+        await ws.send(orjson.dumps({"id": 1, "method": "run.start", "params": start}))
+        since = orjson.loads(await ws.recv())["meta"]["applied_through_seq"]
+        sub = {"id": 2, "method": "subscription.subscribe", "params": {**body, "since": since}}
+        await ws.send(orjson.dumps(sub))
+        head = await read(ws, tick)
+    async with connect(url(second)) as ws:
+        params = {**body, "since": head[-1]["seq"]}
+        await ws.send(orjson.dumps({"id": 1, "method": "subscription.reconnect", "params": params}))
+        tail = await read(ws, _is_root_end)
+        await ws.send(orjson.dumps({**sub, "id": 3}))
+        whole = await read(ws, _is_root_end)
+    assert _same(head + tail, whole)
+    ticks = [e["params"]["data"]["payload"]["tick"] for e in whole if e["method"] == "custom"]
+    assert ticks == list(range(8))
+
+
 async def test_v2_resume_on_another_api_process() -> None:
     with running_cluster(apis=2, workers=1) as cluster:
         await _drop_and_resume(cluster.apis[0].url, cluster.apis[1].url)
+        await _drop_and_resume_over_sockets(cluster.apis[0].url, cluster.apis[1].url)
 
 
 async def test_v2_command_errors(http: httpx.AsyncClient) -> None:
