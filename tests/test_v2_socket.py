@@ -112,6 +112,23 @@ async def test_v2_one_socket_carries_commands_and_events(server: ServerProcess) 
         assert tree["meta"]["applied_through_seq"] >= whole[-1]["seq"]
 
 
+async def test_v2_socket_sends_a_live_event_once_and_replays_it_to_a_new_subscription(
+    server: ServerProcess,
+) -> None:
+    async with connect(socket_url(server.url, str(uuid.uuid4()))) as ws:
+        await _send(ws, 1, "subscription.subscribe", channels=["lifecycle"])
+        await _send(ws, 2, "subscription.subscribe", channels=["lifecycle", "custom"])
+        await _send(ws, 3, "run.start", assistant_id="ticker", input={"n": 2})
+        answers = [await _answer(ws, n) for n in (1, 2, 3)]
+        events = await _until_end(ws, [e for _, before in answers for e in before])
+        # Both subscriptions match the lifecycle events; each comes once on the socket.
+        assert [e["method"] for e in events] == ["lifecycle", "custom", "custom", "lifecycle"]
+        await _send(ws, 4, "subscription.subscribe", channels=["lifecycle"], since=0)
+        _, early = await _answer(ws, 4)
+        replay = await _until_end(ws, early)
+    assert _same(replay, [e for e in events if e["method"] == "lifecycle"])
+
+
 async def test_v2_socket_refuses_a_bad_thread_id(server: ServerProcess) -> None:
     async with connect(socket_url(server.url, "not-a-uuid")) as ws:
         with pytest.raises(ConnectionClosed) as closed:

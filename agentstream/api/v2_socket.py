@@ -5,8 +5,9 @@ Commands are the HTTP route's (v2_commands.dispatch) but for the subscription on
 live here: each subscription is a reader of the thread's tape (v2_stream.ThreadTape), with the
 same durable seq, `since` and resume_gap as the SSE route, whose events go out as text frames.
 `subscription.subscribe` honours `since` as `subscription.reconnect` does (the Python client
-sends its cursor there). An event two subscriptions of one socket match comes once for each;
-the clients keep one copy by event_id.
+sends its cursor there). An event goes out once per socket however many of its subscriptions
+match it, except that a new subscription replays what went by before it was made (the JS
+client hands an event only to the subscriptions it has when the event arrives).
 
 Authentication happens on the handshake (api/auth.py); here the caller's read of the thread is
 authorised once, before the first command is read. A socket refused after its accept closes
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from typing import Any
 from uuid import uuid4
 
@@ -39,6 +41,8 @@ from agentstream.ids import is_uuid
 
 router = APIRouter()
 log = logging.getLogger("agentstream.api")
+
+SENT_KEPT = 100_000  # events a socket remembers having sent, to send each once
 
 Params = dict[str, Any]
 
@@ -66,6 +70,11 @@ class Session:
         # started begins, whichever is later
         self.sent_seq = 0
         self._send_lock = asyncio.Lock()
+        # Each event sent, with how many subscriptions the socket had made by then (newest
+        # SENT_KEPT): a subscription skips what was sent while it was open, as the client had
+        # it for that one too, and replays what went by before it was made.
+        self._made = 0
+        self._sent: OrderedDict[int, int] = OrderedDict()
 
     async def serve(self) -> None:
         try:
@@ -133,7 +142,9 @@ class Session:
             code = "invalid_argument" if exc.status_code in (400, 422) else "no_such_run"
             return _error(command_id, code, str(exc.detail))
         subscription_id = str(uuid4())
-        self.subscriptions[subscription_id] = asyncio.create_task(self._pump(tape, since))
+        self._made += 1
+        pump = self._pump(tape, since, self._made)
+        self.subscriptions[subscription_id] = asyncio.create_task(pump)
         # Its replay follows the answer, as events; how many is not known before they are read.
         result = {"subscription_id": subscription_id, "replayed_events": 0}
         return {"type": "success", "id": command_id, "result": result}
@@ -147,14 +158,27 @@ class Session:
         task.cancel()
         return {"type": "success", "id": command_id, "result": {}}
 
-    async def _pump(self, tape: ThreadTape, since: int | None) -> None:
+    async def _pump(self, tape: ThreadTape, since: int | None, made: int) -> None:
         # A socket closed under a send ends the session's receive too; nothing to report here.
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             async for batch in tape.batches(since):
                 async with self._send_lock:
                     for seq, _, envelope in batch:
+                        if seq and not self._first_time(seq, made):
+                            continue
                         await self.websocket.send_text(envelope.decode())
                         self.sent_seq = max(self.sent_seq, seq)
+
+    def _first_time(self, seq: int, made: int) -> bool:
+        """Whether the subscription made `made`-th is to send event `seq` (see _sent)."""
+        when = self._sent.get(seq)
+        if when is not None and when >= made:
+            return False
+        self._sent[seq] = self._made
+        self._sent.move_to_end(seq)
+        if len(self._sent) > SENT_KEPT:
+            self._sent.popitem(last=False)
+        return True
 
 
 @router.websocket("/threads/{thread_id}/stream/events")
