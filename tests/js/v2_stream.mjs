@@ -4,10 +4,8 @@ import { client, emit, main } from "./common.mjs";
 
 const transport = process.argv[3];
 
-async function turn(c, threadId, content) {
-  const options = { assistantId: "agent", transport };
-  const thread = threadId ? c.threads.stream(threadId, options) : c.threads.stream(options);
-  await thread.run.start({ input: { messages: [{ role: "user", content }] } });
+// The text deltas of each streamed message, each message read in its own task.
+async function tokens(thread) {
   const readers = [];
   for await (const message of thread.messages) {
     readers.push((async () => {
@@ -16,16 +14,26 @@ async function turn(c, threadId, content) {
       return deltas;
     })());
   }
-  emit({ deltas: await Promise.all(readers) });
-  emit({ output: await thread.output });
-  await thread.close();
-  return thread.threadId;
+  return Promise.all(readers);
 }
 
 await main(async () => {
   const c = client();
-  const threadId = await turn(c, null, "hi from js");
-  await turn(c, threadId, "second turn");
+  const options = { assistantId: "agent", transport };
+  const chat = c.threads.stream(options);
+  // Read from before the run starts: the client ends a projection it opens only after the
+  // run's end without handing it the run's events.
+  const reading = tokens(chat);
+  await chat.run.start({ input: { messages: [{ role: "user", content: "hi from js" }] } });
+  emit({ deltas: await reading });
+  emit({ output: await chat.output });
+  await chat.close();
+  // A second turn: a stream opened before its run.start would show the thread's latest run,
+  // the first one; run.start opens the output's projection itself.
+  const again = c.threads.stream(chat.threadId, options);
+  await again.run.start({ input: { messages: [{ role: "user", content: "second turn" }] } });
+  emit({ output: await again.output });
+  await again.close();
   const hitl = c.threads.stream({ assistantId: "hitl", transport });
   await hitl.run.start({ input: { question: "js?" } });
   for await (const _ of hitl.values) {
