@@ -93,6 +93,8 @@ async def test_v2_one_socket_carries_commands_and_events(server: ServerProcess) 
             ("subscription.subscribe", {"channels": ["bogus"]}, "invalid_argument"),
             ("subscription.subscribe", {"channels": ["custom"], "since": "x"}, "invalid_argument"),
             ("subscription.unsubscribe", {"subscription_id": "nope"}, "no_such_subscription"),
+            ("subscription.unsubscribe", {"subscription_id": ["x"]}, "no_such_subscription"),
+            ("subscription.subscribe", {"channels": ["custom"], "depth": "x"}, "invalid_argument"),
         ]
         for n, (method, params, code) in enumerate(errors, start=10):
             await _send(ws, n, method, **params)

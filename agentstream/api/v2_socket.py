@@ -120,18 +120,18 @@ class Session:
         params = command.get("params")
         params = params if isinstance(params, dict) else {}
         method = command["method"]
-        if method in ("subscription.subscribe", "subscription.reconnect"):
-            await self._answer(await self._subscribe(command_id, params))
-        elif method == "subscription.unsubscribe":
-            await self._answer(self._unsubscribe(command_id, params))
-        else:
-            try:
+        try:
+            if method in ("subscription.subscribe", "subscription.reconnect"):
+                answer = await self._subscribe(command_id, params)
+            elif method == "subscription.unsubscribe":
+                answer = self._unsubscribe(command_id, params)
+            else:
                 answer = await dispatch(self.c, self.request, self.thread_id, command)
-            except Exception as exc:  # a service down, say: the socket stays open
-                log.exception("v2 command %s failed", method)
-                message = f"{method} failed on the server ({type(exc).__name__})"
-                answer = _error(command_id, "unknown_error", message)
-            await self._answer(answer)
+        except Exception as exc:  # a service down, say: the socket stays open
+            log.exception("v2 command %s failed", method)
+            message = f"{method} failed on the server ({type(exc).__name__})"
+            answer = _error(command_id, "unknown_error", message)
+        await self._answer(answer)
 
     async def _subscribe(self, command_id: int, params: Params) -> Params:
         try:
@@ -139,8 +139,8 @@ class Session:
             since = parse_since(params.get("since"))
             tape = await open_tape(self.c, self.request, self.thread_id, sub)
         except HTTPException as exc:
-            code = "invalid_argument" if exc.status_code in (400, 422) else "no_such_run"
-            return _error(command_id, code, str(exc.detail))
+            codes = {400: "invalid_argument", 422: "invalid_argument", 403: "forbidden"}
+            return _error(command_id, codes.get(exc.status_code, "no_such_run"), str(exc.detail))
         subscription_id = str(uuid4())
         self._made += 1
         pump = self._pump(tape, since, self._made)
@@ -151,7 +151,9 @@ class Session:
 
     def _unsubscribe(self, command_id: int, params: Params) -> Params:
         subscription_id = params.get("subscription_id")
-        task = self.subscriptions.pop(subscription_id, None)  # type: ignore[arg-type]
+        task = None
+        if isinstance(subscription_id, str):
+            task = self.subscriptions.pop(subscription_id, None)
         if task is None:
             message = f"Unknown subscription: {subscription_id}"
             return _error(command_id, "no_such_subscription", message)
@@ -161,13 +163,20 @@ class Session:
     async def _pump(self, tape: ThreadTape, since: int | None, made: int) -> None:
         # A socket closed under a send ends the session's receive too; nothing to report here.
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            async for batch in tape.batches(since):
-                async with self._send_lock:
-                    for seq, _, envelope in batch:
-                        if seq and not self._first_time(seq, made):
-                            continue
-                        await self.websocket.send_text(envelope.decode())
-                        self.sent_seq = max(self.sent_seq, seq)
+            try:
+                async for batch in tape.batches(since):
+                    async with self._send_lock:
+                        for seq, _, envelope in batch:
+                            if seq and not self._first_time(seq, made):
+                                continue
+                            await self.websocket.send_text(envelope.decode())
+                            self.sent_seq = max(self.sent_seq, seq)
+            except Exception as exc:  # storage down under a read: say so, as SSE would end
+                if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
+                    raise
+                log.exception("a v2 subscription's read failed")
+                message = f"the subscription's read failed ({type(exc).__name__}); reconnect"
+                await self._send(serde.dumps(_error(None, "unavailable", message)).decode())
 
     def _first_time(self, seq: int, made: int) -> bool:
         """Whether the subscription made `made`-th is to send event `seq` (see _sent)."""
