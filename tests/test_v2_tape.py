@@ -19,7 +19,7 @@ from agentstream.api.v2_stream import Out, Subscription, ThreadTape
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.execution.control import LocalControl
 from agentstream.execution.runs import RunService, new_run, thread_log
-from agentstream.protocol import RESULT_MODE, SEQ_BASE, V2_MARKER, V2_MODE
+from agentstream.protocol import RESULT_MODE, SEQ_BASE, V2_MARKER, V2_MODE, result_item
 from agentstream.storage.base import NewRun
 from agentstream.storage.sqlite import SqliteStorage
 
@@ -77,11 +77,12 @@ async def test_a_run_stored_as_ended_is_read_through_its_terminal_event(
     assert [e["seq"] for e in seen] == [SEQ_BASE + 1, SEQ_BASE + 2]
 
 
+@pytest.mark.parametrize("action", ["interrupt", "rollback", "abandon"])
 async def test_a_v2_run_cancelled_while_pending_ends_with_one_root_terminal(
-    storage: SqliteStorage,
+    storage: SqliteStorage, action: str
 ) -> None:
-    """Cancelled before a worker took it, a v2 run's log holds only its result: every reader,
-    from the start or from the result on, gets one root terminal made from it, at its seq."""
+    """Cancelled before a worker took it (and deleted, with rollback), a v2 run never ran:
+    every reader, from the start or from its end on, gets one root terminal, at one seq."""
     bus = MemoryEventBus()
     thread_id, run_id = str(uuid.uuid4()), str(uuid.uuid4())
     kwargs = {"config": {"configurable": {V2_MARKER: True}}}
@@ -89,21 +90,30 @@ async def test_a_v2_run_cancelled_while_pending_ends_with_one_root_terminal(
     await storage.create_run(NewRun(run, False, "create", {}, {}, None))
     runs = RunService(storage, bus, LocalControl())
     await bus.publish(thread_log(thread_id), [("run", "run", run_id.encode())])
-    await runs.cancel(await storage.get_run(thread_id, run_id), "interrupt")
+    if action == "abandon":  # what Executor.abandon leaves: an error and the result
+        error = {"error": "RuntimeError", "message": "lost"}
+        await bus.publish(
+            run_id, [("error", "error", orjson.dumps(error)), result_item(None, error, "error", [])]
+        )
+        await bus.close(run_id)
+    else:
+        await runs.cancel(await storage.get_run(thread_id, run_id), action)
     # A later run on the thread: what a reader gets after the first run's end comes from it.
     later = str(uuid.uuid4())
     await bus.publish(thread_log(thread_id), [("run", "run", later.encode())])
     await bus.publish(later, [_lifecycle("running", later)])
     c = SimpleNamespace(bus=bus, storage=storage)
     sub = Subscription({"channels": ["lifecycle"]})
+    ended = 2 if action == "abandon" else 1  # the result's id, or the cancel's terminal's
     firsts = []
-    for since in (SEQ_BASE, SEQ_BASE + 1):
+    for since in (SEQ_BASE, SEQ_BASE + ended):
         tape = ThreadTape(c, thread_id, sub, None)  # type: ignore[arg-type]
         batches = cast(AsyncGenerator[list[Out], None], tape.batches(since))
         async with aclosing(batches):
             batch = await anext(batches)
         firsts.append(orjson.loads(batch[0][2]))
-    data = {"event": "failed", "graph_name": "", "run_id": run_id, "error": "cancelled"}
-    assert (firsts[0]["seq"], firsts[0]["params"]["data"]) == (SEQ_BASE + 1, data)
-    assert firsts[0]["event_id"] == f"{run_id}:1"
+    error = "lost" if action == "abandon" else "cancelled"
+    data = {"event": "failed", "graph_name": "", "run_id": run_id, "error": error}
+    assert (firsts[0]["seq"], firsts[0]["params"]["data"]) == (SEQ_BASE + ended, data)
+    assert firsts[0]["event_id"] == f"{run_id}:{ended}"
     assert firsts[1]["seq"] == 2 * SEQ_BASE + 1  # the end is not given twice

@@ -12,6 +12,7 @@ from typing import Any
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
+from agentstream.execution.v3events import cancelled_before_start, is_v2
 from agentstream.protocol import RESULT_MODE, result_item
 from agentstream.storage.base import Filter, NewRun, NotFound, Run, Storage, utcnow
 
@@ -69,13 +70,22 @@ class RunService:
         if run["status"] == "pending" and await self.storage.cancel_pending(
             run_id, status="interrupted"
         ):
+            ending = [result_item(None, None, "interrupted", [])]
+            if is_v2(run["kwargs"]):  # its v2 readers wait for a root terminal
+                ending.insert(0, cancelled_before_start(run_id, await self._graph(run)))
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            await self.bus.publish(run_id, [result_item(None, None, "interrupted", [])])
+            await self.bus.publish(run_id, ending)
             await self.bus.close(run_id)
             await self.control.wake()
             return
         await self.control.cancel(run_id, action)
+
+    async def _graph(self, run: Run) -> str:
+        try:
+            return (await self.storage.get_assistant(run["assistant_id"]))["graph_id"]
+        except NotFound:
+            return ""  # its assistant deleted since
 
     async def wait_closed(self, run_id: str) -> None:
         """Return when the run's log is complete (the run has ended and been settled)."""

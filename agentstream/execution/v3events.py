@@ -66,6 +66,12 @@ def _item(method: str, namespace: Sequence[str], data: Any, ts: int | None = Non
     return (V2_MODE, "|".join([channel, *namespace]), serde.dumps(params))
 
 
+def cancelled_before_start(run_id: str, graph_name: str) -> Item:
+    """The one root terminal of a v2 run cancelled before it ran: no `running` came before."""
+    data = {"event": "failed", "graph_name": graph_name, "run_id": run_id, "error": "cancelled"}
+    return _item("lifecycle", (), data)
+
+
 def _checkpoint(data: Any) -> dict[str, Any]:
     def ref(config: Any) -> Any:
         return ((config or {}).get("configurable") or {}).get("checkpoint_id")
