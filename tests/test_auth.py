@@ -532,6 +532,18 @@ async def test_cors_follows_http_cors(
             "/threads/search", json={}, headers={"origin": "https://evil.example", "x-api-key": "k"}
         )
         assert "access-control-allow-origin" not in res.headers
+    # Browsers apply no CORS to WebSockets: the server refuses the origins http.cors does not allow.
+    url = proc.url.replace("http://", "ws://") + f"/threads/{uuid.uuid4()}/stream/events"
+    tree = json.dumps({"id": 1, "method": "agent.getTree", "params": {}})
+    async with connect(url, additional_headers={"origin": ORIGIN, "x-api-key": "k"}) as ws:
+        await ws.send(tree)
+        assert json.loads(await ws.recv())["id"] == 1
+    headers = {"origin": "https://evil.example", "x-api-key": "k"}
+    async with connect(url, additional_headers=headers) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.send(tree)
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
 async def test_without_http_cors_any_origin_is_allowed_and_auth_still_applies(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import OrderedDict
 from typing import Any
 from uuid import uuid4
@@ -29,6 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agentstream import serde
 from agentstream.api.context import ApiContext
+from agentstream.api.deployment import cors_options
 from agentstream.api.v2_commands import dispatch
 from agentstream.api.v2_stream import (
     Subscription,
@@ -190,9 +192,25 @@ class Session:
         return True
 
 
+def _origin_allowed(c: ApiContext, websocket: WebSocket) -> bool:
+    """With `http.cors`, a socket a browser opens from an origin it does not allow is refused:
+    browsers apply no CORS to WebSockets, so a page elsewhere could use the user's cookies."""
+    origin = websocket.headers.get("origin")
+    if origin is None or not c.graphs.config.http.get("cors"):
+        return True
+    options = cors_options(c.graphs.config)
+    if "*" in options["allow_origins"] or origin in options["allow_origins"]:
+        return True
+    regex = options.get("allow_origin_regex")
+    return bool(regex and re.fullmatch(regex, origin))
+
+
 @router.websocket("/threads/{thread_id}/stream/events")
 async def stream_socket(websocket: WebSocket, thread_id: str) -> None:
     c: ApiContext = websocket.app.state.ctx
+    if not _origin_allowed(c, websocket):
+        await _refuse(websocket, 403, "Origin not allowed by http.cors")
+        return
     if not is_uuid(thread_id):
         await _refuse(websocket, 422, "Invalid thread ID: must be a UUID")
         return
