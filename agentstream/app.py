@@ -23,6 +23,7 @@ from agentstream.api import (
     assistants,
     crons,
     errors,
+    inspector,
     prune,
     runs,
     store,
@@ -56,6 +57,7 @@ from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
+from agentstream.reload import watching
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
 from agentstream.storage.memstore import StoreOptions, sqlite_store
@@ -250,7 +252,7 @@ def create_app(settings: Settings) -> FastAPI:
         serving = running(
             settings, config, graphs, store=store_config, worker=settings.run_workers, grace=grace
         )
-        async with serving as (backends, worker):
+        async with serving as (backends, worker), watching(graphs, enabled=settings.reload):
             runs_service = RunService(backends.storage, backends.bus, backends.control)
             app.state.ctx = ApiContext(
                 backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
@@ -282,12 +284,14 @@ def create_app(settings: Settings) -> FastAPI:
                 app.include_router(module.router)
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
     # limit also counts what an authenticate handler reads; then the user's own routes
-    # (http.app); then the gate; then the lane for well-formed run-creating requests
-    # (runlane.py); then FastAPI's routes.
+    # (http.app); then the inspector's files; then the gate; then the lane for well-formed
+    # run-creating requests (runlane.py); then FastAPI's routes.
     if "runs" not in disabled:
         app.add_middleware(RunLane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
+    if inspector.enabled(config):
+        app.add_middleware(inspector.InspectorFiles)  # ahead of the gate: the page is public
     if user_app is not None:
         entry = user_app
         if gate is not None and config.http.get("enable_custom_route_auth"):

@@ -1,4 +1,6 @@
-"""The command line: `agentstream dev` serves a langgraph.json on the embedded backend."""
+"""The command line: `agentstream dev` serves a langgraph.json on the embedded backend,
+`serve` and `worker` split it across processes, and `stream`, `join` and `runs` are the
+terminal client (terminal.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +15,34 @@ from typing import Any
 
 import uvicorn
 
-from agentstream.graphs import GraphLoadError
+from agentstream import terminal
 from agentstream.preflight import ServiceError, check_installed, check_reachable
 from agentstream.settings import Settings
+
+# `langgraph dev` flags that mean nothing here: accepted, so a command line carries over, and
+# named in one line each.
+_IGNORED = {
+    "debug_port": "--debug-port: start agentstream under your debugger instead "
+    "(python -m debugpy --listen PORT -m agentstream dev)",
+    "wait_for_client": "--wait-for-client: start agentstream under your debugger instead",
+    "studio_url": "--studio-url: there is no Studio; clients reach this server directly",
+    "allow_blocking": "--allow-blocking: agentstream never raises on blocking calls",
+    "tunnel": "--tunnel: no tunnel is opened; expose the port with a tool of your choice",
+}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="path to langgraph.json")
-    parser.add_argument("--max-concurrency", type=int, default=None, help="runs at once")
+    parser.add_argument(
+        "--max-concurrency", "--n-jobs-per-worker", type=int, default=None, help="runs at once"
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default=None,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="the server's log level (default INFO)",
+    )
 
 
 def _http(parser: argparse.ArgumentParser) -> None:
@@ -39,15 +61,29 @@ def _http(parser: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentstream")
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="API and workers in one process (SQLite by default)")
+    dev = sub.add_parser(
+        "dev",
+        help="API and workers in one process (SQLite by default)",
+        epilog="Accepted for `langgraph dev` command lines and ignored, with a note: "
+        "--debug-port, --wait-for-client, --studio-url, --allow-blocking, --tunnel.",
+    )
     _common(dev)
     _http(dev)
     dev.add_argument("--database", default=None, help="SQLite file (default .agentstream/)")
+    dev.add_argument(
+        "--no-reload", action="store_true", help="do not reload graphs when their files change"
+    )
+    dev.add_argument("--no-browser", action="store_true", help="(no browser is opened anyway)")
+    dev.add_argument("--debug-port", type=int, default=None, help=argparse.SUPPRESS)
+    for flag in ("--wait-for-client", "--allow-blocking", "--tunnel"):
+        dev.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    dev.add_argument("--studio-url", default=None, help=argparse.SUPPRESS)
     serve = sub.add_parser("serve", help="the HTTP API only (DATABASE_URI and REDIS_URI)")
     _common(serve)
     _http(serve)
     worker = sub.add_parser("worker", help="run execution only (DATABASE_URI and REDIS_URI)")
     _common(worker)
+    terminal.add_parsers(sub)
     return parser
 
 
@@ -65,7 +101,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.max_concurrency = args.max_concurrency
     if getattr(args, "api_keys", None):
         settings.api_keys = [key for key in args.api_keys if key]
+    settings.reload = args.command == "dev" and not args.no_reload
     return settings
+
+
+def _note_ignored(args: argparse.Namespace) -> None:
+    for dest, note in _IGNORED.items():
+        if getattr(args, dest, None):
+            print(f"agentstream: ignored {note}", file=sys.stderr, flush=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -89,7 +132,9 @@ def preflight(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    from agentstream.api import inspector
     from agentstream.app import create_app
+    from agentstream.graphs import GraphLoadError, read_config
 
     preflight(settings)
     try:
@@ -108,6 +153,9 @@ def serve(settings: Settings) -> None:
     )
     server = _Server(config, app, settings.shutdown_grace_seconds)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)
+    if inspector.enabled(read_config(settings.config)):
+        url = f"http://{settings.host}:{settings.port}/inspector/"
+        print(f"agentstream: inspector at {url}", flush=True)
     # uvicorn.Config picks uvloop when it is installed; asyncio.run alone would not.
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(server.serve(sockets=[sock]))
@@ -156,8 +204,14 @@ def _require_distributed(settings: Settings, command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The server's modules (langgraph, the app) are imported only by the commands that serve:
+    # the terminal client starts in half the time without them.
     args = _parser().parse_args(argv)
+    if args.command in terminal.COMMANDS:
+        sys.exit(terminal.main(args))
+    level = getattr(logging, args.server_log_level or "INFO")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _note_ignored(args)
     settings = _settings(args)
     if args.command == "dev":
         serve(settings)
@@ -168,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         _require_distributed(settings, "worker")
         from agentstream.app import run_worker_process
+        from agentstream.graphs import GraphLoadError
 
         preflight(settings)
         try:

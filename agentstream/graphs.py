@@ -158,19 +158,24 @@ class GraphEntry:
 
 
 class GraphRegistry:
-    """The graphs of one langgraph.json, imported once at start."""
+    """The graphs of one langgraph.json, imported at start (and again by reload())."""
 
     def __init__(self, config: Config) -> None:
         prepare(config)
         self.config = config
         self.store: BaseStore | None = None
         self._warned: set[str] = set()
-        self.entries: dict[str, GraphEntry] = {}
-        for graph_id, spec in config.graphs.items():
-            obj = import_object(spec, config.root)
-            if not isinstance(obj, Pregel | StateGraph) and not callable(obj):
-                raise GraphLoadError(f"{spec} is neither a graph nor a factory")
-            self.entries[graph_id] = GraphEntry(graph_id, obj)
+        self.entries = _import_entries(config)
+
+    def reload(self) -> None:
+        """Import the graphs again (what sys.modules still holds is reused) and swap them all in
+        at once; a run in flight keeps the graph it started with. On a GraphLoadError the
+        graphs in use stay."""
+        entries = _import_entries(self.config)
+        for entry in entries.values():
+            if isinstance(entry.obj, Pregel):
+                entry.obj = self._with_store(entry.graph_id, entry.obj)
+        self.entries = entries
 
     def bind_store(self, store: BaseStore) -> None:
         """Every graph runs with the server's store, as on LangGraph Server: nodes get it as
@@ -216,6 +221,16 @@ class GraphRegistry:
         if not isinstance(obj, Pregel):
             raise GraphLoadError(f"graph {graph_id!r} did not produce a compiled graph")
         return self._with_store(graph_id, obj)
+
+
+def _import_entries(config: Config) -> dict[str, GraphEntry]:
+    entries: dict[str, GraphEntry] = {}
+    for graph_id, spec in config.graphs.items():
+        obj = import_object(spec, config.root)
+        if not isinstance(obj, Pregel | StateGraph) and not callable(obj):
+            raise GraphLoadError(f"{spec} is neither a graph nor a factory")
+        entries[graph_id] = GraphEntry(graph_id, obj)
+    return entries
 
 
 def _call_factory(factory: Any, config: Mapping[str, Any]) -> Any:

@@ -50,6 +50,8 @@ class Settings:
     gc_threshold: int = 0
     # Shared keys a client must send when langgraph.json names no auth file.
     api_keys: list[str] = field(default_factory=list)
+    # Import the graphs again when a project file changes (`agentstream dev`; see reload.py).
+    reload: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -49,8 +49,10 @@ if ! has_vector; then
     work=$(mktemp -d)
     mkdir -p "$work/lists/partial"
     # The machine's own Debian mirror (its first non-security source), for the next release.
-    mirror=$(sed -n -e 's/^URIs: *\([^ ]*\).*/\1/p' -e 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\).*/\2/p' \
-      /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -n 1)
+    # (Either file may be absent: sed then fails, which must not end the script.)
+    mirror=$( (sed -n -e 's/^URIs: *\([^ ]*\).*/\1/p' -e 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\).*/\2/p' \
+      /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true) \
+      | grep -v security | head -n 1)
     echo "deb-src $mirror trixie main" > "$work/sources.list"
     apt_src=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=$work/none"
              -o "Dir::State::Lists=$work/lists")

@@ -11,6 +11,12 @@ bash scripts/services.sh
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
+# The web inspector served at /inspector: its pinned packages, then its bundle, written into
+# agentstream/inspector/static (gitignored; a wheel ships it).
+if [ ! -d inspector/node_modules/playwright-core ]; then
+  (cd inspector && npm ci --no-audit --no-fund)
+fi
+(cd inspector && npm run build)
 
 .venv/bin/ruff check agentstream tests examples benchmarks
 .venv/bin/ruff format --check agentstream tests examples benchmarks

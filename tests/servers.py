@@ -7,6 +7,7 @@ pins them to a core.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,11 +172,19 @@ def running_cluster(
     }
     started: list[ServerProcess] = []
     try:
-        # Workers first: they create the schema and the default assistants.
-        for _ in range(workers):
-            started.append(start_server(None, config=config, command="worker", env=env))
-        for _ in range(apis):
-            started.append(start_server(None, config=config, command="serve", env=env))
+        # All at once: each process sets the schema up under a lock and makes the default
+        # assistants if missing, and a Python process's start is mostly its imports.
+        commands = ["worker"] * workers + ["serve"] * apis
+        with ThreadPoolExecutor(len(commands)) as pool:
+            starting = [
+                pool.submit(start_server, None, config=config, command=command, env=env)
+                for command in commands
+            ]
+            for future in starting:
+                with contextlib.suppress(Exception):  # re-raised below, once all are known
+                    started.append(future.result())
+        for future in starting:
+            future.result()  # the first that did not start fails the test
         cluster = Cluster(started[workers:], started[:workers], database_uri)
         yield cluster
         started += cluster.workers  # a test may have replaced a worker it killed

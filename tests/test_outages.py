@@ -179,6 +179,8 @@ async def test_runs_streamed_across_a_redis_restart_deliver_every_event_once(
             # executor had been told were stored): it is told so, explicitly.
             assert error["error"] == "EventsEvicted", error
     for thread, run_id in runs:
+        # A reader told EventsEvicted stops before its run ends: wait for the run itself.
+        await asyncio.wait_for(client.runs.join(thread, run_id), 60)
         assert (await client.runs.get(thread, run_id))["status"] == "success"
     # New runs work at once, through connections that were pooled before the restart.
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:

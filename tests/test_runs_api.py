@@ -314,6 +314,26 @@ async def test_reject_on_a_busy_thread_is_409_and_the_first_run_finishes(
     assert state["values"] == {"n": 20, "delay": 0.05, "count": 20}
 
 
+async def test_the_next_turn_may_start_the_moment_a_stream_closes(
+    client: LangGraphClient,
+) -> None:
+    # A script's conversation loop: each turn streamed to its end, the next sent at once under
+    # `reject`. The run is stored as ended before its stream ends, so no turn is refused.
+    thread_id = await new_thread(client)
+    for turn in range(25):
+        parts = client.runs.stream(
+            thread_id,
+            "ticker",
+            input={"n": 1},
+            stream_mode="values",
+            multitask_strategy="reject",
+        )
+        events = [part.event async for part in parts]
+        assert "error" not in events, (turn, events)
+    runs = await client.runs.list(thread_id, limit=100)
+    assert len(runs) == 25 and {r["status"] for r in runs} == {"success"}
+
+
 async def test_interrupt_stops_the_first_run_and_the_second_completes(
     client: LangGraphClient,
 ) -> None:

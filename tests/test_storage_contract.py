@@ -20,6 +20,7 @@ from langgraph.graph import START, StateGraph
 from psycopg.conninfo import make_conninfo
 
 from agentstream.execution.runs import new_run
+from agentstream.execution.scheduler import cron_run
 from agentstream.storage.base import (
     Assistant,
     Conflict,
@@ -989,22 +990,64 @@ async def test_concurrent_cron_claims_hand_out_each_due_cron_once(
     await storages[0].create_cron(_cron("off", due, enabled=False))
     await storages[0].create_cron(_cron("ended", due, end_time=due.replace(minute=0)))
     await storages[0].create_cron(_cron("later", due.replace(minute=2)))
+    await storages[0].put_assistant(_assistant("a"), if_exists="raise")
     following = due.replace(minute=2)
 
     async def drain(storage: Storage) -> list[str]:
         claimed = []
-        while (cron := await storage.claim_cron(due, lambda _: following)) is not None:
-            claimed.append(cron["cron_id"])
+        while (fired := await storage.claim_cron(due, lambda _: following, cron_run)) is not None:
+            claimed.append(fired.cron["cron_id"])
+            assert fired.new is not None and fired.skipped is None
         return claimed
 
     batches = await asyncio.gather(*(drain(s) for s in storages))
     claimed = [cron_id for batch in batches for cron_id in batch]
     assert sorted(claimed) == [f"c{i:02}" for i in range(20)]
+    # Each slot queued exactly one run, in the claim's own transaction.
+    queued = await storages[3].inflight_runs(thread_id=None, run_ids=None, status="pending")
+    assert len(queued) == 20 and {r["assistant_id"] for r in queued} == {"a"}
     assert await storages[1].next_cron_due() == following
     got = await storages[2].get_cron("c00", filters={"owner": "alice"})
     assert got["next_run_date"] == following and got["auth_user"] == {"identity": "alice"}
     with pytest.raises(NotFound):
         await storages[2].get_cron("c00", filters={"owner": "bob"})
+
+
+async def test_a_deleted_thread_or_assistant_takes_its_crons_along(storage: Storage) -> None:
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    await storage.put_assistant(_assistant("a1"), if_exists="raise")
+    await storage.put_assistant(_assistant("a2"), if_exists="raise")
+    await storage.create_thread("t1", metadata={}, if_exists="raise")
+    await storage.create_cron(_cron("on-t1", due, assistant_id="a2", thread_id="t1"))
+    await storage.create_cron(_cron("of-a1", due, assistant_id="a1"))
+    await storage.create_cron(_cron("kept", due, assistant_id="a2"))
+    await storage.delete_thread("t1")
+    await storage.delete_assistant("a1")
+    for gone in ("on-t1", "of-a1"):
+        with pytest.raises(NotFound):
+            await storage.get_cron(gone)
+    assert (await storage.get_cron("kept"))["assistant_id"] == "a2"
+    with pytest.raises(NotFound):
+        await storage.delete_assistant("a1")
+
+
+async def test_a_cron_slot_on_a_busy_thread_under_reject_is_skipped_and_advanced(
+    storage: Storage,
+) -> None:
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    following = due.replace(minute=2)
+    await storage.put_assistant(_assistant("a"), if_exists="raise")
+    await storage.create_thread("t1", metadata={}, if_exists="raise")
+    await _enqueue(storage, "t1")  # the thread is busy
+    payload = {"input": 1, "multitask_strategy": "reject"}
+    await storage.create_cron(_cron("c", due, thread_id="t1", payload=payload))
+    fired = await storage.claim_cron(due, lambda _: following, cron_run)
+    assert fired is not None and fired.new is None and fired.skipped
+    assert (await storage.get_cron("c"))["next_run_date"] == following
+    assert await storage.claim_cron(due, lambda _: following, cron_run) is None
+    await storage.create_cron(_cron("orphan", due, assistant_id="gone"))
+    fired = await storage.claim_cron(due, lambda _: following, cron_run)
+    assert fired is not None and fired.new is None and "gone" in (fired.skipped or "")
 
 
 async def test_crons_are_searched_counted_updated_and_deleted_under_a_filter(

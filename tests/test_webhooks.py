@@ -119,9 +119,7 @@ def test_a_finished_run_posts_itself_with_its_values_once(hooked: str, receiver:
     assert error["status"] == "error"
     assert error["error"]["message"]
     # A stateless run's values too, though its temporary thread is gone by then.
-    [kept] = [
-        p["body"] for p in receiver.posts if p["body"].get("metadata") == {"kind": "stateless"}
-    ]
+    [kept] = receiver.wait_where(lambda body: body.get("metadata") == {"kind": "stateless"})
     assert kept["values"]["messages"][-1]["content"] == "bye"
     headers = [p["headers"] for p in receiver.posts]
     assert all(h.get("x-hook-token") == "s3cret" for h in headers)

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import serde
-from agentstream.api.responses import JsonResponse
+from agentstream.api.errors import response_for
 from agentstream.graphs import Config, GraphLoadError, import_object
 from agentstream.storage.base import Filter
 from agentstream.users import AuthUser
@@ -49,16 +49,13 @@ _USER = "agentstream.user"
 Handler = Callable[..., Any]
 
 
-class Denied(Exception):
+class Denied(StarletteHTTPException):
     """A request that did not authenticate; it leaves as `status {"detail": ...}`."""
 
     def __init__(
         self, status_code: int, detail: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-        self.headers = dict(headers) if headers else None
+        super().__init__(status_code, detail, dict(headers) if headers else None)
 
 
 class Incoming:
@@ -354,9 +351,8 @@ class Authenticate:
         try:
             user = await self.gate.authenticate(incoming)
         except Denied as exc:
-            response = JsonResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-            )
+            response = response_for(exc)
+            assert response is not None  # an HTTPException always has its answer
             await response(scope, incoming.replay, send)
             return
         scope.setdefault("state", {})[_USER] = user

@@ -16,7 +16,7 @@ from agentstream.api.requests import JsonRoute
 from agentstream.execution.scheduler import Clock, first_slot, valid_schedule, zone
 from agentstream.execution.webhooks import WebhookRefused
 from agentstream.ids import uuid7
-from agentstream.storage.base import Cron, NotFound, utcnow
+from agentstream.storage.base import Cron, utcnow
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -30,18 +30,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class CronCreate(_Body):
-    assistant_id: str
-    schedule: str
+class _CronFields(_Body):
+    """What a cron's create and patch both carry: its timing and its runs' payload."""
+
     timezone: str | None = None
     end_time: datetime | None = None
-    enabled: bool = True
     on_run_completed: Literal["delete", "keep"] | None = None
     input: Any = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    checkpoint_during: bool | None = None
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
     webhook: str | None = None
@@ -49,26 +47,19 @@ class CronCreate(_Body):
     stream_subgraphs: bool | None = None
     stream_resumable: bool | None = None
     durability: Literal["sync", "async", "exit"] | None = None
+
+
+class CronCreate(_CronFields):
+    assistant_id: str
+    schedule: str
+    enabled: bool = True
+    checkpoint_during: bool | None = None
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] | None = None
 
 
-class CronPatch(_Body):
+class CronPatch(_CronFields):
     schedule: str | None = None
-    timezone: str | None = None
-    end_time: datetime | None = None
     enabled: bool | None = None
-    on_run_completed: Literal["delete", "keep"] | None = None
-    input: Any = None
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    interrupt_before: Literal["*"] | list[str] | None = None
-    interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = None
-    stream_mode: str | list[str] | None = None
-    stream_subgraphs: bool | None = None
-    stream_resumable: bool | None = None
-    durability: Literal["sync", "async", "exit"] | None = None
 
 
 class CronSearch(_Body):
@@ -145,10 +136,7 @@ async def _create(
     if thread_id is not None:
         # The thread's runs will be the caller's: it must be a thread the caller may read.
         seen = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
-        try:
-            await c.storage.get_thread(thread_id, filters=seen)
-        except NotFound:
-            raise ApiError(404, f"Thread with ID {thread_id} not found") from None
+        await c.storage.get_thread(thread_id, filters=seen)  # NotFound: 404, worded in errors
     user = current_user(request)
     now = utcnow()
     cron = Cron(

@@ -6,17 +6,22 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentstream import serde
+from agentstream.api.errors import response_for
+
+# The rest of a refused request is never read: the connection cannot carry another one.
+_CLOSE = {"connection": "close"}
 
 
 class BodyTooLarge(HTTPException):
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"Request body is larger than the limit of {max_bytes} bytes")
+        detail = f"Request body is larger than the limit of {max_bytes} bytes"
+        super().__init__(413, detail, headers=_CLOSE)
 
 
 class HeadersTooLarge(HTTPException):
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(431, f"Request headers are larger than the limit of {max_bytes} bytes")
+        detail = f"Request headers are larger than the limit of {max_bytes} bytes"
+        super().__init__(431, detail, headers=_CLOSE)
 
 
 class BodyLimit:
@@ -34,10 +39,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         if _header_bytes(scope) > self.max_header_bytes:
-            await _refuse(send, HeadersTooLarge(self.max_header_bytes))
+            await _refuse(scope, receive, send, HeadersTooLarge(self.max_header_bytes))
             return
         if _declared_length(scope) > self.max_bytes:
-            await _refuse(send, BodyTooLarge(self.max_bytes))
+            await _refuse(scope, receive, send, BodyTooLarge(self.max_bytes))
             return
         received = 0
         started = False
@@ -62,7 +67,7 @@ class BodyLimit:
         except BodyTooLarge as exc:
             if started:
                 raise
-            await _refuse(send, exc)
+            await _refuse(scope, receive, send, exc)
 
 
 def _header_bytes(scope: Scope) -> int:
@@ -79,12 +84,7 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-async def _refuse(send: Send, exc: HTTPException) -> None:
-    body = serde.dumps({"detail": exc.detail})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
+    response = response_for(exc)
+    assert response is not None  # an HTTPException always has its answer
+    await response(scope, receive, send)

@@ -245,7 +245,7 @@ async def _join_stream(
         metrics.RESUMES.inc()
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
-        _hidden_run_is_404(c)
+        _hidden_run_is_404(c, run_id)
         if await _stateless_log_outlived_its_run(c, thread_id, run_id, last_id):
             # The SDK reconnects a second or more after a cut; a short stateless run has ended
             # and taken its temporary thread along by then, but its log is still kept.
@@ -282,12 +282,12 @@ async def _stateless_log_outlived_its_run(
     )
 
 
-def _hidden_run_is_404(c: ApiContext) -> None:
+def _hidden_run_is_404(c: ApiContext, run_id: str) -> None:
     # The open server answers an unknown run's join with 200 and an error, as LangGraph Server
     # does. Where auth handlers decide who reads what, a run the caller may not see, like one
     # that does not exist, is a plain 404 before any stream or held response starts.
     if c.authorizes("threads", "read"):
-        raise ApiError(404, "Run not found")
+        raise NotFound("run", run_id)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
@@ -315,7 +315,7 @@ async def join(
     headers = location_headers("join", thread_id, run_id)
     run, _ = await _find_run(c, request, thread_id, run_id)
     if run is None:
-        _hidden_run_is_404(c)
+        _hidden_run_is_404(c, run_id)
         return JsonResponse({"__error__": protocol.RUN_NOT_FOUND}, headers=headers)
 
     async def result() -> Any:

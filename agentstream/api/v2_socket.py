@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agentstream import serde
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import cors_options
+from agentstream.api.errors import storage_answer
 from agentstream.api.v2_commands import dispatch
 from agentstream.api.v2_stream import (
     Subscription,
@@ -40,6 +41,7 @@ from agentstream.api.v2_stream import (
     parse_since,
 )
 from agentstream.ids import is_uuid
+from agentstream.storage.base import NotFound
 
 router = APIRouter()
 log = logging.getLogger("agentstream.api")
@@ -143,6 +145,8 @@ class Session:
         except HTTPException as exc:
             codes = {400: "invalid_argument", 422: "invalid_argument", 403: "forbidden"}
             return _error(command_id, codes.get(exc.status_code, "no_such_run"), str(exc.detail))
+        except NotFound as exc:
+            return _error(command_id, "no_such_run", storage_answer(exc)[1])
         subscription_id = str(uuid4())
         self._made += 1
         pump = self._pump(tape, since, self._made)
@@ -219,6 +223,9 @@ async def stream_socket(websocket: WebSocket, thread_id: str) -> None:
         await authorize_read(c, _handshake(websocket), thread_id)
     except HTTPException as exc:
         await _refuse(websocket, exc.status_code, str(exc.detail))
+        return
+    except NotFound as exc:
+        await _refuse(websocket, *storage_answer(exc))
         return
     await websocket.accept()
     await Session(c, websocket, thread_id).serve()

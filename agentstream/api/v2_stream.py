@@ -285,7 +285,7 @@ def parse_since(since: Any) -> int | None:
 
 
 async def authorize_read(c: ApiContext, request: Request, thread_id: str) -> Filter | None:
-    """Whether the caller may read the thread's events: ApiError 404 if not. A thread not
+    """Whether the caller may read the thread's events: NotFound if not. A thread not
     created yet is accepted; the filter returned is checked again when its first run comes."""
     filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
     if filters is None:
@@ -298,13 +298,13 @@ async def authorize_read(c: ApiContext, request: Request, thread_id: str) -> Fil
             await c.storage.get_thread(thread_id)
         except NotFound:
             return filters
-    raise ApiError(404, f"Thread with ID {thread_id} not found")
+    raise NotFound("thread", thread_id)  # another caller's
 
 
 async def open_tape(
     c: ApiContext, request: Request, thread_id: str, sub: Subscription
 ) -> ThreadTape:
-    """The caller's tape of the thread, once the caller may read it (ApiError 404 if not)."""
+    """The caller's tape of the thread, once the caller may read it (NotFound if not)."""
     return ThreadTape(c, thread_id, sub, await authorize_read(c, request, thread_id))
 
 

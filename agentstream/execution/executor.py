@@ -372,8 +372,6 @@ class Executor:
             outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
         )
         v3 = self._v3.pop(run_id, None)
-        if v3 is None:
-            await self.bus.publish(run_id, [result])
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -387,9 +385,15 @@ class Executor:
                 error=outcome.error,
                 delete_thread=delete_thread,
             )
-        if v3 is not None:  # after the run's status is stored: a v2 client reads it next
-            end = v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
-            await self.bus.publish(run_id, [*end, result])
+        # Only now that the run's end is stored does its stream end: a client may start the
+        # thread's next run the moment it closes (under `reject`, refused were the run still
+        # stored as running) or read the thread's state.
+        end = (
+            []
+            if v3 is None
+            else v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
+        )
+        await self.bus.publish(run_id, [*end, result])
         await self.bus.close(run_id)
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
@@ -397,6 +401,10 @@ class Executor:
         as error, as far as the services let it: its readers get an `error` event and the end
         of the log, and it never stays `running`. Each step is tried on its own."""
         error = error_payload(exc)
+        try:  # stored first, as _settle does: when its stream ends, the run is stored as ended
+            await ride_out(lambda: self._store_error(run_id, error, temporary))
+        except Exception:
+            log.exception("run %s: storing its error failed; its lease will end it", run_id)
         try:
             await self.bus.publish(
                 run_id,
@@ -404,10 +412,6 @@ class Executor:
             )
         except Exception:
             log.exception("run %s: publishing its error failed", run_id)
-        try:
-            await ride_out(lambda: self._store_error(run_id, error, temporary))
-        except Exception:
-            log.exception("run %s: storing its error failed; its lease will end it", run_id)
         try:
             await self.bus.close(run_id)
         except Exception:

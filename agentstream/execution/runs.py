@@ -30,8 +30,12 @@ class RunService:
         self._background: set[asyncio.Future[Any]] = set()
 
     async def create(self, new: NewRun) -> None:
+        await self.announce(new, await self.storage.create_run(new))
+
+    async def announce(self, new: NewRun, preempted: list[str]) -> None:
+        """What follows a queued run: its thread's log names it, the runs it preempts are
+        cancelled, the workers are woken."""
         run = new.run
-        preempted = await self.storage.create_run(new)
         # The run is stored: from here on nothing fails the request, or a client would retry
         # and run its input twice. A step the event bus cannot take now finishes in the
         # background once it is back (see _after_commit).

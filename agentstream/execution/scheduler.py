@@ -1,5 +1,5 @@
-"""The cron scheduler: claims each due cron (advancing it in the same storage step), then
-creates an ordinary run for it under its owner's identity.
+"""The cron scheduler: claims each due cron, advancing it and queueing an ordinary run for it
+under its owner's identity in one storage step (a crash never takes a slot without its run).
 
 It sleeps until the earliest due cron, and wakes at each minute's start besides: a cron made
 or changed by any process has its slots on minutes, so no wake-up message is needed. A cron
@@ -174,31 +174,30 @@ class Scheduler:
         return max(delay, 0.0)
 
     async def fire_one(self) -> bool:
-        """Claim one due cron and create its run; False when none is due."""
+        """Claim one due cron, queueing its run in the same step; False when none is due."""
         now = self.clock.now()
-        cron = await self.storage.claim_cron(now, lambda c: first_slot(c, now))
-        if cron is None:
+        firing = await self.storage.claim_cron(now, lambda c: first_slot(c, now), cron_run)
+        if firing is None:
             return False
-        try:
-            await self._create_run(cron)
-        except Exception:
-            log.exception("cron %s: its run could not be created", cron["cron_id"])
+        cron_id = firing.cron["cron_id"]
+        if firing.new is None:
+            log.warning("cron %s skipped a slot: %s", cron_id, firing.skipped)
+            return True
+        await self.runs.announce(firing.new, firing.preempted)
+        log.info("cron %s queued run %s", cron_id, firing.new.run["run_id"])
         return True
 
-    async def _create_run(self, cron: Cron) -> None:
-        payload = cron["payload"]
-        stateless = cron["thread_id"] is None
-        thread_id = cron["thread_id"] or uuid7()
-        on_completion = (cron["on_run_completed"] or "delete") if stateless else "keep"
-        kwargs = run_kwargs(payload, stateless, on_completion)
-        strategy = "enqueue" if stateless else payload.get("multitask_strategy") or "enqueue"
-        metadata = dict(payload.get("metadata") or {})
-        assistant = await self.storage.get_assistant(cron["assistant_id"])
-        run = new_run(uuid7(), thread_id, cron["assistant_id"], kwargs, metadata, strategy)
-        thread_metadata = {**metadata, "graph_id": assistant["graph_id"],
-                           "assistant_id": cron["assistant_id"]}  # fmt: skip
-        if_not_exists: Literal["create", "reject"] = "create" if stateless else "reject"
-        await self.runs.create(
-            NewRun(run, stateless, if_not_exists, cron["auth_user"], thread_metadata)
-        )
-        log.info("cron %s created run %s", cron["cron_id"], run["run_id"])
+
+def cron_run(cron: Cron, graph_id: str) -> NewRun:
+    """The run a cron's slot queues, under its owner's identity."""
+    payload = cron["payload"]
+    stateless = cron["thread_id"] is None
+    thread_id = cron["thread_id"] or uuid7()
+    on_completion = (cron["on_run_completed"] or "delete") if stateless else "keep"
+    kwargs = run_kwargs(payload, stateless, on_completion)
+    strategy = "enqueue" if stateless else payload.get("multitask_strategy") or "enqueue"
+    metadata = dict(payload.get("metadata") or {})
+    run = new_run(uuid7(), thread_id, cron["assistant_id"], kwargs, metadata, strategy)
+    thread_metadata = {**metadata, "graph_id": graph_id, "assistant_id": cron["assistant_id"]}
+    if_not_exists: Literal["create", "reject"] = "create" if stateless else "reject"
+    return NewRun(run, stateless, if_not_exists, cron["auth_user"], thread_metadata)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from typing import Literal
 
 from agentstream import metrics
 from agentstream.execution.control import Control
@@ -14,6 +15,9 @@ from agentstream.execution.executor import Cancellation, Executor, ServiceLost, 
 from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
+
+# What one claim took: a run now executing, an unreadable run ended as error, or nothing.
+Took = Literal["spawned", "ended"] | None
 
 # The longest a claim loop waits after failures in a row (an outage) before trying again.
 _MAX_BACKOFF = 2.0
@@ -107,17 +111,19 @@ class Worker:
         failures = 0
         while True:
             await self._slots.acquire()
-            spawned = False
+            took: Took = None
             try:
                 self.control.clear()
-                spawned = await self._claim_one()
+                took = await self._claim_one()
                 failures = 0
             except Exception:
                 failures += 1
                 log.exception("worker %s: claiming a run failed", self.worker_id)
-            if spawned:
+            if took == "spawned":
                 continue
             self._slots.release()
+            if took == "ended":  # an unreadable run was ended: the next one may be due now
+                continue
             if failures:
                 await self.control.wait(min(_MAX_BACKOFF, 0.05 * 2**failures))
                 continue
@@ -127,17 +133,17 @@ class Worker:
                 log.exception("worker %s: waiting for work failed", self.worker_id)
                 await asyncio.sleep(_MAX_BACKOFF)
 
-    async def _claim_one(self) -> bool:
+    async def _claim_one(self) -> Took:
         try:
             claim = await self.storage.claim_run(self.worker_id, self.lease_seconds)
         except UnreadableRun as exc:
             log.error("run %s cannot be read and is ended as error: %s", exc.run_id, exc.reason)
             await self.executor.abandon(exc.run_id, exc)
-            return False
+            return "ended"
         if claim is None:
-            return False
+            return None
         self._spawn(claim)
-        return True
+        return "spawned"
 
     async def _idle_timeout(self) -> float:
         # Sleep until woken; the only timers are a delayed run falling due and the lease check

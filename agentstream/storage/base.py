@@ -90,6 +90,16 @@ class NewRun:
     filters: Filter | None = None
 
 
+@dataclass
+class CronFiring:
+    """A claimed cron slot: the run it queued (in the same transaction), or why it queued none."""
+
+    cron: Cron
+    new: NewRun | None
+    preempted: list[str]  # runs the new one interrupts (its multitask strategy)
+    skipped: str | None = None
+
+
 class RunClaim(TypedDict):
     """What a worker gets when it claims a run: the run plus what the API never shows."""
 
@@ -389,10 +399,16 @@ class Storage(RunQueue, Protocol):
     ) -> int: ...
 
     async def claim_cron(
-        self, now: datetime, advance: Callable[[Cron], datetime | None]
-    ) -> Cron | None:
-        """Take the most overdue live cron due at `now` and move it to advance(cron), in one
-        transaction: of many processes claiming at once, exactly one gets each slot."""
+        self,
+        now: datetime,
+        advance: Callable[[Cron], datetime | None],
+        make_run: Callable[[Cron, str], NewRun],
+    ) -> CronFiring | None:
+        """Take the most overdue live cron due at `now`, move it to advance(cron) and queue the
+        run make_run(cron, its assistant's graph id) gives, in one transaction: of many
+        processes claiming at once, exactly one gets each slot, and a slot is never taken
+        without its run. A run that cannot be queued (its thread busy under `reject`) skips
+        the slot."""
         ...
 
     async def next_cron_due(self) -> datetime | None:

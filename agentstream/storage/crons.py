@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from agentstream.storage.base import Cron, Filter, NotFound, utcnow
+from agentstream.storage.base import Cron, CronFiring, Filter, NewRun, NotFound, ThreadBusy, utcnow
 from agentstream.storage.dialect import Params, Verb, match
 from agentstream.storage.queue import QueueStore, Row, count, rows
 from agentstream.storage.sql_crons import CRON_COLUMNS
@@ -119,13 +119,20 @@ class CronStore(QueueStore):
         return int(found[0][0]) if found else 0
 
     async def claim_cron(
-        self, now: datetime, advance: Callable[[Cron], datetime | None]
-    ) -> Cron | None:
-        return await self.c.write(self._claim_cron(dict(clock=self.c.ts(now)), advance))
+        self,
+        now: datetime,
+        advance: Callable[[Cron], datetime | None],
+        make_run: Callable[[Cron, str], NewRun],
+    ) -> CronFiring | None:
+        p: Params = dict(clock=self.c.ts(now))
+        return await self.c.write(self._claim_cron(p, advance, make_run))
 
     def _claim_cron(
-        self, p: Params, advance: Callable[[Cron], datetime | None]
-    ) -> Verb[Cron | None]:
+        self,
+        p: Params,
+        advance: Callable[[Cron], datetime | None],
+        make_run: Callable[[Cron, str], NewRun],
+    ) -> Verb[CronFiring | None]:
         found, _ = yield self.d["pick_cron"], p
         if not found:
             return None
@@ -133,7 +140,15 @@ class CronStore(QueueStore):
         following = advance(cron)
         step = dict(cron_id=cron["cron_id"], next_run_date=self._column("next_run_date", following))
         yield self.d["advance_cron"], step
-        return cron
+        graph, _ = yield self.d["cron_graph"], dict(assistant_id=cron["assistant_id"])
+        if not graph:
+            return CronFiring(cron, None, [], f"its assistant {cron['assistant_id']} is gone")
+        new = make_run(cron, graph[0][0])
+        try:  # nothing is written before either refusal: the slot is skipped, not lost
+            preempted = yield from self._queue_run(new)
+        except (NotFound, ThreadBusy) as exc:
+            return CronFiring(cron, None, [], str(exc))
+        return CronFiring(cron, new, preempted)
 
     async def next_cron_due(self) -> datetime | None:
         found = await self.c.read(rows(self.d["next_cron"], {}))

@@ -56,6 +56,7 @@ class ExpiryStore(CronStore):
                 return False
         if strategy == "delete":
             yield from self._delete_thread_rows(p)
+            yield self.d["delete_thread_crons"], p
         else:
             for sql in self.d.scripts["keep_latest_checkpoint"]:
                 yield sql, p

@@ -112,6 +112,10 @@ class QueueStore:
 
     # --- creating a run ----------------------------------------------------------------------
     async def create_run(self, new: NewRun) -> list[str]:
+        return await self.c.write(self._queue_run(new))
+
+    def _queue_run(self, new: NewRun) -> Verb[list[str]]:
+        """Queue a run: the runs it preempts under its multitask strategy."""
         run, j = new.run, self.c.json
         p = self._params(
             run_id=run["run_id"],
@@ -128,7 +132,7 @@ class QueueStore:
             metadata=j(dict(new.thread_metadata)),
         )
         cond = match(self.d, "metadata", new.filters, p)
-        inflight = await self.c.write(self._create_run(new, cond, p))
+        inflight = yield from self._create_run(new, cond, p)
         return inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
 
     def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[list[str]]:

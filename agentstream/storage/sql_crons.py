@@ -45,6 +45,11 @@ def cron_queries(mark: Callable[[str], str], lock: str) -> dict[str, str]:
         # Move a cron to its next slot (NULL: it has none left).
         "advance_cron": f"UPDATE crons SET next_run_date = {m('next_run_date')} "
         f"WHERE cron_id = {m('cron_id')}",
+        # The graph of a cron's assistant (the run it queues names it in its thread).
+        "cron_graph": f"SELECT graph_id FROM assistants WHERE assistant_id = {m('assistant_id')}",
+        # The crons of a thread or an assistant being deleted: they go with it.
+        "delete_thread_crons": f"DELETE FROM crons WHERE thread_id = {m('thread_id')}",
+        "delete_assistant_crons": f"DELETE FROM crons WHERE assistant_id = {m('assistant_id')}",
         # When the earliest live cron is due.
         "next_cron": f"SELECT min(next_run_date) FROM crons WHERE {_LIVE}",
     }

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentstream import serde
@@ -111,12 +112,39 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+class SplitSaver(AsyncSqliteSaver):
+    """LangGraph's SQLite saver, its reads on a connection of their own. The saver serialises
+    every call on its connection behind one lock, so a run's state read (when it ends, or a
+    client's GET of a thread's state) waited behind every other run's checkpoint writes: with
+    50 threaded runs at once, a stream closed tens of milliseconds after its last event. WAL
+    lets the second connection read what the first committed (it writes in autocommit)."""
+
+    def __init__(self, conn: aiosqlite.Connection, reads: AsyncSqliteSaver) -> None:
+        super().__init__(conn)
+        self.is_setup = True
+        self.reads = reads
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.reads.aget_tuple(config)
+
+    def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        return self.reads.alist(config, filter=filter, before=before, limit=limit)
+
+
 class SqliteConnector:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._saver_conn: aiosqlite.Connection | None = None
         self._saver: AsyncSqliteSaver | None = None
+        self._saver_reads: aiosqlite.Connection | None = None
         self._pending: list[_Call] = []
         self._flusher: asyncio.Future[None] | None = None
         # Point reads by key run here, on the event loop's thread: a few microseconds of SQLite
@@ -149,6 +177,12 @@ class SqliteConnector:
             self._reader.execute("PRAGMA busy_timeout=1000")
         self._saver = AsyncSqliteSaver(self._saver_conn)
         await self._saver.setup()
+        if not memory:
+            self._saver_reads = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._saver_reads.execute("PRAGMA query_only=ON")
+            reads = AsyncSqliteSaver(self._saver_reads)
+            reads.is_setup = True  # the tables exist: its setup would write
+            self._saver = SplitSaver(self._saver_conn, reads)
 
     @staticmethod
     async def _migrate(db: aiosqlite.Connection) -> None:
@@ -166,9 +200,10 @@ class SqliteConnector:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        for conn in {id(c): c for c in (self._saver_conn, self._db) if c is not None}.values():
+        opened = (self._saver_reads, self._saver_conn, self._db)
+        for conn in {id(c): c for c in opened if c is not None}.values():
             await conn.close()
-        self._db = self._saver_conn = self._saver = None
+        self._db = self._saver_conn = self._saver = self._saver_reads = None
 
     @asynccontextmanager
     async def checkpointer(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:

@@ -181,8 +181,13 @@ class RunStore(ExpiryStore):
     async def delete_assistant(self, assistant_id: str, *, filters: Filter | None = None) -> None:
         p = dict(assistant_id=assistant_id)
         sql = self.d["delete_assistant"].format(cond=match(self.d, "metadata", filters, p))
-        if not await self.c.write(count(sql, p)):
-            raise NotFound("assistant", assistant_id)
+        await self.c.write(self._delete_assistant(sql, p))
+
+    def _delete_assistant(self, sql: str, p: Params) -> Verb[None]:
+        _, deleted = yield sql, p
+        if not deleted:
+            raise NotFound("assistant", p["assistant_id"])
+        yield self.d["delete_assistant_crons"], p  # a cron of no assistant could never fire
 
     async def assistant_versions(
         self,
@@ -302,6 +307,7 @@ class RunStore(ExpiryStore):
             raise NotFound("thread", p["thread_id"])
         inflight, _ = yield self.d["thread_inflight"], p
         yield from self._delete_thread_rows(p)
+        yield self.d["delete_thread_crons"], p
         return [r[0] for r in inflight]
 
     async def copy_thread(
