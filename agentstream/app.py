@@ -31,6 +31,7 @@ from agentstream.api import (
     thread_stream,
     threads,
     v2_commands,
+    v2_socket,
     v2_stream,
 )
 from agentstream.api.auth import Authenticate, Gate, load_gate
@@ -273,7 +274,7 @@ def create_app(settings: Settings) -> FastAPI:
     families = {
         "meta": [system],
         "assistants": [assistants],
-        "threads": [prune, threads, thread_stream, v2_stream, v2_commands],
+        "threads": [prune, threads, thread_stream, v2_stream, v2_socket, v2_commands],
         "runs": [runs, crons],
         "store": [store],
     }

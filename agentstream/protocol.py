@@ -1,5 +1,6 @@
 """The wire's vocabulary, in one place: SSE frames and their ids, the modes a run's log carries,
-the stream-mode table, the URLs responses name, and the protocol's Literals (PROTOCOL.md).
+the stream-mode table, the URLs responses name, the protocol's Literals (PROTOCOL.md), and
+protocol v2's marker, log mode and seq formula (PROTOCOL-V2.md).
 
 A leaf: it imports nothing of ours but serde, so the API, the executor and the event bus all
 read the same words from here.
@@ -67,6 +68,30 @@ def wait_body(result: dict[str, Any] | None) -> Any:
     if interrupts:
         values = {**(values if isinstance(values, dict) else {}), "__interrupt__": interrupts}
     return values
+
+
+# --- protocol v2 (PROTOCOL-V2.md) ---------------------------------------------------------------
+
+# The config marker of a run started by run.start: its executor writes protocol v2 events.
+V2_MARKER = "__event_streaming_v2"
+# The mode of those events in the run's log.
+V2_MODE = "v2"
+# What a run.start run stores as its stream_mode (the v1 names among the real server's list;
+# the executor streams every v3 channel for it whatever this says).
+V2_STREAM_MODES = ["values", "updates", "messages", "custom", "tasks", "checkpoints"]
+# A v2 event's seq is durable: the run's number in its thread's log times SEQ_BASE, plus the
+# event's id in the run's log (room for SEQ_BASE - 1 events a run).
+SEQ_BASE = 1_000_000
+
+
+def v2_seq(run_number: int, event_id: int) -> int:
+    return run_number * SEQ_BASE + event_id
+
+
+def v2_position(seq: int) -> tuple[int, int]:
+    """(the run's number in its thread's log, the event's id in the run's log)."""
+    run_number, event_id = divmod(seq, SEQ_BASE)
+    return run_number, event_id
 
 
 # --- SSE frames ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from langgraph_sdk import get_client
 
 from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
@@ -46,6 +47,7 @@ from benchmarks.harness import (
 from benchmarks.scenarios import Sizes
 
 CLIENTS = ("sdk", "http")
+V2_TRANSPORTS = ("sse", "websocket")
 REFERENCE_ENV = "AGENTSTREAM_BENCH_REFERENCE_URL"
 # Memory growth over the second batch of runs that counts as noise: RSS moves by whole pages
 # as the allocator grows its arenas, whatever the server does.
@@ -75,6 +77,7 @@ async def measure_inprocess(sizes: Sizes, label: str = "in-process") -> dict[str
     out["ticker_throughput"] = await scenarios.ticker_throughput_inprocess(ticker, sizes)
     messages = await scenarios.agent_messages_inprocess(agent, sizes)
     out["agent_throughput"] = await scenarios.agent_throughput_inprocess(agent, sizes, messages)
+    out["v2_tokens"] = await scenarios.v2_tokens_inprocess(agent, sizes)
     out["concurrency"] = {}
     for n, rounds in sizes.concurrency:
         _log(f"{label}: {n} concurrent runs")
@@ -144,6 +147,24 @@ async def measure_fresh_server(
     try:
         return await measure_server(server.url, sizes, agent_messages, label)
     finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def measure_v2(
+    database: Path, cpus: set[int] | None, sizes: Sizes, tokens: int
+) -> dict[str, Any]:
+    """Protocol v2: the agent's reply through `client.threads.stream(...)`, on each transport,
+    against a server started for it."""
+    server = await asyncio.to_thread(start_server, database, cpus=cpus)
+    client = get_client(url=server.url)
+    try:
+        out = {}
+        for transport in V2_TRANSPORTS:
+            _log(f"protocol v2 ({transport}): the agent's reply through threads.stream")
+            out[transport] = await scenarios.v2_tokens_client(client, sizes, transport, tokens)
+        return out
+    finally:
+        await client.http.client.aclose()
         await asyncio.to_thread(server.stop)
 
 
@@ -428,6 +449,7 @@ def report(result: dict[str, Any]) -> str:
         like_headers += [f"agentstream {k} ratio" for k in CLIENTS]
         parts.append(_table(like_headers, like_rows))
 
+    parts.append(_v2_table(result))
     m = result["memory"]
     e = result["memory_logs_expire"]
     mem_rows = [
@@ -487,6 +509,23 @@ def report(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _v2_table(result: dict[str, Any]) -> str:
+    base, v2 = result["inprocess"]["v2_tokens"], result["v2"]
+    headers = [f"protocol v2: the agent's reply ({base['tokens']:,} tokens)", "astream_events v3"]
+    for transport in V2_TRANSPORTS:
+        headers += [f"threads.stream {transport}", "ratio"]
+    rows = []
+    for key, name, digits in (
+        ("tokens_per_s", "tokens/s, median", 0),
+        ("first_token_ms", "open stream -> first token (ms), median", 1),
+    ):
+        cells = [name, _f(base[key], digits)]
+        for transport in V2_TRANSPORTS:
+            cells += [_f(v2[transport][key], digits), _x(_ratio(v2[transport][key], base[key]))]
+        rows.append(cells)
+    return _table(headers, rows)
+
+
 def machine(server_cpus: set[int] | None, bench_cpus: set[int] | None) -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(),
@@ -528,6 +567,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         workdir = Path(tmp)
         result["agentstream"] = await measure_fresh_server(
             workdir / "bench.sqlite", server_cpus, sizes, agent_messages, "agentstream"
+        )
+        result["v2"] = await measure_v2(
+            workdir / "v2.sqlite", server_cpus, sizes, result["inprocess"]["v2_tokens"]["tokens"]
         )
         _log("memory: a fresh server with the default settings")
         result["memory"] = await measure_memory(sizes, server_cpus, workdir / "memory.sqlite")
@@ -585,6 +627,7 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
                 "distributed",
                 "memory_distributed",
                 "reference",
+                "v2",
             )
             if result[k]
         }

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from langgraph.pregel import Pregel
+from langgraph_sdk.client import LangGraphClient
 
 from benchmarks.clients import BenchClient, Part
 from benchmarks.harness import median, percentile
@@ -413,3 +415,67 @@ async def open_streams(client: BenchClient, streams: int, ticks: int, delay: flo
 
     results = await asyncio.gather(*(one() for _ in range(streams)))
     return results.count(False)
+
+
+# --- protocol v2 --------------------------------------------------------------------------------
+
+
+async def _tokens(messages: AsyncIterator[Any], start: float) -> tuple[int, float | None]:
+    """The text deltas of a run's first streamed message (the model's reply; in-process, the
+    node's whole `bye` comes as a message too, which v2 leaves to `values`, as the reference
+    does), read in its own task as the clients need, and the time from `start` to the first."""
+    first: list[float] = []
+
+    async def read(message: Any) -> int:
+        count = 0
+        async for _ in message.text:
+            if not first:
+                first.append(time.perf_counter() - start)
+            count += 1
+        return count
+
+    readers = [asyncio.create_task(read(m)) async for m in messages]
+    counts = await asyncio.gather(*readers)
+    return (counts[0] if counts else 0), (first[0] if first else None)
+
+
+def _v2_figures(runs: list[tuple[int, float, float | None]], expected: int) -> dict[str, Any]:
+    firsts = [f for _, _, f in runs if f is not None]
+    return {
+        "tokens": runs[0][0] if runs else 0,
+        "reps": len(runs),
+        "tokens_per_s": round(median([n / s for n, s, _ in runs])) if runs else None,
+        "first_token_ms": _ms(median(firsts)) if firsts else None,
+        "errors": sum(n != expected for n, _, _ in runs),
+    }
+
+
+async def v2_tokens_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
+    """The agent's long reply through `astream_events(version="v3")`: its text deltas."""
+    config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
+    runs = []
+    for _ in range(sizes.throughput_reps):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LangGraph marks v3 streaming as beta
+            stream = await graph.astream_events(AGENT_INPUT, config, version="v3")
+        async with stream as run:
+            count, first = await _tokens(run.messages, start)
+        runs.append((count, time.perf_counter() - start, first))
+    return _v2_figures(runs, runs[0][0])
+
+
+async def v2_tokens_client(
+    client: LangGraphClient, sizes: Sizes, transport: str, expected: int
+) -> dict[str, Any]:
+    """The same through `client.threads.stream(...)` (protocol v2): from opening the thread
+    stream to the last delta of the reply."""
+    config = {"configurable": {"repeat": sizes.agent_repeat}}
+    runs = []
+    for _ in range(sizes.throughput_reps):
+        start = time.perf_counter()
+        async with client.threads.stream(assistant_id="agent", transport=transport) as thread:  # type: ignore[arg-type]
+            await thread.run.start(input=AGENT_INPUT, config=config)
+            count, first = await _tokens(thread.messages, start)
+        runs.append((count, time.perf_counter() - start, first))
+    return _v2_figures(runs, expected)

@@ -98,6 +98,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         for verdict in result["targets"][kind].values():
             assert isinstance(verdict, bool)
 
+    v2 = ("tokens", "tokens_per_s", "first_token_ms", "errors")
+    _check(base["v2_tokens"], v2, "inprocess.v2_tokens")
+    for transport in ("sse", "websocket"):
+        _check(result["v2"][transport], v2, f"v2.{transport}")
+        assert result["v2"][transport]["tokens"] == base["v2_tokens"]["tokens"]
+    assert "threads.stream websocket" in proc.stdout
+
     for key in ("memory", "memory_logs_expire"):
         _check(result[key], MEMORY, key)
     assert isinstance(result["targets"]["memory_no_growth_beyond_noise"], bool)

@@ -1,5 +1,5 @@
-"""Protocol v2 with the official Python SDK: a reply token by token, an interrupt answered,
-then a stream dropped mid-run and resumed with `since`.
+"""Protocol v2 with the official Python SDK: a reply token by token (SSE), an interrupt answered
+(WebSocket), then a stream dropped mid-run and resumed with `since`.
 
     python examples/v2_client.py http://127.0.0.1:2024
 """
@@ -23,7 +23,8 @@ async def chat(url: str) -> None:
             readers.append(asyncio.create_task(tokens(message)))
         print("tokens", await asyncio.gather(*readers))
         print("last", (await thread.output)["messages"][-1]["content"])
-    async with client.threads.stream(assistant_id="hitl") as thread:
+    # The same over a WebSocket: one socket per subscription, commands over HTTP.
+    async with client.threads.stream(assistant_id="hitl", transport="websocket") as thread:
         await thread.run.start(input={"question": "proceed?"})
         async for _ in thread.values:
             pass  # ends when the run pauses for input

@@ -21,6 +21,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from langgraph_sdk.schema import StreamPart
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.cluster import Cluster, running_cluster
 from tests.conftest import EXAMPLES, ServerProcess, start_server
@@ -530,6 +532,18 @@ async def test_cors_follows_http_cors(
             "/threads/search", json={}, headers={"origin": "https://evil.example", "x-api-key": "k"}
         )
         assert "access-control-allow-origin" not in res.headers
+    # Browsers apply no CORS to WebSockets: the server refuses the origins http.cors does not allow.
+    url = proc.url.replace("http://", "ws://") + f"/threads/{uuid.uuid4()}/stream/events"
+    tree = json.dumps({"id": 1, "method": "agent.getTree", "params": {}})
+    async with connect(url, additional_headers={"origin": ORIGIN, "x-api-key": "k"}) as ws:
+        await ws.send(tree)
+        assert json.loads(await ws.recv())["id"] == 1
+    headers = {"origin": "https://evil.example", "x-api-key": "k"}
+    async with connect(url, additional_headers=headers) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.send(tree)
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
 async def test_without_http_cors_any_origin_is_allowed_and_auth_still_applies(
@@ -646,3 +660,33 @@ async def test_v2_stranger_gets_no_event_and_no_command(people: People) -> None:
         assert answer["type"] == "error", (method, answer)
     runs = await people.alice.runs.list(thread_id)
     assert len(runs) == 1  # the stranger's run.start made nothing
+
+
+async def test_v2_socket_authenticates_before_any_command(people: People) -> None:
+    """The socket is authenticated on its handshake and authorised for the thread before a
+    command is read; a refused one closes with 4000 + the status the SSE route would answer."""
+    thread_id = str(uuid.uuid4())
+    url = str(people.alice_http.base_url).rstrip("/").replace("http://", "ws://")
+    url += f"/threads/{thread_id}/stream/events"
+    start = {"id": 1, "method": "run.start", "params": {"assistant_id": "whoami", "input": {}}}
+    async with connect(url, additional_headers={"authorization": f"Bearer {ALICE}"}) as ws:
+        await ws.send(json.dumps(start))
+        assert json.loads(await ws.recv())["type"] == "success"
+        subscribe = {
+            "id": 2,
+            "method": "subscription.subscribe",
+            "params": {"channels": ["values"]},
+        }
+        await ws.send(json.dumps(subscribe))
+        frame = json.loads(await ws.recv())
+        while frame.get("method") != "values":
+            frame = json.loads(await ws.recv())
+    # The run a command on her socket started is hers, as the graph sees it.
+    whoami_values(frame["params"]["data"], "alice", ["assistants:write"])
+    for headers, code in (({}, 4401), ({"authorization": f"Bearer {BOB}"}, 4404)):
+        async with connect(url, additional_headers=headers) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.send(json.dumps({**start, "id": 3}))
+                await ws.recv()  # the close, never an answer
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+    assert len(await people.alice.runs.list(thread_id)) == 1

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from langgraph_sdk.client import LangGraphClient
+from websockets.asyncio.client import connect
 
+from agentstream.protocol import SEQ_BASE
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 
@@ -239,9 +242,48 @@ async def test_v2_dropped_stream_resumes_with_since(server: ServerProcess) -> No
     await _drop_and_resume(server.url, server.url)
 
 
+async def _drop_and_resume_over_sockets(first: str, second: str) -> None:
+    """The same over WebSockets: the socket on `first` closes mid-run, a new one on `second`
+    reconnects from the last seq it got."""
+    thread_id = str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "custom", "values"]}
+
+    def url(base: str) -> str:
+        return base.replace("http://", "ws://") + f"/threads/{thread_id}/stream/events"
+
+    async def read(ws: Any, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        while not seen or not until(seen[-1]):
+            frame = orjson.loads(await ws.recv())
+            if frame["type"] == "event":
+                seen.append(frame)
+        return seen
+
+    def tick(event: dict[str, Any]) -> bool:
+        return event["method"] == "custom" and event["params"]["data"]["payload"]["tick"] == 2
+
+    start = {"assistant_id": "ticker", "input": {"n": 8, "delay": 0.05}}
+    async with connect(url(first)) as ws:
+        await ws.send(orjson.dumps({"id": 1, "method": "run.start", "params": start}))
+        since = orjson.loads(await ws.recv())["meta"]["applied_through_seq"]
+        sub = {"id": 2, "method": "subscription.subscribe", "params": {**body, "since": since}}
+        await ws.send(orjson.dumps(sub))
+        head = await read(ws, tick)
+    async with connect(url(second)) as ws:
+        params = {**body, "since": head[-1]["seq"]}
+        await ws.send(orjson.dumps({"id": 1, "method": "subscription.reconnect", "params": params}))
+        tail = await read(ws, _is_root_end)
+        await ws.send(orjson.dumps({**sub, "id": 3}))
+        whole = await read(ws, _is_root_end)
+    assert _same(head + tail, whole)
+    ticks = [e["params"]["data"]["payload"]["tick"] for e in whole if e["method"] == "custom"]
+    assert ticks == list(range(8))
+
+
 async def test_v2_resume_on_another_api_process() -> None:
     with running_cluster(apis=2, workers=1) as cluster:
         await _drop_and_resume(cluster.apis[0].url, cluster.apis[1].url)
+        await _drop_and_resume_over_sockets(cluster.apis[0].url, cluster.apis[1].url)
 
 
 async def test_v2_command_errors(http: httpx.AsyncClient) -> None:
@@ -363,6 +405,14 @@ async def test_v2_since_older_than_kept_is_an_explicit_resume_gap(
     ticks = [e["params"]["data"]["payload"]["tick"] for e in kept if e["method"] == "custom"]
     assert ticks == list(range(ticks[0], 40)) and ticks[0] > 0
     assert kept[-1]["params"]["data"]["event"] == "completed"
+    # The socket says so the same way, then gives the same events.
+    url = srv.url.replace("http://", "ws://") + f"/threads/{thread_id}/stream/events"
+    async with connect(url) as ws:
+        await ws.send(orjson.dumps({"id": 1, "method": "subscription.subscribe", "params": body}))
+        frames = [orjson.loads(await ws.recv()) for _ in range(len(events) + 1)]
+    assert frames[0]["type"] == "success"
+    assert frames[1] == gap
+    assert _same(frames[2:], kept)
 
 
 async def test_v2_multitask_reject_and_v1_cancel_of_a_v2_run(http: httpx.AsyncClient) -> None:
@@ -415,3 +465,31 @@ async def test_v2_run_start_input_on_a_waiting_thread_answers_it(http: httpx.Asy
         http, thread_id, "input.respond", interrupt_id=asked[0]["interrupt_id"], response=1
     )
     assert again["error"] == "no_such_interrupt"
+
+
+async def test_v2_seq_survives_an_embedded_restart(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The embedded deployment's logs live in its process, its runs in SQLite: after a restart
+    the thread's runs keep their numbers, so no seq given out before means another event."""
+    database, thread_id = tmp_path / "restart.sqlite", str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "custom"], "since": 0}
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        first = await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 2})
+        before = await _until_runs_end(http, thread_id, body, 1)
+    srv.stop()
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        second = await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 2})
+        after = await _until_runs_end(http, thread_id, body, 1)
+    assert first["meta"]["applied_through_seq"] == SEQ_BASE
+    assert second["meta"]["applied_through_seq"] == 2 * SEQ_BASE
+    # The first run's events went with the process, and the reader is told so.
+    gap, *rest = after
+    assert gap["error"] == "resume_gap" and gap["meta"]["oldest_seq"] == 2 * SEQ_BASE + 1
+    assert {e["seq"] // SEQ_BASE for e in before} == {1}
+    assert {e["seq"] // SEQ_BASE for e in rest} == {2}
+    assert [e["params"]["data"].get("run_id") for e in rest if e["method"] == "lifecycle"] == [
+        second["result"]["run_id"]
+    ] * 2

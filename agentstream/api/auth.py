@@ -338,6 +338,9 @@ class Authenticate:
         self._routes: list[BaseRoute] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._socket(scope, receive, send)
+            return
         if scope["type"] != "http" or _exempt(scope):
             await self.app(scope, receive, send)
             return
@@ -354,6 +357,29 @@ class Authenticate:
             return
         scope.setdefault("state", {})[_USER] = user
         await self.app(scope, incoming.replay, send)
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake authenticates as a GET with its headers and no body. A refused
+        one is accepted and closed with 4000 + the status (4401, 4403), which clients can read,
+        unlike a refused handshake; the app never sees it, so no command is read."""
+        if self._routes is None:
+            self._routes = flat_routes(self.router.routes)
+        state = scope.setdefault("state", {})
+        handshake = {**scope, "type": "http", "method": "GET", "state": state}
+
+        async def no_body() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        try:
+            user = await self.gate.authenticate(Incoming(handshake, no_body, self._routes))
+        except Denied as exc:
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                code = 4000 + exc.status_code if 400 <= exc.status_code < 1000 else 4401
+                await send({"type": "websocket.close", "code": code, "reason": exc.detail[:120]})
+            return
+        state[_USER] = user
+        await self.app(scope, receive, send)
 
 
 def flat_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:

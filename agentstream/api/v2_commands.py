@@ -20,10 +20,10 @@ from agentstream.api.models import RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import JsonResponse
 from agentstream.api.run_create import create_run
-from agentstream.api.v2_stream import SEQ_BASE, valid_channel
-from agentstream.execution.runs import thread_log
-from agentstream.execution.v3events import V2_MARKER, V2_STREAM_MODES
+from agentstream.api.v2_stream import valid_channel
+from agentstream.execution.runs import thread_seq
 from agentstream.ids import is_uuid
+from agentstream.protocol import V2_MARKER, V2_STREAM_MODES, v2_seq
 from agentstream.storage.base import Conflict, NotFound, Thread
 
 router = APIRouter(route_class=JsonRoute)
@@ -84,9 +84,9 @@ async def _start(c: ApiContext, request: Request, thread_id: str, body: Params) 
     except ValidationError as exc:
         raise CommandError("invalid_argument", str(exc.errors()[0].get("msg"))) from None
     # The thread log lists runs in order: this run comes after the last one listed now.
-    before = await c.bus.last_seq(thread_log(thread_id))
+    before = await thread_seq(c.storage, c.bus, thread_id)
     run, _, _ = await create_run(c, request, model, thread_id, "create")
-    return {"run_id": run["run_id"]}, (before + 1) * SEQ_BASE
+    return {"run_id": run["run_id"]}, v2_seq(before + 1, 0)
 
 
 async def run_start(c: ApiContext, request: Request, thread_id: str, params: Params) -> Reply:

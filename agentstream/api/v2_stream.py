@@ -2,10 +2,11 @@
 
 A second reader of the logs every run already has: the thread's own log lists its runs in
 order, and each run started by run.start holds its protocol events (execution/v3events.py).
-So an event's `seq` is durable, the same on every connection and every API process:
-`thread seq * SEQ_BASE + event id in the run's log`, and `since` (or Last-Event-ID) resumes
-exactly, across runs; `since: 0` reads the whole history. Without a cursor a connection starts
-at the thread's latest run (the one its client just started), not at the thread's first run.
+So an event's `seq` is durable, the same on every connection and every API process: the run's
+number in the thread's log and the event's id in the run's log (protocol.v2_seq), and `since`
+(or Last-Event-ID) resumes exactly, across runs; `since: 0` reads the whole history. Without a
+cursor a connection starts at the thread's latest run (the one its client just started), not at
+the thread's first run.
 Each run's events start with its root `running` and end with one root terminal, both naming
 the run, which delimits history from the run in flight.
 """
@@ -13,6 +14,7 @@ the run, which delimits history from the run in flight.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -23,17 +25,16 @@ from agentstream.api.context import ApiContext, ctx
 from agentstream.api.errors import ApiError
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, JsonResponse
-from agentstream.eventbus import BusUnavailable, EventsEvicted
-from agentstream.execution.runs import thread_log
-from agentstream.execution.v3events import V2_MODE
+from agentstream.eventbus import BusUnavailable, Event, EventsEvicted
+from agentstream.execution.runs import thread_log, thread_seq
+from agentstream.execution.v3events import is_v2
 from agentstream.ids import is_uuid
-from agentstream.protocol import RESULT_MODE
+from agentstream.protocol import RESULT_MODE, V2_MODE, v2_position, v2_seq
 from agentstream.storage.base import TERMINAL, Filter, NotFound
 
 router = APIRouter(route_class=JsonRoute)
 
 SETTLE_SECONDS = 30.0  # how long a run stored as ended may take to close its log
-SEQ_BASE = 1_000_000  # room for a run's log; seq = thread seq * SEQ_BASE + run event id
 CHANNELS = frozenset(
     ["values", "updates", "messages", "tools", "lifecycle", "input", "checkpoints", "tasks",
      "custom"]
@@ -95,25 +96,43 @@ def _method(channel: str) -> bytes:
     return b"input.requested" if channel == "input" else channel.encode()
 
 
-def _event(seq: int, event_id: str, name: str, params: bytes) -> bytes:
+# One envelope as the tape gives it: its seq (0 for an error), its method, its JSON. The SSE
+# route frames it; the WebSocket sends the JSON as one text frame.
+Out = tuple[int, bytes, bytes]
+
+
+def _event(seq: int, event_id: str, name: str, params: bytes) -> Out:
     method = _method(name.partition("|")[0])
     head = b'{"type":"event","event_id":"%s","seq":%d,"method":"%s","params":' % (
         event_id.encode(),
         seq,
         method,
     )
-    data = head + params + b"}"
-    return b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (method, data, seq)
+    return seq, method, head + params + b"}"
 
 
-def _error(error: str, message: str, meta: dict[str, Any] | None = None) -> bytes:
+def _error(error: str, message: str, meta: dict[str, Any] | None = None) -> Out:
     body: dict[str, Any] = {"type": "error", "id": None, "error": error, "message": message}
     if meta is not None:
         body["meta"] = meta
-    return b"event: error\r\ndata: " + serde.dumps(body) + b"\r\n\r\n"
+    return 0, b"error", serde.dumps(body)
 
 
-def resume_gap(requested: int, oldest: int) -> bytes:
+def sse(batch: Sequence[Out]) -> bytes:
+    return b"".join(
+        b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (method, data, seq)
+        if seq
+        else b"event: %s\r\ndata: %s\r\n\r\n" % (method, data)
+        for seq, method, data in batch
+    )
+
+
+async def sse_frames(batches: AsyncIterator[list[Out]]) -> AsyncIterator[bytes]:
+    async for batch in batches:
+        yield sse(batch)
+
+
+def resume_gap(requested: int, oldest: int) -> Out:
     return _error(
         "resume_gap",
         f"events after seq {requested} are no longer kept; the oldest kept is {oldest}",
@@ -132,13 +151,14 @@ class ThreadTape:
         self.sub = sub
         self.check = check  # the caller's filter, while the thread did not exist yet
 
-    async def frames(self, since: int | None) -> AsyncIterator[bytes]:
+    async def batches(self, since: int | None) -> AsyncIterator[list[Out]]:
+        latest = await thread_seq(self.c.storage, self.c.bus, self.thread_id)
         if since is None:  # from the thread's latest run: the one a client just started
-            thread_seq, after = await self.c.bus.last_seq(thread_log(self.thread_id)), 0
-            since = max(thread_seq - 1, 0) * SEQ_BASE
+            run_seq, after = latest, 0
+            since = v2_seq(max(run_seq - 1, 0), 0)
         else:
-            thread_seq, after = divmod(since, SEQ_BASE)
-        start = max(thread_seq - 1, 0)
+            run_seq, after = v2_position(since)
+        start = max(run_seq - 1, 0)
         while True:
             try:
                 async for batch in self.c.bus.subscribe(thread_log(self.thread_id), start):
@@ -146,15 +166,15 @@ class ThreadTape:
                         start = entry.seq
                         if not await self._visible():
                             return
-                        run_after = after if entry.seq == thread_seq else 0
+                        run_after = after if entry.seq == run_seq else 0
                         async for chunk in self._run(entry.seq, entry.data.decode(), run_after):
                             yield chunk
                 return
             except EventsEvicted as exc:
-                yield resume_gap(since, exc.first_kept * SEQ_BASE + 1)
+                yield [resume_gap(since, v2_seq(exc.first_kept, 1))]
                 start, after = exc.first_kept - 1, 0
             except BusUnavailable as exc:
-                yield _error("unavailable", f"{exc}. Reconnect with since later.")
+                yield [_error("unavailable", f"{exc}. Reconnect with since later.")]
                 return
 
     async def _visible(self) -> bool:
@@ -167,29 +187,33 @@ class ThreadTape:
         self.check = None
         return True
 
-    async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
-        base = thread_seq * SEQ_BASE
+    async def _run(self, run_seq: int, run_id: str, after: int) -> AsyncIterator[list[Out]]:
+        base = v2_seq(run_seq, 0)
         pos = after
-        ended = False
+        ended = root_ended = False
         wait = False  # first what the log holds: a finished run's log may have expired
         limit: float | None = None
         while not ended:
             try:
                 async with asyncio.timeout(limit):
                     async for batch in self.c.bus.subscribe(run_id, pos, wait=wait):
-                        chunk = []
+                        chunk: list[Out] = []
                         for e in batch:
                             pos = e.seq
                             if e.mode == RESULT_MODE:
                                 ended = True
-                            elif e.mode == V2_MODE and self.sub.matches(e.name):
-                                chunk.append(
-                                    _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
-                                )
+                                if not root_ended and (end := await self._end(run_id, e, base)):
+                                    chunk.append(end)
+                            elif e.mode == V2_MODE:
+                                root_ended = root_ended or _is_root_end(e)
+                                if self.sub.matches(e.name):
+                                    chunk.append(
+                                        _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
+                                    )
                         if chunk:
-                            yield b"".join(chunk)
+                            yield chunk
             except EventsEvicted as exc:
-                yield resume_gap(base + pos, base + exc.first_kept)
+                yield [resume_gap(base + pos, base + exc.first_kept)]
                 pos = exc.first_kept - 1
                 continue
             except TimeoutError:
@@ -197,13 +221,43 @@ class ThreadTape:
             if ended or wait:
                 return
             if await self._finished(run_id):
-                if pos == after:  # finished, and its log is gone: what it said is lost
-                    yield resume_gap(base + after, base + SEQ_BASE + 1)
+                if pos == after and await self.c.bus.last_seq(run_id) < max(after, 1):
+                    # Finished, and its log is gone: what it said is lost.
+                    yield [resume_gap(base + after, v2_seq(run_seq + 1, 1))]
                     return
                 # Stored as ended, and its log still there: a v2 run's worker stores its status
                 # before it publishes the terminal event and closes the log, so wait for those.
                 limit = SETTLE_SECONDS
             wait = True
+
+    async def _end(self, run_id: str, result: Event, base: int) -> Out | None:
+        """The root terminal of a v2 run that ended without one (cancelled while pending, or
+        abandoned by its worker), made from its result, at the result's seq: every reader gets
+        the same one, once. None if the run had its own (before where this reader started)."""
+        if not self.sub.matches("lifecycle"):
+            return None
+        try:
+            async for batch in self.c.bus.subscribe(run_id, max(result.seq - 256, 0), wait=False):
+                if any(e.mode == V2_MODE and _is_root_end(e) for e in batch):
+                    return None
+            run = await self.c.storage.get_run(self.thread_id, run_id)
+        except (EventsEvicted, NotFound):
+            return None
+        if not is_v2(run["kwargs"]):
+            return None
+        try:
+            graph = (await self.c.storage.get_assistant(run["assistant_id"]))["graph_id"]
+        except NotFound:
+            graph = ""  # its assistant deleted since
+        outcome = serde.loads(result.data)
+        status, error = outcome.get("status"), outcome.get("error") or {}
+        data: dict[str, Any] = {"event": "failed", "graph_name": graph, "run_id": run_id}
+        if status == "success":
+            data["event"] = "interrupted" if outcome.get("interrupts") else "completed"
+        else:
+            data["error"] = error.get("message") or ("cancelled" if status != "error" else "")
+        params = serde.dumps({"namespace": [], "timestamp": int(time.time() * 1000), "data": data})
+        return _event(base + result.seq, f"{run_id}:{result.seq}", "lifecycle", params)
 
     async def _finished(self, run_id: str) -> bool:
         try:
@@ -213,16 +267,45 @@ class ThreadTape:
         return run["status"] in TERMINAL
 
 
-def _since(body: dict[str, Any], request: Request) -> int | None:
-    since = body.get("since")
-    if since is None:
-        since = request.headers.get("last-event-id")
+def _is_root_end(e: Event) -> bool:
+    if e.name != "lifecycle":  # a root lifecycle event's name has no namespace after it
+        return False
+    return serde.loads(e.data)["data"].get("event") in ("completed", "failed", "interrupted")
+
+
+def parse_since(since: Any) -> int | None:
     if since is None or since == "":
         return None
+    if isinstance(since, bool):
+        raise ApiError(400, "since must be an integer seq")
     try:
         return max(int(since), 0)
     except (TypeError, ValueError):
         raise ApiError(400, "since must be an integer seq") from None
+
+
+async def authorize_read(c: ApiContext, request: Request, thread_id: str) -> Filter | None:
+    """Whether the caller may read the thread's events: NotFound if not. A thread not
+    created yet is accepted; the filter returned is checked again when its first run comes."""
+    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
+    if filters is None:
+        return None
+    try:
+        await c.storage.get_thread(thread_id, filters=filters)
+        return None
+    except NotFound:
+        try:
+            await c.storage.get_thread(thread_id)
+        except NotFound:
+            return filters
+    raise NotFound("thread", thread_id)  # another caller's
+
+
+async def open_tape(
+    c: ApiContext, request: Request, thread_id: str, sub: Subscription
+) -> ThreadTape:
+    """The caller's tape of the thread, once the caller may read it (NotFound if not)."""
+    return ThreadTape(c, thread_id, sub, await authorize_read(c, request, thread_id))
 
 
 @router.post("/threads/{thread_id}/stream/events")
@@ -236,20 +319,11 @@ async def stream_events(thread_id: str, request: Request, c: ApiContext = Depend
     if not is_uuid(thread_id):
         raise ApiError(422, "Invalid thread ID: must be a UUID")
     sub = Subscription(body)
-    since = _since(body, request)
-    filters = await c.authorize(request, "threads", "read", {"thread_id": thread_id})
-    check: Filter | None = None
-    if filters is not None:
-        try:
-            await c.storage.get_thread(thread_id, filters=filters)
-        except NotFound:
-            try:
-                await c.storage.get_thread(thread_id)
-            except NotFound:
-                check = filters  # not created yet: checked again when its first run comes
-            else:
-                raise NotFound("thread", thread_id) from None  # another caller's
-    tape = ThreadTape(c, thread_id, sub, check)
+    since = body.get("since")
+    since = parse_since(request.headers.get("last-event-id") if since is None else since)
+    tape = await open_tape(c, request, thread_id, sub)
     return EventStreamResponse(
-        tape.frames(since), headers={}, heartbeat_seconds=c.settings.heartbeat_seconds
+        sse_frames(tape.batches(since)),
+        headers={},
+        heartbeat_seconds=c.settings.heartbeat_seconds,
     )

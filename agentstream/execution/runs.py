@@ -12,8 +12,9 @@ from typing import Any
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
+from agentstream.execution.v3events import cancelled_before_start, is_v2
 from agentstream.protocol import RESULT_MODE, result_item
-from agentstream.storage.base import Filter, NewRun, Run, Storage, utcnow
+from agentstream.storage.base import Filter, NewRun, NotFound, Run, Storage, utcnow
 
 log = logging.getLogger("agentstream.runs")
 
@@ -40,8 +41,7 @@ class RunService:
         # background once it is back (see _after_commit).
         if not new.temporary:
             # The thread's own log lists its runs in order, for thread streams to follow.
-            marker = [("run", "run", run["run_id"].encode())]
-            await self._after_commit(self.bus.publish(thread_log(run["thread_id"]), marker))
+            await self._after_commit(list_run(self.storage, self.bus, run))
         action = "rollback" if run["multitask_strategy"] == "rollback" else "interrupt"
         for run_id in preempted:
             previous = await self.storage.get_run(run["thread_id"], run_id)
@@ -74,13 +74,22 @@ class RunService:
         if run["status"] == "pending" and await self.storage.cancel_pending(
             run_id, status="interrupted"
         ):
+            ending = [result_item(None, None, "interrupted", [])]
+            if is_v2(run["kwargs"]):  # its v2 readers wait for a root terminal
+                ending.insert(0, cancelled_before_start(run_id, await self._graph(run)))
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            await self.bus.publish(run_id, [result_item(None, None, "interrupted", [])])
+            await self.bus.publish(run_id, ending)
             await self.bus.close(run_id)
             await self.control.wake()
             return
         await self.control.cancel(run_id, action)
+
+    async def _graph(self, run: Run) -> str:
+        try:
+            return (await self.storage.get_assistant(run["assistant_id"]))["graph_id"]
+        except NotFound:
+            return ""  # its assistant deleted since
 
     async def wait_closed(self, run_id: str) -> None:
         """Return when the run's log is complete (the run has ended and been settled)."""
@@ -132,6 +141,63 @@ SETTLE_SECONDS = 10.0
 
 def thread_log(thread_id: str) -> str:
     return f"thread:{thread_id}"
+
+
+# The most runs of a thread listed again in its log by a new process (see thread_seq).
+RELIST_MAX = 10_000
+
+
+async def list_run(storage: Storage, bus: EventBus, run: Run) -> None:
+    """Adds a new run to its thread's log (its number there is part of every v2 seq)."""
+    log = thread_log(run["thread_id"])
+    marker = run["run_id"].encode()
+    if not bus.instant:
+        await bus.publish(log, [("run", "run", marker)])
+        return
+    last = await bus.last_seq(log)
+    if last == 0:
+        await _relist(storage, bus, run["thread_id"])  # this run included: it is stored
+    elif marker not in await _listed(bus, log, max(last - 64, 0)):
+        # (A reader's relist since this run was stored lists it at the end.)
+        await bus.publish(log, [("run", "run", marker)])
+
+
+async def thread_seq(storage: Storage, bus: EventBus, thread_id: str) -> int:
+    """The number of the thread's latest run in its log.
+
+    The in-process bus starts every log empty in a new process, while the runs of the embedded
+    deployment are kept in SQLite: so the first look at a thread's log in a process lists the
+    thread's stored runs there again, in the order they were created, and each keeps its number
+    (and each of its v2 events its seq) across a restart. What their logs held is gone; readers
+    are told so (resume_gap). A run deleted before the restart would shift the later ones."""
+    log = thread_log(thread_id)
+    seq = await bus.last_seq(log)
+    if seq == 0 and bus.instant:
+        await _relist(storage, bus, thread_id)
+        seq = await bus.last_seq(log)
+    return seq
+
+
+async def _relist(storage: Storage, bus: EventBus, thread_id: str) -> None:
+    try:
+        runs = await storage.list_runs(thread_id, limit=RELIST_MAX, offset=0, status=None)
+    except NotFound:
+        return  # not created yet
+    # Nothing from here to the publish lets another task run (the in-process bus never waits
+    # when asked not to), so no other relist or new run gets between: none is listed twice.
+    log = thread_log(thread_id)
+    listed = await _listed(bus, log, 0)
+    markers = [r["run_id"].encode() for r in reversed(runs)]  # listed newest first
+    missing = [("run", "run", m) for m in markers if m not in listed]
+    if missing:
+        await bus.publish(log, missing)
+
+
+async def _listed(bus: EventBus, log: str, after: int) -> set[bytes]:
+    listed: set[bytes] = set()
+    async for batch in bus.subscribe(log, after, wait=False):
+        listed.update(e.data for e in batch)
+    return listed
 
 
 def new_run(

@@ -18,12 +18,7 @@ from langgraph.pregel import Pregel
 from langgraph.stream import ProtocolEvent, StreamTransformer
 
 from agentstream import serde
-
-V2_MARKER = "__event_streaming_v2"
-V2_MODE = "v2"
-# What a run.start run stores as its stream_mode (the v1 names among the real server's list;
-# the executor streams every v3 channel for it whatever this says).
-V2_STREAM_MODES = ["values", "updates", "messages", "custom", "tasks", "checkpoints"]
+from agentstream.protocol import V2_MARKER, V2_MODE
 
 Item = tuple[str, str, bytes]
 
@@ -69,6 +64,12 @@ def _item(method: str, namespace: Sequence[str], data: Any, ts: int | None = Non
         "data": data,
     }
     return (V2_MODE, "|".join([channel, *namespace]), serde.dumps(params))
+
+
+def cancelled_before_start(run_id: str, graph_name: str) -> Item:
+    """The one root terminal of a v2 run cancelled before it ran: no `running` came before."""
+    data = {"event": "failed", "graph_name": graph_name, "run_id": run_id, "error": "cancelled"}
+    return _item("lifecycle", (), data)
 
 
 def _checkpoint(data: Any) -> dict[str, Any]:

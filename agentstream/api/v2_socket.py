@@ -1,0 +1,236 @@
+"""The WebSocket on /threads/{thread_id}/stream/events: protocol v2 commands and events on one
+socket.
+
+Commands are the HTTP route's (v2_commands.dispatch) but for the subscription ones, which
+live here: each subscription is a reader of the thread's tape (v2_stream.ThreadTape), with the
+same durable seq, `since` and resume_gap as the SSE route, whose events go out as text frames.
+`subscription.subscribe` honours `since` as `subscription.reconnect` does (the Python client
+sends its cursor there). An event goes out once per socket however many of its subscriptions
+match it, except that a new subscription replays what went by before it was made (the JS
+client hands an event only to the subscriptions it has when the event arrives).
+
+Authentication happens on the handshake (api/auth.py); here the caller's read of the thread is
+authorised once, before the first command is read. A socket refused after its accept closes
+with 4000 + the HTTP status the SSE route would answer, which the JS client reads as final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import OrderedDict
+from typing import Any
+from uuid import uuid4
+
+from fastapi import APIRouter, HTTPException
+from starlette.requests import Request
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agentstream import serde
+from agentstream.api.context import ApiContext
+from agentstream.api.deployment import cors_options
+from agentstream.api.errors import storage_answer
+from agentstream.api.v2_commands import dispatch
+from agentstream.api.v2_stream import (
+    Subscription,
+    ThreadTape,
+    authorize_read,
+    open_tape,
+    parse_since,
+)
+from agentstream.ids import is_uuid
+from agentstream.storage.base import NotFound
+
+router = APIRouter()
+log = logging.getLogger("agentstream.api")
+
+SENT_KEPT = 100_000  # events a socket remembers having sent, to send each once
+
+Params = dict[str, Any]
+
+
+def _handshake(websocket: WebSocket) -> Request:
+    """The handshake as a request, for what reads one: auth handlers, header passthrough.
+    It shares the scope's state, where authentication left the user."""
+    return Request({**websocket.scope, "type": "http", "method": "GET"})
+
+
+def _error(command_id: Any, code: str, message: str) -> Params:
+    return {"type": "error", "id": command_id, "error": code, "message": message}
+
+
+class Session:
+    """One open socket on one thread: its commands in, its subscriptions' events out."""
+
+    def __init__(self, c: ApiContext, websocket: WebSocket, thread_id: str) -> None:
+        self.c = c
+        self.websocket = websocket
+        self.thread_id = thread_id
+        self.request = _handshake(websocket)
+        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        # applied_through_seq: the last seq this socket has sent, or after which a run it
+        # started begins, whichever is later
+        self.sent_seq = 0
+        self._send_lock = asyncio.Lock()
+        # Each event sent, with how many subscriptions the socket had made by then (newest
+        # SENT_KEPT): a subscription skips what was sent while it was open, as the client had
+        # it for that one too, and replays what went by before it was made.
+        self._made = 0
+        self._sent: OrderedDict[int, int] = OrderedDict()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
+                await self._command(raw)
+        except WebSocketDisconnect:
+            return
+        finally:
+            for task in self.subscriptions.values():
+                task.cancel()
+            await asyncio.gather(*self.subscriptions.values(), return_exceptions=True)
+
+    async def _send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(text)
+
+    async def _answer(self, envelope: Params) -> None:
+        if envelope["type"] == "success" or envelope["error"] != "unknown_command":
+            applied = (envelope.get("meta") or {}).get("applied_through_seq", 0)
+            self.sent_seq = max(self.sent_seq, applied)
+            envelope["meta"] = {"applied_through_seq": self.sent_seq}
+        await self._send(serde.dumps(envelope).decode())
+
+    async def _command(self, raw: str | bytes) -> None:
+        try:
+            command = serde.loads(raw)
+        except ValueError:
+            command = None
+        command_id = command.get("id") if isinstance(command, dict) else None
+        if (
+            not isinstance(command, dict)
+            or not isinstance(command_id, int)
+            or isinstance(command_id, bool)
+            or not isinstance(command.get("method"), str)
+        ):
+            message = "a command needs an integer id and a string method"
+            await self._send(serde.dumps(_error(None, "invalid_argument", message)).decode())
+            return
+        params = command.get("params")
+        params = params if isinstance(params, dict) else {}
+        method = command["method"]
+        try:
+            if method in ("subscription.subscribe", "subscription.reconnect"):
+                answer = await self._subscribe(command_id, params)
+            elif method == "subscription.unsubscribe":
+                answer = self._unsubscribe(command_id, params)
+            else:
+                answer = await dispatch(self.c, self.request, self.thread_id, command)
+        except Exception as exc:  # a service down, say: the socket stays open
+            log.exception("v2 command %s failed", method)
+            message = f"{method} failed on the server ({type(exc).__name__})"
+            answer = _error(command_id, "unknown_error", message)
+        await self._answer(answer)
+
+    async def _subscribe(self, command_id: int, params: Params) -> Params:
+        try:
+            sub = Subscription(params)
+            since = parse_since(params.get("since"))
+            tape = await open_tape(self.c, self.request, self.thread_id, sub)
+        except HTTPException as exc:
+            codes = {400: "invalid_argument", 422: "invalid_argument", 403: "forbidden"}
+            return _error(command_id, codes.get(exc.status_code, "no_such_run"), str(exc.detail))
+        except NotFound as exc:
+            return _error(command_id, "no_such_run", storage_answer(exc)[1])
+        subscription_id = str(uuid4())
+        self._made += 1
+        pump = self._pump(tape, since, self._made)
+        self.subscriptions[subscription_id] = asyncio.create_task(pump)
+        # Its replay follows the answer, as events; how many is not known before they are read.
+        result = {"subscription_id": subscription_id, "replayed_events": 0}
+        return {"type": "success", "id": command_id, "result": result}
+
+    def _unsubscribe(self, command_id: int, params: Params) -> Params:
+        subscription_id = params.get("subscription_id")
+        task = None
+        if isinstance(subscription_id, str):
+            task = self.subscriptions.pop(subscription_id, None)
+        if task is None:
+            message = f"Unknown subscription: {subscription_id}"
+            return _error(command_id, "no_such_subscription", message)
+        task.cancel()
+        return {"type": "success", "id": command_id, "result": {}}
+
+    async def _pump(self, tape: ThreadTape, since: int | None, made: int) -> None:
+        # A socket closed under a send ends the session's receive too; nothing to report here.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            try:
+                async for batch in tape.batches(since):
+                    async with self._send_lock:
+                        for seq, _, envelope in batch:
+                            if seq and not self._first_time(seq, made):
+                                continue
+                            await self.websocket.send_text(envelope.decode())
+                            self.sent_seq = max(self.sent_seq, seq)
+            except Exception as exc:  # storage down under a read: say so, as SSE would end
+                if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
+                    raise
+                log.exception("a v2 subscription's read failed")
+                message = f"the subscription's read failed ({type(exc).__name__}); reconnect"
+                await self._send(serde.dumps(_error(None, "unavailable", message)).decode())
+
+    def _first_time(self, seq: int, made: int) -> bool:
+        """Whether the subscription made `made`-th is to send event `seq` (see _sent)."""
+        when = self._sent.get(seq)
+        if when is not None and when >= made:
+            return False
+        self._sent[seq] = self._made
+        self._sent.move_to_end(seq)
+        if len(self._sent) > SENT_KEPT:
+            self._sent.popitem(last=False)
+        return True
+
+
+def _origin_allowed(c: ApiContext, websocket: WebSocket) -> bool:
+    """With `http.cors`, a socket a browser opens from an origin it does not allow is refused:
+    browsers apply no CORS to WebSockets, so a page elsewhere could use the user's cookies."""
+    origin = websocket.headers.get("origin")
+    if origin is None or not c.graphs.config.http.get("cors"):
+        return True
+    options = cors_options(c.graphs.config)
+    if "*" in options["allow_origins"] or origin in options["allow_origins"]:
+        return True
+    regex = options.get("allow_origin_regex")
+    return bool(regex and re.fullmatch(regex, origin))
+
+
+@router.websocket("/threads/{thread_id}/stream/events")
+async def stream_socket(websocket: WebSocket, thread_id: str) -> None:
+    c: ApiContext = websocket.app.state.ctx
+    if not _origin_allowed(c, websocket):
+        await _refuse(websocket, 403, "Origin not allowed by http.cors")
+        return
+    if not is_uuid(thread_id):
+        await _refuse(websocket, 422, "Invalid thread ID: must be a UUID")
+        return
+    try:
+        # Authorised once, before any command: the read of the thread every subscription needs.
+        await authorize_read(c, _handshake(websocket), thread_id)
+    except HTTPException as exc:
+        await _refuse(websocket, exc.status_code, str(exc.detail))
+        return
+    except NotFound as exc:
+        await _refuse(websocket, *storage_answer(exc))
+        return
+    await websocket.accept()
+    await Session(c, websocket, thread_id).serve()
+
+
+async def _refuse(websocket: WebSocket, status: int, detail: str) -> None:
+    await websocket.accept()
+    await websocket.close(code=4000 + status, reason=detail[:120])
