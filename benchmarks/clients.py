@@ -31,8 +31,9 @@ class BenchClient(Protocol):
         input: Any,
         stream_mode: Sequence[str],
         config: dict[str, Any] | None = None,
+        thread_id: str | None = None,
     ) -> AsyncIterator[Part]:
-        """A stateless streaming run (`POST /runs/stream`)."""
+        """A streaming run: stateless (`POST /runs/stream`) or on a thread."""
         ...
 
     async def create_thread(self) -> str: ...
@@ -77,9 +78,10 @@ class SdkClient:
         input: Any,
         stream_mode: Sequence[str],
         config: dict[str, Any] | None = None,
+        thread_id: str | None = None,
     ) -> AsyncIterator[Part]:
         parts = self.client.runs.stream(
-            None,
+            thread_id,  # type: ignore[arg-type]  # None: stateless, as the SDK's overload says
             assistant_id,
             input=input,
             stream_mode=_modes(stream_mode),
@@ -184,6 +186,7 @@ class RawClient:
         input: Any,
         stream_mode: Sequence[str],
         config: dict[str, Any] | None = None,
+        thread_id: str | None = None,
     ) -> AsyncIterator[Part]:
         body: dict[str, Any] = {
             "assistant_id": assistant_id,
@@ -192,7 +195,8 @@ class RawClient:
         }
         if config is not None:
             body["config"] = config
-        async for part in sse_parts(self._request("POST", "/runs/stream", body, sse=True)):
+        path = f"/threads/{thread_id}/runs/stream" if thread_id else "/runs/stream"
+        async for part in sse_parts(self._request("POST", path, body, sse=True)):
             yield part
 
     async def _json(self, method: str, path: str, body: Any) -> Any:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph_sdk import get_client
 
 from agentstream.app import tune_gc
@@ -84,6 +85,15 @@ async def measure_inprocess(sizes: Sizes, label: str = "in-process") -> dict[str
         out["concurrency"][str(n)] = await scenarios.concurrency_inprocess(
             ticker, n, rounds, sizes.ticks_per_run
         )
+    out["threaded"] = {}
+    with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
+        # Like for like: every step's checkpoint written to SQLite, as the embedded server does.
+        path = str(Path(tmp) / "checkpoints.sqlite")
+        async with AsyncSqliteSaver.from_conn_string(path) as saver:
+            threaded = agent.copy(update={"checkpointer": saver})
+            for n, rounds in sizes.threaded:
+                _log(f"{label}: {n} concurrent threaded runs")
+                out["threaded"][str(n)] = await scenarios.threaded_inprocess(threaded, n, rounds)
     _log(f"{label}: the joined run")
     out["join"] = await scenarios.joiners_inprocess(ticker, sizes)
     return out
@@ -122,6 +132,10 @@ async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str
                 figures["concurrency"][str(n)] = await scenarios.concurrency_client(
                     client, n, rounds, sizes.ticks_per_run
                 )
+            figures["threaded"] = {}
+            for n, rounds in sizes.threaded:
+                _log(f"{label} ({kind}): {n} concurrent threaded runs")
+                figures["threaded"][str(n)] = await scenarios.threaded_client(client, n, rounds)
             figures["join"] = {}
             for joiners in sizes.joiners:
                 _log(f"{label} ({kind}): {joiners} joiner(s)")
@@ -268,6 +282,10 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
             n: _ratio(c["median_ms"], base["concurrency"][n]["median_ms"])
             for n, c in f["concurrency"].items()
         }
+        r["threaded_runs_per_s"] = {
+            n: _ratio(t["runs_per_s"], base["threaded"][n]["runs_per_s"])
+            for n, t in f["threaded"].items()
+        }
         r["join_run_seconds"] = {
             n: _ratio(j["run_seconds"], base["join"]["run_seconds"]) for n, j in f["join"].items()
         }
@@ -395,6 +413,22 @@ def report(result: dict[str, Any]) -> str:
             f"{n} concurrent: errors",
             "0",
             lambda f, n=n: _f(f["concurrency"][n]["errors"]),
+            lambda r: "",
+        )
+    for n in base["threaded"]:
+        row(
+            f"{n} threaded (create thread + stream agent): runs/s",
+            _f(base["threaded"][n]["runs_per_s"], 1),
+            lambda f, n=n: _f(f["threaded"][n]["runs_per_s"], 1),
+            lambda r, n=n: _x(r["threaded_runs_per_s"][n]),
+        )
+        row(
+            f"{n} threaded: stream close after its last event p50 / p99 (ms)",
+            "-",
+            lambda f, n=n: (
+                f"{_f(f['threaded'][n]['close_p50_ms'], 1)} / "
+                f"{_f(f['threaded'][n]['close_p99_ms'], 1)}"
+            ),
             lambda r: "",
         )
     for j in result["sizes"]["joiners"]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ class Sizes:
     agent_repeat: int
     throughput_reps: int
     concurrency: tuple[tuple[int, int], ...]  # (concurrent runs, rounds)
+    threaded: tuple[tuple[int, int], ...]  # (concurrent create-thread-and-stream clients, rounds)
     ticks_per_run: int
     join_ticks: int
     join_delay: float
@@ -50,6 +52,7 @@ FULL = Sizes(
     agent_repeat=1000,
     throughput_reps=5,
     concurrency=((10, 20), (50, 5), (200, 5)),
+    threaded=((50, 5),),
     ticks_per_run=20,
     join_ticks=200,
     join_delay=0.01,
@@ -69,6 +72,7 @@ QUICK = Sizes(
     agent_repeat=100,
     throughput_reps=1,
     concurrency=((10, 1), (50, 1), (200, 1)),
+    threaded=((50, 1),),
     ticks_per_run=20,
     join_ticks=20,
     join_delay=0.01,
@@ -302,6 +306,52 @@ async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -
     return await _concurrent(one, n, rounds)
 
 
+# --- concurrent threaded runs -----------------------------------------------------------------
+
+
+async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str, Any]:
+    """`n` clients at once, each creating a thread and streaming the agent on it (`values`):
+    runs/s, and how long after its last event each stream closed (the run's settling: its
+    final state read and stored before the stream ends)."""
+    closes: list[float] = []
+
+    async def one() -> tuple[float, bool]:
+        start = time.perf_counter()
+        last: float | None = None
+        errors = 0
+        try:
+            thread_id = await client.create_thread()
+            async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
+                last = time.perf_counter()
+                errors += event == "error"
+        except Exception:
+            return time.perf_counter() - start, False
+        end = time.perf_counter()
+        if last is not None:
+            closes.append(end - last)
+        return end - start, last is not None and not errors
+
+    figures = await _concurrent(one, n, rounds)
+    figures["close_p50_ms"] = _ms(median(closes)) if closes else None
+    figures["close_p99_ms"] = _ms(percentile(closes, 99)) if closes else None
+    return figures
+
+
+async def threaded_inprocess(graph: Graph, n: int, rounds: int) -> dict[str, Any]:
+    """The same `n` runs in-process, each on a thread of its own of `graph` (which carries a
+    checkpointer: like for like, every step's checkpoint is written)."""
+
+    async def one() -> tuple[float, bool]:
+        start = time.perf_counter()
+        config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        count = 0
+        async for _ in graph.astream(AGENT_INPUT, config, stream_mode="values"):
+            count += 1
+        return time.perf_counter() - start, count > 0
+
+    return await _concurrent(one, n, rounds)
+
+
 # --- one background run, many joiners ---------------------------------------------------------
 
 
@@ -420,7 +470,7 @@ async def open_streams(client: BenchClient, streams: int, ticks: int, delay: flo
 # --- protocol v2 --------------------------------------------------------------------------------
 
 
-async def _tokens(messages: AsyncIterator[Any], start: float) -> tuple[int, float | None]:
+async def _tokens(messages: AsyncIterable[Any], start: float) -> tuple[int, float | None]:
     """The text deltas of a run's first streamed message (the model's reply; in-process, the
     node's whole `bye` comes as a message too, which v2 leaves to `values`, as the reference
     does), read in its own task as the clients need, and the time from `start` to the first."""

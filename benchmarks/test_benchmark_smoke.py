@@ -75,6 +75,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for n in levels:
         _check(base["concurrency"][n], CONCURRENCY, f"inprocess.concurrency.{n}")
     _check(base["join"], ("events", "run_seconds", "errors"), "inprocess.join")
+    for n, _ in sizes["threaded"]:
+        _check(base["threaded"][str(n)], CONCURRENCY, f"inprocess.threaded.{n}")
 
     for kind in ("sdk", "http"):
         server = result["agentstream"][kind]
@@ -85,6 +87,10 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             assert server[key]["events"] == base[key]["events"], f"{where}.{key}: events lost"
         for n in levels:
             _check(server["concurrency"][n], CONCURRENCY, f"{where}.concurrency.{n}")
+        for n, _ in sizes["threaded"]:
+            threaded = server["threaded"][str(n)]
+            _check(threaded, (*CONCURRENCY, "close_p50_ms", "close_p99_ms"), f"{where}.threaded")
+            _number(result["ratios"][kind]["threaded_runs_per_s"], str(n), f"ratios.{kind}")
         for j in sizes["joiners"]:
             join = server["join"][str(j)]
             _check(join, JOIN, f"{where}.join.{j}")
