@@ -90,6 +90,19 @@ EVICTIONS = Counter(
     registry=REGISTRY,
 )  # fmt: skip
 
+# What the distributed path costs per run, in requests to its services (benchmarks.cpu reports
+# them per run): every statement sent to PostgreSQL, ours and LangGraph's checkpointer's, and
+# every request to Redis (a command or a whole pipeline: one round trip each).
+POSTGRES_STATEMENTS = Counter(
+    "agentstream_postgres_statements", "Statements this process sent to PostgreSQL.",
+    registry=REGISTRY,
+)  # fmt: skip
+REDIS_ROUND_TRIPS = Counter(
+    "agentstream_redis_round_trips",
+    "Requests this process sent to Redis: a command or a pipeline, one round trip each.",
+    registry=REGISTRY,
+)  # fmt: skip
+
 
 def set_queue(pending: int, running: int, waits: list[float], unblocked: list[float]) -> None:
     PENDING.set(pending)

@@ -8,7 +8,9 @@ Starts `agentstream dev` pinned to one core, drives it from the other with round
 runs/s, the server's CPU use and its CPU time per run, read from /proc/<pid>/stat (user +
 system, all threads). With --messages, one `agent` run after another streaming a 1,000-token
 `messages-tuple` reply instead, per event. With --py-spy, py-spy (not a dependency: `pip install
-py-spy`) records the server meanwhile, `--gil` samples in raw (collapsed) form.
+py-spy`) records the server meanwhile, `--gil` samples in raw (collapsed) form. With
+--distributed, also the PostgreSQL statements and Redis round trips per run (the server's
+/metrics counters, ours and LangGraph's checkpointer's).
 """
 
 from __future__ import annotations
@@ -23,10 +25,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from benchmarks.clients import make_client
 from benchmarks.harness import cpu_split, pin_self, start_server
 from benchmarks.run import distributed_env
 from benchmarks.scenarios import AGENT_INPUT
+
+COUNTERS = ("agentstream_postgres_statements_total", "agentstream_redis_round_trips_total")
+
+
+def _counters(url: str) -> dict[str, float]:
+    """The server's service-request counters, from its /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in COUNTERS:
+            found[name] = float(value)
+    return found
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -92,11 +109,13 @@ def main(argv: list[str] | None = None) -> None:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
+            counted = _counters(server.url)
             before, start = _cpu_seconds(server.pid), time.perf_counter()
             done = asyncio.run(
                 _drive(server.url, args.client, args.concurrent, args.seconds, args.messages)
             )
             cpu, wall = _cpu_seconds(server.pid) - before, time.perf_counter() - start
+            requests = {k: v - counted.get(k, 0.0) for k, v in _counters(server.url).items()}
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
@@ -108,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.client}: {done / wall:,.1f} {unit}s/s, server CPU {100 * cpu / wall:.0f}%, "
         f"{per} of server CPU per {unit}"
     )
+    if args.distributed and done:
+        statements = requests.get(COUNTERS[0], 0.0) / done
+        trips = requests.get(COUNTERS[1], 0.0) / done
+        print(f"per {unit}: {statements:.1f} PostgreSQL statements, {trips:.1f} Redis round trips")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,7 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
         found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
     assert value(found, "agentstream_time_to_first_event_seconds_count") == 2
     assert value(found, "agentstream_events_published_total") >= 2
+    # What two runs cost the worker in requests to its services (benchmarks.cpu reports them
+    # per run): statements to PostgreSQL, round trips to Redis.
+    assert value(found, "agentstream_postgres_statements_total") >= 2 * 3
+    assert value(found, "agentstream_redis_round_trips_total") >= 2 * 3

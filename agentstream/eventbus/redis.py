@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agentstream import metrics
 from agentstream.eventbus.base import BusUnavailable, Event, EventsEvicted
 from agentstream.protocol import encode_frame
 
@@ -88,6 +89,24 @@ _Entry = tuple[bytes, dict[bytes, bytes]]
 _T = TypeVar("_T")
 
 
+class _Counted:
+    """Counts each request its connection sends (metrics.REDIS_ROUND_TRIPS): a command, or a
+    whole pipeline, is one send and one round trip."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        metrics.REDIS_ROUND_TRIPS.inc()
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+def counted(client: Redis) -> Redis:
+    """The client, its pool's connections counting their requests (the class its URL chose:
+    plain, TLS or a Unix socket)."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    pool.connection_class = type(f"Counted{base.__name__}", (_Counted, base), {})
+    return client
+
+
 class RedisEventBus:
     instant = False
 
@@ -104,15 +123,17 @@ class RedisEventBus:
     ) -> None:
         # No retries inside redis-py: ours (_retrying) resend a publish with its token, so a
         # batch whose reply was lost is not appended twice.
-        self._redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        self._redis = counted(Redis.from_url(url, retry=Retry(NoBackoff(), 0)))
         # Each waiting subscriber holds one connection of its own for its XREAD BLOCK, so live
         # readers get a separate pool: however many there are, publishers still get through.
         # Past max_readers a new subscriber fails at once (MaxConnectionsError), never hangs.
-        self._readers = Redis.from_url(
-            url,
-            max_connections=max_readers,
-            socket_timeout=block_seconds + 10,
-            retry=Retry(NoBackoff(), 0),
+        self._readers = counted(
+            Redis.from_url(
+                url,
+                max_connections=max_readers,
+                socket_timeout=block_seconds + 10,
+                retry=Retry(NoBackoff(), 0),
+            )
         )
         self._publish = self._redis.register_script(_PUBLISH)
         self._close = self._redis.register_script(_CLOSE)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from agentstream import serde
+from agentstream.eventbus.redis import counted
 from agentstream.execution.control import LocalControl
 
 CHANNEL_PREFIX = "agentstream:"  # channels "<prefix>wake" and "<prefix>cancel"
@@ -24,7 +25,7 @@ class RedisControl(LocalControl):
 
     def __init__(self, url: str, *, channel_prefix: str = CHANNEL_PREFIX) -> None:
         super().__init__()
-        self._redis = Redis.from_url(url)
+        self._redis = counted(Redis.from_url(url))
         # Pub/sub ignores the database number: the prefix is what separates deployments.
         self._wake_channel = f"{channel_prefix}wake"
         self._cancel_channel = f"{channel_prefix}cancel"

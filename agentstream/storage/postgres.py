@@ -6,7 +6,7 @@ import asyncio
 import select
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -15,7 +15,7 @@ from psycopg.rows import DictRow, TupleRow, dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from agentstream import serde
+from agentstream import metrics, serde
 from agentstream.storage.dialect import Verb
 from agentstream.storage.pgfilters import jsonb
 from agentstream.storage.queue import Row
@@ -176,7 +176,21 @@ async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
         raise OperationalError("the server closed this idle connection")
 
 
+class _CountedCursor(AsyncCursor[Any]):
+    """Counts the statements it sends (metrics.POSTGRES_STATEMENTS): every cursor of the pool's
+    connections is one, the checkpointer's too."""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
+        metrics.POSTGRES_STATEMENTS.inc()
+        return await super().execute(query, params, **kwargs)
+
+    async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        metrics.POSTGRES_STATEMENTS.inc()
+        await super().executemany(query, params_seq, **kwargs)
+
+
 async def _configure(conn: AsyncConnection[DictRow]) -> None:
+    conn.cursor_factory = _CountedCursor
     # Timestamps come back as UTC datetimes whatever the server's time zone.
     await conn.execute("SET TIME ZONE 'UTC'")
 
