@@ -1,4 +1,8 @@
-"""The storage contract: records, errors and the one interface every backend implements."""
+"""The storage contract: records, errors and the one interface every backend implements.
+
+Over 400 lines because the interface is one Protocol with every verb's signature and its rule
+in a docstring (runs, threads, assistants, crons, TTL, the queue): split, a backend's reader
+would have to hold several files to see what it must do."""
 
 from __future__ import annotations
 
