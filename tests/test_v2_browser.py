@@ -37,7 +37,7 @@ async def test_v2_use_stream_page(server: ServerProcess, page_origin: str, trans
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()[-3000:]
     result = json.loads(stdout.decode().strip().splitlines()[-1])
-    assert result["failures"] == []
+    assert result["failures"] == [], result  # its `step` names where it stopped
     # The reply streamed in token by token, then a second turn on the same thread.
     assert len([t for t in result["seen"] if t != "bye"]) >= 3
     assert _grows_token_by_token(result["seen"], "echo: one two three four")

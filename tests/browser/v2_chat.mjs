@@ -42,20 +42,25 @@ const browser = await chromium.launch({
 });
 const result = {};
 try {
+  result.step = "first turn";
   const chat = await browser.newPage();
   watch(chat, "chat");
   await chat.goto(`${base}&delay=0.05`);
   await send(chat, "one two three four");
   await until(chat, "echo: one two three four");
   result.seen = await chat.evaluate(() => window.seen);
+  result.step = "second turn";
   await send(chat, "again");
   await until(chat, "echo: again");
   result.turns = await messages(chat);
   result.error = await chat.textContent("#error");
 
+  result.step = "reload mid-reply";
   const reload = await browser.newPage();
   watch(reload, "reload");
-  await reload.goto(`${base}&delay=0.2`);
+  // Slow enough (7 tokens, 0.5 s apart) that the run outlasts the page's reload on a busy
+  // machine: this step is about resuming a reply in flight.
+  await reload.goto(`${base}&delay=0.5`);
   await send(reload, "a b c d e f g");
   await until(reload, "echo: a b", { partial: true, idle: false });
   result.beforeReload = await reload.evaluate(() => window.seen);
@@ -65,6 +70,7 @@ try {
   result.reloaded = await messages(reload);
   result.seenAfterReload = await reload.evaluate(() => window.seen);
 
+  result.step = "interrupt";
   const hitl = await browser.newPage();
   watch(hitl, "hitl");
   await hitl.goto(`${base}&assistant=hitl`);
@@ -74,6 +80,7 @@ try {
   await hitl.click("#approve");
   await hitl.waitForFunction(() => document.querySelector("#answer").textContent === "yes!");
   result.answer = await hitl.textContent("#answer");
+  result.step = "done";
 } catch (error) {
   failures.push(`driver: ${error.message.split("\n")[0]}`);
 } finally {
