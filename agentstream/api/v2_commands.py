@@ -42,7 +42,7 @@ class CommandError(Exception):
         self.message = message
 
 
-def _error(command_id: Any, code: str, message: str) -> dict[str, Any]:
+def error_envelope(command_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "id": command_id, "error": code, "message": message}
 
 
@@ -191,25 +191,40 @@ async def dispatch(c: ApiContext, request: Request, thread_id: str, command: Any
     command_id = command.get("id")
     handler = COMMANDS.get(command["method"])
     if handler is None:
-        return _error(command_id, "unknown_command", f"Unknown command: {command['method']}")
+        return error_envelope(
+            command_id, "unknown_command", f"Unknown command: {command['method']}"
+        )
     params = command.get("params")
     if not isinstance(params, dict):
         params = {}
     try:
         result, applied = await handler(c, request, thread_id, params)
     except CommandError as exc:
-        return _error(command_id, exc.code, exc.message)
+        return error_envelope(command_id, exc.code, exc.message)
     except ApiError as exc:
         converted = _from_api_error(exc)
-        return _error(command_id, converted.code, converted.message)
+        return error_envelope(command_id, converted.code, converted.message)
     except Conflict as exc:  # a busy thread and multitask_strategy "reject"
-        return _error(command_id, "unknown_error", f"409: {exc}")
+        return error_envelope(command_id, "unknown_error", f"409: {exc}")
     return {
         "type": "success",
         "id": command_id,
         "result": result,
         "meta": {"applied_through_seq": applied},
     }
+
+
+def well_formed(command: Any) -> bool:
+    """A command envelope: a JSON object with an integer id and a string method (HTTP and the
+    WebSocket answer any other with invalid_argument)."""
+    if not isinstance(command, dict):
+        return False
+    command_id = command.get("id")
+    return (
+        isinstance(command_id, int)
+        and not isinstance(command_id, bool)
+        and isinstance(command.get("method"), str)
+    )
 
 
 @router.post("/threads/{thread_id}/commands")
@@ -219,16 +234,13 @@ async def commands(thread_id: str, request: Request, c: ApiContext = Depends(ctx
     except ValueError:
         return JsonResponse({"detail": "Invalid JSON body"}, status_code=400)
     command_id = command.get("id") if isinstance(command, dict) else None
-    if (
-        not isinstance(command, dict)
-        or not isinstance(command_id, int)
-        or isinstance(command_id, bool)
-        or not isinstance(command.get("method"), str)
-    ):
-        envelope = _error(
+    if not well_formed(command):
+        envelope = error_envelope(
             command_id, "invalid_argument", "a command needs an integer id and a method"
         )
         return JsonResponse(envelope, status_code=400)
     if not is_uuid(thread_id):
-        return JsonResponse(_error(command_id, "invalid_argument", "thread id must be a UUID"))
+        return JsonResponse(
+            error_envelope(command_id, "invalid_argument", "thread id must be a UUID")
+        )
     return JsonResponse(await dispatch(c, request, thread_id, command))

@@ -32,7 +32,7 @@ from agentstream import serde
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import cors_options
 from agentstream.api.errors import storage_answer
-from agentstream.api.v2_commands import dispatch
+from agentstream.api.v2_commands import dispatch, error_envelope, well_formed
 from agentstream.api.v2_stream import (
     Subscription,
     ThreadTape,
@@ -55,10 +55,6 @@ def _handshake(websocket: WebSocket) -> Request:
     """The handshake as a request, for what reads one: auth handlers, header passthrough.
     It shares the scope's state, where authentication left the user."""
     return Request({**websocket.scope, "type": "http", "method": "GET"})
-
-
-def _error(command_id: Any, code: str, message: str) -> Params:
-    return {"type": "error", "id": command_id, "error": code, "message": message}
 
 
 class Session:
@@ -111,16 +107,13 @@ class Session:
             command = serde.loads(raw)
         except ValueError:
             command = None
-        command_id = command.get("id") if isinstance(command, dict) else None
-        if (
-            not isinstance(command, dict)
-            or not isinstance(command_id, int)
-            or isinstance(command_id, bool)
-            or not isinstance(command.get("method"), str)
-        ):
+        if not well_formed(command):
             message = "a command needs an integer id and a string method"
-            await self._send(serde.dumps(_error(None, "invalid_argument", message)).decode())
+            await self._send(
+                serde.dumps(error_envelope(None, "invalid_argument", message)).decode()
+            )
             return
+        command_id = command["id"]
         params = command.get("params")
         params = params if isinstance(params, dict) else {}
         method = command["method"]
@@ -134,7 +127,7 @@ class Session:
         except Exception as exc:  # a service down, say: the socket stays open
             log.exception("v2 command %s failed", method)
             message = f"{method} failed on the server ({type(exc).__name__})"
-            answer = _error(command_id, "unknown_error", message)
+            answer = error_envelope(command_id, "unknown_error", message)
         await self._answer(answer)
 
     async def _subscribe(self, command_id: int, params: Params) -> Params:
@@ -144,9 +137,11 @@ class Session:
             tape = await open_tape(self.c, self.request, self.thread_id, sub)
         except HTTPException as exc:
             codes = {400: "invalid_argument", 422: "invalid_argument", 403: "forbidden"}
-            return _error(command_id, codes.get(exc.status_code, "no_such_run"), str(exc.detail))
+            return error_envelope(
+                command_id, codes.get(exc.status_code, "no_such_run"), str(exc.detail)
+            )
         except NotFound as exc:
-            return _error(command_id, "no_such_run", storage_answer(exc)[1])
+            return error_envelope(command_id, "no_such_run", storage_answer(exc)[1])
         subscription_id = str(uuid4())
         self._made += 1
         pump = self._pump(tape, since, self._made)
@@ -162,7 +157,7 @@ class Session:
             task = self.subscriptions.pop(subscription_id, None)
         if task is None:
             message = f"Unknown subscription: {subscription_id}"
-            return _error(command_id, "no_such_subscription", message)
+            return error_envelope(command_id, "no_such_subscription", message)
         task.cancel()
         return {"type": "success", "id": command_id, "result": {}}
 
@@ -182,7 +177,7 @@ class Session:
                     raise
                 log.exception("a v2 subscription's read failed")
                 message = f"the subscription's read failed ({type(exc).__name__}); reconnect"
-                await self._send(serde.dumps(_error(None, "unavailable", message)).decode())
+                await self._send(serde.dumps(error_envelope(None, "unavailable", message)).decode())
 
     def _first_time(self, seq: int, made: int) -> bool:
         """Whether the subscription made `made`-th is to send event `seq` (see _sent)."""
