@@ -268,10 +268,17 @@ async def test_a_body_over_the_limit_is_413(
         words = {"role": "human", "content": "x" * 4 * limit}
         big = {"assistant_id": "agent", "input": {"messages": [words]}}
         assert "limit" in assert_error(await http.post("/runs/wait", json=big), 413).lower()
-        # A body sent in chunks, without a content-length, is counted as it arrives.
+        # One far over the limit: the client still reads its 413 rather than a reset connection.
+        huge = b" " * 200 * limit
+        response = await http.post(
+            "/runs/wait", content=huge, headers={"content-type": "application/json"}
+        )
+        assert_error(response, 413)
+        # A body sent in chunks, without a content-length, is counted as it arrives; the chunks
+        # still coming after the limit are read and dropped, not left to reset the connection.
 
         async def chunks() -> Any:
-            for _ in range(8):
+            for _ in range(200):
                 yield b" " * 512
             yield b"{}"
 

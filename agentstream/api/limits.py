@@ -3,13 +3,20 @@ headers over theirs 431."""
 
 from __future__ import annotations
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream.api.errors import response_for
 
-# The rest of a refused request is never read: the connection cannot carry another one.
+# A refused connection carries no other request.
 _CLOSE = {"connection": "close"}
+# Before answering, the rest of a refused body is read and dropped, up to this much and this long:
+# a server that closes with an upload still arriving makes the client's TCP stack reset the
+# connection, and the client may then see the reset instead of its 413. Past either bound the
+# client gets the close.
+_DRAIN_BYTES = 4 * 1024 * 1024
+_DRAIN_SECONDS = 5.0
 
 
 class BodyTooLarge(HTTPException):
@@ -42,6 +49,7 @@ class BodyLimit:
             await _refuse(scope, receive, send, HeadersTooLarge(self.max_header_bytes))
             return
         if _declared_length(scope) > self.max_bytes:
+            await _drain(receive)
             await _refuse(scope, receive, send, BodyTooLarge(self.max_bytes))
             return
         received = 0
@@ -53,6 +61,8 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     # A route's body reader lets HTTPException through to the error handlers.
                     raise BodyTooLarge(self.max_bytes)
             return message
@@ -82,6 +92,18 @@ def _declared_length(scope: Scope) -> int:
             except ValueError:
                 return 0
     return 0
+
+
+async def _drain(receive: Receive) -> None:
+    dropped = 0
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        while dropped <= _DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
