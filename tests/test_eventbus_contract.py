@@ -395,3 +395,51 @@ async def test_finished_logs_stay_under_their_byte_budget_oldest_first() -> None
     await bus.close("r-more")
     assert await bus.last_seq("live") == 500
     await bus.aclose()
+
+
+async def test_a_burst_is_read_in_batches_and_a_first_event_at_once() -> None:
+    bus = MemoryEventBus()
+    batches: list[list[int]] = []
+    got_first = asyncio.Event()
+
+    async def read() -> None:
+        async for batch in bus.subscribe("r", 0):
+            batches.append([e.seq for e in batch])
+            got_first.set()
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)  # the reader waits on the empty log
+    await bus.publish("r", _items("0"))
+    await got_first.wait()
+    assert batches == [[1]]  # alone, at once: nothing held it back
+    # A burst, one event a loop turn, as a model's tokens come: each wakes the reader, until it
+    # sees a burst and waits a moment before reading on, taking what came meanwhile at once.
+    for n in range(1, 200):
+        await bus.publish("r", _items(str(n)))
+        await asyncio.sleep(0)
+    await bus.close("r")
+    await reader
+    seqs = [s for batch in batches for s in batch]
+    assert seqs == list(range(1, 201))  # all of them, in order, none twice
+    assert len(batches) < 100
+    assert any(len(batch) > 1 for batch in batches[:10])
+    await bus.aclose()
+
+
+async def test_a_reader_cancelled_mid_wait_leaves_the_others_waiting() -> None:
+    bus = MemoryEventBus()
+    await bus.publish("r", _items("0"))
+
+    async def read() -> list[int]:
+        async for batch in bus.subscribe("r", 1):
+            return [e.seq for e in batch]
+        return []
+
+    gone, stays = asyncio.create_task(read()), asyncio.create_task(read())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    await bus.publish("r", _items("1"))
+    assert await stays == [2]
+    assert gone.cancelled()
+    await bus.aclose()

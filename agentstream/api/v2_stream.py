@@ -69,9 +69,18 @@ class Subscription:
         if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)):
             raise ApiError(400, "depth must be an integer")
         self.depth: int | None = depth
+        self._seen: dict[str, bool] = {}
 
     def matches(self, name: str) -> bool:
         """`name` is the log item's: the channel, then the namespace, joined by "|"."""
+        known = self._seen.get(name)
+        if known is None:
+            known = self._match(name)
+            if len(self._seen) < 4096:  # a run has few names: its channels times its namespaces
+                self._seen[name] = known
+        return known
+
+    def _match(self, name: str) -> bool:
         channel, *namespace = name.split("|")
         if channel not in self.channels and not (
             channel.startswith("custom:") and "custom" in self.channels
