@@ -35,6 +35,7 @@ from agentstream.storage.base import (
 )
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_postgres import MIGRATIONS
+from agentstream.storage.sql_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from agentstream.storage.sqlite import SqliteStorage
 
 # The server the postgres backend runs against; each test module gets its own database there.
@@ -562,6 +563,23 @@ async def test_get_list_delete_and_inflight_runs(storage: Storage) -> None:
         await storage.delete_run("t1", second)
 
 
+async def test_a_run_number_is_given_once_on_its_thread(storage: Storage) -> None:
+    first, _ = await _enqueue(storage, "t1")
+    second, _ = await _enqueue(storage, "t1", strategy="enqueue")
+    other, _ = await _enqueue(storage, "t2")
+    await storage.delete_run("t1", second)
+    third, _ = await _enqueue(storage, "t1")
+    # Newest first; the deleted run's number is not given again, and threads count apart.
+    assert await storage.run_numbers("t1", limit=10) == [(3, third), (1, first)]
+    assert await storage.run_numbers("t1", limit=1) == [(3, third)]
+    assert await storage.run_numbers("t2", limit=10) == [(1, other)]
+    assert await storage.run_numbers("nobody", limit=10) == []
+    # A copy of a thread starts its own count.
+    await storage.copy_thread("t1", "t1-copy")
+    copied, _ = await _enqueue(storage, "t1-copy")
+    assert await storage.run_numbers("t1-copy", limit=10) == [(1, copied)]
+
+
 # --- the queue -------------------------------------------------------------------------------
 async def test_claim_takes_oldest_first_and_one_run_per_thread(storage: Storage) -> None:
     a1, _ = await _enqueue(storage, "ta")
@@ -893,6 +911,42 @@ async def test_sqlite_an_unreadable_run_never_blocks_the_queue(tmp_path: Path) -
         assert caught.value.run_id == broken
         claim = await storage.claim_run("w", 30)
         assert claim is not None and claim["run"]["run_id"] == fine
+    finally:
+        await storage.aclose()
+
+
+async def test_sqlite_runs_stored_before_run_numbers_get_theirs_in_order(
+    tmp_path: Path,
+) -> None:
+    """A database from before runs had numbers: its runs are numbered in the order they were
+    created, each thread apart, and the next run of a thread goes on from there."""
+    path = tmp_path / "agentstream.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(SQLITE_MIGRATIONS[:3], start=1):
+        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    at = "2026-01-01T00:00:00+00:00"
+    for thread_id in ("ta", "tb"):
+        db.execute(
+            "INSERT INTO threads VALUES (?, ?, ?, ?, '{}', 'idle', '{}', NULL, '{}', NULL)",
+            (thread_id, at, at, at),
+        )
+    for run_id, thread_id in [("a1", "ta"), ("b1", "tb"), ("a2", "ta"), ("a3", "ta")]:
+        db.execute(
+            "INSERT INTO runs (run_id, thread_id, assistant_id, metadata, status, kwargs, "
+            "multitask_strategy, created_at, updated_at) "
+            "VALUES (?, ?, 'asst', '{}', 'success', '{}', 'enqueue', ?, ?)",
+            (run_id, thread_id, at, at),
+        )
+    db.close()
+    storage = SqliteStorage(path)
+    await storage.setup()
+    try:
+        assert await storage.run_numbers("ta", limit=10) == [(3, "a3"), (2, "a2"), (1, "a1")]
+        assert await storage.run_numbers("tb", limit=10) == [(1, "b1")]
+        await storage.delete_run("ta", "a3")
+        later, _ = await _enqueue(storage, "ta")
+        assert await storage.run_numbers("ta", limit=1) == [(4, later)]
     finally:
         await storage.aclose()
 

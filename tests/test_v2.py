@@ -493,3 +493,44 @@ async def test_v2_seq_survives_an_embedded_restart(
     assert [e["params"]["data"].get("run_id") for e in rest if e["method"] == "lifecycle"] == [
         second["result"]["run_id"]
     ] * 2
+
+
+async def test_v2_seq_keeps_a_deleted_runs_place_across_an_embedded_restart(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A run deleted (or rolled back) leaves its number behind: the thread's later runs keep
+    theirs after a restart, so a cursor given out before still means the same event."""
+    database, thread_id = tmp_path / "deleted.sqlite", str(uuid.uuid4())
+    body = {"channels": ["lifecycle", "custom"], "since": 0}
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        runs = []
+        for _ in range(3):
+            runs.append(
+                await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 1})
+            )
+        before = await _until_runs_end(http, thread_id, body, 3)
+        first = runs[0]["result"]["run_id"]
+        assert (await http.delete(f"/threads/{thread_id}/runs/{first}")).status_code == 204
+        # The thread's later runs keep their seqs meanwhile.
+        after_first = max(e["seq"] for e in before if e["seq"] < 2 * SEQ_BASE)
+        live = await _until_runs_end(http, thread_id, {**body, "since": after_first}, 2)
+    kept = [e for e in before if e["seq"] > 3 * SEQ_BASE]
+    later = [e for e in before if e["seq"] > 2 * SEQ_BASE]
+    assert [e for e in live if e["type"] == "event"] == later
+    srv.stop()
+    srv = server_factory(database=database)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        fourth = await _command(http, thread_id, "run.start", assistant_id="ticker", input={"n": 1})
+        # After the third run's last event: exactly the fourth run, at the fourth number.
+        after = await _until_runs_end(http, thread_id, {**body, "since": kept[-1]["seq"]}, 1)
+    assert [r["meta"]["applied_through_seq"] for r in runs] == [n * SEQ_BASE for n in (1, 2, 3)]
+    assert fourth["meta"]["applied_through_seq"] == 4 * SEQ_BASE
+    # The third run's log went with the process: whether it said more after the cursor is not
+    # known, so the reader is told where what is kept starts.
+    gap, *rest = after
+    assert gap["error"] == "resume_gap" and gap["meta"]["oldest_seq"] == 4 * SEQ_BASE + 1
+    assert {e["seq"] // SEQ_BASE for e in rest} == {4}
+    assert [e["params"]["data"].get("run_id") for e in rest if e["method"] == "lifecycle"] == [
+        fourth["result"]["run_id"]
+    ] * 2

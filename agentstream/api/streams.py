@@ -96,8 +96,8 @@ class ThreadFollower:
             async for batch in self.bus.subscribe(log, start):
                 for entry in batch:
                     after = resume[1] if entry.seq == resume[0] else 0
-                    run_id = entry.data.decode()
-                    if after != protocol.RUN_DONE and run_id not in self._followed:
+                    run_id = entry.data.decode()  # empty: the place of a run deleted since
+                    if run_id and after != protocol.RUN_DONE and run_id not in self._followed:
                         async for chunk in self._run(entry.seq, run_id, after):
                             yield chunk
         except EventsEvicted as exc:

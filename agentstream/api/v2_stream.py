@@ -173,6 +173,8 @@ class ThreadTape:
                 async for batch in self.c.bus.subscribe(thread_log(self.thread_id), start):
                     for entry in batch:
                         start = entry.seq
+                        if not entry.data:
+                            continue  # the place of a run deleted since
                         if not await self._visible():
                             return
                         run_after = after if entry.seq == run_seq else 0

@@ -158,18 +158,27 @@ async def list_run(storage: Storage, bus: EventBus, run: Run) -> None:
     if last == 0:
         await _relist(storage, bus, run["thread_id"])  # this run included: it is stored
     elif marker not in await _listed(bus, log, max(last - 64, 0)):
-        # (A reader's relist since this run was stored lists it at the end.)
-        await bus.publish(log, [("run", "run", marker)])
+        # (A reader's relist since this run was stored lists it at the end.) Runs of the thread
+        # deleted since the log was listed keep their places, empty (see _relist).
+        numbers = await storage.run_numbers(run["thread_id"], limit=1)
+        number = numbers[0][0] if numbers and numbers[0][1] == run["run_id"] else None
+        gap = (number or 0) - last - 1
+        await bus.publish(log, [*_holes(max(gap, 0)), ("run", "run", marker)])
+
+
+def _holes(n: int) -> list[tuple[str, str, bytes]]:
+    """Places in a thread's log of runs deleted since: their numbers are never given again."""
+    return [("run", "run", b"")] * n
 
 
 async def thread_seq(storage: Storage, bus: EventBus, thread_id: str) -> int:
     """The number of the thread's latest run in its log.
 
     The in-process bus starts every log empty in a new process, while the runs of the embedded
-    deployment are kept in SQLite: so the first look at a thread's log in a process lists the
-    thread's stored runs there again, in the order they were created, and each keeps its number
-    (and each of its v2 events its seq) across a restart. What their logs held is gone; readers
-    are told so (resume_gap). A run deleted before the restart would shift the later ones."""
+    deployment are kept in its database: so the first look at a thread's log in a process lists
+    the thread's stored runs there again, each at its stored number (a deleted run's place stays,
+    empty), so that each of its v2 events keeps its seq across a restart. What their logs held
+    is gone; readers are told so (resume_gap)."""
     log = thread_log(thread_id)
     seq = await bus.last_seq(log)
     if seq == 0 and bus.instant:
@@ -180,17 +189,26 @@ async def thread_seq(storage: Storage, bus: EventBus, thread_id: str) -> int:
 
 async def _relist(storage: Storage, bus: EventBus, thread_id: str) -> None:
     try:
-        runs = await storage.list_runs(thread_id, limit=RELIST_MAX, offset=0, status=None)
+        await storage.get_thread(thread_id)
+        runs = await storage.run_numbers(thread_id, limit=RELIST_MAX)
     except NotFound:
         return  # not created yet
     # Nothing from here to the publish lets another task run (the in-process bus never waits
     # when asked not to), so no other relist or new run gets between: none is listed twice.
     log = thread_log(thread_id)
     listed = await _listed(bus, log, 0)
-    markers = [r["run_id"].encode() for r in reversed(runs)]  # listed newest first
-    missing = [("run", "run", m) for m in markers if m not in listed]
-    if missing:
-        await bus.publish(log, missing)
+    items: list[tuple[str, str, bytes]] = []
+    place = await bus.last_seq(log)
+    for number, run_id in reversed(runs):  # oldest first
+        marker = run_id.encode()
+        if marker in listed:
+            continue
+        if number is not None and number > place + 1:
+            items += _holes(number - place - 1)
+        items.append(("run", "run", marker))
+        place = max(place + 1, number or 0)
+    if items:
+        await bus.publish(log, items)
 
 
 async def _listed(bus: EventBus, log: str, after: int) -> set[bytes]:

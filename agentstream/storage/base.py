@@ -351,6 +351,11 @@ class Storage(RunQueue, Protocol):
         filters: Filter | None = None,
     ) -> list[Run]: ...
 
+    async def run_numbers(self, thread_id: str, *, limit: int) -> list[tuple[int | None, str]]:
+        """(number, run_id) of the thread's newest runs, newest first: each run's number on its
+        thread, given once (a deleted run's is never given again); None for none given."""
+        ...
+
     async def delete_run(
         self, thread_id: str, run_id: str, *, filters: Filter | None = None
     ) -> None: ...

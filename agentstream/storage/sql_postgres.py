@@ -116,6 +116,16 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl (expires_at);
     """,
+    # 4: a run's number on its thread (see the SQLite dialect's migration 4)
+    """
+    ALTER TABLE threads ADD COLUMN IF NOT EXISTS run_count BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS number BIGINT;
+    UPDATE runs SET number = o.n FROM (
+        SELECT seq, row_number() OVER (PARTITION BY thread_id ORDER BY seq) AS n FROM runs
+    ) o WHERE o.seq = runs.seq;
+    UPDATE threads SET run_count = coalesce(
+        (SELECT max(number) FROM runs WHERE runs.thread_id = threads.thread_id), 0);
+    """,
 ]
 
 # Which migrations this database has had.
@@ -260,13 +270,16 @@ WHERE thread_id = %(thread_id)s
     "ORDER BY seq",
     # Queue a run; it becomes due after its kwargs' after_seconds.
     "insert_run": f"""
-INSERT INTO runs ({_RUN}, temporary, auth_user, due_at) VALUES (%(run_id)s, %(thread_id)s,
-    %(assistant_id)s, %(run_metadata)s, 'pending', %(kwargs)s, %(strategy)s, %(created_at)s,
-    %(updated_at)s, %(temporary)s, %(auth_user)s, now() + make_interval(secs => %(after)s))
+INSERT INTO runs ({_RUN}, temporary, auth_user, due_at, number) VALUES (%(run_id)s,
+    %(thread_id)s, %(assistant_id)s, %(run_metadata)s, 'pending', %(kwargs)s, %(strategy)s,
+    %(created_at)s, %(updated_at)s, %(temporary)s, %(auth_user)s,
+    now() + make_interval(secs => %(after)s),
+    (SELECT run_count + 1 FROM threads WHERE thread_id = %(thread_id)s))
 """,
-    # Mark a thread busy with a new run, with its metadata merged.
+    # Mark a thread busy with a new run, with its metadata merged, and count the run.
     "thread_takes_run": """
-UPDATE threads SET status = 'busy', metadata = %(metadata)s, updated_at = now()
+UPDATE threads SET status = 'busy', metadata = %(metadata)s, updated_at = now(),
+    run_count = run_count + 1
 WHERE thread_id = %(thread_id)s
 """,
     # A run the caller may see, on a given thread or any.
@@ -280,6 +293,11 @@ WHERE r.run_id = %(run_id)s AND (%(thread_id)s::text IS NULL OR r.thread_id = %(
 SELECT {_RUN} FROM runs
 WHERE thread_id = %(thread_id)s AND (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY seq DESC LIMIT %(limit)s OFFSET %(offset)s
+""",
+    # The numbers of a thread's newest runs, newest first (NULL: none given).
+    "run_numbers": """
+SELECT number, run_id FROM runs WHERE thread_id = %(thread_id)s ORDER BY seq DESC
+LIMIT %(limit)s
 """,
     # Delete a run of a thread the caller may see.
     "delete_run": """

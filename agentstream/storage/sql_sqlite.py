@@ -102,6 +102,17 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl(expires_at);
     """,
+    # 4: a run's number on its thread, given once and never again (a deleted run keeps its own):
+    # the run's place in the thread's log, and so in every seq of its protocol v2 events, after
+    # a restart of the embedded deployment too. Existing runs are numbered in creation order.
+    """
+    ALTER TABLE threads ADD COLUMN run_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN number INTEGER;
+    UPDATE runs SET number = (
+        SELECT count(*) FROM runs o WHERE o.thread_id = runs.thread_id AND o.seq <= runs.seq);
+    UPDATE threads SET run_count = coalesce(
+        (SELECT max(number) FROM runs WHERE runs.thread_id = threads.thread_id), 0);
+    """,
 ]
 
 _ASSISTANT = (
@@ -244,13 +255,15 @@ WHERE thread_id = :thread_id
     "ORDER BY seq",
     # Queue a run; it becomes due after its kwargs' after_seconds.
     "insert_run": f"""
-INSERT INTO runs ({_RUN}, temporary, auth_user, due_at) VALUES (:run_id, :thread_id,
+INSERT INTO runs ({_RUN}, temporary, auth_user, due_at, number) VALUES (:run_id, :thread_id,
     :assistant_id, :run_metadata, 'pending', :kwargs, :strategy, :created_at, :updated_at,
-    :temporary, :auth_user, :now + :after)
+    :temporary, :auth_user, :now + :after,
+    (SELECT run_count + 1 FROM threads WHERE thread_id = :thread_id))
 """,
-    # Mark a thread busy with a new run, with its metadata merged.
+    # Mark a thread busy with a new run, with its metadata merged, and count the run.
     "thread_takes_run": """
-UPDATE threads SET status = 'busy', metadata = :metadata, updated_at = :at
+UPDATE threads SET status = 'busy', metadata = :metadata, updated_at = :at,
+    run_count = run_count + 1
 WHERE thread_id = :thread_id
 """,
     # A run the caller may see, on a given thread or any.
@@ -262,6 +275,10 @@ WHERE r.run_id = :run_id AND (:thread_id IS NULL OR r.thread_id = :thread_id) AN
     "list_runs": f"""
 SELECT {_RUN} FROM runs WHERE thread_id = :thread_id AND (:status IS NULL OR status = :status)
 ORDER BY seq DESC LIMIT :limit OFFSET :offset
+""",
+    # The numbers of a thread's newest runs, newest first (NULL: none given).
+    "run_numbers": """
+SELECT number, run_id FROM runs WHERE thread_id = :thread_id ORDER BY seq DESC LIMIT :limit
 """,
     # Delete a run of a thread the caller may see.
     "delete_run": """

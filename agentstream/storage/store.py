@@ -368,6 +368,10 @@ class RunStore(ExpiryStore):
         p = dict(thread_id=thread_id, status=status or None, limit=limit, offset=offset)
         return [self._run(r) for r in await self.c.read(rows(self.d["list_runs"], p))]
 
+    async def run_numbers(self, thread_id: str, *, limit: int) -> list[tuple[int | None, str]]:
+        p = dict(thread_id=thread_id, limit=limit)
+        return [(r[0], r[1]) for r in await self.c.read(rows(self.d["run_numbers"], p))]
+
     async def delete_run(
         self, thread_id: str, run_id: str, *, filters: Filter | None = None
     ) -> None:
