@@ -116,6 +116,10 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl (expires_at);
     """,
+    # 4: a search's page in the default order walks an index and stops at its limit
+    """
+    CREATE INDEX IF NOT EXISTS threads_created ON threads (created_at, thread_id);
+    """,
 ]
 
 # Which migrations this database has had.

@@ -102,6 +102,11 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS thread_ttl_expires ON thread_ttl(expires_at);
     """,
+    # 4: a search's page in the default order walks an index and stops at its limit, instead
+    # of sorting every thread (benchmarks.scale: 19 ms at 10,000 threads, growing with them)
+    """
+    CREATE INDEX IF NOT EXISTS threads_created ON threads(created_at, thread_id);
+    """,
 ]
 
 _ASSISTANT = (
