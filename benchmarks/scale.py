@@ -608,10 +608,10 @@ async def long_run(sizes: ScaleSizes, cpus: set[int] | None, workdir: Path) -> d
         finally:
             await client.aclose()
             await asyncio.to_thread(server.stop)
-    paced = out["paced"]
-    # The burst is reported, not judged: a reader far behind may be told its events were
-    # dropped (the log keeps the last AGENTSTREAM_EVENT_LOG_MAX_EVENTS).
-    out["errors"] = int(not paced["resume_exact"]) + int(paced["status"] != "success")
+    out["errors"] = sum(
+        int(not r["resume_exact"]) + int(r["status"] != "success")
+        for r in (out["paced"], out["burst"])
+    )
     return out
 
 
