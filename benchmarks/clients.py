@@ -203,6 +203,11 @@ class RawClient:
         chunks = [chunk async for chunk in self._request(method, path, body)]
         return orjson.loads(b"".join(chunks))
 
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Any JSON request; its decoded body, None when it has none (a 202, a 204)."""
+        data = b"".join([chunk async for chunk in self._request(method, path, body)])
+        return orjson.loads(data) if data else None
+
     async def create_thread(self) -> str:
         return str((await self._json("POST", "/threads", {}))["thread_id"])
 

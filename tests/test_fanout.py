@@ -13,6 +13,7 @@ import httpx
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from agentstream.execution.executor import YIELD_EVERY
 from tests.conftest import ServerProcess
 
 JOINERS = 50
@@ -120,3 +121,28 @@ async def test_slow_reader_is_cut_off_with_a_reason_and_never_slows_the_run(
         resumed = await http.get(path, headers={"Last-Event-ID": str(kept_after)})
     ids = [int(x[4:]) for x in resumed.text.splitlines() if x.startswith("id: ")]
     assert ids == list(range(kept_after + 1, fast_ids[-1] + 1)), "resume by id still works"
+
+
+async def test_a_burst_longer_than_the_log_reaches_a_reader_there_from_the_start(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """A node that writes 20,000 events without awaiting: the executor drains them from
+    LangGraph's buffer in one go. A reader attached before the run got none of them and an
+    EventsEvicted error (the log keeps 4,000 here) until the executor handed the loop over
+    every YIELD_EVERY events (benchmarks.scale, one run of many events, burst)."""
+    assert YIELD_EVERY * 2 < 4000
+    server = server_factory(env={"AGENTSTREAM_EVENT_LOG_MAX_EVENTS": "4000"})
+    client = get_client(url=server.url)
+    ticks = 20_000
+    try:
+        thread = await client.threads.create()
+        t = thread["thread_id"]
+        run = await client.runs.create(
+            t, "ticker", input={"n": ticks, "delay": 0.0}, stream_mode=["custom"], after_seconds=1
+        )
+        got = await asyncio.wait_for(_ticks_from(client, t, run["run_id"]), 60)
+        state = await client.runs.join(t, run["run_id"])
+    finally:
+        await client.http.client.aclose()
+    assert got == list(range(ticks))
+    assert state["count"] == ticks

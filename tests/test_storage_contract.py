@@ -35,6 +35,7 @@ from agentstream.storage.base import (
 )
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_postgres import MIGRATIONS
+from agentstream.storage.sql_sqlite import DIALECT
 from agentstream.storage.sql_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from agentstream.storage.sqlite import SqliteStorage
 
@@ -324,6 +325,29 @@ async def test_thread_search_by_metadata_status_and_ids(storage: Storage) -> Non
         sort_by="thread_id", sort_order="desc",
     )  # fmt: skip
     assert ([t["thread_id"] for t in found], total) == (["t2"], 3)
+
+
+async def test_search_total_is_exact_on_every_page(storage: Storage) -> None:
+    """A page that is not full ends the matches, so its total is not counted again; every
+    other page (a full one, one past the end) counts them."""
+    for i in range(5):
+        await storage.create_thread(f"t{i}", metadata={"odd": i % 2}, if_exists="raise")
+
+    async def page(limit: int, offset: int, **kw: Any) -> tuple[list[str], int]:
+        found, total = await storage.search_threads(
+            ids=None, values=None, status=None, limit=limit, offset=offset,
+            sort_by="thread_id", sort_order="asc", metadata=kw.get("metadata"),
+        )  # fmt: skip
+        return [t["thread_id"] for t in found], total
+
+    assert await page(2, 0) == (["t0", "t1"], 5)
+    assert await page(2, 2) == (["t2", "t3"], 5)
+    assert await page(2, 4) == (["t4"], 5)
+    assert await page(2, 6) == ([], 5)
+    assert await page(5, 0) == (["t0", "t1", "t2", "t3", "t4"], 5)
+    assert await page(10, 0, metadata={"odd": 1}) == (["t1", "t3"], 2)
+    assert await page(10, 1, metadata={"odd": 1}) == (["t3"], 2)
+    assert await page(10, 0, metadata={"odd": 7}) == ([], 0)
 
 
 async def test_thread_search_by_values(storage: Storage) -> None:
@@ -949,6 +973,23 @@ async def test_sqlite_runs_stored_before_run_numbers_get_theirs_in_order(
         assert await storage.run_numbers("ta", limit=1) == [(4, later)]
     finally:
         await storage.aclose()
+
+
+async def test_sqlite_thread_search_page_walks_an_index(tmp_path: Path) -> None:
+    """The default order (newest first) reads threads off an index and stops at the page's
+    end: without it every search sorted all threads (benchmarks.scale, many threads)."""
+    path = tmp_path / "agentstream.sqlite"
+    storage = SqliteStorage(path)
+    await storage.setup()
+    await storage.aclose()
+    db = sqlite3.connect(path)
+    try:
+        sql = DIALECT["search_threads"].format(where="1", order="created_at DESC, thread_id DESC")
+        plan = db.execute(f"EXPLAIN QUERY PLAN {sql}", {"limit": 10, "offset": 0}).fetchall()
+    finally:
+        db.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "threads_created" in details and "TEMP B-TREE" not in details, details
 
 
 async def test_sqlite_in_memory_keeps_checkpoints_with_the_rows() -> None:

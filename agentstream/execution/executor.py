@@ -36,6 +36,9 @@ from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
 
+# On the in-process bus, the loop is handed over after this many events published in a row.
+YIELD_EVERY = 1024
+
 
 class RunAttemptsExceeded(Exception):
     """A run whose workers kept dying is ended instead of being retried forever."""
@@ -245,6 +248,7 @@ class Executor:
         run_id = run["run_id"]
         published = 0
         if self.bus.instant:  # nothing to wait for: no task per publish
+            turn = 0
             try:
                 async for part in parts:
                     batch = translate(part)
@@ -253,6 +257,13 @@ class Executor:
                             metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
                         published += len(batch)
                         await self.bus.publish(run_id, batch)
+                        if published - turn >= YIELD_EVERY:
+                            # A graph that emitted a burst without awaiting is drained here
+                            # without a single suspension: hand the loop over now and then, so
+                            # that readers keep up with the log (past its bound they were cut
+                            # off) and other requests are served meanwhile.
+                            turn = published
+                            await asyncio.sleep(0)
             finally:
                 metrics.EVENTS_PUBLISHED.inc(published)
             return

@@ -126,6 +126,10 @@ MIGRATIONS = [
     UPDATE threads SET run_count = coalesce(
         (SELECT max(number) FROM runs WHERE runs.thread_id = threads.thread_id), 0);
     """,
+    # 5: a search's page in the default order walks an index and stops at its limit
+    """
+    CREATE INDEX IF NOT EXISTS threads_created ON threads (created_at, thread_id);
+    """,
 ]
 
 # Which migrations this database has had.
