@@ -393,8 +393,7 @@ class Executor:
             if v3 is None
             else v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
         )
-        await self.bus.publish(run_id, [*end, result])
-        await self.bus.close(run_id)
+        await self.bus.close(run_id, [*end, result])
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
         """Ends a run that failed outside the graph (its row unreadable, or settling it raised)
