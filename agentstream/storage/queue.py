@@ -2,7 +2,9 @@
 
 Each multi-step verb is a generator of named statements (see dialect.Verb) that its connector
 runs in one transaction: on SQLite inside one hand-off to the connection's thread, so that
-concurrent calls still share a commit; on PostgreSQL with an await per statement.
+concurrent calls still share a commit; on PostgreSQL with an await per statement. Where each
+step costs a round trip, the dialect may give a verb as one statement (PostgreSQL's create,
+claim and finish: sql_pgverbs.py), and the verb then sends that instead of its steps.
 """
 
 from __future__ import annotations
@@ -136,7 +138,16 @@ class QueueStore:
         return inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
 
     def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[list[str]]:
-        if new.temporary or new.if_not_exists == "create":
+        insert = new.temporary or new.if_not_exists == "create"
+        if "create_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
+            found, _ = yield self.d["create_run"].format(cond=cond), {**p, "insert": insert}
+            outcome, visible, inflight = found[0]
+            if outcome == "missing" or not visible:
+                raise NotFound("thread", p["thread_id"])
+            if outcome == "busy":
+                raise ThreadBusy(p["thread_id"])
+            return list(inflight)
+        if insert:
             yield self.d["insert_thread"], p
         # The thread's lock makes the check below and the insert one step for every process.
         thread, _ = yield self.d["lock_thread"].format(cond=cond), p
@@ -166,6 +177,11 @@ class QueueStore:
         # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
         # ever pick two runs of one thread, the thread's advisory lock orders them and the
         # second one's start, a new statement and so a fresh snapshot, sees what the first did.
+        if "claim_run" in self.d.queries:  # pick and start in one statement (PostgreSQL)
+            found, _ = yield self.d["claim_run"], p
+            if not found:
+                return None
+            return found[0] if found[0][0] is not None else _GONE
         picked, _ = yield self.d["pick_run"], p
         if not picked:
             return None
@@ -235,6 +251,11 @@ class QueueStore:
                 "error": j(error) if error else None}  # fmt: skip
 
     def _finish(self, p: Params, settle: dict[str, Any] | None) -> Verb[None]:
+        if "finish_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
+            cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
+            state = {f"thread_{k}": v for k, v in cached.items()}
+            yield self.d["finish_run"], {**p, **state, "remove": settle is None}
+            return
         thread = yield from self._lock_thread_of(p)
         if thread is None:
             return
