@@ -206,7 +206,9 @@ class RedisEventBus:
         key = self.key(run_id)
         seen = await self.last_seq(run_id) if after is None else max(after, 0)
         pos = b"%d-0" % seen
-        block = False
+        # A reader from the start has no end of the log to be beyond: the first read may
+        # block at once (it returns at once what there is), saving the look that finds out.
+        block = wait and seen == 0
         while True:
             ended = False
             if block:
