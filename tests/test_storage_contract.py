@@ -531,6 +531,20 @@ async def test_create_run_on_unknown_thread(storage: Storage) -> None:
     assert stored["created_at"].tzinfo is not None
 
 
+async def test_a_claim_brings_the_run_assistant_or_leaves_it_to_be_looked_up(
+    storage: Storage,
+) -> None:
+    # PostgreSQL reads it with the claim (the executor's first read); SQLite leaves it None.
+    stored = await storage.put_assistant(_assistant("asst"), if_exists="raise")
+    await _enqueue(storage, "t1")
+    claim = await _claim_within(storage, "w")
+    assert claim["assistant"] in (None, stored)
+    assert (claim["assistant"] is None) == isinstance(storage, SqliteStorage)
+    await storage.delete_assistant("asst")
+    await _enqueue(storage, "t2")
+    assert (await _claim_within(storage, "w"))["assistant"] is None  # gone: looked up, NotFound
+
+
 @pytest.mark.parametrize("owner", OWNER_FILTERS, ids=["plain", "eq", "contains"])
 async def test_create_run_under_an_owner_filter_sees_only_its_threads(
     storage: Storage, owner: dict[str, Any]

@@ -210,7 +210,7 @@ class Executor:
     async def _execute(self, claim: RunClaim) -> RunOutcome:
         run = claim["run"]
         kwargs = run["kwargs"]
-        assistant = await self.storage.get_assistant(run["assistant_id"])
+        assistant = claim["assistant"] or await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
         graph_id = assistant["graph_id"]

@@ -19,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agentstream.protocol import RunStatus, ThreadStatus
 from agentstream.storage.base import (
+    Assistant,
     NewRun,
     NotFound,
     QueueStats,
@@ -112,6 +113,21 @@ class QueueStore:
             updated_at=ts(r[8]),
         )
 
+    def _assistant(self, r: Row) -> Assistant:
+        load, ts = self.c.load, self.c.load_ts
+        return Assistant(
+            assistant_id=r[0],
+            graph_id=r[1],
+            config=load(r[2]),
+            context=load(r[3]),
+            metadata=load(r[4]),
+            name=r[5],
+            description=r[6],
+            version=r[7],
+            created_at=ts(r[8]),
+            updated_at=ts(r[9]),
+        )
+
     # --- creating a run ----------------------------------------------------------------------
     async def create_run(self, new: NewRun) -> list[str]:
         return await self.c.write(self._queue_run(new))
@@ -193,9 +209,12 @@ class QueueStore:
         # this worker, which ends it as error, never a pending head of the queue that every
         # claim trips over.
         try:
+            # A dialect's one-statement claim adds the run's assistant (NULLs when it is gone).
+            assistant = self._assistant(r[12:]) if len(r) > 12 and r[12] is not None else None
             return RunClaim(
-                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11])
-            )
+                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11]),
+                assistant=assistant,
+            )  # fmt: skip
         except ValueError as exc:  # orjson's decode error is a ValueError
             raise UnreadableRun(r[0], str(exc)) from exc
 

@@ -65,13 +65,18 @@ END $fn$
 """
 
 
-def _claim_run(q: Mapping[str, str]) -> str:
+def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
     start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
+    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
     return f"""
-CREATE OR REPLACE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
+DROP FUNCTION IF EXISTS agentstream_claim_run(text, float8);
+CREATE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
 RETURNS TABLE (run_id text, thread_id text, assistant_id text, metadata jsonb, status text,
     kwargs jsonb, multitask_strategy text, created_at timestamptz, updated_at timestamptz,
-    attempt integer, temporary boolean, auth_user jsonb) LANGUAGE plpgsql AS $fn$
+    attempt integer, temporary boolean, auth_user jsonb,
+    a_assistant_id text, a_graph_id text, a_config jsonb, a_context jsonb, a_metadata jsonb,
+    a_name text, a_description text, a_version integer, a_created_at timestamptz,
+    a_updated_at timestamptz) LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     picked record;
@@ -80,7 +85,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    RETURN QUERY WITH started AS ({start}) SELECT * FROM started;
+    RETURN QUERY WITH started AS ({start})
+    SELECT s.*, {assistant} FROM started s
+    LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;
     IF NOT FOUND THEN  -- started by another claimer meanwhile: a row of NULLs says so
         RETURN NEXT;
     END IF;
@@ -120,11 +127,18 @@ END $fn$
 """
 
 
-def functions(q: Mapping[str, str], scripts: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+def functions(
+    q: Mapping[str, str], scripts: Mapping[str, tuple[str, ...]], assistant_columns: str
+) -> tuple[str, ...]:
     """The definitions, from the dialect's queries (lock_thread without an owner filter: the
-    caller applies it to the locked thread's metadata, see CALLS)."""
+    caller applies it to the locked thread's metadata, see CALLS) and the columns of an
+    assistant in the order the run store reads them."""
     q = {**q, "lock_thread": q["lock_thread"].format(cond="TRUE")}
-    return _create_run(q), _claim_run(q), _finish_run(q, scripts["delete_checkpoints"])
+    return (
+        _create_run(q),
+        _claim_run(q, assistant_columns),
+        _finish_run(q, scripts["delete_checkpoints"]),
+    )
 
 
 CALLS = {
@@ -135,8 +149,9 @@ CALLS = {
     "%(insert)s, %(thread_id)s, %(metadata)s, %(run_id)s, %(assistant_id)s, %(run_metadata)s, "
     "%(kwargs)s, %(strategy)s, %(created_at)s, %(updated_at)s, %(temporary)s, %(auth_user)s, "
     "%(after)s) f",
-    # Claim the oldest runnable run in one step (pick, then start): its row, none when there is
-    # nothing to claim, or a row of NULLs when another claimer started the picked run first.
+    # Claim the oldest runnable run in one step (pick, then start): its row and its
+    # assistant's (the executor's first read), none when there is nothing to claim, or a row
+    # of NULLs when another claimer started the picked run first.
     "claim_run": "SELECT * FROM agentstream_claim_run(%(worker_id)s, %(lease)s)",
     # End a run in one step: its status, then its thread's state, or the thread removed.
     "finish_run": "SELECT agentstream_finish_run(%(run_id)s, %(status)s, %(remove)s, "

@@ -441,6 +441,6 @@ def _mark(name: str) -> str:
 
 
 # The queue's verbs of several steps as functions (sql_pgverbs.py), defined at every start.
-FUNCTIONS = functions(QUERIES, SCRIPTS)
+FUNCTIONS = functions(QUERIES, SCRIPTS, _ASSISTANT)
 
 DIALECT = Dialect({**QUERIES, **CALLS}, SCRIPTS, _mark, equals, contains, "TRUE")
