@@ -203,6 +203,21 @@ async def test_no_wait_read_of_an_open_log_returns_what_is_there(
     assert [e.seq for batch in batches for e in batch] == [2]
 
 
+async def test_close_with_last_events_appends_them_then_ends(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    # A run's result and the end of its log go in one step: a live reader gets both and stops.
+    bus = make_bus()
+    await bus.publish("r", _items("a"))
+    reader = asyncio.create_task(_read_all(bus, "r", 0))
+    await asyncio.sleep(0.05)
+    await bus.close("r", _items("b", "c"))
+    assert await asyncio.wait_for(reader, 10) == [1, 2, 3]
+    assert await bus.last_seq("r") == 3
+    await bus.close("r", _items("d"))  # a new attempt's end continues the ids
+    assert await _read_all(bus, "r", 0) == [1, 2, 3, 4]
+
+
 async def test_reading_from_now_or_beyond_a_closed_log_ends(
     make_bus: Callable[..., EventBus],
 ) -> None:
@@ -272,6 +287,26 @@ async def test_redis_close_sets_a_ttl_and_reopen_clears_it(
         assert 0 < await client.ttl(bus.key("r")) <= 30
         await bus.publish("r", _items("b"))
         assert await client.ttl(bus.key("r")) == -1, "a new attempt keeps its log"
+    finally:
+        await client.aclose()
+
+
+async def test_redis_close_with_events_retried_appends_them_once(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A retry after a lost reply resends the same batch token: nothing lands twice, and the
+    # log still ends once and expires.
+    bus = redis_bus(keep_seconds=30)
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await bus.publish("r", _items("a"))
+        keys = [bus.key("r"), bus._meta("r")]
+        args = bus._batch("r", _items("b"), 30_000, "__end__")
+        for _ in range(2):
+            assert await bus._finish(keys=keys, args=args) is None
+        assert await _read_all(bus, "r", 0) == [1, 2]
+        assert [e[0] for e in await client.xrange(bus.key("r"))] == [b"1-0", b"2-0", b"2-1"]
+        assert 0 < await client.ttl(bus.key("r")) <= 30
     finally:
         await client.aclose()
 

@@ -556,6 +556,42 @@ async def test_create_run_on_unknown_thread(storage: Storage) -> None:
     assert stored["created_at"].tzinfo is not None
 
 
+async def test_a_claim_brings_the_run_assistant_or_leaves_it_to_be_looked_up(
+    storage: Storage,
+) -> None:
+    # PostgreSQL reads it with the claim (the executor's first read); SQLite leaves it None.
+    stored = await storage.put_assistant(_assistant("asst"), if_exists="raise")
+    await _enqueue(storage, "t1")
+    claim = await _claim_within(storage, "w")
+    assert claim["assistant"] in (None, stored)
+    assert (claim["assistant"] is None) == isinstance(storage, SqliteStorage)
+    await storage.delete_assistant("asst")
+    await _enqueue(storage, "t2")
+    assert (await _claim_within(storage, "w"))["assistant"] is None  # gone: looked up, NotFound
+
+
+@pytest.mark.parametrize("owner", OWNER_FILTERS, ids=["plain", "eq", "contains"])
+async def test_create_run_under_an_owner_filter_sees_only_its_threads(
+    storage: Storage, owner: dict[str, Any]
+) -> None:
+    # A hidden thread is not found, even when it is busy (not "busy": that would tell), and
+    # nothing is stored; a new thread the filter would hide is not created either.
+    await storage.create_thread("mine", metadata=MINE, if_exists="raise")
+    await storage.create_thread("theirs", metadata=THEIRS, if_exists="raise")
+    theirs, _ = await _enqueue(storage, "theirs", strategy="reject")
+    for thread_id in ("theirs", "new"):
+        with pytest.raises(NotFound):
+            await _enqueue(storage, thread_id, strategy="reject", filters=owner)
+    inflight = await storage.inflight_runs(thread_id=None, run_ids=None, status=None)
+    assert [r["run_id"] for r in inflight] == [theirs]
+    assert (await storage.get_thread("theirs"))["metadata"] == THEIRS
+    with pytest.raises(NotFound):
+        await storage.get_thread("new")
+    mine, _ = await _enqueue(storage, "mine", filters=owner, thread_metadata={"n": 1})
+    assert (await storage.get_run("mine", mine))["status"] == "pending"
+    assert (await storage.get_thread("mine"))["metadata"] == {**MINE, "n": 1}
+
+
 async def test_create_run_merges_thread_metadata(storage: Storage) -> None:
     await storage.create_thread("t1", metadata={"a": 1, "b": 1}, if_exists="raise")
     await _enqueue(storage, "t1", thread_metadata={"b": 2})

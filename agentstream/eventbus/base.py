@@ -47,8 +47,9 @@ class EventBus(Protocol):
         """Append (mode, event name, JSON data) items in order; returns the last id given."""
         ...
 
-    async def close(self, run_id: str) -> None:
-        """Mark the log complete: readers drain what is left and stop."""
+    async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
+        """Append items (as publish does), then mark the log complete: readers drain what is
+        left and stop. One step, so a run's last events and its end cost one round trip."""
         ...
 
     async def last_seq(self, run_id: str) -> int:

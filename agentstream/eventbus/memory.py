@@ -177,7 +177,9 @@ class MemoryEventBus:
         log.notify()
         return log.next_seq - 1
 
-    async def close(self, run_id: str) -> None:
+    async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
+        if items:
+            await self.publish(run_id, items)
         log = self._log(run_id)
         log.closed = True
         log.notify()

@@ -43,43 +43,53 @@ _BLOCK_SECONDS = 20.0
 # ARGV[2], the last id this publisher was given, is a floor: should Redis come back empty (a
 # restart without persistence), the log goes on from there, so no id a reader has seen is
 # given to another event; what was lost before it, a reader is told (EventsEvicted).
-_PUBLISH = """
-local last = redis.call('HGET', KEYS[2], ARGV[3])
-if last then
-  local token, done = string.match(last, '^(.-):(%d+)$')
-  if token == ARGV[4] then return tonumber(done) end
+_APPEND = """
+local function append(first)
+  local last = redis.call('HGET', KEYS[2], ARGV[3])
+  if last then
+    local token, done = string.match(last, '^(.-):(%d+)$')
+    if token == ARGV[4] then return tonumber(done) end
+  end
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  local seq = tonumber(ARGV[2])
+  if top then seq = math.max(seq, tonumber(string.match(top[1], '^%d+'))) end
+  for i = first, #ARGV, 3 do
+    seq = seq + 1
+    local id = string.format('%d-0', seq)
+    redis.call('XADD', KEYS[1], id, 'mode', ARGV[i], 'name', ARGV[i + 1], 'data', ARGV[i + 2])
+  end
+  local oldest = seq - tonumber(ARGV[1]) + 1
+  if oldest > 1 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', oldest)) end
+  redis.call('PERSIST', KEYS[1])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ':' .. seq)
+  redis.call('PERSIST', KEYS[2])
+  return seq
 end
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-local seq = tonumber(ARGV[2])
-if top then seq = math.max(seq, tonumber(string.match(top[1], '^%d+'))) end
-for i = 5, #ARGV, 3 do
-  seq = seq + 1
-  local id = string.format('%d-0', seq)
-  redis.call('XADD', KEYS[1], id, 'mode', ARGV[i], 'name', ARGV[i + 1], 'data', ARGV[i + 2])
-end
-local oldest = seq - tonumber(ARGV[1]) + 1
-if oldest > 1 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', oldest)) end
-redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ':' .. seq)
-redis.call('PERSIST', KEYS[2])
-return seq
 """
+_PUBLISH = _APPEND + "return append(5)"
 
-# A second close in a row adds no second marker; either way the log expires keep_seconds later.
-# ARGV[3] is the closer's floor, as for _PUBLISH: an emptied log still ends after the last id.
-_CLOSE = """
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-local seq, closed = tonumber(ARGV[3]), false
-if top then
-  local n, k = string.match(top[1], '^(%d+)-(%d+)$')
-  if tonumber(n) >= seq then seq, closed = tonumber(n), k ~= '0' end
+# A second close in a row adds no second marker; either way the log expires keep_ms later.
+# floor is the closer's, as for _PUBLISH: an emptied log still ends after the last id.
+_END = """
+local function close(floor, keep_ms, mode)
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  local seq, closed = floor, false
+  if top then
+    local n, k = string.match(top[1], '^(%d+)-(%d+)$')
+    if tonumber(n) >= seq then seq, closed = tonumber(n), k ~= '0' end
+  end
+  if not closed then
+    redis.call('XADD', KEYS[1], string.format('%d-1', seq), 'mode', mode, 'name', '', 'data', '')
+  end
+  redis.call('PEXPIRE', KEYS[1], keep_ms)
+  redis.call('PEXPIRE', KEYS[2], keep_ms)
 end
-if not closed then
-  redis.call('XADD', KEYS[1], string.format('%d-1', seq), 'mode', ARGV[2], 'name', '', 'data', '')
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
 """
+_CLOSE = _END + "close(tonumber(ARGV[3]), ARGV[1], ARGV[2])"
+# A run's last events and the end of its log in one round trip (and one reply to its readers):
+# ARGV as for _PUBLISH, with the close's keep_ms and end mode before the items. A retry whose
+# batch had landed appends nothing and closes again, which adds nothing.
+_FINISH = _APPEND + _END + "close(append(7), ARGV[5], ARGV[6])"
 # How long publishes and reads ride out Redis not answering before they give up.
 OUTAGE_SECONDS = 30.0
 # Floors remembered per process (run and thread logs): the newest this many.
@@ -137,6 +147,7 @@ class RedisEventBus:
         )
         self._publish = self._redis.register_script(_PUBLISH)
         self._close = self._redis.register_script(_CLOSE)
+        self._finish = self._redis.register_script(_FINISH)
         self._max_events = max_events
         self._keep_ms = max(int(keep_seconds * 1000), 1)
         self._prefix = key_prefix
@@ -158,20 +169,32 @@ class RedisEventBus:
         return f"{self._prefix}{run_id}:events"
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
-        token = next(self._tokens)
-        args: list[str | bytes | int] = [self._max_events, self._floors.get(run_id, 0)]
-        args += (self._publisher, token)
-        for mode, name, data in items:
-            args += (mode, name, data)
+        args = self._batch(run_id, items)
         keys = [self.key(run_id), self._meta(run_id)]
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
         self._remember(run_id, seq)
         return seq
 
-    async def close(self, run_id: str) -> None:
+    async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         keys = [self.key(run_id), self._meta(run_id)]
-        args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
-        await self._retrying(lambda: self._close(keys=keys, args=args))
+        if items:
+            args = self._batch(run_id, items, self._keep_ms, END_MODE)
+            await self._retrying(lambda: self._finish(keys=keys, args=args))
+            self._floors.pop(run_id, None)
+            return
+        close_args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
+        await self._retrying(lambda: self._close(keys=keys, args=close_args))
+
+    def _batch(
+        self, run_id: str, items: Sequence[tuple[str, str, bytes]], *more: str | int
+    ) -> list[str | bytes | int]:
+        """_APPEND's arguments: the log's bound, this publisher's floor and a new batch token,
+        then any more (the script's own), then the items."""
+        args: list[str | bytes | int] = [self._max_events, self._floors.get(run_id, 0)]
+        args += (self._publisher, next(self._tokens), *more)
+        for mode, name, data in items:
+            args += (mode, name, data)
+        return args
 
     async def last_seq(self, run_id: str) -> int:
         top = await self._retrying(lambda: self._top(self.key(run_id)))
@@ -183,12 +206,17 @@ class RedisEventBus:
         key = self.key(run_id)
         seen = await self.last_seq(run_id) if after is None else max(after, 0)
         pos = b"%d-0" % seen
-        block = False
+        # A reader from the start has no end of the log to be beyond: the first read may
+        # block at once (it returns at once what there is), saving the look that finds out.
+        block = wait and seen == 0
         while True:
-            read = self._read_blocking if block else self._read
-            entries = await self._retrying(partial(_honoured, read, key, pos))
+            ended = False
+            if block:
+                entries = await self._retrying(partial(_honoured, self._read_blocking, key, pos))
+            else:
+                entries, ended = await self._retrying(partial(self._read, key, pos, wait))
             if not entries:  # only a read that does not block returns nothing
-                if not wait or _is_marker(pos) or await self._ended_before(key, pos):
+                if not wait or _is_marker(pos) or ended:
                     return
                 block = True
                 continue
@@ -199,8 +227,12 @@ class RedisEventBus:
             if events:
                 seen = events[-1].seq
                 yield events
-            # A marker stops the reader only while it is the last entry: past it, look once
-            # (without blocking) for a new attempt's events.
+            # A read short of _CHUNK got all there was: when it ends at a marker (or the
+            # reader does not wait), reading on would only ask again. A marker stops the reader
+            # only while it is the last entry: past it, look once (without blocking) for a new
+            # attempt's events.
+            if len(entries) < _CHUNK and (not wait or _is_marker(pos)):
+                return
             block = wait and not _is_marker(pos)
 
     async def delete(self, run_id: str) -> None:
@@ -246,8 +278,20 @@ class RedisEventBus:
         entries = _entries(await self._redis.xrevrange(key, count=1))
         return entries[0][0] if entries else None
 
-    async def _read(self, key: str, pos: bytes) -> list[_Entry]:
-        return _entries(await self._redis.xrange(key, b"(" + pos, "+", count=_CHUNK))
+    async def _read(self, key: str, pos: bytes, wait: bool) -> tuple[list[_Entry], bool]:
+        """Entries after pos (up to _CHUNK) and, for a reader that would wait, whether the log
+        was closed before pos (a reader that starts beyond the end of a closed log has nothing
+        to wait for): one round trip either way."""
+        if not wait:
+            found = await honour_cancel(self._redis.xrange(key, b"(" + pos, "+", count=_CHUNK))
+            return _entries(found), False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, b"(" + pos, "+", count=_CHUNK)
+            pipe.xrevrange(key, count=1)
+            found, newest = await honour_cancel(pipe.execute())
+        top = _entries(newest)[0][0] if newest else None
+        ended = top is not None and _is_marker(top) and _parse(top) < _parse(pos)
+        return _entries(found), ended
 
     async def _read_blocking(self, key: str, pos: bytes) -> list[_Entry]:
         while True:
@@ -265,11 +309,6 @@ class RedisEventBus:
         if found and isinstance(found[0], list):  # RESP3 with legacy response shapes
             found = found[0]
         return _entries(found)
-
-    async def _ended_before(self, key: str, pos: bytes) -> bool:
-        # A reader that starts beyond the end of a closed log has nothing to wait for.
-        top = await self._retrying(lambda: self._top(key))
-        return top is not None and _is_marker(top) and _parse(top) < _parse(pos)
 
 
 async def _honoured(

@@ -213,7 +213,7 @@ class Executor:
     async def _execute(self, claim: RunClaim) -> RunOutcome:
         run = claim["run"]
         kwargs = run["kwargs"]
-        assistant = await self.storage.get_assistant(run["assistant_id"])
+        assistant = claim["assistant"] or await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
         persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
         graph_id = assistant["graph_id"]
@@ -404,8 +404,7 @@ class Executor:
             if v3 is None
             else v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
         )
-        await self.bus.publish(run_id, [*end, result])
-        await self.bus.close(run_id)
+        await self.bus.close(run_id, [*end, result])
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:
         """Ends a run that failed outside the graph (its row unreadable, or settling it raised)

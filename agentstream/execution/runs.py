@@ -79,8 +79,7 @@ class RunService:
                 ending.insert(0, cancelled_before_start(run_id, await self._graph(run)))
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            await self.bus.publish(run_id, ending)
-            await self.bus.close(run_id)
+            await self.bus.close(run_id, ending)
             await self.control.wake()
             return
         await self.control.cancel(run_id, action)

@@ -179,7 +179,8 @@ class Worker:
         finally:
             self._running.pop(run_id, None)
             self._slots.release()
-            await self.control.wake()
+            if not _thread_removed(claim, cancellation):
+                await self.control.wake()
 
     def _hand_back_later(self, run_id: str) -> None:
         """Releases the run's lease as soon as the database answers again, and wakes the
@@ -249,6 +250,19 @@ class Worker:
         cancellation.action = action
         task.cancel()
         return True
+
+
+def _thread_removed(claim: RunClaim, cancellation: Cancellation) -> bool:
+    """Whether the run's end removed its thread (a stateless run's) and every run queued on
+    it, as the executor settles it (a rolled-back run keeps its thread): then no run waits
+    for this one, and waking the workers (a round trip to Redis on the distributed
+    deployment) would find nothing new to claim."""
+    kwargs = claim["run"]["kwargs"]
+    return (
+        claim["temporary"]
+        and kwargs.get("on_completion") != "keep"
+        and cancellation.action != "rollback"
+    )
 
 
 def _observe_queue_wait(claim: RunClaim) -> None:

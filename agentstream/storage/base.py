@@ -111,6 +111,9 @@ class RunClaim(TypedDict):
     attempt: int
     temporary: bool
     auth_user: dict[str, Any] | None
+    # Its assistant, where the claim reads it in the same statement (PostgreSQL); None where
+    # it does not, or the assistant is gone: the executor then looks it up.
+    assistant: Assistant | None
 
 
 class QueueStats(TypedDict):

@@ -21,6 +21,7 @@ from agentstream.storage.pgfilters import jsonb
 from agentstream.storage.queue import Row
 from agentstream.storage.sql_postgres import (
     DIALECT,
+    FUNCTIONS,
     MIGRATE_LOCK,
     MIGRATIONS,
     SAVER_SETUP_LOCK,
@@ -85,6 +86,8 @@ class PostgresConnector:
                 if number > current:
                     await conn.execute(script)
                     await conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
+            for definition in FUNCTIONS:
+                await conn.execute(definition)
 
     async def _setup_saver(self) -> None:
         # The saver's own migrations are not safe to run twice at once, and build indexes

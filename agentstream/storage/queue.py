@@ -2,7 +2,9 @@
 
 Each multi-step verb is a generator of named statements (see dialect.Verb) that its connector
 runs in one transaction: on SQLite inside one hand-off to the connection's thread, so that
-concurrent calls still share a commit; on PostgreSQL with an await per statement.
+concurrent calls still share a commit; on PostgreSQL with an await per statement. Where each
+step costs a round trip, the dialect may give a verb as one statement (PostgreSQL's create,
+claim and finish: sql_pgverbs.py), and the verb then sends that instead of its steps.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agentstream.protocol import RunStatus, ThreadStatus
 from agentstream.storage.base import (
+    Assistant,
     NewRun,
     NotFound,
     QueueStats,
@@ -110,6 +113,21 @@ class QueueStore:
             updated_at=ts(r[8]),
         )
 
+    def _assistant(self, r: Row) -> Assistant:
+        load, ts = self.c.load, self.c.load_ts
+        return Assistant(
+            assistant_id=r[0],
+            graph_id=r[1],
+            config=load(r[2]),
+            context=load(r[3]),
+            metadata=load(r[4]),
+            name=r[5],
+            description=r[6],
+            version=r[7],
+            created_at=ts(r[8]),
+            updated_at=ts(r[9]),
+        )
+
     # --- creating a run ----------------------------------------------------------------------
     async def create_run(self, new: NewRun) -> list[str]:
         return await self.c.write(self._queue_run(new))
@@ -136,7 +154,16 @@ class QueueStore:
         return inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
 
     def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[list[str]]:
-        if new.temporary or new.if_not_exists == "create":
+        insert = new.temporary or new.if_not_exists == "create"
+        if "create_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
+            found, _ = yield self.d["create_run"].format(cond=cond), {**p, "insert": insert}
+            outcome, visible, inflight = found[0]
+            if outcome == "missing" or not visible:
+                raise NotFound("thread", p["thread_id"])
+            if outcome == "busy":
+                raise ThreadBusy(p["thread_id"])
+            return list(inflight)
+        if insert:
             yield self.d["insert_thread"], p
         # The thread's lock makes the check below and the insert one step for every process.
         thread, _ = yield self.d["lock_thread"].format(cond=cond), p
@@ -166,6 +193,11 @@ class QueueStore:
         # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
         # ever pick two runs of one thread, the thread's advisory lock orders them and the
         # second one's start, a new statement and so a fresh snapshot, sees what the first did.
+        if "claim_run" in self.d.queries:  # pick and start in one statement (PostgreSQL)
+            found, _ = yield self.d["claim_run"], p
+            if not found:
+                return None
+            return found[0] if found[0][0] is not None else _GONE
         picked, _ = yield self.d["pick_run"], p
         if not picked:
             return None
@@ -177,9 +209,12 @@ class QueueStore:
         # this worker, which ends it as error, never a pending head of the queue that every
         # claim trips over.
         try:
+            # A dialect's one-statement claim adds the run's assistant (NULLs when it is gone).
+            assistant = self._assistant(r[12:]) if len(r) > 12 and r[12] is not None else None
             return RunClaim(
-                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11])
-            )
+                run=self._run(r), attempt=r[9], temporary=bool(r[10]), auth_user=self.c.load(r[11]),
+                assistant=assistant,
+            )  # fmt: skip
         except ValueError as exc:  # orjson's decode error is a ValueError
             raise UnreadableRun(r[0], str(exc)) from exc
 
@@ -235,6 +270,11 @@ class QueueStore:
                 "error": j(error) if error else None}  # fmt: skip
 
     def _finish(self, p: Params, settle: dict[str, Any] | None) -> Verb[None]:
+        if "finish_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
+            cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
+            state = {f"thread_{k}": v for k, v in cached.items()}
+            yield self.d["finish_run"], {**p, **state, "remove": settle is None}
+            return
         thread = yield from self._lock_thread_of(p)
         if thread is None:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.pgfilters import contains, equals
 from agentstream.storage.sql_crons import cron_queries
+from agentstream.storage.sql_pgverbs import CALLS, functions
 
 # Advisory lock keys. Migrations use the one-bigint key space, threads the two-int4 space, so
 # a thread's hash can never collide with the migration lock.
@@ -461,4 +462,7 @@ def _mark(name: str) -> str:
     return f"%({name})s"
 
 
-DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "TRUE")
+# The queue's verbs of several steps as functions (sql_pgverbs.py), defined at every start.
+FUNCTIONS = functions(QUERIES, SCRIPTS, _ASSISTANT)
+
+DIALECT = Dialect({**QUERIES, **CALLS}, SCRIPTS, _mark, equals, contains, "TRUE")

@@ -61,21 +61,6 @@ class RunStore(ExpiryStore):
         return self.c.checkpointer()
 
     # --- records -----------------------------------------------------------------------------
-    def _assistant(self, r: Row) -> Assistant:
-        load, ts = self.c.load, self.c.load_ts
-        return Assistant(
-            assistant_id=r[0],
-            graph_id=r[1],
-            config=load(r[2]),
-            context=load(r[3]),
-            metadata=load(r[4]),
-            name=r[5],
-            description=r[6],
-            version=r[7],
-            created_at=ts(r[8]),
-            updated_at=ts(r[9]),
-        )
-
     def _version(self, r: Row) -> dict[str, Any]:
         load = self.c.load
         return {"assistant_id": r[0], "version": r[1], "graph_id": r[2], "config": load(r[3]),

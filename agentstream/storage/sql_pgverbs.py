@@ -1,0 +1,159 @@
+"""The queue's verbs of several steps as PostgreSQL functions: create, claim and finish a run.
+
+Each step of a verb on PostgreSQL costs a round trip (and a statement the server parses and
+plans); as one function a verb is one statement. The bodies are made of the dialect's own named
+queries, their parameters bound to the function's arguments, so each rule is still written
+once; queue.py runs a verb as its function where the dialect has one. Every statement of a
+plpgsql function takes a fresh snapshot, as the steps did, so a claim that waited for a
+thread's lock still sees what the claimer before it started.
+
+The functions are defined again at every start (under the migration lock): they follow the
+queries of the running code, never a migration's frozen copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def _bind(sql: str, **args: str) -> str:
+    """A named query with each %(name)s placeholder replaced by an expression of the function."""
+    return sql % args
+
+
+def _create_run(q: Mapping[str, str]) -> str:
+    run = {name: f"p_{name}" for name in (
+        "run_id", "thread_id", "assistant_id", "run_metadata", "kwargs", "strategy",
+        "created_at", "updated_at", "temporary", "auth_user", "after"
+    )}  # fmt: skip
+    # The thread's metadata merged with the run's, as a dict update: jsonb's ||.
+    merged = "thread.metadata || p_metadata"
+    takes = _bind(q["thread_takes_run"], thread_id="p_thread_id", metadata=merged)
+    return f"""
+CREATE OR REPLACE FUNCTION agentstream_create_run(
+    p_insert boolean, p_thread_id text, p_metadata jsonb, p_run_id text, p_assistant_id text,
+    p_run_metadata jsonb, p_kwargs jsonb, p_strategy text, p_created_at timestamptz,
+    p_updated_at timestamptz, p_temporary boolean, p_auth_user jsonb, p_after float8)
+RETURNS TABLE (outcome text, metadata jsonb, inflight text[]) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    thread record;
+    made bigint;
+BEGIN
+    IF p_insert THEN
+        WITH new AS ({_bind(q["insert_thread"], thread_id="p_thread_id", metadata="p_metadata")})
+        SELECT count(*) INTO made FROM new;
+    END IF;
+    SELECT * INTO thread FROM ({_bind(q["lock_thread"], thread_id="p_thread_id")}) locked;
+    IF NOT FOUND THEN
+        outcome := 'missing';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    metadata := thread.metadata;
+    inflight := ARRAY({_bind(q["thread_inflight"], thread_id="p_thread_id")});
+    IF cardinality(inflight) > 0 AND p_strategy = 'reject' THEN
+        outcome := 'busy';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    {_bind(q["insert_run"], **run)};
+    {takes};
+    outcome := 'queued';
+    RETURN NEXT;
+END $fn$
+"""
+
+
+def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
+    start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
+    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
+    return f"""
+DROP FUNCTION IF EXISTS agentstream_claim_run(text, float8);
+CREATE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
+RETURNS TABLE (run_id text, thread_id text, assistant_id text, metadata jsonb, status text,
+    kwargs jsonb, multitask_strategy text, created_at timestamptz, updated_at timestamptz,
+    attempt integer, temporary boolean, auth_user jsonb,
+    a_assistant_id text, a_graph_id text, a_config jsonb, a_context jsonb, a_metadata jsonb,
+    a_name text, a_description text, a_version integer, a_created_at timestamptz,
+    a_updated_at timestamptz) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    picked record;
+BEGIN
+    SELECT * INTO picked FROM ({_bind(q["pick_run"])}) p;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY WITH started AS ({start})
+    SELECT s.*, {assistant} FROM started s
+    LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;
+    IF NOT FOUND THEN  -- started by another claimer meanwhile: a row of NULLs says so
+        RETURN NEXT;
+    END IF;
+END $fn$
+"""
+
+
+def _finish_run(q: Mapping[str, str], delete_checkpoints: tuple[str, ...]) -> str:
+    thread = "p_thread_id"
+    deletes = [q["delete_thread_runs"], q["delete_thread"], *delete_checkpoints]
+    remove = ";\n        ".join(_bind(sql, thread_id=thread) for sql in deletes)
+    settle = _bind(
+        q["settle_thread"], thread_id=thread, status="p_status", values="p_values",
+        interrupts="p_interrupts", error="p_error",
+    )  # fmt: skip
+    return f"""
+CREATE OR REPLACE FUNCTION agentstream_finish_run(
+    p_run_id text, p_run_status text, p_remove boolean, p_status text, p_values jsonb,
+    p_interrupts jsonb, p_error jsonb)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    locked record;
+    p_thread_id text;
+BEGIN
+    SELECT * INTO locked FROM ({_bind(q["lock_thread_of_run"], run_id="p_run_id")}) t;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    p_thread_id := locked.thread_id;
+    {_bind(q["end_run"], run_id="p_run_id", status="p_run_status")};
+    IF p_remove THEN
+        {remove};
+    ELSE
+        {settle};
+    END IF;
+END $fn$
+"""
+
+
+def functions(
+    q: Mapping[str, str], scripts: Mapping[str, tuple[str, ...]], assistant_columns: str
+) -> tuple[str, ...]:
+    """The definitions, from the dialect's queries (lock_thread without an owner filter: the
+    caller applies it to the locked thread's metadata, see CALLS) and the columns of an
+    assistant in the order the run store reads them."""
+    q = {**q, "lock_thread": q["lock_thread"].format(cond="TRUE")}
+    return (
+        _create_run(q),
+        _claim_run(q, assistant_columns),
+        _finish_run(q, scripts["delete_checkpoints"]),
+    )
+
+
+CALLS = {
+    # Queue a run in one step, as queue.py's _create_run does in several: the outcome
+    # (queued, busy or missing), whether the caller may see the thread, and the runs in flight
+    # on it. The caller raises for busy or an unseen thread, which rolls back everything.
+    "create_run": "SELECT f.outcome, {cond}, f.inflight FROM agentstream_create_run("
+    "%(insert)s, %(thread_id)s, %(metadata)s, %(run_id)s, %(assistant_id)s, %(run_metadata)s, "
+    "%(kwargs)s, %(strategy)s, %(created_at)s, %(updated_at)s, %(temporary)s, %(auth_user)s, "
+    "%(after)s) f",
+    # Claim the oldest runnable run in one step (pick, then start): its row and its
+    # assistant's (the executor's first read), none when there is nothing to claim, or a row
+    # of NULLs when another claimer started the picked run first.
+    "claim_run": "SELECT * FROM agentstream_claim_run(%(worker_id)s, %(lease)s)",
+    # End a run in one step: its status, then its thread's state, or the thread removed.
+    "finish_run": "SELECT agentstream_finish_run(%(run_id)s, %(status)s, %(remove)s, "
+    "%(thread_status)s, %(thread_values)s, %(thread_interrupts)s, %(thread_error)s)",
+}
