@@ -1,6 +1,6 @@
 """Scale: what one embedded server costs as the work grows, as curves (issue 17, point 3).
 
-    .venv/bin/python -m benchmarks.scale [--quick] [--json out.json]
+    .venv/bin/python -m benchmarks.scale [--quick] [--json out.json] [--only CURVE]
 
 Four curves, each on a fresh `agentstream dev` process (embedded SQLite, pinned to one core;
 this process on the other), one table row per size:
