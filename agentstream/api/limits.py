@@ -48,9 +48,15 @@ class BodyLimit:
         if _header_bytes(scope) > self.max_header_bytes:
             await _refuse(scope, receive, send, HeadersTooLarge(self.max_header_bytes))
             return
-        if _declared_length(scope) > self.max_bytes:
+        declared = _declared_length(scope)
+        if declared > self.max_bytes:
             await _drain(receive)
             await _refuse(scope, receive, send, BodyTooLarge(self.max_bytes))
+            return
+        if declared >= 0:
+            # A body of a declared length (the server holds the client to it) or none at all:
+            # nothing to count, and the response's messages go straight through.
+            await self.app(scope, receive, send)
             return
         received = 0
         started = False
@@ -85,13 +91,17 @@ def _header_bytes(scope: Scope) -> int:
 
 
 def _declared_length(scope: Scope) -> int:
+    """The request's Content-Length; 0 without a body; -1 for a body sent in chunks."""
+    length = 0
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return 0
-    return 0
+                return -1  # the server refuses it before us; count it if it does not
+        elif name == b"transfer-encoding":
+            return -1
+    return length
 
 
 async def _drain(receive: Receive) -> None:
