@@ -139,6 +139,8 @@ class V3Run:
         return items + self._translate(event)
 
     def _flush_tasks(self) -> list[Item]:
+        if not self._tasks:  # most events: a token's
+            return []
         tasks, self._tasks[:] = list(self._tasks), []
         return [
             _item("tasks", t["params"]["namespace"], t["params"]["data"], t["params"]["timestamp"])
