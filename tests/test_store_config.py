@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,11 @@ class StoreServer:
     sql: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
     def expire_now(self, namespace: list[str], key: str) -> None:
+        self.set_expiry(namespace, key, PAST)
+
+    def set_expiry(self, namespace: list[str], key: str, when: Any) -> None:
         self.sql("UPDATE store SET expires_at = %s WHERE prefix = %s AND key = %s",
-                 (PAST, ".".join(namespace), key))  # fmt: skip
+                 (when, ".".join(namespace), key))  # fmt: skip
 
     def expires_at(self, namespace: list[str], key: str) -> datetime:
         [(value,)] = self.sql(
@@ -175,16 +178,18 @@ async def test_a_read_refreshes_the_ttl_unless_told_not_to(
     await client.store.put_item(ns, "k", {"v": 1}, ttl=60)
     before = store_server.expires_at(ns, "k")
     assert 55 * 60 < (before - datetime.now(UTC)).total_seconds() <= 60 * 60 + 5
-    later = datetime(2000, 1, 1, tzinfo=UTC)
-    store_server.expire_now(ns, "k")
+    # A minute from now: not expired (a sweeper, every 0.3 s on one of these servers, would take an
+    # expired item away under the test), yet far short of the hour a refresh gives.
+    soon = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    store_server.set_expiry(ns, "k", soon.isoformat())
     assert await client.store.get_item(ns, "k", refresh_ttl=False) is not None
-    assert store_server.expires_at(ns, "k") == later
+    assert store_server.expires_at(ns, "k") == soon
     # refresh_on_read is on in store_app/langgraph.json: a plain read pushes expiry an hour on.
     assert (await client.store.get_item(ns, "k"))["value"] == {"v": 1}
-    assert store_server.expires_at(ns, "k") > datetime.now(UTC)
-    store_server.expire_now(ns, "k")
+    assert store_server.expires_at(ns, "k") > soon + timedelta(minutes=30)
+    store_server.set_expiry(ns, "k", soon.isoformat())
     await client.store.search_items(ns, refresh_ttl=True)
-    assert store_server.expires_at(ns, "k") > datetime.now(UTC)
+    assert store_server.expires_at(ns, "k") > soon + timedelta(minutes=30)
 
 
 async def test_a_graph_with_a_store_of_its_own_gets_the_servers(
