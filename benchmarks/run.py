@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvloop
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph_sdk import get_client
@@ -129,13 +130,17 @@ async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str
             figures["concurrency"] = {}
             for n, rounds in sizes.concurrency:
                 _log(f"{label} ({kind}): {n} concurrent runs")
-                figures["concurrency"][str(n)] = await scenarios.concurrency_client(
-                    client, n, rounds, sizes.ticks_per_run
-                )
+                before = await service_requests(url)
+                c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run)
+                c["services_per_run"] = per_run(before, await service_requests(url), c["runs"])
+                figures["concurrency"][str(n)] = c
             figures["threaded"] = {}
             for n, rounds in sizes.threaded:
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
-                figures["threaded"][str(n)] = await scenarios.threaded_client(client, n, rounds)
+                before = await service_requests(url)
+                t = await scenarios.threaded_client(client, n, rounds)
+                t["services_per_run"] = per_run(before, await service_requests(url), t["runs"])
+                figures["threaded"][str(n)] = t
             figures["join"] = {}
             for joiners in sizes.joiners:
                 _log(f"{label} ({kind}): {joiners} joiner(s)")
@@ -146,6 +151,36 @@ async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str
             await client.aclose()
         out[kind] = figures
     return out
+
+
+SERVICE_COUNTERS = {
+    "agentstream_postgres_statements_total": "postgres_statements",
+    "agentstream_redis_round_trips_total": "redis_round_trips",
+}
+
+
+async def service_requests(url: str) -> dict[str, float] | None:
+    """The server's PostgreSQL statements and Redis round trips so far (its /metrics); None
+    from a server without those counters (the reference server)."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in SERVICE_COUNTERS:
+            found[SERVICE_COUNTERS[name]] = float(value)
+    return found if len(found) == len(SERVICE_COUNTERS) else None
+
+
+def per_run(
+    before: dict[str, float] | None, after: dict[str, float] | None, runs: int
+) -> dict[str, float] | None:
+    if before is None or after is None or not runs:
+        return None
+    return {key: round((after[key] - before[key]) / runs, 2) for key in after}
 
 
 async def measure_fresh_server(
@@ -293,23 +328,106 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def targets(
-    server: dict[str, Any], ratio: dict[str, Any], memory: dict[str, Any]
-) -> dict[str, Any]:
-    """The issue's targets, judged for each client (the memory one on the server alone)."""
-    out: dict[str, Any] = {}
-    for kind, f in server.items():
-        r = ratio[kind]
-        c200 = f["concurrency"].get("200", {})
-        out[kind] = {
-            "ttfe_median_under_5ms": f["ttfe"]["median_ms"] < 5.0,
-            "ticker_throughput_at_least_half": (r["ticker_throughput"] or 0) >= 0.5,
-            "agent_throughput_at_least_half": (r["agent_throughput"] or 0) >= 0.5,
-            "concurrency_200_no_errors_and_at_least_half": c200.get("errors", 1) == 0
-            and (r["concurrency_runs_per_s"].get("200") or 0) >= 0.5,
-        }
-    out["memory_no_growth_beyond_noise"] = memory["growth_second_batch_kb"] <= MEMORY_NOISE_KB
-    return out
+def _judge(value: float | None, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
+    met = value is not None and (value >= threshold if higher_is_better else value <= threshold)
+    return {"value": value, "met": met}
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The targets of issue 17 (each judged per client, on the deployments it names) and the
+    leak check. Embedded speed is judged against the like-for-like baseline (in-process on
+    uvloop with the server's collector settings); the distributed figures against the plain
+    in-process baseline, as the issue quoted them; threaded runs against like for like on both."""
+    emb, like = result["agentstream"], result["ratios_like_server"]
+    dist: dict[str, Any] = result.get("distributed") or {}
+    dratio: dict[str, Any] = result.get("distributed_ratios") or {}
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, baseline: str, cells: dict[str, dict[str, Any]]) -> None:
+        rows.append({"target": name, "baseline": baseline, "cells": cells})
+
+    def embedded(pick: Any, threshold: float, higher: bool = True) -> dict[str, Any]:
+        return {k: _judge(pick(k), threshold, higher) for k in CLIENTS}
+
+    def distributed(pick: Any, threshold: float, higher: bool = True) -> dict[str, Any]:
+        if not dist:
+            return {}
+        return {f"distributed {k}": _judge(pick(k), threshold, higher) for k in CLIENTS}
+
+    def c200(figures: dict[str, Any], ratio: dict[str, Any], k: str) -> float | None:
+        errors = figures[k]["concurrency"].get("200", {}).get("errors", 1)
+        return None if errors else ratio[k]["concurrency_runs_per_s"].get("200")
+
+    like_name = "in-process, like for like"
+    add("custom events/s >= 0.6x", like_name, embedded(lambda k: like[k]["ticker_throughput"], 0.6))
+    add(
+        "messages-tuple tokens/s >= 0.8x",
+        like_name,
+        embedded(lambda k: like[k]["agent_throughput"], 0.8),
+    )
+    add(
+        "200 concurrent runs/s >= 0.5x, no errors",
+        like_name,
+        embedded(lambda k: c200(emb, like, k), 0.5),
+    )
+    add("TTFE median <= 2x", like_name, embedded(lambda k: like[k]["ttfe_median"], 2.0, False))
+    dlike = ratios(dist, result["inprocess_like_server"]) if dist else {}
+    for n in emb["sdk"]["threaded"]:
+        add(
+            f"{n} threaded runs/s >= 0.5x",
+            like_name,
+            {
+                **embedded(lambda k, n=n: like[k]["threaded_runs_per_s"][n], 0.5),
+                **distributed(lambda k, n=n: dlike[k]["threaded_runs_per_s"][n], 0.5),
+            },
+        )
+        add(
+            f"{n} threaded: close after last event p99 < 20 ms",
+            "absolute",
+            {
+                **embedded(lambda k, n=n: emb[k]["threaded"][n]["close_p99_ms"], 20.0, False),
+                **distributed(lambda k, n=n: dist[k]["threaded"][n]["close_p99_ms"], 20.0, False),
+            },
+        )
+    if dist:
+        plain = "in-process"
+        add(
+            "custom events/s >= 0.5x",
+            plain,
+            distributed(lambda k: dratio[k]["ticker_throughput"], 0.5),
+        )
+        add(
+            "messages-tuple tokens/s >= 0.6x",
+            plain,
+            distributed(lambda k: dratio[k]["agent_throughput"], 0.6),
+        )
+        add(
+            "200 concurrent runs/s >= 0.4x, no errors",
+            plain,
+            distributed(lambda k: c200(dist, dratio, k), 0.4),
+        )
+        add(
+            "TTFE median <= 3 ms",
+            "absolute",
+            distributed(lambda k: dist[k]["ttfe"]["median_ms"], 3.0, False),
+        )
+    base_v2 = result["inprocess"]["v2_tokens"]["tokens_per_s"]
+    add(
+        "protocol v2: threads.stream tokens/s >= 0.8x",
+        "astream_events v3",
+        {
+            f"v2 {t}": _judge(_ratio(result["v2"][t]["tokens_per_s"], base_v2), 0.8)
+            for t in V2_TRANSPORTS
+        },
+    )
+    # The leak check: the embedded server with finished runs' logs expiring at once (with the
+    # defaults it keeps each finished run's log for reconnects, by design; reported beside).
+    memory = {"embedded": result["memory_logs_expire"]["growth_second_batch_kb"] <= MEMORY_NOISE_KB}
+    if result.get("memory_distributed"):
+        memory["distributed"] = (
+            result["memory_distributed"]["growth_second_batch_kb"] <= MEMORY_NOISE_KB
+        )
+    return {"issue17": rows, "memory_no_growth_beyond_noise": memory}
 
 
 def count_errors(node: Any) -> int:
@@ -507,40 +625,65 @@ def report(result: dict[str, Any]) -> str:
     if not ref:
         parts.append("reference: not measured")
 
-    t = result["targets"]
-    lines = ["targets:"]
-    names = {
-        "ttfe_median_under_5ms": "TTFE < 5 ms median",
-        "ticker_throughput_at_least_half": "custom-event throughput >= 0.5x in-process",
-        "agent_throughput_at_least_half": "messages-tuple throughput >= 0.5x in-process",
-        "concurrency_200_no_errors_and_at_least_half": "200 concurrent: no errors, >= 0.5x runs/s",
-    }
-    judged = [("", t)]
-    if result.get("distributed_targets"):
-        judged.append(("distributed ", result["distributed_targets"]))
-    for key, name in names.items():
-        verdicts = ", ".join(
-            f"{label}{k}: {'met' if tt[k][key] else 'NOT met'}"
-            for label, tt in judged
-            for k in CLIENTS
-        )
-        lines.append(f"  {name}: {verdicts}")
-    verdicts = ", ".join(
-        f"{label or 'embedded '}{'met' if tt['memory_no_growth_beyond_noise'] else 'NOT met'}"
-        for label, tt in judged
-    )
-    lines.append(
-        f"  no memory growth across {m['runs_per_batch']:,} runs beyond noise "
-        f"(<= {MEMORY_NOISE_KB} KiB; embedded with finished logs expiring): {verdicts}"
-    )
-    lines.append(
-        f"  (with the defaults the embedded server keeps each finished run's log for "
+    parts.append(_targets_table(result))
+    memory = result["targets"]["memory_no_growth_beyond_noise"]
+    verdicts = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in memory.items())
+    lines = [
+        f"no memory growth across {m['runs_per_batch']:,} runs beyond noise "
+        f"(<= {MEMORY_NOISE_KB} KiB; embedded with finished logs expiring): {verdicts}",
+        f"(with the defaults the embedded server keeps each finished run's log for "
         f"reconnects: {_f(m['growth_per_run_kb'])} KiB per run, until it expires or the "
-        f"retention budget drops it)"
-    )
+        f"retention budget drops it)",
+    ]
+    services = _services_line(result)
+    if services:
+        lines.append(services)
     lines.append(f"errors in total: {result['errors']}")
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def _targets_table(result: dict[str, Any]) -> str:
+    """Issue 17's targets, a row each: the figure per client and deployment, and met or not."""
+    rows = result["targets"]["issue17"]
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row["cells"] if c not in columns]
+    table = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            cell = row["cells"].get(column)
+            if cell is None:
+                cells.append("")
+                continue
+            value = cell["value"]
+            if value is None:
+                shown = "-"
+            else:
+                shown = _f(value, 1) if row["baseline"] == "absolute" else f"{value:.2f}x"
+            cells.append(f"{shown} {'met' if cell['met'] else 'NOT met'}")
+        table.append([row["target"], row["baseline"], *cells])
+    return _table(["targets (issue 17)", "against", *columns], table)
+
+
+def _services_line(result: dict[str, Any]) -> str | None:
+    """PostgreSQL statements and Redis round trips per run on the distributed server."""
+    dist = result.get("distributed")
+    if not dist:
+        return None
+    said = []
+    for k in CLIENTS:
+        for scenario in ("concurrency", "threaded"):
+            for n, figures in dist[k][scenario].items():
+                per = figures.get("services_per_run")
+                if per:
+                    kind = "stateless" if scenario == "concurrency" else "threaded"
+                    said.append(
+                        f"{k} {n} {kind}: {per['postgres_statements']:.1f} / "
+                        f"{per['redis_round_trips']:.1f}"
+                    )
+    return "distributed, per run: PostgreSQL statements / Redis round trips: " + "; ".join(said)
 
 
 def _v2_table(result: dict[str, Any]) -> str:
@@ -639,16 +782,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     result["ratios_like_server"] = ratios(result["agentstream"], result["inprocess_like_server"])
     if result["reference"]:
         result["reference_ratios"] = ratios(result["reference"], result["inprocess"])
-    # The leak check: the embedded server with finished runs' logs expiring at once (with the
-    # defaults it keeps each finished run's log for reconnects, by design; reported beside).
-    result["targets"] = targets(
-        result["agentstream"], result["ratios"], result["memory_logs_expire"]
-    )
     if result["distributed"]:
         result["distributed_ratios"] = ratios(result["distributed"], result["inprocess"])
-        result["distributed_targets"] = targets(
-            result["distributed"], result["distributed_ratios"], result["memory_distributed"]
-        )
+    result["targets"] = targets(result)
     result["errors"] = count_errors(
         {
             k: result[k]
