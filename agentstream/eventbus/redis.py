@@ -391,7 +391,7 @@ def _event(entry_id: bytes, fields: list[bytes]) -> Event | None:
     if fields[0] == b"mode" and fields[2] == b"name" and fields[4] == b"data":  # as XADD wrote
         mode, name, data = fields[1].decode(), fields[3].decode(), fields[5]
     else:
-        found = dict(zip(fields[::2], fields[1::2]))
+        found = dict(zip(fields[::2], fields[1::2], strict=True))
         mode, name, data = found[b"mode"].decode(), found[b"name"].decode(), found[b"data"]
     return Event(seq, mode, name, data, encode_frame(seq, name, data))
 
