@@ -230,7 +230,14 @@ class Executor:
                 translate: Callable[[Any], list[Item]] = v3.translate
             else:
                 parts, translate = self._stream(
-                    graph, config, kwargs, graph_input, requested, translator, context or None
+                    graph,
+                    config,
+                    kwargs,
+                    graph_input,
+                    requested,
+                    translator,
+                    context or None,
+                    persist=persist,
                 )
             async with aclosing(parts):
                 await self._publish_all(run, parts, translate)
@@ -298,11 +305,14 @@ class Executor:
         requested: list[str],
         translator: Translator,
         context: Any,
+        *,
+        persist: bool,
     ) -> tuple[AsyncGenerator[Any, None], Callable[[Any], list[Item]]]:
         """The graph's stream and how to turn each of its parts into events (called in the
-        publishing loop itself: a generator in between cost a hop per event)."""
+        publishing loop itself: a generator in between cost a hop per event). A run that
+        keeps its thread's state also streams `updates`, for the interrupts (see ran_to_end)."""
         options = {
-            "stream_mode": graph_modes(requested, need_values=True),
+            "stream_mode": graph_modes(requested, need_values=True, need_updates=persist),
             "subgraphs": bool(kwargs.get("subgraphs")),
             **_options(kwargs, context),
         }
@@ -337,6 +347,11 @@ class Executor:
             return RunOutcome(
                 "success", status, values=_without_interrupt(values), pending_interrupts=found
             )
+        if ran_to_end(translator):
+            # What reading the thread's state back would say, without reading it: under load
+            # that read (a checkpoint read and the next tasks worked out again) was most of
+            # the time between a threaded run's last event and the end of its stream.
+            return RunOutcome("success", "idle", values=translator.last_values)
         state = await graph.aget_state(config)
         interrupts = interrupts_by_task(state.tasks)
         thread_status: ThreadStatus = "interrupted" if state.next or interrupts else "idle"
@@ -474,6 +489,13 @@ async def ride_out(step: Callable[[], Awaitable[Any]], seconds: float = 60.0) ->
             log.warning("waiting for a service to come back: %s", service_unavailable(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def ran_to_end(translator: Translator) -> bool:
+    """Whether a run's stream, now ended, ran its graph to the end: no interrupt on the way,
+    and a last `values` chunk, which holds what the thread's state does (LangGraph streams
+    and snapshots the same channels, whatever the graph's output schema leaves out)."""
+    return not translator.interrupted and translator.last_values is not None
 
 
 async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: RunnableConfig) -> bool:

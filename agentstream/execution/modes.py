@@ -13,7 +13,11 @@ from agentstream.protocol import STREAM_MODES
 Item = tuple[str, str, bytes]  # (requested mode, SSE event name, JSON data)
 
 
-def graph_modes(requested: Sequence[str], *, need_values: bool) -> list[str]:
+def graph_modes(
+    requested: Sequence[str], *, need_values: bool, need_updates: bool = False
+) -> list[str]:
+    """LangGraph's stream modes for the requested ones, plus `values` (a run's result) and
+    `updates` (where an interrupt, static ones included, shows) when the server needs them."""
     modes: list[str] = []
     for mode in requested:
         lg = STREAM_MODES[mode]
@@ -21,6 +25,8 @@ def graph_modes(requested: Sequence[str], *, need_values: bool) -> list[str]:
             modes.append(lg)
     if need_values and "values" not in modes:
         modes.append("values")
+    if need_updates and "updates" not in modes:
+        modes.append("updates")
     return modes
 
 
@@ -54,6 +60,9 @@ class Translator:
     def __init__(self, requested: Sequence[str]) -> None:
         self.requested = frozenset(requested)
         self.last_values: Any = None
+        # An interrupt anywhere in the run (LangGraph says each one as an `__interrupt__`
+        # update, breakpoints included): the run's end then needs the thread's state read.
+        self.interrupted = False
         self._seen_message_ids: set[str] = set()
         self._partial: dict[str, BaseMessageChunk] = {}
 
@@ -61,6 +70,8 @@ class Translator:
         # A list, not a generator: this runs once per chunk, and most chunks give one item.
         if mode == "values" and not ns:
             self.last_values = chunk
+        elif mode == "updates" and type(chunk) is dict and "__interrupt__" in chunk:
+            self.interrupted = True
         if mode == "messages":
             return list(self._messages(ns, chunk))
         if mode in self.requested:
