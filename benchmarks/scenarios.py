@@ -489,7 +489,7 @@ async def _tokens(messages: AsyncIterable[Any], start: float) -> tuple[int, floa
     return (counts[0] if counts else 0), (first[0] if first else None)
 
 
-def _v2_figures(runs: list[tuple[int, float, float | None]], expected: int) -> dict[str, Any]:
+def v2_figures(runs: list[V2Run], expected: int) -> dict[str, Any]:
     firsts = [f for _, _, f in runs if f is not None]
     return {
         "tokens": runs[0][0] if runs else 0,
@@ -500,32 +500,32 @@ def _v2_figures(runs: list[tuple[int, float, float | None]], expected: int) -> d
     }
 
 
+V2Run = tuple[int, float, float | None]  # (tokens, seconds, first token after seconds)
+
+
 async def v2_tokens_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
     """The agent's long reply through `astream_events(version="v3")`: its text deltas."""
+    runs = [await v2_once_inprocess(graph, sizes) for _ in range(sizes.throughput_reps)]
+    return v2_figures(runs, runs[0][0])
+
+
+async def v2_once_inprocess(graph: Graph, sizes: Sizes) -> V2Run:
     config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
-    runs = []
-    for _ in range(sizes.throughput_reps):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # LangGraph marks v3 streaming as beta
-            stream = await graph.astream_events(AGENT_INPUT, config, version="v3")
-        async with stream as run:
-            count, first = await _tokens(run.messages, start)
-        runs.append((count, time.perf_counter() - start, first))
-    return _v2_figures(runs, runs[0][0])
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LangGraph marks v3 streaming as beta
+        stream = await graph.astream_events(AGENT_INPUT, config, version="v3")
+    async with stream as run:
+        count, first = await _tokens(run.messages, start)
+    return count, time.perf_counter() - start, first
 
 
-async def v2_tokens_client(
-    client: LangGraphClient, sizes: Sizes, transport: str, expected: int
-) -> dict[str, Any]:
+async def v2_once_client(client: LangGraphClient, sizes: Sizes, transport: str) -> V2Run:
     """The same through `client.threads.stream(...)` (protocol v2): from opening the thread
     stream to the last delta of the reply."""
     config = {"configurable": {"repeat": sizes.agent_repeat}}
-    runs = []
-    for _ in range(sizes.throughput_reps):
-        start = time.perf_counter()
-        async with client.threads.stream(assistant_id="agent", transport=transport) as thread:  # type: ignore[arg-type]
-            await thread.run.start(input=AGENT_INPUT, config=config)
-            count, first = await _tokens(thread.messages, start)
-        runs.append((count, time.perf_counter() - start, first))
-    return _v2_figures(runs, expected)
+    start = time.perf_counter()
+    async with client.threads.stream(assistant_id="agent", transport=transport) as thread:  # type: ignore[arg-type]
+        await thread.run.start(input=AGENT_INPUT, config=config)
+        count, first = await _tokens(thread.messages, start)
+    return count, time.perf_counter() - start, first

@@ -103,6 +103,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
 
     v2 = ("tokens", "tokens_per_s", "first_token_ms", "errors")
     _check(base["v2_tokens"], v2, "inprocess.v2_tokens")
+    _check(result["v2"]["inprocess"], v2, "v2.inprocess")  # the baseline, run in turn with them
+    assert result["v2"]["inprocess"]["tokens"] == base["v2_tokens"]["tokens"]
     for transport in ("sse", "websocket"):
         _check(result["v2"][transport], v2, f"v2.{transport}")
         assert result["v2"][transport]["tokens"] == base["v2_tokens"]["tokens"]
