@@ -299,6 +299,49 @@ async def distributed_env(name: str) -> dict[str, str]:
 # --- reporting ----------------------------------------------------------------------------------
 
 
+def mean_figures(a: Any, b: Any) -> Any:
+    """Two measurements of the same figures as one: numbers averaged (error counts added),
+    anything else taken from the first."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: (a[k] + b[k] if k == "errors" else mean_figures(a[k], b.get(k))) for k in a}
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        return a if a == b else round((a + b) / 2, 3)
+    return a
+
+
+DRIFT_FIGURES = (
+    ("custom events/s", ("ticker_throughput", "events_per_s")),
+    ("tokens/s", ("agent_throughput", "events_per_s")),
+    ("200 concurrent runs/s", ("concurrency", "200", "runs_per_s")),
+    ("TTFE median ms", ("ttfe", "median_ms")),
+)
+
+
+def _at(figures: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        figures = figures.get(key) if isinstance(figures, dict) else None
+    return figures
+
+
+def drift_line(result: dict[str, Any]) -> str:
+    """How far each baseline moved between its measurement before the servers and after."""
+    said = []
+    for label, key in (
+        ("in-process", "inprocess_before_after"),
+        ("like for like", "inprocess_like_server_before_after"),
+    ):
+        before, after = result[key]
+        parts = [
+            f"{name} {_f(_at(before, path))} -> {_f(_at(after, path))}"
+            for name, path in DRIFT_FIGURES
+        ]
+        said.append(f"{label}: " + ", ".join(parts))
+    return "baselines before the servers -> after them (the ratios use their mean): " + "; ".join(
+        said
+    )
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b:
         return None
@@ -641,6 +684,7 @@ def report(result: dict[str, Any]) -> str:
         f"reconnects: {_f(m['growth_per_run_kb'])} KiB per run, until it expires or the "
         f"retention budget drops it)",
     ]
+    lines.append(drift_line(result))
     services = _services_line(result)
     if services:
         lines.append(services)
@@ -744,8 +788,13 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     }
     started = time.perf_counter()
     gc.collect()
-    result["inprocess"] = await measure_inprocess(sizes)
-    agent_messages = result["inprocess"]["agent_throughput"]["events"]
+    # Each baseline is measured before the servers and again after them, and the ratios are
+    # against the two's mean: the machine's speed drifts over minutes, and the report says by
+    # how much it did.
+    before = await measure_inprocess(sizes)
+    like_before = await asyncio.to_thread(measure_inprocess_like_server, sizes)
+    result["inprocess"] = before
+    agent_messages = before["agent_throughput"]["events"]
     with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
         workdir = Path(tmp)
         result["agentstream"] = await measure_fresh_server(
@@ -782,8 +831,12 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         result["reference_url"] = reference
     else:
         result["reference"] = None
-    # Last, as it changes this process's collector while it runs.
-    result["inprocess_like_server"] = await asyncio.to_thread(measure_inprocess_like_server, sizes)
+    after = await measure_inprocess(sizes, "in-process (again)")
+    like_after = await asyncio.to_thread(measure_inprocess_like_server, sizes)
+    result["inprocess_before_after"] = [before, after]
+    result["inprocess_like_server_before_after"] = [like_before, like_after]
+    result["inprocess"] = mean_figures(before, after)
+    result["inprocess_like_server"] = mean_figures(like_before, like_after)
     result["ratios"] = ratios(result["agentstream"], result["inprocess"])
     result["ratios_like_server"] = ratios(result["agentstream"], result["inprocess_like_server"])
     if result["reference"]:

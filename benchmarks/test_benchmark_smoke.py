@@ -68,6 +68,12 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert sizes["joiners"] == [1, 10, 50]
 
     base = result["inprocess"]
+    # Each baseline measured before the servers and after them; the ratios use their mean.
+    for key in ("inprocess_before_after", "inprocess_like_server_before_after"):
+        before, after = result[key]
+        for figures in (before, after):
+            _check(figures["ticker_throughput"], THROUGHPUT, key)
+    assert "baselines before the servers -> after them" in proc.stdout
     _check(base["ttfe"], TTFE, "inprocess.ttfe")
     for key in ("ticker_throughput", "agent_throughput"):
         _check(base[key], THROUGHPUT, f"inprocess.{key}")
