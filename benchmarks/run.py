@@ -306,6 +306,8 @@ def mean_figures(a: Any, b: Any) -> Any:
         return {k: (a[k] + b[k] if k == "errors" else mean_figures(a[k], b.get(k))) for k in a}
     numbers = (int, float)
     if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        if isinstance(a, int) and isinstance(b, int):
+            return round((a + b) / 2)  # counts and rates measured as whole numbers stay so
         return a if a == b else round((a + b) / 2, 3)
     return a
 
