@@ -174,12 +174,13 @@ class Executor:
         started = datetime.now(UTC)
         metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
         await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
-        if self.bus.instant:
-            # Let the stream's reader send this first event now: LangGraph sets a run up
-            # (about half a millisecond of CPU) without a suspension, and on the in-process
-            # bus (where a publish does not suspend either) the first frame waited for that.
-            await asyncio.sleep(0)
         try:
+            if self.bus.instant:
+                # Let the stream's reader send this first event now: LangGraph sets a run up
+                # (about half a millisecond of CPU) without a suspension, and on the in-process
+                # bus (where a publish does not suspend either) the first frame waited for
+                # that. Inside the try: a cancel that lands here ends the run as any other.
+                await asyncio.sleep(0)
             if claim["attempt"] > self.max_attempts:
                 raise RunAttemptsExceeded(
                     f"run {run_id} was started {self.max_attempts} times and its worker "
