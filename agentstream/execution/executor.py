@@ -173,13 +173,15 @@ class Executor:
         run_id = run["run_id"]
         started = datetime.now(UTC)
         metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
-        await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
         try:
+            # Inside the try, as every suspension of a run: on Redis this publish is a round
+            # trip, and a cancel landing in it must end the run, not leave it unsettled.
+            await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
             if self.bus.instant:
                 # Let the stream's reader send this first event now: LangGraph sets a run up
                 # (about half a millisecond of CPU) without a suspension, and on the in-process
                 # bus (where a publish does not suspend either) the first frame waited for
-                # that. Inside the try: a cancel that lands here ends the run as any other.
+                # that.
                 await asyncio.sleep(0)
             if claim["attempt"] > self.max_attempts:
                 raise RunAttemptsExceeded(
