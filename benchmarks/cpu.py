@@ -29,21 +29,13 @@ import httpx
 
 from benchmarks.clients import make_client
 from benchmarks.harness import cpu_split, pin_self, start_server
-from benchmarks.run import distributed_env
+from benchmarks.run import distributed_env, read_service_counters
 from benchmarks.scenarios import AGENT_INPUT
-
-COUNTERS = ("agentstream_postgres_statements_total", "agentstream_redis_round_trips_total")
 
 
 def _counters(url: str) -> dict[str, float]:
     """The server's service-request counters, from its /metrics."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    found = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in COUNTERS:
-            found[name] = float(value)
-    return found
+    return read_service_counters(httpx.get(f"{url}/metrics", timeout=10).text)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -128,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{per} of server CPU per {unit}"
     )
     if args.distributed and done:
-        statements = requests.get(COUNTERS[0], 0.0) / done
-        trips = requests.get(COUNTERS[1], 0.0) / done
+        statements = requests.get("postgres_statements", 0.0) / done
+        trips = requests.get("redis_round_trips", 0.0) / done
         print(f"per {unit}: {statements:.1f} PostgreSQL statements, {trips:.1f} Redis round trips")
 
 

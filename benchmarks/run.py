@@ -159,19 +159,24 @@ SERVICE_COUNTERS = {
 }
 
 
+def read_service_counters(metrics_text: str) -> dict[str, float]:
+    """The service-request counters found in a /metrics page, by SERVICE_COUNTERS' names."""
+    found: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in SERVICE_COUNTERS:
+            found[SERVICE_COUNTERS[name]] = float(value)
+    return found
+
+
 async def service_requests(url: str) -> dict[str, float] | None:
     """The server's PostgreSQL statements and Redis round trips so far (its /metrics); None
     from a server without those counters (the reference server)."""
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            text = (await http.get(f"{url}/metrics")).text
+            found = read_service_counters((await http.get(f"{url}/metrics")).text)
     except httpx.HTTPError:
         return None
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in SERVICE_COUNTERS:
-            found[SERVICE_COUNTERS[name]] = float(value)
     return found if len(found) == len(SERVICE_COUNTERS) else None
 
 
