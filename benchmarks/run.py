@@ -79,7 +79,6 @@ async def measure_inprocess(sizes: Sizes, label: str = "in-process") -> dict[str
     out["ticker_throughput"] = await scenarios.ticker_throughput_inprocess(ticker, sizes)
     messages = await scenarios.agent_messages_inprocess(agent, sizes)
     out["agent_throughput"] = await scenarios.agent_throughput_inprocess(agent, sizes, messages)
-    out["v2_tokens"] = await scenarios.v2_tokens_inprocess(agent, sizes)
     out["concurrency"] = {}
     for n, rounds in sizes.concurrency:
         _log(f"{label}: {n} concurrent runs")
@@ -204,9 +203,7 @@ async def measure_fresh_server(
         await asyncio.to_thread(server.stop)
 
 
-async def measure_v2(
-    database: Path, cpus: set[int] | None, sizes: Sizes, tokens: int
-) -> dict[str, Any]:
+async def measure_v2(database: Path, cpus: set[int] | None, sizes: Sizes) -> dict[str, Any]:
     """Protocol v2: the agent's reply through `client.threads.stream(...)`, on each transport,
     against a server started for it, and through `astream_events` v3 in this process, one
     repetition of each in turn: the machine's speed drifts over minutes (the in-process v3
@@ -222,6 +219,7 @@ async def measure_v2(
             runs["inprocess"].append(await scenarios.v2_once_inprocess(agent, sizes))
             for transport in V2_TRANSPORTS:
                 runs[transport].append(await scenarios.v2_once_client(client, sizes, transport))
+        tokens = runs["inprocess"][0][0]  # each run of each side must read this many
         return {key: scenarios.v2_figures(found, tokens) for key, found in runs.items()}
     finally:
         await client.http.client.aclose()
@@ -807,9 +805,7 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         result["agentstream"] = await measure_fresh_server(
             workdir / "bench.sqlite", server_cpus, sizes, agent_messages, "agentstream"
         )
-        result["v2"] = await measure_v2(
-            workdir / "v2.sqlite", server_cpus, sizes, result["inprocess"]["v2_tokens"]["tokens"]
-        )
+        result["v2"] = await measure_v2(workdir / "v2.sqlite", server_cpus, sizes)
         _log("memory: a fresh server with the default settings")
         result["memory"] = await measure_memory(sizes, server_cpus, workdir / "memory.sqlite")
         # The same load with finished runs' event logs dropped at once: growth that remains

@@ -503,13 +503,8 @@ def v2_figures(runs: list[V2Run], expected: int) -> dict[str, Any]:
 V2Run = tuple[int, float, float | None]  # (tokens, seconds, first token after seconds)
 
 
-async def v2_tokens_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
-    """The agent's long reply through `astream_events(version="v3")`: its text deltas."""
-    runs = [await v2_once_inprocess(graph, sizes) for _ in range(sizes.throughput_reps)]
-    return v2_figures(runs, runs[0][0])
-
-
 async def v2_once_inprocess(graph: Graph, sizes: Sizes) -> V2Run:
+    """The agent's long reply through `astream_events(version="v3")`: its text deltas."""
     config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
     start = time.perf_counter()
     with warnings.catch_warnings():
