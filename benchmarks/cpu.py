@@ -1,10 +1,11 @@
 """Server CPU per run: the figure each change of the hot path was judged by, A/B.
 
-    .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--seconds 8] [--client http|sdk]
-        [--messages] [--py-spy out.txt] [--distributed]
+    .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--ticks 20] [--seconds 8]
+        [--client http|sdk] [--messages] [--py-spy out.txt] [--distributed]
 
 Starts `agentstream dev` pinned to one core, drives it from the other with rounds of
-`--concurrent` stateless `ticker` runs (20 custom events each) for `--seconds`, and prints
+`--concurrent` stateless `ticker` runs (`--ticks` custom events each, 20 by default; the
+benchmark's custom-event figure is `--concurrent 1 --ticks 20000`) for `--seconds`, and prints
 runs/s, the server's CPU use and its CPU time per run, read from /proc/<pid>/stat (user +
 system, all threads). With --messages, one `agent` run after another streaming a 1,000-token
 `messages-tuple` reply instead, per event. With --py-spy, py-spy (not a dependency: `pip install
@@ -43,17 +44,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _drive(url: str, kind: str, concurrent: int, seconds: float, messages: bool) -> int:
+async def _drive(
+    url: str, kind: str, concurrent: int, seconds: float, messages: bool, ticks: int = 20
+) -> int:
     """Runs (or, with messages, events) completed in `seconds`."""
     client = make_client(kind, url)
     done = 0
 
     async def ticker() -> int:
         count = 0
-        async for event, _ in client.stream("ticker", {"n": 20}, ["custom"]):
+        async for event, _ in client.stream("ticker", {"n": ticks}, ["custom"]):
             count += event == "custom"
-        if count != 20:
-            raise RuntimeError(f"a run streamed {count} of 20 events")
+        if count != ticks:
+            raise RuntimeError(f"a run streamed {count} of {ticks} events")
         return 1
 
     async def agent() -> int:
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--client", choices=("http", "sdk"), default="http")
     parser.add_argument("--messages", action="store_true")
+    parser.add_argument("--ticks", type=int, default=20, help="custom events per ticker run")
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy")
     parser.add_argument("--distributed", action="store_true")
     args = parser.parse_args(argv)
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="agentstream-cpu-") as tmp:
         server = start_server(Path(tmp) / "cpu.sqlite", cpus=server_cpus, env=env)
         try:
-            asyncio.run(_drive(server.url, args.client, args.concurrent, 1.0, args.messages))
+            warm = _drive(server.url, args.client, args.concurrent, 1.0, args.messages, args.ticks)
+            asyncio.run(warm)
             spy = None
             if args.py_spy is not None:
                 exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -104,8 +109,11 @@ def main(argv: list[str] | None = None) -> None:
             counted = _counters(server.url)
             before, start = _cpu_seconds(server.pid), time.perf_counter()
             done = asyncio.run(
-                _drive(server.url, args.client, args.concurrent, args.seconds, args.messages)
-            )
+                _drive(
+                    server.url, args.client, args.concurrent, args.seconds, args.messages,
+                    args.ticks,
+                )
+            )  # fmt: skip
             cpu, wall = _cpu_seconds(server.pid) - before, time.perf_counter() - start
             requests = {k: v - counted.get(k, 0.0) for k, v in _counters(server.url).items()}
             if spy is not None:
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.client}: {done / wall:,.1f} {unit}s/s, server CPU {100 * cpu / wall:.0f}%, "
         f"{per} of server CPU per {unit}"
     )
+    if not args.messages and done:
+        print(f"per custom event: {1e6 * cpu / (done * args.ticks):.1f} us of server CPU")
     if args.distributed and done:
         statements = requests.get("postgres_statements", 0.0) / done
         trips = requests.get("redis_round_trips", 0.0) / done
