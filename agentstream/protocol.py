@@ -97,10 +97,22 @@ def v2_position(seq: int) -> tuple[int, int]:
 # --- SSE frames ---------------------------------------------------------------------------------
 
 
+# A frame's start for each event name seen: most runs use a handful of the same names. Names
+# with a subgraph's task id are new each run, so the table stops growing at a bound.
+_HEADS: dict[str, bytes] = {}
+_MAX_HEADS = 4096
+
+
 def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
     """The SSE frame, in the real server's field order: event, data, id."""
-    ident = b"%d" % event_id if isinstance(event_id, int) else event_id.encode()
-    return b"event: %s\r\ndata: %s\r\nid: %s\r\n\r\n" % (name.encode(), data, ident)
+    head = _HEADS.get(name)
+    if head is None:
+        head = b"event: %s\r\ndata: " % name.encode()
+        if len(_HEADS) < _MAX_HEADS:
+            _HEADS[name] = head
+    if isinstance(event_id, int):
+        return b"%s%s\r\nid: %d\r\n\r\n" % (head, data, event_id)
+    return b"%s%s\r\nid: %s\r\n\r\n" % (head, data, event_id.encode())
 
 
 def frame_data(frame: bytes, name: str, event_id: int) -> bytes:

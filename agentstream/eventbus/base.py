@@ -5,20 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple, Protocol
 
+from agentstream.protocol import frame_data
+
 
 class Event(NamedTuple):
     """One event of a run: its id in the run's log, the stream mode it came from, and its frame.
 
     A named tuple, not a frozen dataclass: it is built once per event on the hot path (0.35 µs
     instead of 0.9 µs), and a tuple of str, int and bytes drops out of the garbage collector's
-    tracking, which matters for logs that keep tens of thousands of events.
+    tracking, which matters for logs that keep tens of thousands of events. Its data is sliced
+    out of the frame when asked for: most readers only send frames, and keeping the data too
+    cost every event a copy and a second buffer.
     """
 
     seq: int
     mode: str
     name: str
-    data: bytes
     frame: bytes
+
+    @property
+    def data(self) -> bytes:
+        return frame_data(self.frame, self.name, self.seq)
 
 
 class EventsEvicted(Exception):
@@ -40,7 +47,8 @@ class BusUnavailable(Exception):
 
 class EventBus(Protocol):
     # Whether publish() completes without waiting on anything (an in-process log): the
-    # executor then publishes each batch in place instead of keeping one publish in flight.
+    # executor then publishes each batch in place (through append(), see InstantEventBus)
+    # instead of keeping one publish in flight.
     instant: bool
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
@@ -70,3 +78,10 @@ class EventBus(Protocol):
     async def delete(self, run_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class InstantEventBus(EventBus, Protocol):
+    """A bus whose publish never waits (`instant`): it also publishes without a coroutine,
+    which the executor's per-event call saves (about 0.2 us of 4 per custom event)."""
+
+    def append(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int: ...

@@ -393,7 +393,7 @@ def _event(entry_id: bytes, fields: list[bytes]) -> Event | None:
     else:
         found = dict(zip(fields[::2], fields[1::2], strict=True))
         mode, name, data = found[b"mode"].decode(), found[b"name"].decode(), found[b"data"]
-    return Event(seq, mode, name, data, encode_frame(seq, name, data))
+    return Event(seq, mode, name, encode_frame(seq, name, data))
 
 
 def _check_kept(seen: int, first_id: bytes) -> None:

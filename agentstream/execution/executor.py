@@ -22,7 +22,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command
 
 from agentstream import __version__, metrics, serde
-from agentstream.eventbus import EventBus
+from agentstream.eventbus import EventBus, InstantEventBus
 from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.execution.v3events import V3Run, is_v2
@@ -262,7 +262,8 @@ class Executor:
         publish waits (on Redis, a round trip) goes out with the next one."""
         run_id = run["run_id"]
         published = 0
-        if self.bus.instant:  # nothing to wait for: no task per publish
+        if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
+            append = cast(InstantEventBus, self.bus).append
             turn = 0
             try:
                 async for part in parts:
@@ -271,7 +272,7 @@ class Executor:
                         if not published:
                             metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
                         published += len(batch)
-                        await self.bus.publish(run_id, batch)
+                        append(run_id, batch)
                         if published - turn >= YIELD_EVERY:
                             # A graph that emitted a burst without awaiting is drained here
                             # without a single suspension: hand the loop over now and then, so
