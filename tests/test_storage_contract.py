@@ -1202,3 +1202,31 @@ async def test_crons_are_searched_counted_updated_and_deleted_under_a_filter(
         await storage.delete_cron("b", filters=mine)
     await storage.delete_cron("a", filters=mine)
     assert await storage.count_crons(assistant_id=None, thread_id=None, metadata=None) == 1
+
+
+async def test_postgres_runs_a_single_statement_verb_without_a_transaction_and_refuses_a_second(
+    pg_database: str,
+) -> None:
+    """The run path's verbs of one statement (create, claim, finish, renew) run in autocommit
+    on PostgreSQL; one that sent a second statement would run it outside any transaction, so
+    the connector refuses it."""
+    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=2)
+    await storage.setup()
+    try:
+
+        def one() -> Any:
+            found, _ = yield "SELECT now() = statement_timestamp()", {}
+            return found[0][0]
+
+        def two() -> Any:
+            yield "SELECT 1", {}
+            yield "SELECT 2", {}
+
+        # Outside a transaction block, now() is the statement's own start; inside one it is
+        # the transaction's, which the statement's start follows.
+        assert await storage.connector.write(one(), single=True) is True
+        assert await storage.connector.write(one()) is False
+        with pytest.raises(RuntimeError, match="one statement"):
+            await storage.connector.write(two(), single=True)
+    finally:
+        await storage.aclose()

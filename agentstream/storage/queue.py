@@ -63,8 +63,12 @@ class Connector(Protocol):
 
     def load_ts(self, value: Any) -> datetime: ...
 
-    async def write(self, verb: Verb[T]) -> T:
-        """Run the verb's statements in one write transaction, committed before this returns."""
+    async def write(self, verb: Verb[T], *, single: bool = False) -> T:
+        """Run the verb's statements in one write transaction, committed before this returns.
+
+        single: the verb is one statement that is atomic by itself (a function of several
+        steps, one UPDATE), so no transaction block is needed around it: on PostgreSQL its
+        BEGIN and COMMIT were a round trip each, more than the statement's own."""
         ...
 
     async def read(self, verb: Verb[T]) -> T:
@@ -130,7 +134,10 @@ class QueueStore:
 
     # --- creating a run ----------------------------------------------------------------------
     async def create_run(self, new: NewRun) -> list[str]:
-        return await self.c.write(self._queue_run(new))
+        # One statement where the dialect has one, atomic by itself unless an owner filter
+        # must see the thread first (raising NotFound then rolls the run back).
+        single = "create_run" in self.d.queries and not new.filters
+        return await self.c.write(self._queue_run(new), single=single)
 
     def _queue_run(self, new: NewRun) -> Verb[list[str]]:
         """Queue a run: the runs it preempts under its multitask strategy."""
@@ -181,8 +188,9 @@ class QueueStore:
     # --- the queue ---------------------------------------------------------------------------
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
         p = self._params(worker_id=worker_id, lease=float(lease_seconds))
+        single = "claim_run" in self.d.queries
         for _ in range(_CLAIM_TRIES):
-            row = await self.c.write(self._claim(p))
+            row = await self.c.write(self._claim(p), single=single)
             if row is None:
                 return None
             if row is not _GONE:
@@ -225,10 +233,10 @@ class QueueStore:
 
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
         p = self._params(run_id=run_id, worker_id=worker_id, lease=float(lease_seconds))
-        return await self.c.write(count(self.d["renew_lease"], p)) > 0
+        return await self.c.write(count(self.d["renew_lease"], p), single=True) > 0
 
     async def expire_leases(self) -> int:
-        return await self.c.write(count(self.d["expire_leases"], self._params()))
+        return await self.c.write(count(self.d["expire_leases"], self._params()), single=True)
 
     async def queue_stats(self) -> QueueStats:
         counts, waits = await self.c.read(self._queue_stats(self._params()))
@@ -259,7 +267,8 @@ class QueueStore:
     ) -> None:
         p = self._params(run_id=run_id, status=status)
         settle = self._settled(thread_status, values, interrupts, error)
-        await self.c.write(self._finish(p, None if delete_thread else settle))
+        single = "finish_run" in self.d.queries
+        await self.c.write(self._finish(p, None if delete_thread else settle), single=single)
 
     def _settled(
         self, status: ThreadStatus | None, values: Any, interrupts: Mapping[str, Any], error: Any

@@ -211,7 +211,8 @@ class SqliteConnector:
         yield self._saver
 
     # --- running verbs -----------------------------------------------------------------------
-    async def write(self, verb: Verb[T]) -> T:
+    async def write(self, verb: Verb[T], *, single: bool = False) -> T:
+        # Every write joins a group-committed batch here, one statement or many.
         return await self._enqueue(verb, True)
 
     async def read(self, verb: Verb[T]) -> T:
