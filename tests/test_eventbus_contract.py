@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 import redis
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
 
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.eventbus.memory import MemoryEventBus
@@ -481,3 +482,35 @@ async def test_a_reader_cancelled_mid_wait_leaves_the_others_waiting() -> None:
     assert await stays == [2]
     assert gone.cancelled()
     await bus.aclose()
+
+
+def test_redis_commands_pack_as_redis_py_packs_them() -> None:
+    """Our packing of plain commands (eventbus/redis.py) is byte for byte redis-py's, large
+    arguments and commands of many megabytes included."""
+    ours = RedisEventBus(REDIS_URL)._redis.connection_pool.make_connection()
+    assert type(ours).__name__.startswith("Counted")  # the bus's own connection class
+    theirs = RedisConnection()
+    big = bytes(range(256)) * 400  # 100 KiB: sent as a part of its own
+    for args in (
+        ("XADD", "k", "*", "mode", "custom", "data", b'{"tick":1}'),
+        ("EVALSHA", "ab12", 2, "k1", "k2", "héllo ✓", -7, b"", big, b"tail"),
+        ("EVALSHA", "ab12", 1, "k", *([b"x" * 1100] * 3000)),  # 3.3 MB in one command
+    ):
+        assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args))
+    # What ours does not pack (a float, a two-word name) redis-py still does.
+    assert ours.pack_command("SET", "k", 1.5) == theirs.pack_command("SET", "k", 1.5)
+
+
+async def test_a_batch_of_megabytes_is_published_and_read_back_exactly(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    bus = make_bus()
+    items = [
+        ("messages-tuple", "messages", b'{"n":%d,"pad":"%s"}' % (i, b"p" * 1000))
+        for i in range(3000)
+    ]
+    items.append(("custom", "custom", b'{"big":"' + b"q" * 200_000 + b'"}'))
+    assert await bus.publish("r", items) == len(items)
+    await bus.close("r")
+    read = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
+    assert [(e.mode, e.name, e.data) for e in read] == items
