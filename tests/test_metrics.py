@@ -125,3 +125,25 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
     # per run): statements to PostgreSQL, round trips to Redis.
     assert value(found, "agentstream_postgres_statements_total") >= 2 * 3
     assert value(found, "agentstream_redis_round_trips_total") >= 2 * 3
+
+
+def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
+    """A node that emits its events without an await (ticker) has them published together: its
+    run costs the worker three round trips to Redis (the run's first event, the burst, the end),
+    however many events the burst holds."""
+    port = free_port()
+    env = {"AGENTSTREAM_METRICS_PORT": str(port)}
+
+    def trips() -> float:
+        found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        return value(found, "agentstream_redis_round_trips_total")
+
+    with running_cluster(apis=1, workers=1, env=env) as cluster:
+        with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
+            body = {"assistant_id": "ticker", "input": {"n": 2}}
+            assert http.post("/runs/wait", json=body).is_success  # connections made
+            for n in (20, 200):
+                before = trips()
+                body = {"assistant_id": "ticker", "input": {"n": n}, "stream_mode": ["custom"]}
+                assert http.post("/runs/wait", json=body).json()["count"] == n
+                assert trips() - before == 3

@@ -285,24 +285,32 @@ class Executor:
             return
         pending: list[Item] = []
         flight: asyncio.Future[int] | None = None
+
+        async def send() -> int:
+            # What is pending when the publish starts (its task's first step, a loop turn
+            # after it was made), not when it was made: a burst the graph yielded in that
+            # turn (a node's events emitted without an await) goes out whole instead of its
+            # first event alone, a round trip to Redis for it and one more for each reader.
+            nonlocal pending, published
+            batch, pending = pending, []
+            if not published:
+                metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+            published += len(batch)
+            return await self.bus.publish(run_id, batch)
+
         try:
             async for part in parts:
                 pending += translate(part)
                 if pending and (flight is None or flight.done()):
                     if flight is not None:
                         flight.result()  # a failed publish fails the run
-                    if not published:
-                        metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
-                    published += len(pending)
-                    flight = asyncio.ensure_future(self.bus.publish(run_id, pending))
-                    pending = []
+                    flight = asyncio.ensure_future(send())
         finally:
             # However the stream ended, what it yielded is published, in order, before the end.
             if flight is not None:
                 await flight
             if pending:
-                published += len(pending)
-                await self.bus.publish(run_id, pending)
+                await send()
             metrics.EVENTS_PUBLISHED.inc(published)
 
     def _stream(
