@@ -52,9 +52,13 @@ class ServiceLost(Exception):
 
 @dataclass
 class Cancellation:
-    """Why a run's task was cancelled; set before the task is cancelled."""
+    """Why a run's task was cancelled; set before the task is cancelled. And whether the run
+    is settling: from the moment its end is being stored, nothing may stop it (its row is no
+    longer running, so a lease renewal finds it gone, and a cancel comes too late) before
+    its stream is closed, or that stream would never end."""
 
     action: str = "interrupt"
+    settling: bool = False
 
 
 @dataclass
@@ -416,6 +420,7 @@ class Executor:
         )
         v3 = self._v3.pop(run_id, None)
         delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
+        cancellation.settling = True
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
         else:

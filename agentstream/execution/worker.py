@@ -74,6 +74,8 @@ class Worker:
         await self.idle(grace)
         held = dict(self._running)
         for task, cancellation in held.values():
+            if cancellation.settling:  # its end is stored: let it close its stream
+                continue
             cancellation.action = "release"
             task.cancel()
         await asyncio.gather(*(task for task, _ in held.values()), return_exceptions=True)
@@ -221,6 +223,9 @@ class Worker:
                 if result is True:
                     renewed[run_id] = now
                 elif result is False:
+                    entry = self._running.get(run_id)
+                    if entry is None or entry[1].settling:
+                        continue  # it ended meanwhile: its row is no longer running
                     log.warning("run %s was taken over by another worker; stopping it", run_id)
                     self._drop(run_id)
                 elif now - renewed[run_id] >= self.lease_seconds:
@@ -232,9 +237,10 @@ class Worker:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
 
     def _drop(self, run_id: str) -> None:
-        """Stops a run this worker no longer owns, without settling it."""
+        """Stops a run this worker no longer owns, without settling it. A run settling already
+        goes on: a renewal found its row no longer running because its end is stored."""
         entry = self._running.get(run_id)
-        if entry is not None:
+        if entry is not None and not entry[1].settling:
             task, cancellation = entry
             cancellation.action = "release"
             task.cancel()
@@ -247,6 +253,8 @@ class Worker:
             self._early_cancels[run_id] = (action, now)
             return False
         task, cancellation = entry
+        if cancellation.settling:  # too late: it has ended and is closing its stream
+            return True
         cancellation.action = action
         task.cancel()
         return True
