@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ SHORT_LEASE = {"AGENTSTREAM_LEASE_SECONDS": "1"}  # renewed every third of a sec
 
 
 @pytest.fixture(params=["embedded", "distributed"])
-def short_lease(request: pytest.FixtureRequest, tmp_path) -> Iterator[list[ServerProcess]]:
+def short_lease(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
     """(the server to call, every process of the deployment)."""
     if request.param == "embedded":
         proc = start_server(tmp_path / "agentstream.sqlite", env=SHORT_LEASE)
