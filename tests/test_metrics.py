@@ -3,15 +3,18 @@ existing dashboards work, plus the streams' own; a worker process serves its own
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from agentstream.execution.executor import PUBLISH_MOST
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 from tests.services import free_port
+from tests.sse import sse_events
 
 HI = {"messages": [{"role": "human", "content": "hi"}]}
 
@@ -130,7 +133,8 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
 def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
     """A node that emits its events without an await (ticker) has them published together: its
     run costs the worker three round trips to Redis (the run's first event, the burst, the end),
-    however many events the burst holds."""
+    up to PUBLISH_MOST events; a larger burst goes out in pieces of at most that many, so its
+    first events reach readers before the last are sent, in order."""
     port = free_port()
     env = {"AGENTSTREAM_METRICS_PORT": str(port)}
 
@@ -147,3 +151,9 @@ def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
                 body = {"assistant_id": "ticker", "input": {"n": n}, "stream_mode": ["custom"]}
                 assert http.post("/runs/wait", json=body).json()["count"] == n
                 assert trips() - before == 3
+            before = trips()
+            body = {"assistant_id": "ticker", "input": {"n": 1000}, "stream_mode": ["custom"]}
+            streamed = http.post("/runs/stream", json=body).text
+            ticks = [data["tick"] for name, data in sse_events(streamed) if name == "custom"]
+            assert ticks == list(range(1000))
+            assert trips() - before >= 2 + math.ceil(1000 / PUBLISH_MOST)

@@ -36,6 +36,8 @@ from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
 
+# The most events one publish to a bus that waits (Redis) carries; what is left goes next.
+PUBLISH_MOST = 256
 # On the in-process bus, the loop is handed over after this many events published in a row.
 YIELD_EVERY = 1024
 
@@ -288,23 +290,27 @@ class Executor:
                 metrics.EVENTS_PUBLISHED.inc(published)
             return
         pending: list[Item] = []
-        flight: asyncio.Future[int] | None = None
+        flight: asyncio.Future[None] | None = None
 
-        async def send() -> int:
+        async def send() -> None:
             # What is pending when the publish starts (its task's first step, a loop turn
-            # after it was made), not when it was made: a burst the graph yielded in that
-            # turn (a node's events emitted without an await) goes out whole instead of its
+            # after it was made), not when it was made: a burst the graph yielded in that turn
+            # (a node's events emitted without an await) goes out together instead of its
             # first event alone, a round trip to Redis for it and one more for each reader.
-            nonlocal pending, published
-            batch, pending = pending, []
-            if not published:
-                metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
-            published += len(batch)
-            return await self.bus.publish(run_id, batch)
+            # At most PUBLISH_MOST at a time, and then what came meanwhile: a model's whole
+            # reply at once (thousands of events) reaches its readers in pieces, the first soon.
+            nonlocal published
+            while pending:
+                batch = pending[:PUBLISH_MOST]
+                del pending[:PUBLISH_MOST]
+                if not published:
+                    metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                published += len(batch)
+                await self.bus.publish(run_id, batch)
 
         try:
             async for part in parts:
-                pending += translate(part)
+                pending.extend(translate(part))
                 if pending and (flight is None or flight.done()):
                     if flight is not None:
                         flight.result()  # a failed publish fails the run
