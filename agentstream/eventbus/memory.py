@@ -84,6 +84,8 @@ class _Log:
         # A future per waiting reader, woken together. (One future shared through
         # asyncio.shield cost each wait a second future and two callbacks: about 4 % of the
         # server's CPU on a streamed reply, where every token wakes its reader.)
+        if not self.waiters:  # most events of a burst: its reader is woken already
+            return
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if not waiter.done():

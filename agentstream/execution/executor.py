@@ -344,17 +344,13 @@ class Executor:
             **_options(kwargs, context),
         }
         if "events" not in requested:
-
-            def translate(part: Any) -> list[Item]:
-                return translator.translate(*_parts(part))
-
             stream = graph.astream(graph_input, config, **options)
-            return cast(AsyncGenerator[Any, None], stream), translate
+            return cast(AsyncGenerator[Any, None], stream), translator.part
         root = str(config["run_id"])  # type: ignore[typeddict-item]
 
         def translate_event(event: Any) -> list[Item]:
             if event["event"] == "on_chain_stream" and event["run_id"] == root:
-                return translator.translate(*_parts(event["data"]["chunk"]))
+                return translator.part(event["data"]["chunk"])
             return [("events", "events", serde.dumps(event))]
 
         events = graph.astream_events(graph_input, config, version="v2", **options)
@@ -542,13 +538,6 @@ def _options(kwargs: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if context is not None:
         options["context"] = context
     return options
-
-
-def _parts(part: Any) -> tuple[tuple[str, ...], str, Any]:
-    # astream yields (mode, chunk) without subgraphs and (namespace, mode, chunk) with them.
-    if len(part) == 3:
-        return part[0], part[1], part[2]
-    return (), part[0], part[1]
 
 
 def _without_interrupt(values: Any) -> Any:

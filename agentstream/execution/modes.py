@@ -75,6 +75,13 @@ class Translator:
         self._metadata: dict[int, tuple[dict[str, Any], dict[str, Any], bytes]] = {}
         self._names: dict[tuple[str, tuple[str, ...]], str] = {}
 
+    def part(self, part: Any) -> list[Item]:
+        """translate() of what astream yields: (mode, chunk), or (namespace, mode, chunk) with
+        subgraphs; unpacked here, once per event, without a call in between."""
+        if len(part) == 2:
+            return self.translate((), part[0], part[1])
+        return self.translate(part[0], part[1], part[2])
+
     def translate(self, ns: Sequence[str], mode: str, chunk: Any) -> list[Item]:
         # A list, not a generator: this runs once per chunk, and most chunks give one item.
         if mode == "values" and not ns:
