@@ -95,8 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="agentstream-cpu-") as tmp:
         server = start_server(Path(tmp) / "cpu.sqlite", cpus=server_cpus, env=env)
         try:
-            warm = _drive(server.url, args.client, args.concurrent, 1.0, args.messages, args.ticks)
-            asyncio.run(warm)
+
+            def drive(seconds: float) -> int:
+                return asyncio.run(
+                    _drive(server.url, args.client, args.concurrent, seconds, args.messages,
+                           args.ticks)
+                )  # fmt: skip
+
+            drive(1.0)
             spy = None
             if args.py_spy is not None:
                 exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -108,12 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(1.0)
             counted = _counters(server.url)
             before, start = _cpu_seconds(server.pid), time.perf_counter()
-            done = asyncio.run(
-                _drive(
-                    server.url, args.client, args.concurrent, args.seconds, args.messages,
-                    args.ticks,
-                )
-            )  # fmt: skip
+            done = drive(args.seconds)
             cpu, wall = _cpu_seconds(server.pid) - before, time.perf_counter() - start
             requests = {k: v - counted.get(k, 0.0) for k, v in _counters(server.url).items()}
             if spy is not None:

@@ -179,7 +179,7 @@ class MemoryEventBus:
 
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         if items:
-            await self.publish(run_id, items)
+            self.append(run_id, items)
         log = self._log(run_id)
         log.closed = True
         log.notify()

@@ -73,11 +73,8 @@ class Worker:
                 await self._loop_task
         await self.idle(grace)
         held = dict(self._running)
-        for task, cancellation in held.values():
-            if cancellation.settling:  # its end is stored: let it close its stream
-                continue
-            cancellation.action = "release"
-            task.cancel()
+        for run_id in held:
+            self._drop(run_id)
         await asyncio.gather(*(task for task, _ in held.values()), return_exceptions=True)
         if self._renew_task is not None:
             self._renew_task.cancel()
@@ -223,8 +220,7 @@ class Worker:
                 if result is True:
                     renewed[run_id] = now
                 elif result is False:
-                    entry = self._running.get(run_id)
-                    if entry is None or entry[1].settling:
+                    if self._stoppable(run_id) is None:
                         continue  # it ended meanwhile: its row is no longer running
                     log.warning("run %s was taken over by another worker; stopping it", run_id)
                     self._drop(run_id)
@@ -236,11 +232,18 @@ class Worker:
                 else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
 
-    def _drop(self, run_id: str) -> None:
-        """Stops a run this worker no longer owns, without settling it. A run settling already
-        goes on: a renewal found its row no longer running because its end is stored."""
+    def _stoppable(self, run_id: str) -> tuple[asyncio.Task[None], Cancellation] | None:
+        """The run's task and cancellation, unless it does not run here or is settling: once
+        its end is being stored nothing may stop it before its stream is closed (a renewal
+        then finds its row no longer running; a cancel, a stop, come too late)."""
         entry = self._running.get(run_id)
-        if entry is not None and not entry[1].settling:
+        return None if entry is None or entry[1].settling else entry
+
+    def _drop(self, run_id: str) -> None:
+        """Stops a run this worker no longer owns (or hands back at a stop), without settling
+        it; a settling run goes on."""
+        entry = self._stoppable(run_id)
+        if entry is not None:
             task, cancellation = entry
             cancellation.action = "release"
             task.cancel()

@@ -134,7 +134,7 @@ class PostgresConnector:
     async def write(self, verb: Verb[T], *, single: bool = False) -> T:
         if single:  # autocommit: the statement is its own transaction
             async with self.pool.connection() as conn:
-                return await _drive(conn, verb, most=1)
+                return await _drive(conn, verb, single=True)
         async with self.pool.connection() as conn, conn.transaction():
             return await _drive(conn, verb)
 
@@ -155,8 +155,8 @@ async def _cursor(conn: AsyncConnection[DictRow]) -> AsyncIterator[AsyncCursor[T
         yield cur
 
 
-async def _drive(conn: AsyncConnection[DictRow], verb: Verb[T], most: int | None = None) -> T:
-    """Run a verb's statements one after the other, an await each (at most `most` of them: a
+async def _drive(conn: AsyncConnection[DictRow], verb: Verb[T], single: bool = False) -> T:
+    """Run a verb's statements one after the other, an await each (with single, only one: a
     verb said to be one statement that yields a second is a bug, never run half outside a
     transaction)."""
     async with _cursor(conn) as cur:
@@ -166,7 +166,7 @@ async def _drive(conn: AsyncConnection[DictRow], verb: Verb[T], most: int | None
             while True:
                 sql, params = verb.send(result)
                 sent += 1
-                if most is not None and sent > most:
+                if single and sent > 1:
                     raise RuntimeError(f"a verb of one statement sent another: {sql[:80]!r}")
                 await cur.execute(sql, params)
                 result = (await cur.fetchall() if cur.description else [], cur.rowcount)
