@@ -253,7 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings, config, graphs, store=store_config, worker=settings.run_workers, grace=grace
         )
         async with serving as (backends, worker), watching(graphs, enabled=settings.reload):
-            runs_service = RunService(backends.storage, backends.bus, backends.control)
+            runs_service = RunService(backends.storage, backends.bus, backends.control, worker)
             app.state.ctx = ApiContext(
                 backends.storage, backends.bus, runs_service, graphs, settings, auth=gate,
                 headers=headers, store=backends.store, webhooks=webhooks,

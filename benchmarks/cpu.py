@@ -39,9 +39,11 @@ def _counters(url: str) -> dict[str, float]:
     return read_service_counters(httpx.get(f"{url}/metrics", timeout=10).text)
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def _drive(
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             counted = _counters(server.url)
             before, start = _cpu_seconds(server.pid), time.perf_counter()
             done = drive(args.seconds)
-            cpu, wall = _cpu_seconds(server.pid) - before, time.perf_counter() - start
+            after, wall = _cpu_seconds(server.pid), time.perf_counter() - start
+            user, system = after[0] - before[0], after[1] - before[1]
+            cpu = user + system
             requests = {k: v - counted.get(k, 0.0) for k, v in _counters(server.url).items()}
             if spy is not None:
                 spy.send_signal(2)
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     unit = "event" if args.messages else "run"
     print(
         f"{args.client}: {done / wall:,.1f} {unit}s/s, server CPU {100 * cpu / wall:.0f}%, "
-        f"{per} of server CPU per {unit}"
+        f"{per} of server CPU per {unit} ({100 * system / cpu if cpu else 0:.0f}% of it in the "
+        "kernel)"
     )
     if not args.messages and done:
         print(f"per custom event: {1e6 * cpu / (done * args.ticks):.1f} us of server CPU")

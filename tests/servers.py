@@ -163,10 +163,11 @@ def running_cluster(
     workers: int = 2,
     env: dict[str, str] | None = None,
     admin_uri: str = ADMIN_URI,
+    dev: int = 0,
 ) -> Iterator[Cluster]:
     """API and worker processes on a fresh PostgreSQL database and the shared Redis; fails
     (never skips) when either service is missing. `env` adds to (or overrides) every process's
-    environment."""
+    environment. `dev` more processes run both (`agentstream dev`), listed among the APIs."""
     name = f"agentstream_dist_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_uri, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
@@ -181,7 +182,7 @@ def running_cluster(
     try:
         # All at once: each process sets the schema up under a lock and makes the default
         # assistants if missing, and a Python process's start is mostly its imports.
-        commands = ["worker"] * workers + ["serve"] * apis
+        commands = ["worker"] * workers + ["serve"] * apis + ["dev"] * dev
         with ThreadPoolExecutor(len(commands)) as pool:
             starting = [
                 pool.submit(start_server, None, config=config, command=command, env=env)

@@ -27,6 +27,7 @@ from agentstream.storage.base import (
     Cron,
     NewRun,
     NotFound,
+    Queued,
     RunClaim,
     Storage,
     ThreadBusy,
@@ -139,10 +140,10 @@ async def _enqueue(
     """Queue a run (creating its thread when needed); its id and the ids to preempt."""
     run_id = str(uuid.uuid4())
     run = new_run(run_id, thread_id or str(uuid.uuid4()), "asst", kwargs or {}, {"m": 1}, strategy)
-    preempt = await storage.create_run(
+    queued = await storage.create_run(
         NewRun(run, temporary, "create", {"identity": "u1"}, thread_metadata or {}, filters)
     )
-    return run_id, preempt
+    return run_id, queued.preempted
 
 
 async def _thread_of(storage: Storage, run_id: str) -> str:
@@ -657,6 +658,53 @@ async def test_claim_takes_oldest_first_and_one_run_per_thread(storage: Storage)
     assert claim["temporary"] is False
     assert claim["auth_user"] == {"identity": "u1"}
     assert await storage.claim_run("w", 30) is None
+
+
+async def test_a_run_created_for_a_worker_starts_only_when_first_in_line_and_due(
+    storage: Storage,
+) -> None:
+    """NewRun.start_for: a run due now on a thread with nothing in flight is stored running
+    under that worker's lease, its claim returned as a claim would read it; one behind another
+    run, or delayed, is queued as always (and claimed in its turn)."""
+
+    async def create(
+        thread_id: str, kwargs: dict[str, Any], temporary: bool = False
+    ) -> tuple[str, Queued]:
+        run = new_run(str(uuid.uuid4()), thread_id, "asst", kwargs, {"m": 1}, "enqueue")
+        new = NewRun(run, temporary, "create", {"identity": "u1"}, {}, None, ("w1", 30.0))
+        return run["run_id"], await storage.create_run(new)
+
+    first_id, first = await create("t1", {"input": {"n": (1, 2)}})
+    claim = first.started
+    assert claim is not None and first.preempted == []
+    assert claim["run"]["run_id"] == first_id
+    assert (claim["attempt"], claim["temporary"]) == (1, False)
+    assert claim["auth_user"] == {"identity": "u1"}
+    assert claim["run"]["status"] == "running"
+    assert claim["run"]["kwargs"] == {
+        "input": {"n": [1, 2]}
+    }  # as stored: a tuple reads back a list
+    assert (await storage.get_run("t1", first_id))["status"] == "running"
+    assert await storage.claim_run("w2", 30) is None  # started: nobody claims it
+    assert await storage.renew_lease(first_id, "w2", 30) is False  # it is w1's
+    assert await storage.renew_lease(first_id, "w1", 30) is True
+    behind_id, behind = await create("t1", {})
+    assert behind.started is None  # the first is in flight on its thread
+    assert (await storage.get_run("t1", behind_id))["status"] == "pending"
+    _, delayed = await create("t2", {"after_seconds": 60})
+    assert delayed.started is None
+    _, temporary = await create(str(uuid.uuid4()), {}, temporary=True)
+    assert temporary.started is not None and temporary.started["temporary"] is True
+    assert await storage.claim_run("w2", 30) is None
+    # An older run a claim would take first (queued while no worker here had a slot): the new
+    # one does not overtake it, and the claims take both in order.
+    older, _ = await _enqueue(storage, "t3")
+    newer_id, newer = await create("t4", {})
+    assert newer.started is None
+    claims = [await storage.claim_run("w2", 30), await storage.claim_run("w2", 30)]
+    assert [c["run"]["run_id"] for c in claims if c is not None] == [older, newer_id]
+    await _finish(storage, first_id)
+    assert (await _claim_within(storage, "w2"))["run"]["run_id"] == behind_id
 
 
 async def test_claim_respects_after_seconds(storage: Storage) -> None:

@@ -93,8 +93,17 @@ def _run_value(
 
 
 async def create_run(
-    c: ApiContext, request: Request, body: RunCreate, thread_id: str | None, route: Route
+    c: ApiContext,
+    request: Request,
+    body: RunCreate,
+    thread_id: str | None,
+    route: Route,
+    *,
+    start_here: bool = True,
 ) -> tuple[Run, bool, str]:
+    """Stores the run: its run, whether its thread is temporary, and what a disconnect does.
+    start_here=False keeps it from starting at creation (RunService.create): it is claimed
+    after the caller has answered."""
     temporary = thread_id is None
     if thread_id is not None and not is_uuid(thread_id):
         raise ApiError(400, "badly formed hexadecimal UUID string")
@@ -126,7 +135,9 @@ async def create_run(
     try:
         user = current_user(request)
         await c.runs.create(
-            NewRun(run, temporary, body.if_not_exists, user, thread_metadata, filters)
+            NewRun(run, temporary, body.if_not_exists, user, thread_metadata, filters),
+            assistant,
+            start_here=start_here,
         )
     except NotFound:
         raise ApiError(404, "Thread or assistant not found.") from None

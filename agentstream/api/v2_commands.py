@@ -85,7 +85,9 @@ async def _start(c: ApiContext, request: Request, thread_id: str, body: Params) 
         raise CommandError("invalid_argument", str(exc.errors()[0].get("msg"))) from None
     # The thread log lists runs in order: this run comes after the last one listed now.
     before = await thread_seq(c.storage, c.bus, thread_id)
-    run, _, _ = await create_run(c, request, model, thread_id, "create")
+    # Queued, not started here: the client takes the run's events, on its thread stream, as
+    # of this reply (its projections opened after the run's end get nothing).
+    run, _, _ = await create_run(c, request, model, thread_id, "create", start_here=False)
     return {"run_id": run["run_id"]}, v2_seq(before + 1, 0)
 
 

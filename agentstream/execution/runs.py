@@ -7,14 +7,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 from agentstream import serde
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.execution.control import Control
 from agentstream.execution.v3events import cancelled_before_start, is_v2
+from agentstream.execution.worker import Worker
 from agentstream.protocol import RESULT_MODE, result_item
-from agentstream.storage.base import Filter, NewRun, NotFound, Run, Storage, utcnow
+from agentstream.storage.base import (
+    Assistant,
+    Filter,
+    NewRun,
+    NotFound,
+    Queued,
+    Run,
+    Storage,
+    utcnow,
+)
 
 log = logging.getLogger("agentstream.runs")
 
@@ -23,18 +34,63 @@ AFTER_COMMIT_SECONDS = 2.0
 
 
 class RunService:
-    def __init__(self, storage: Storage, bus: EventBus, control: Control) -> None:
+    def __init__(
+        self, storage: Storage, bus: EventBus, control: Control, worker: Worker | None = None
+    ) -> None:
         self.storage = storage
         self.bus = bus
         self.control = control
+        # This process's own worker, if it has one (the embedded server, `dev`): a run due now
+        # on a thread with nothing in flight is created started for it while it has a slot.
+        self.worker = worker
         self._background: set[asyncio.Future[Any]] = set()
 
-    async def create(self, new: NewRun) -> None:
-        await self.announce(new, await self.storage.create_run(new))
+    async def create(
+        self, new: NewRun, assistant: Assistant | None = None, *, start_here: bool = True
+    ) -> None:
+        """Queues the run, or creates it started for this process's worker (see
+        Worker.reserve); `assistant`, the run's as the caller read it, spares the executor a
+        read when it starts here. A run started here begins at the caller's next suspension:
+        a caller whose answer must reach its client before the run's first event (a v2
+        command, whose client reads the events on another stream) passes start_here=False."""
+        worker = self.worker
+        slot = None
+        if worker is not None and start_here and not new.run["kwargs"].get("after_seconds"):
+            slot = await worker.reserve()
+        if worker is None or slot is None:
+            queued = await self.storage.create_run(new)
+        else:
+            queued = await self._create_started(worker, replace(new, start_for=slot), assistant)
+        await self.announce(new, queued.preempted, wake=queued.started is None)
 
-    async def announce(self, new: NewRun, preempted: list[str]) -> None:
+    async def _create_started(
+        self, worker: Worker, new: NewRun, assistant: Assistant | None
+    ) -> Queued:
+        try:
+            queued = await self.storage.create_run(new)
+        except asyncio.CancelledError:
+            # Cancelled while the create was under way (a shutdown): it may yet be stored
+            # started, under a lease nobody would renew. Handed back, it is claimed at once.
+            worker.unreserve()
+            worker.hand_back(new.run["run_id"])
+            raise
+        except BaseException:
+            worker.unreserve()
+            raise
+        if queued.started is None:
+            worker.unreserve()  # a run in flight on its thread, or an older one, goes first
+            return queued
+        if assistant is not None and assistant["assistant_id"] == new.run["assistant_id"]:
+            queued.started["assistant"] = assistant
+        # No suspension from the create to here: the run's task starts after this request
+        # has gone on to open its stream, which then sends the run's first event at once.
+        worker.take(queued.started)
+        return queued
+
+    async def announce(self, new: NewRun, preempted: list[str], *, wake: bool = True) -> None:
         """What follows a queued run: its thread's log names it, the runs it preempts are
-        cancelled, the workers are woken."""
+        cancelled, the workers are woken (unless it was started at creation: there is then
+        nothing new to claim)."""
         run = new.run
         # The run is stored: from here on nothing fails the request, or a client would retry
         # and run its input twice. A step the event bus cannot take now finishes in the
@@ -46,7 +102,8 @@ class RunService:
         for run_id in preempted:
             previous = await self.storage.get_run(run["thread_id"], run_id)
             await self._after_commit(self.cancel(previous, action))
-        await self._after_commit(self.control.wake())
+        if wake:
+            await self._after_commit(self.control.wake())
 
     async def _after_commit(self, step: Awaitable[Any]) -> None:
         """Awaits step for up to AFTER_COMMIT_SECONDS; past that it goes on in the background

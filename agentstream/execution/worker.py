@@ -102,6 +102,27 @@ class Worker:
     def active(self) -> int:
         return len(self._running)
 
+    # --- runs started at creation (RunService.create) ----------------------------------------
+    async def reserve(self) -> tuple[str, float] | None:
+        """A slot for a run this process is about to create, so that it is created started
+        (NewRun.start_for) instead of queued for a claim: (this worker's id, its lease), or None
+        when every slot is taken or the worker no longer claims (stopping, draining). Never
+        suspends. The caller gives the slot back (unreserve) unless the run was started (take).
+
+        A free slot means this worker would claim the run itself next: waking it to claim was a
+        hand-off (on the distributed deployment a round trip to Redis) and a statement more."""
+        if self._loop_task is None or self._loop_task.done() or self._slots.locked():
+            return None
+        await self._slots.acquire()  # not locked: returns at once
+        return self.worker_id, self.lease_seconds
+
+    def unreserve(self) -> None:
+        self._slots.release()
+
+    def take(self, claim: RunClaim) -> None:
+        """Runs a run started for this worker at its creation, in the slot reserved for it."""
+        self._spawn(claim)
+
     async def _claim_loop(self) -> None:
         """Supervised: whatever one round raises (a dropped connection, a row that cannot be
         read, a bug) is logged and the loop goes on, so no input and no outage can leave this
@@ -171,7 +192,7 @@ class Worker:
             await self.executor.run(claim, cancellation)
         except ServiceLost as lost:
             log.warning("%s; it runs again once the service is back", lost)
-            self._hand_back_later(run_id)
+            self.hand_back(run_id)
         except Exception as exc:
             log.exception("run %s crashed the executor; it is ended as error", run_id)
             await self.executor.abandon(run_id, exc, temporary=claim["temporary"])
@@ -181,9 +202,10 @@ class Worker:
             if not _thread_removed(claim, cancellation):
                 await self.control.wake()
 
-    def _hand_back_later(self, run_id: str) -> None:
-        """Releases the run's lease as soon as the database answers again, and wakes the
-        workers: it is claimed again at once, not when its lease would have run out."""
+    def hand_back(self, run_id: str) -> None:
+        """Releases the run's lease, if this worker holds it, as soon as the database answers,
+        and wakes the workers: it is claimed again at once, not when its lease would have run
+        out."""
 
         async def hand_back() -> None:
             try:
@@ -228,7 +250,7 @@ class Worker:
                     log.error("run %s: its lease could not be renewed (%r); stopping it, to "
                               "run again once the database is back", run_id, result)  # fmt: skip
                     self._drop(run_id)
-                    self._hand_back_later(run_id)
+                    self.hand_back(run_id)
                 else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
 

@@ -92,6 +92,19 @@ class NewRun:
     auth_user: dict[str, Any] | None
     thread_metadata: Mapping[str, Any]  # merged into the thread's metadata
     filters: Filter | None = None
+    # (worker_id, lease seconds): start the run at once for that worker, the creating
+    # process's own with a free slot, when it is due now and nothing is in flight on its thread
+    # (RunService.create). It is then running under that worker's lease, never pending.
+    start_for: tuple[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """What create_run did: the runs the new one preempts, and its claim if it was started at
+    once for NewRun.start_for (its first attempt; the claim a worker would have got)."""
+
+    preempted: list[str]
+    started: RunClaim | None = None
 
 
 @dataclass
@@ -191,10 +204,11 @@ def utcnow() -> datetime:
 class RunQueue(Protocol):
     """The queue's face of storage: all that the worker and the run service's queue steps use."""
 
-    async def create_run(self, new: NewRun) -> list[str]:
+    async def create_run(self, new: NewRun) -> Queued:
         """Insert a pending run. Applies run.multitask_strategy atomically against the thread:
         raises ThreadBusy for reject; returns the in-flight run ids to cancel for interrupt and
-        rollback (the new run waits behind them in the queue)."""
+        rollback (the new run waits behind them in the queue). With new.start_for, a run due
+        now on a thread with nothing in flight is inserted started, in the same step."""
         ...
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:

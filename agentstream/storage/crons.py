@@ -145,10 +145,10 @@ class CronStore(QueueStore):
             return CronFiring(cron, None, [], f"its assistant {cron['assistant_id']} is gone")
         new = make_run(cron, graph[0][0])
         try:  # nothing is written before either refusal: the slot is skipped, not lost
-            preempted = yield from self._queue_run(new)
+            queued = yield from self._queue_run(new)
         except (NotFound, ThreadBusy) as exc:
             return CronFiring(cron, None, [], str(exc))
-        return CronFiring(cron, new, preempted)
+        return CronFiring(cron, new, queued.preempted)
 
     async def next_cron_due(self) -> datetime | None:
         found = await self.c.read(rows(self.d["next_cron"], {}))

@@ -17,11 +17,13 @@ from typing import Any, Protocol, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agentstream import serde
 from agentstream.protocol import RunStatus, ThreadStatus
 from agentstream.storage.base import (
     Assistant,
     NewRun,
     NotFound,
+    Queued,
     QueueStats,
     Run,
     RunClaim,
@@ -133,15 +135,17 @@ class QueueStore:
         )
 
     # --- creating a run ----------------------------------------------------------------------
-    async def create_run(self, new: NewRun) -> list[str]:
+    async def create_run(self, new: NewRun) -> Queued:
         # One statement where the dialect has one, atomic by itself unless an owner filter
         # must see the thread first (raising NotFound then rolls the run back).
         single = "create_run" in self.d.queries and not new.filters
         return await self.c.write(self._queue_run(new), single=single)
 
-    def _queue_run(self, new: NewRun) -> Verb[list[str]]:
-        """Queue a run: the runs it preempts under its multitask strategy."""
+    def _queue_run(self, new: NewRun) -> Verb[Queued]:
+        """Queue a run: the runs it preempts under its multitask strategy, and its claim if it
+        was started at once (new.start_for)."""
         run, j = new.run, self.c.json
+        worker_id, lease = new.start_for or (None, 0.0)
         p = self._params(
             run_id=run["run_id"],
             thread_id=run["thread_id"],
@@ -155,12 +159,15 @@ class QueueStore:
             auth_user=j(new.auth_user),
             after=float(run["kwargs"].get("after_seconds") or 0),
             metadata=j(dict(new.thread_metadata)),
+            worker_id=worker_id,
+            lease=float(lease),
         )
         cond = match(self.d, "metadata", new.filters, p)
-        inflight = yield from self._create_run(new, cond, p)
-        return inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
+        inflight, started = yield from self._create_run(new, cond, p)
+        preempted = inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
+        return Queued(preempted, _started(new) if started else None)
 
-    def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[list[str]]:
+    def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[tuple[list[str], bool]]:
         insert = new.temporary or new.if_not_exists == "create"
         if "create_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
             found, _ = yield self.d["create_run"].format(cond=cond), {**p, "insert": insert}
@@ -169,7 +176,7 @@ class QueueStore:
                 raise NotFound("thread", p["thread_id"])
             if outcome == "busy":
                 raise ThreadBusy(p["thread_id"])
-            return list(inflight)
+            return list(inflight), outcome == "started"
         if insert:
             yield self.d["insert_thread"], p
         # The thread's lock makes the check below and the insert one step for every process.
@@ -183,7 +190,11 @@ class QueueStore:
         yield self.d["insert_run"], p
         merged = {**self.c.load(thread[0][0]), **new.thread_metadata}
         yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(merged)}
-        return inflight
+        started = False
+        if p["worker_id"] is not None and not inflight:
+            _, changed = yield self.d["start_new_run"], p
+            started = changed == 1
+        return inflight, started
 
     # --- the queue ---------------------------------------------------------------------------
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
@@ -337,3 +348,27 @@ class QueueStore:
             ns, channel, version = (list(column) for column in zip(*versions, strict=True))
             for sql in self.d.scripts["delete_orphan_blobs"]:
                 yield sql, {**p, "ns": ns, "channel": channel, "version": version}
+
+
+def _started(new: NewRun) -> RunClaim:
+    """The claim of a run started at creation, as a claim would read it back: its JSON fields
+    decoded from their encoding (what an auth handler put in them comes out as stored)."""
+    run = new.run
+    stored = serde.loads(serde.dumps([run["metadata"], run["kwargs"], new.auth_user]))
+    return RunClaim(
+        run=Run(
+            run_id=run["run_id"],
+            thread_id=run["thread_id"],
+            assistant_id=run["assistant_id"],
+            metadata=stored[0],
+            status="running",
+            kwargs=stored[1],
+            multitask_strategy=run["multitask_strategy"],
+            created_at=run["created_at"],
+            updated_at=run["updated_at"],
+        ),
+        attempt=1,
+        temporary=new.temporary,
+        auth_user=stored[2],
+        assistant=None,
+    )

@@ -29,11 +29,15 @@ def _create_run(q: Mapping[str, str]) -> str:
     # The thread's metadata merged with the run's, as a dict update: jsonb's ||.
     merged = "thread.metadata || p_metadata"
     takes = _bind(q["thread_takes_run"], thread_id="p_thread_id", metadata=merged)
+    start = _bind(q["start_new_run"], run_id="p_run_id", worker_id="p_worker_id", lease="p_lease")
+    # (The function of thirteen arguments, before runs could start at creation, stays for
+    # processes of the older code still running against this database.)
     return f"""
 CREATE OR REPLACE FUNCTION agentstream_create_run(
     p_insert boolean, p_thread_id text, p_metadata jsonb, p_run_id text, p_assistant_id text,
     p_run_metadata jsonb, p_kwargs jsonb, p_strategy text, p_created_at timestamptz,
-    p_updated_at timestamptz, p_temporary boolean, p_auth_user jsonb, p_after float8)
+    p_updated_at timestamptz, p_temporary boolean, p_auth_user jsonb, p_after float8,
+    p_worker_id text, p_lease float8)
 RETURNS TABLE (outcome text, metadata jsonb, inflight text[]) LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -60,6 +64,12 @@ BEGIN
     {_bind(q["insert_run"], **run)};
     {takes};
     outcome := 'queued';
+    IF p_worker_id IS NOT NULL AND cardinality(inflight) = 0 THEN
+        {start};
+        IF FOUND THEN
+            outcome := 'started';
+        END IF;
+    END IF;
     RETURN NEXT;
 END $fn$
 """
@@ -143,12 +153,13 @@ def functions(
 
 CALLS = {
     # Queue a run in one step, as queue.py's _create_run does in several: the outcome
-    # (queued, busy or missing), whether the caller may see the thread, and the runs in flight
-    # on it. The caller raises for busy or an unseen thread, which rolls back everything.
+    # (queued, started, busy or missing), whether the caller may see the thread, and the runs
+    # in flight on it. The caller raises for busy or an unseen thread, which rolls back
+    # everything.
     "create_run": "SELECT f.outcome, {cond}, f.inflight FROM agentstream_create_run("
     "%(insert)s, %(thread_id)s, %(metadata)s, %(run_id)s, %(assistant_id)s, %(run_metadata)s, "
     "%(kwargs)s, %(strategy)s, %(created_at)s, %(updated_at)s, %(temporary)s, %(auth_user)s, "
-    "%(after)s) f",
+    "%(after)s, %(worker_id)s, %(lease)s) f",
     # Claim the oldest runnable run in one step (pick, then start): its row and its
     # assistant's (the executor's first read), none when there is nothing to claim, or a row
     # of NULLs when another claimer started the picked run first.

@@ -337,6 +337,15 @@ UPDATE runs r SET status = 'running', attempt = r.attempt + 1, worker_id = %(wor
 WHERE r.seq = %(seq)s AND {_RUNNABLE}
 RETURNING {_R_RUN}, r.attempt, r.temporary, r.auth_user
 """,
+    # Start a run just queued (alone on its thread) for the creating process's own worker
+    # (RunService.create), when a claim now would pick it: it is due, and no older run is
+    # runnable (one being claimed elsewhere counts: the new run then waits for a claim too).
+    "start_new_run": f"""
+UPDATE runs n SET status = 'running', attempt = 1, worker_id = %(worker_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+WHERE n.run_id = %(run_id)s AND n.status = 'pending' AND n.attempt = 0 AND n.due_at <= now()
+AND NOT EXISTS (SELECT 1 FROM runs r WHERE {_RUNNABLE} AND r.seq < n.seq)
+""",
     # When the next delayed run falls due, no later than base.LATEST_DUE (a due time stored
     # before after_seconds was bounded, or 'infinity', does not load as a datetime).
     "next_due": """

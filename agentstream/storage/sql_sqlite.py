@@ -141,15 +141,12 @@ _INFLIGHT = "status IN ('pending', 'running')"
 # before it, and the oldest running run whose lease ran out. Each walks the status index in
 # order and stops at its first match; as one query with an OR, SQLite checked every pending
 # run and sorted them, on every claim (quadratic in the queue).
-_NEXT_PENDING = """
-SELECT r.seq FROM runs r WHERE r.status = 'pending' AND r.due_at <= :now AND NOT EXISTS (
+_PENDING_RUNNABLE = """r.status = 'pending' AND r.due_at <= :now AND NOT EXISTS (
     SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.seq != r.seq
-    AND (o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq)))
-ORDER BY r.seq LIMIT 1
-"""
-_NEXT_EXPIRED = """
-SELECT seq FROM runs WHERE status = 'running' AND lease_expires_at < :now ORDER BY seq LIMIT 1
-"""
+    AND (o.status = 'running' OR (o.status = 'pending' AND o.seq < r.seq)))"""
+_EXPIRED = "status = 'running' AND lease_expires_at < :now"
+_NEXT_PENDING = f"SELECT r.seq FROM runs r WHERE {_PENDING_RUNNABLE} ORDER BY r.seq LIMIT 1"
+_NEXT_EXPIRED = f"SELECT seq FROM runs WHERE {_EXPIRED} ORDER BY seq LIMIT 1"
 _CHECKPOINT_TABLES = (
     ("checkpoints", "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
      "metadata"),
@@ -310,6 +307,16 @@ UPDATE runs SET status = 'running', attempt = attempt + 1, worker_id = :worker_i
     lease_expires_at = :now + :lease, updated_at = :at
 WHERE seq = :seq
 RETURNING {_RUN}, attempt, temporary, auth_user
+""",
+    # Start a run just queued (alone on its thread) for the creating process's own worker
+    # (RunService.create), when a claim now would pick it: it is due, and no older run is
+    # runnable (pending and first on its thread, or running with its lease run out).
+    "start_new_run": f"""
+UPDATE runs SET status = 'running', attempt = 1, worker_id = :worker_id,
+    lease_expires_at = :now + :lease, updated_at = :at
+WHERE run_id = :run_id AND status = 'pending' AND attempt = 0 AND due_at <= :now
+AND NOT EXISTS (SELECT 1 FROM runs r WHERE {_PENDING_RUNNABLE} AND r.seq < runs.seq)
+AND NOT EXISTS (SELECT 1 FROM runs WHERE {_EXPIRED})
 """,
     # When the next delayed run falls due, no later than base.LATEST_DUE (a due time stored
     # before after_seconds was bounded may lie beyond what a datetime holds).
