@@ -35,15 +35,19 @@ def pin_self(cpus: set[int] | None) -> None:
 
 
 def start_server(
-    database: Path,
+    database: Path | None,
     *,
     cpus: set[int] | None,
     env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
+    command: str = "dev",
 ) -> ServerProcess:
-    """`python -m agentstream dev` on a free loopback port, pinned to `cpus` from its first
-    instruction (so its SQLite threads inherit the pinning too): the tests' own server."""
-    return servers.start_server(database, cpus=cpus, env=env, extra_args=extra_args)
+    """`python -m agentstream dev` (or `command`) on a free loopback port, pinned to `cpus`
+    from its first instruction (so its SQLite threads inherit the pinning too): the tests' own
+    server."""
+    return servers.start_server(
+        database, cpus=cpus, env=env, extra_args=extra_args, command=command
+    )
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

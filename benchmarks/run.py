@@ -8,7 +8,8 @@ graphs in this process with `graph.astream` as the baseline, and prints each fig
 baseline and their ratio. Set AGENTSTREAM_BENCH_REFERENCE_URL to an already running
 `langgraph dev` serving examples/langgraph.json to measure it side by side. With --distributed,
 `agentstream dev` on PostgreSQL + Redis (a fresh database per server, one Redis database,
-flushed) is measured too, in its own columns.
+flushed) is measured too, in its own columns, and `agentstream serve` + `agentstream worker`
+(both processes on the server's core) in columns of their own.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from benchmarks.scenarios import Sizes
 
 CLIENTS = ("sdk", "http")
 V2_TRANSPORTS = ("sse", "websocket")
+# The distributed deployments --distributed measures, each in columns of its own: `agentstream
+# dev` on PostgreSQL + Redis (API and worker in one process), and `serve` + `worker`.
+EXTRA_DEPLOYMENTS = (("distributed", "distributed"), ("split", "serve+worker"))
 REFERENCE_ENV = "AGENTSTREAM_BENCH_REFERENCE_URL"
 # Memory growth over the second batch of runs that counts as noise: RSS moves by whole pages
 # as the allocator grows its arenas, whatever the server does.
@@ -201,6 +205,27 @@ async def measure_fresh_server(
         return await measure_server(server.url, sizes, agent_messages, label)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def measure_split(
+    cpus: set[int] | None, sizes: Sizes, agent_messages: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """measure_server on `serve` + `worker`, two processes on the server's core(s): the
+    distributed deployment as issue 17 names it (its targets are judged on it and on `dev`).
+    Its service counters are the API process's only (the worker serves no /metrics)."""
+
+    def start(command: str) -> Any:
+        return start_server(None, cpus=cpus, env=env, command=command)
+
+    worker = await asyncio.to_thread(start, "worker")
+    try:
+        api = await asyncio.to_thread(start, "serve")
+        try:
+            return await measure_server(api.url, sizes, agent_messages, "serve + worker")
+        finally:
+            await asyncio.to_thread(api.stop)
+    finally:
+        await asyncio.to_thread(worker.stop)
 
 
 async def measure_v2(database: Path, cpus: set[int] | None, sizes: Sizes) -> dict[str, Any]:
@@ -393,8 +418,13 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     uvloop with the server's collector settings); the distributed figures against the plain
     in-process baseline, as the issue quoted them; threaded runs against like for like on both."""
     emb, like = result["agentstream"], result["ratios_like_server"]
-    dist: dict[str, Any] = result.get("distributed") or {}
-    dratio: dict[str, Any] = result.get("distributed_ratios") or {}
+    # Each distributed deployment measured: (its column label, figures, ratios, like for like).
+    like_base = result["inprocess_like_server"]
+    extras = [
+        (label, result[key], result[f"{key}_ratios"], ratios(result[key], like_base))
+        for key, label in EXTRA_DEPLOYMENTS
+        if result.get(key)
+    ]
     rows: list[dict[str, Any]] = []
 
     def add(name: str, baseline: str, cells: dict[str, dict[str, Any]]) -> None:
@@ -404,9 +434,12 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         return {k: _judge(pick(k), threshold, higher) for k in CLIENTS}
 
     def distributed(pick: Any, threshold: float, higher: bool = True) -> dict[str, Any]:
-        if not dist:
-            return {}
-        return {f"distributed {k}": _judge(pick(k), threshold, higher) for k in CLIENTS}
+        """pick(figures, ratios, like-for-like ratios, client) on every distributed deployment."""
+        return {
+            f"{label} {k}": _judge(pick(figures, ratio, dlike, k), threshold, higher)
+            for label, figures, ratio, dlike in extras
+            for k in CLIENTS
+        }
 
     def c200(figures: dict[str, Any], ratio: dict[str, Any], k: str) -> float | None:
         errors = figures[k]["concurrency"].get("200", {}).get("errors", 1)
@@ -425,14 +458,13 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         embedded(lambda k: c200(emb, like, k), 0.5),
     )
     add("TTFE median <= 2x", like_name, embedded(lambda k: like[k]["ttfe_median"], 2.0, False))
-    dlike = ratios(dist, result["inprocess_like_server"]) if dist else {}
     for n in emb["sdk"]["threaded"]:
         add(
             f"{n} threaded runs/s >= 0.5x",
             like_name,
             {
                 **embedded(lambda k, n=n: like[k]["threaded_runs_per_s"][n], 0.5),
-                **distributed(lambda k, n=n: dlike[k]["threaded_runs_per_s"][n], 0.5),
+                **distributed(lambda f, r, dl, k, n=n: dl[k]["threaded_runs_per_s"][n], 0.5),
             },
         )
         add(
@@ -440,30 +472,32 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             "absolute",
             {
                 **embedded(lambda k, n=n: emb[k]["threaded"][n]["close_p99_ms"], 20.0, False),
-                **distributed(lambda k, n=n: dist[k]["threaded"][n]["close_p99_ms"], 20.0, False),
+                **distributed(
+                    lambda f, r, dl, k, n=n: f[k]["threaded"][n]["close_p99_ms"], 20.0, False
+                ),
             },
         )
-    if dist:
+    if extras:
         plain = "in-process"
         add(
             "custom events/s >= 0.5x",
             plain,
-            distributed(lambda k: dratio[k]["ticker_throughput"], 0.5),
+            distributed(lambda f, r, dl, k: r[k]["ticker_throughput"], 0.5),
         )
         add(
             "messages-tuple tokens/s >= 0.6x",
             plain,
-            distributed(lambda k: dratio[k]["agent_throughput"], 0.6),
+            distributed(lambda f, r, dl, k: r[k]["agent_throughput"], 0.6),
         )
         add(
             "200 concurrent runs/s >= 0.4x, no errors",
             plain,
-            distributed(lambda k: c200(dist, dratio, k), 0.4),
+            distributed(lambda f, r, dl, k: c200(f, r, k), 0.4),
         )
         add(
             "TTFE median <= 3 ms",
             "absolute",
-            distributed(lambda k: dist[k]["ttfe"]["median_ms"], 3.0, False),
+            distributed(lambda f, r, dl, k: f[k]["ttfe"]["median_ms"], 3.0, False),
         )
     base_v2 = result["v2"]["inprocess"]["tokens_per_s"]
     add(
@@ -521,12 +555,12 @@ def report(result: dict[str, Any]) -> str:
     base = result["inprocess"]
     ratio = result["ratios"]
     ref = result.get("reference")
-    dist = result.get("distributed")
+    extras = [(key, label) for key, label in EXTRA_DEPLOYMENTS if result.get(key)]
     headers = ["figure", "in-process"]
     for kind in CLIENTS:
         headers += [f"agentstream {kind}", "ratio"]
-    if dist:
-        headers += [h for kind in CLIENTS for h in (f"distributed {kind}", "ratio")]
+    for _, label in extras:
+        headers += [h for kind in CLIENTS for h in (f"{label} {kind}", "ratio")]
     if ref:
         headers += [f"reference {kind}" for kind in CLIENTS]
     rows: list[list[str]] = []
@@ -535,9 +569,9 @@ def report(result: dict[str, Any]) -> str:
         cells = [name, base_value]
         for kind in CLIENTS:
             cells += [pick(server[kind]), rpick(ratio[kind])]
-        if dist:
+        for key, _ in extras:
             for kind in CLIENTS:
-                cells += [pick(dist[kind]), rpick(result["distributed_ratios"][kind])]
+                cells += [pick(result[key][kind]), rpick(result[f"{key}_ratios"][kind])]
         if ref:
             cells += [pick(ref[kind]) for kind in CLIENTS]
         rows.append(cells)
@@ -738,7 +772,9 @@ def _services_line(result: dict[str, Any]) -> str | None:
                         f"{k} {n} {kind}: {per['postgres_statements']:.1f} / "
                         f"{per['redis_round_trips']:.1f}"
                     )
-    return "distributed, per run: PostgreSQL statements / Redis round trips: " + "; ".join(said)
+    return "distributed (dev), per run: PostgreSQL statements / Redis round trips: " + "; ".join(
+        said
+    )
 
 
 def _v2_table(result: dict[str, Any]) -> str:
@@ -814,13 +850,16 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
         result["memory_logs_expire"] = await measure_memory(
             sizes, server_cpus, workdir / "expire.sqlite", {EXPIRE_ENV: EXPIRE_SECONDS}
         )
-        result["distributed"] = result["memory_distributed"] = None
+        result["distributed"] = result["memory_distributed"] = result["split"] = None
         if distributed:
             _log("distributed: agentstream dev on PostgreSQL + Redis")
             env = await distributed_env("agentstream_bench")
             result["distributed"] = await measure_fresh_server(
                 workdir / "unused.sqlite", server_cpus, sizes, agent_messages, "distributed", env
             )
+            _log("distributed: agentstream serve + agentstream worker on PostgreSQL + Redis")
+            env = await distributed_env("agentstream_bench_split")
+            result["split"] = await measure_split(server_cpus, sizes, agent_messages, env)
             _log("memory: a fresh distributed server with the default settings")
             env = await distributed_env("agentstream_bench_memory")
             result["memory_distributed"] = await measure_memory(
@@ -844,8 +883,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     result["ratios_like_server"] = ratios(result["agentstream"], result["inprocess_like_server"])
     if result["reference"]:
         result["reference_ratios"] = ratios(result["reference"], result["inprocess"])
-    if result["distributed"]:
-        result["distributed_ratios"] = ratios(result["distributed"], result["inprocess"])
+    for key, _ in EXTRA_DEPLOYMENTS:
+        if result[key]:
+            result[f"{key}_ratios"] = ratios(result[key], result["inprocess"])
     result["targets"] = targets(result)
     result["errors"] = count_errors(
         {
@@ -857,6 +897,7 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
                 "memory",
                 "memory_logs_expire",
                 "distributed",
+                "split",
                 "memory_distributed",
                 "reference",
                 "v2",
