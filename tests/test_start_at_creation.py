@@ -7,13 +7,23 @@ wait (another thread's run, a run ahead on its own thread), and the slot is neve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import running_cluster, start_server
+from agentstream.app import ensure_default_assistants
+from agentstream.eventbus.memory import MemoryEventBus
+from agentstream.execution.control import LocalControl
+from agentstream.execution.executor import Executor
+from agentstream.execution.runs import RunService, new_run
+from agentstream.execution.worker import Worker
+from agentstream.graphs import GraphRegistry, default_assistant_id, read_config
+from agentstream.ids import uuid7
+from agentstream.storage.base import NewRun
+from agentstream.storage.sqlite import SqliteStorage
+from tests.servers import EXAMPLES, running_cluster, start_server
 
 ONE_SLOT = {"AGENTSTREAM_MAX_CONCURRENCY": "1"}
 SLOW = {"assistant_id": "ticker", "input": {"n": 4, "delay": 0.3}, "stream_mode": ["custom"]}
@@ -62,3 +72,48 @@ async def test_with_its_one_slot_taken_a_new_run_waits_and_every_run_ends(one_sl
         # Runs created one after another on a free slot each start and end, many times over.
         streams = await asyncio.gather(*(http.post("/runs/stream", json=QUICK) for _ in range(20)))
         assert all(s.text.count("event: custom") == 1 for s in streams)
+
+
+# --- a create cancelled midway (in process: the cancel must land while the store works) -------
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[RunService, Worker]]:
+    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+    await storage.setup()
+    graphs = GraphRegistry(read_config(EXAMPLES))
+    await ensure_default_assistants(storage, graphs)
+    bus, control = MemoryEventBus(), LocalControl()
+    executor = Executor(storage, bus, graphs, "http://127.0.0.1")
+    worker = Worker(storage, control, executor, max_concurrency=2, lease_seconds=30)
+    await worker.start()
+    yield RunService(storage, bus, control, worker), worker
+    await worker.stop()
+    await storage.aclose()
+
+
+async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_runs(
+    service: tuple[RunService, Worker],
+) -> None:
+    """The create's request is cancelled (a shutdown) after its run went to the store started
+    for this worker, before the worker took it: the run would sit `running` under a lease
+    nobody renews (30 s here). Handed back, it is claimed at once and runs to its end."""
+    runs, worker = service
+    assistant = default_assistant_id("ticker")
+    run = new_run(uuid7(), uuid7(), assistant, {"input": {"n": 2}}, {}, "enqueue")
+    creating = asyncio.ensure_future(runs.create(NewRun(run, True, "create", None, {})))
+    await asyncio.sleep(0)  # the create has reserved a slot and waits for the store
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    async with asyncio.timeout(10):  # far within the 30 s lease
+        result = await runs.result(run["run_id"])
+    assert result is not None and result["status"] == "success"
+    assert worker.active == 0
+    # Both slots are free again: two runs started at creation at once.
+    again = [new_run(uuid7(), uuid7(), assistant, {}, {}, "enqueue") for _ in range(2)]
+    await asyncio.gather(*(runs.create(NewRun(r, True, "create", None, {})) for r in again))
+    assert worker.active == 2
+    for r in again:
+        async with asyncio.timeout(10):
+            await runs.result(r["run_id"])
