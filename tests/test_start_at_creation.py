@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +118,48 @@ async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_run
     for r in again:
         async with asyncio.timeout(10):
             await runs.result(r["run_id"])
+
+
+async def test_queued_runs_are_claimed_together_up_to_the_free_slots(tmp_path: Path) -> None:
+    """Runs queued while the worker was away are claimed several at a time (one hand-off on
+    SQLite), never more at once than the worker's slots, and all of them run."""
+    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+    await storage.setup()
+    graphs = GraphRegistry(read_config(EXAMPLES))
+    await ensure_default_assistants(storage, graphs)
+    bus, control = MemoryEventBus(), LocalControl()
+    worker = Worker(
+        storage, control, Executor(storage, bus, graphs, "http://127.0.0.1"), max_concurrency=4
+    )
+    runs = RunService(storage, bus, control)  # no worker of its own: every run is queued
+    ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 3}}
+    queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(10)]
+    for run in queued:
+        await runs.create(NewRun(run, True, "create", None, {}))
+    batches: list[int] = []
+    peak = 0
+    claim_runs, spawn = storage.claim_runs, worker._spawn
+
+    async def counted(worker_id: str, lease: float, most: int) -> list[Any]:
+        taken = await claim_runs(worker_id, lease, most)
+        batches.append(len(taken))
+        return taken
+
+    def spawned(claim: Any) -> None:
+        nonlocal peak
+        spawn(claim)
+        peak = max(peak, worker.active)
+
+    storage.claim_runs = counted  # type: ignore[method-assign]
+    worker._spawn = spawned  # type: ignore[method-assign]
+    await worker.start()
+    try:
+        for run in queued:
+            async with asyncio.timeout(10):
+                result = await runs.result(run["run_id"])
+            assert result is not None and result["status"] == "success"
+    finally:
+        await worker.stop()
+        await storage.aclose()
+    assert batches[0] == 4  # every slot was free: one claim took four
+    assert sum(batches) == 10 and peak == 4

@@ -707,6 +707,31 @@ async def test_a_run_created_for_a_worker_starts_only_when_first_in_line_and_due
     assert (await _claim_within(storage, "w2"))["run"]["run_id"] == behind_id
 
 
+async def test_claims_taken_together_are_those_one_claim_after_another_would_take(
+    storage: Storage,
+) -> None:
+    a1, _ = await _enqueue(storage, "ta")
+    b1, _ = await _enqueue(storage, "tb")
+    a2, _ = await _enqueue(storage, "ta")
+    c1, _ = await _enqueue(storage, "tc")
+    d1, _ = await _enqueue(storage, "td")
+    taken = await storage.claim_runs("w", 30, 3)
+    claims = [c for c in taken if not isinstance(c, UnreadableRun)]
+    assert len(claims) == len(taken)
+    # PostgreSQL claims one at a time (a claim is one statement there); SQLite all three.
+    expected = [a1] if isinstance(storage, PostgresStorage) else [a1, b1, c1]
+    assert [c["run"]["run_id"] for c in claims] == expected
+    assert all((c["attempt"], c["run"]["status"]) == (1, "running") for c in claims)
+    rest = await storage.claim_runs("w", 30, 10)
+    ids = [c["run"]["run_id"] for c in rest if not isinstance(c, UnreadableRun)]
+    while more := await storage.claim_runs("w", 30, 10):
+        ids += [c["run"]["run_id"] for c in more if not isinstance(c, UnreadableRun)]
+    assert expected + ids == [a1, b1, c1, d1]  # a2 waits behind a1 on its thread
+    await _finish(storage, a1)
+    again = await storage.claim_runs("w", 30, 5)
+    assert [c["run"]["run_id"] for c in again if not isinstance(c, UnreadableRun)] == [a2]
+
+
 async def test_claim_respects_after_seconds(storage: Storage) -> None:
     before = datetime.now(UTC)
     delayed, _ = await _enqueue(storage, "t1", kwargs={"after_seconds": 1.0})

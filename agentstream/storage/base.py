@@ -216,6 +216,14 @@ class RunQueue(Protocol):
         run whose lease has expired (a new attempt). Marks it running under a lease."""
         ...
 
+    async def claim_runs(
+        self, worker_id: str, lease_seconds: float, most: int
+    ) -> list[RunClaim | UnreadableRun]:
+        """Up to `most` claims in turn, as claim_run would make them one after another; a run
+        whose row cannot be read comes as its UnreadableRun (the caller ends it) and the claims
+        after it go on."""
+        ...
+
     async def next_due(self) -> datetime | None:
         """When the earliest pending run scheduled in the future becomes due."""
         ...

@@ -208,6 +208,38 @@ class QueueStore:
                 return self._claim_of(row)
         return None
 
+    async def claim_runs(
+        self, worker_id: str, lease_seconds: float, most: int
+    ) -> list[RunClaim | UnreadableRun]:
+        # Where a claim is one statement (PostgreSQL) another one costs as much as claiming
+        # apart; where it is several steps (SQLite), claims in one verb share one hand-off to
+        # the connection's thread and one commit.
+        if most <= 1 or "claim_run" in self.d.queries:
+            try:
+                claim = await self.claim_run(worker_id, lease_seconds)
+            except UnreadableRun as exc:
+                return [exc]
+            return [] if claim is None else [claim]
+        p = self._params(worker_id=worker_id, lease=float(lease_seconds))
+        found = await self.c.write(self._claim_many(p, most))
+        claims: list[RunClaim | UnreadableRun] = []
+        for row in found:
+            try:
+                claims.append(self._claim_of(row))
+            except UnreadableRun as exc:
+                claims.append(exc)
+        return claims
+
+    def _claim_many(self, p: Params, most: int) -> Verb[list[Row]]:
+        found: list[Row] = []
+        for _ in range(most):
+            row = yield from self._claim(p)
+            if row is None:
+                break
+            if row is not _GONE:
+                found.append(row)
+        return found
+
     def _claim(self, p: Params) -> Verb[Any]:
         # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
         # ever pick two runs of one thread, the thread's advisory lock orders them and the
