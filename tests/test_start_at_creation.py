@@ -7,6 +7,7 @@ wait (another thread's run, a run ahead on its own thread), and the slot is neve
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,28 +79,44 @@ async def test_with_its_one_slot_taken_a_new_run_waits_and_every_run_ends(one_sl
 # --- a create cancelled midway (in process: the cancel must land while the store works) -------
 
 
+class WatchedControl(LocalControl):
+    """The in-process control plane, saying when the claim loop is parked (holding no slot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        self.parked.set()
+        try:
+            await super().wait(timeout)
+        finally:
+            self.parked.clear()
+
+
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[tuple[RunService, Worker]]:
+async def service(tmp_path: Path) -> AsyncIterator[tuple[RunService, Worker, WatchedControl]]:
     storage = SqliteStorage(tmp_path / "agentstream.sqlite")
     await storage.setup()
     graphs = GraphRegistry(read_config(EXAMPLES))
     await ensure_default_assistants(storage, graphs)
-    bus, control = MemoryEventBus(), LocalControl()
+    bus, control = MemoryEventBus(), WatchedControl()
     executor = Executor(storage, bus, graphs, "http://127.0.0.1")
     worker = Worker(storage, control, executor, max_concurrency=2, lease_seconds=30)
     await worker.start()
-    yield RunService(storage, bus, control, worker), worker
+    yield RunService(storage, bus, control, worker), worker, control
     await worker.stop()
     await storage.aclose()
 
 
 async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_runs(
-    service: tuple[RunService, Worker],
+    service: tuple[RunService, Worker, WatchedControl],
 ) -> None:
     """The create's request is cancelled (a shutdown) after its run went to the store started
     for this worker, before the worker took it: the run would sit `running` under a lease
     nobody renews (30 s here). Handed back, it is claimed at once and runs to its end."""
-    runs, worker = service
+    runs, worker, control = service
+    await control.parked.wait()  # the claim loop holds no slot: the create may start the run
     assistant = default_assistant_id("ticker")
     run = new_run(uuid7(), uuid7(), assistant, {"input": {"n": 2}}, {}, "enqueue")
     creating = asyncio.ensure_future(runs.create(NewRun(run, True, "create", None, {})))
@@ -110,6 +127,10 @@ async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_run
     async with asyncio.timeout(10):  # far within the 30 s lease
         result = await runs.result(run["run_id"])
     assert result is not None and result["status"] == "success"
+    # It was stored started (attempt 1), handed back, and claimed again: its second attempt.
+    events = [e async for batch in runs.bus.subscribe(run["run_id"], 0, wait=False) for e in batch]
+    starts = [json.loads(e.data) for e in events if e.mode == "metadata"]
+    assert starts == [{"run_id": run["run_id"], "attempt": 2}]
     assert worker.active == 0
     # Both slots are free again: two runs started at creation at once.
     again = [new_run(uuid7(), uuid7(), assistant, {}, {}, "enqueue") for _ in range(2)]
