@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,42 @@ async def test_queued_runs_are_claimed_together_up_to_the_free_slots(tmp_path: P
         await storage.aclose()
     assert batches[0] == 4  # every slot was free: one claim took four
     assert sum(batches) == 10 and peak == 4
+
+
+async def test_an_unreadable_run_among_those_claimed_together_ends_as_error_alone(
+    tmp_path: Path,
+) -> None:
+    """A row that cannot be decoded, claimed together with good ones: the good ones run, it
+    ends as error (its readers are told), and its slot is free again."""
+    path = tmp_path / "agentstream.sqlite"
+    storage = SqliteStorage(path)
+    await storage.setup()
+    graphs = GraphRegistry(read_config(EXAMPLES))
+    await ensure_default_assistants(storage, graphs)
+    bus, control = MemoryEventBus(), LocalControl()
+    worker = Worker(
+        storage, control, Executor(storage, bus, graphs, "http://127.0.0.1"), max_concurrency=3
+    )
+    runs = RunService(storage, bus, control)  # every run is queued
+    ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 2}}
+    queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(3)]
+    for run in queued:
+        await runs.create(NewRun(run, True, "create", None, {}))
+    broken = queued[1]["run_id"]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runs SET kwargs = '{broken' WHERE run_id = ?", (broken,))
+    await worker.start()
+    try:
+        async with asyncio.timeout(10):
+            results = [await runs.result(run["run_id"]) for run in queued]
+        statuses = [r["status"] if r else None for r in results]
+        assert statuses == ["success", "error", "success"]
+        after = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(3)]
+        for run in after:
+            await runs.create(NewRun(run, True, "create", None, {}))
+        async with asyncio.timeout(10):
+            for run in after:  # three slots free again: all three run
+                assert (await runs.result(run["run_id"]) or {}).get("status") == "success"
+    finally:
+        await worker.stop()
+        await storage.aclose()

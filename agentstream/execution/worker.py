@@ -171,19 +171,18 @@ class Worker:
             for _ in range(extra):
                 self._slots.release()
             raise
-        spawned = ended = 0
+        unreadable = [claim for claim in taken if isinstance(claim, UnreadableRun)]
+        spawned = 0
         for claim in taken:
-            if isinstance(claim, UnreadableRun):
-                log.error("run %s cannot be read and is ended as error: %s", claim.run_id,
-                          claim.reason)  # fmt: skip
-                await self.executor.abandon(claim.run_id, claim)
-                ended += 1
-            else:
-                self._spawn(claim)
+            if not isinstance(claim, UnreadableRun):
+                self._spawn(claim)  # first: ending an unreadable run may wait out an outage
                 spawned += 1
         for _ in range(1 + extra - spawned - (0 if spawned else 1)):
             self._slots.release()
-        return "spawned" if spawned else ("ended" if ended else None)
+        for exc in unreadable:
+            log.error("run %s cannot be read and is ended as error: %s", exc.run_id, exc.reason)
+            await self.executor.abandon(exc.run_id, exc)
+        return "spawned" if spawned else ("ended" if unreadable else None)
 
     async def _idle_timeout(self) -> float:
         # Sleep until woken; the only timers are a delayed run falling due and the lease check
