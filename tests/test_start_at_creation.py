@@ -10,6 +10,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +96,32 @@ class WatchedControl(LocalControl):
             self.parked.clear()
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[tuple[RunService, Worker, WatchedControl]]:
-    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+@asynccontextmanager
+async def on_sqlite(
+    path: Path, control: LocalControl, slots: int
+) -> AsyncIterator[tuple[SqliteStorage, MemoryEventBus, Worker]]:
+    """Storage, bus and a worker (not started: a test may queue runs first) in this process,
+    stopped and closed after."""
+    storage = SqliteStorage(path)
     await storage.setup()
     graphs = GraphRegistry(read_config(EXAMPLES))
     await ensure_default_assistants(storage, graphs)
-    bus, control = MemoryEventBus(), WatchedControl()
+    bus = MemoryEventBus()
     executor = Executor(storage, bus, graphs, "http://127.0.0.1")
-    worker = Worker(storage, control, executor, max_concurrency=2, lease_seconds=30)
-    await worker.start()
-    yield RunService(storage, bus, control, worker), worker, control
-    await worker.stop()
-    await storage.aclose()
+    worker = Worker(storage, control, executor, max_concurrency=slots, lease_seconds=30)
+    try:
+        yield storage, bus, worker
+    finally:
+        await worker.stop()
+        await storage.aclose()
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[RunService, Worker, WatchedControl]]:
+    control = WatchedControl()
+    async with on_sqlite(tmp_path / "agentstream.sqlite", control, 2) as (storage, bus, worker):
+        await worker.start()
+        yield RunService(storage, bus, control, worker), worker, control
 
 
 async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_runs(
@@ -145,44 +159,34 @@ async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_run
 async def test_queued_runs_are_claimed_together_up_to_the_free_slots(tmp_path: Path) -> None:
     """Runs queued while the worker was away are claimed several at a time (one hand-off on
     SQLite), never more at once than the worker's slots, and all of them run."""
-    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
-    await storage.setup()
-    graphs = GraphRegistry(read_config(EXAMPLES))
-    await ensure_default_assistants(storage, graphs)
-    bus, control = MemoryEventBus(), LocalControl()
-    worker = Worker(
-        storage, control, Executor(storage, bus, graphs, "http://127.0.0.1"), max_concurrency=4
-    )
-    runs = RunService(storage, bus, control)  # no worker of its own: every run is queued
-    ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 3}}
-    queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(10)]
-    for run in queued:
-        await runs.create(NewRun(run, True, "create", None, {}))
+    control = LocalControl()
     batches: list[int] = []
     peak = 0
-    claim_runs, spawn = storage.claim_runs, worker._spawn
+    async with on_sqlite(tmp_path / "agentstream.sqlite", control, 4) as (storage, bus, worker):
+        runs = RunService(storage, bus, control)  # no worker of its own: every run is queued
+        ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 3}}
+        queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(10)]
+        for run in queued:
+            await runs.create(NewRun(run, True, "create", None, {}))
+        claim_runs, spawn = storage.claim_runs, worker._spawn
 
-    async def counted(worker_id: str, lease: float, most: int) -> list[Any]:
-        taken = await claim_runs(worker_id, lease, most)
-        batches.append(len(taken))
-        return taken
+        async def counted(worker_id: str, lease: float, most: int) -> list[Any]:
+            taken = await claim_runs(worker_id, lease, most)
+            batches.append(len(taken))
+            return taken
 
-    def spawned(claim: Any) -> None:
-        nonlocal peak
-        spawn(claim)
-        peak = max(peak, worker.active)
+        def spawned(claim: Any) -> None:
+            nonlocal peak
+            spawn(claim)
+            peak = max(peak, worker.active)
 
-    storage.claim_runs = counted  # type: ignore[method-assign]
-    worker._spawn = spawned  # type: ignore[method-assign]
-    await worker.start()
-    try:
+        storage.claim_runs = counted  # type: ignore[method-assign]
+        worker._spawn = spawned  # type: ignore[method-assign]
+        await worker.start()
         for run in queued:
             async with asyncio.timeout(10):
                 result = await runs.result(run["run_id"])
             assert result is not None and result["status"] == "success"
-    finally:
-        await worker.stop()
-        await storage.aclose()
     assert batches[0] == 4  # every slot was free: one claim took four
     assert sum(batches) == 10 and peak == 4
 
@@ -192,25 +196,17 @@ async def test_an_unreadable_run_among_those_claimed_together_ends_as_error_alon
 ) -> None:
     """A row that cannot be decoded, claimed together with good ones: the good ones run, it
     ends as error (its readers are told), and its slot is free again."""
-    path = tmp_path / "agentstream.sqlite"
-    storage = SqliteStorage(path)
-    await storage.setup()
-    graphs = GraphRegistry(read_config(EXAMPLES))
-    await ensure_default_assistants(storage, graphs)
-    bus, control = MemoryEventBus(), LocalControl()
-    worker = Worker(
-        storage, control, Executor(storage, bus, graphs, "http://127.0.0.1"), max_concurrency=3
-    )
-    runs = RunService(storage, bus, control)  # every run is queued
-    ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 2}}
-    queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(3)]
-    for run in queued:
-        await runs.create(NewRun(run, True, "create", None, {}))
-    broken = queued[1]["run_id"]
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE runs SET kwargs = '{broken' WHERE run_id = ?", (broken,))
-    await worker.start()
-    try:
+    path, control = tmp_path / "agentstream.sqlite", LocalControl()
+    async with on_sqlite(path, control, 3) as (storage, bus, worker):
+        runs = RunService(storage, bus, control)  # every run is queued
+        ticker, kwargs = default_assistant_id("ticker"), {"input": {"n": 2}}
+        queued = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(3)]
+        for run in queued:
+            await runs.create(NewRun(run, True, "create", None, {}))
+        broken = queued[1]["run_id"]
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE runs SET kwargs = '{broken' WHERE run_id = ?", (broken,))
+        await worker.start()
         async with asyncio.timeout(10):
             results = [await runs.result(run["run_id"]) for run in queued]
         statuses = [r["status"] if r else None for r in results]
@@ -221,6 +217,3 @@ async def test_an_unreadable_run_among_those_claimed_together_ends_as_error_alon
         async with asyncio.timeout(10):
             for run in after:  # three slots free again: all three run
                 assert (await runs.result(run["run_id"]) or {}).get("status") == "success"
-    finally:
-        await worker.stop()
-        await storage.aclose()

@@ -113,10 +113,16 @@ class Worker:
 
         A free slot means this worker would claim the run itself next: waking it to claim was a
         hand-off (on the distributed deployment a round trip to Redis) and a statement more."""
-        if self._loop_task is None or self._loop_task.done() or self._slots.locked():
+        if self._loop_task is None or self._loop_task.done() or not await self._free_slot():
             return None
-        await self._slots.acquire()  # not locked: returns at once
         return self.worker_id, self.lease_seconds
+
+    async def _free_slot(self) -> bool:
+        """Takes a slot if one is free now, without ever waiting for one."""
+        if self._slots.locked():
+            return False
+        await self._slots.acquire()  # not locked: returns at once
+        return True
 
     def unreserve(self) -> None:
         self._slots.release()
@@ -162,8 +168,7 @@ class Worker:
         Every slot taken here and left unused is given back, but the loop's own when nothing
         was claimed (the loop gives that back)."""
         extra = 0
-        while extra < MOST_CLAIMS - 1 and not self._slots.locked():
-            await self._slots.acquire()  # not locked: returns at once
+        while extra < MOST_CLAIMS - 1 and await self._free_slot():
             extra += 1
         try:
             taken = await self.storage.claim_runs(self.worker_id, self.lease_seconds, 1 + extra)
