@@ -1,7 +1,7 @@
 """Server CPU per run: the figure each change of the hot path was judged by, A/B.
 
     .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--ticks 20] [--seconds 8]
-        [--client http|sdk] [--messages] [--py-spy out.txt] [--distributed]
+        [--client http|sdk] [--messages] [--py-spy out.txt] [--distributed] [--split]
 
 Starts `agentstream dev` pinned to one core, drives it from the other with rounds of
 `--concurrent` stateless `ticker` runs (`--ticks` custom events each, 20 by default; the
@@ -11,7 +11,10 @@ system, all threads). With --messages, one `agent` run after another streaming a
 `messages-tuple` reply instead, per event. With --py-spy, py-spy (not a dependency: `pip install
 py-spy`) records the server meanwhile, `--gil` samples in raw (collapsed) form. With
 --distributed, also the PostgreSQL statements and Redis round trips per run (the server's
-/metrics counters, ours and LangGraph's checkpointer's).
+/metrics counters, ours and LangGraph's checkpointer's). With --split, `agentstream serve` and
+`agentstream worker` on PostgreSQL + Redis instead, both on the server's core: the CPU and the
+counters are both processes' (the worker serves its /metrics on AGENTSTREAM_METRICS_PORT), and
+each one's share of the CPU is printed too; --py-spy then records the worker into out.1.txt.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.clients import make_client
-from benchmarks.harness import cpu_split, pin_self, start_server
+from benchmarks.harness import ServerProcess, cpu_split, pin_self, start_server
 from benchmarks.run import distributed_env, read_service_counters
 from benchmarks.scenarios import AGENT_INPUT
 
@@ -80,6 +84,46 @@ async def _drive(
     return done
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(
+    args: argparse.Namespace, tmp: str, cpus: set[int] | None
+) -> list[tuple[ServerProcess, str]]:
+    """The server's processes with the URL of each one's /metrics, the API's first: `dev`, or
+    with --split `serve` and a `worker` serving its metrics (AGENTSTREAM_METRICS_PORT), both on
+    the server's core(s)."""
+    # A fresh database and a flushed Redis database, as the benchmark's distributed columns.
+    env = asyncio.run(distributed_env("agentstream_cpu")) if args.distributed else {}
+    if not args.split:
+        server = start_server(Path(tmp) / "cpu.sqlite", cpus=cpus, env=env)
+        return [(server, server.url)]
+    port = _free_port()
+    worker_env = {**env, "AGENTSTREAM_METRICS_PORT": str(port)}
+    worker = start_server(None, cpus=cpus, env=worker_env, command="worker")
+    try:
+        api = start_server(None, cpus=cpus, env=env, command="serve")
+    except BaseException:
+        worker.stop()
+        raise
+    return [(api, api.url), (worker, f"http://127.0.0.1:{port}")]
+
+
+def _all_counters(processes: list[tuple[ServerProcess, str]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for _, url in processes:
+        for key, value in _counters(url).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def _all_cpu(processes: list[tuple[ServerProcess, str]]) -> list[tuple[float, float]]:
+    return [_cpu_seconds(process.pid) for process, _ in processes]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__)
     parser.add_argument("--concurrent", type=int, default=200)
@@ -89,43 +133,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ticks", type=int, default=20, help="custom events per ticker run")
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy")
     parser.add_argument("--distributed", action="store_true")
+    parser.add_argument("--split", action="store_true", help="serve + worker (with --distributed)")
     args = parser.parse_args(argv)
+    args.distributed = args.distributed or args.split
     server_cpus, bench_cpus = cpu_split()
     pin_self(bench_cpus)
-    # A fresh database and a flushed Redis database, as the benchmark's distributed column.
-    env = asyncio.run(distributed_env("agentstream_cpu")) if args.distributed else {}
     with tempfile.TemporaryDirectory(prefix="agentstream-cpu-") as tmp:
-        server = start_server(Path(tmp) / "cpu.sqlite", cpus=server_cpus, env=env)
+        processes = _start(args, tmp, server_cpus)
+        url = processes[0][0].url
         try:
 
             def drive(seconds: float) -> int:
                 return asyncio.run(
-                    _drive(server.url, args.client, args.concurrent, seconds, args.messages,
-                           args.ticks)
-                )  # fmt: skip
+                    _drive(url, args.client, args.concurrent, seconds, args.messages, args.ticks)
+                )
 
             drive(1.0)
-            spy = None
+            spies = []
             if args.py_spy is not None:
                 exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                spy = subprocess.Popen(
-                    [exe, "record", "-p", str(server.pid), "-f", "raw", "-r", "500", "--gil",
-                     "--nonblocking", "-o", str(args.py_spy)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                for n, (process, _) in enumerate(processes):
+                    # The worker's samples beside the API's: out.txt, out.1.txt
+                    out = args.py_spy.with_suffix(f".{n}{args.py_spy.suffix}") if n else args.py_spy
+                    spies.append(subprocess.Popen(
+                        [exe, "record", "-p", str(process.pid), "-f", "raw", "-r", "500", "--gil",
+                         "--nonblocking", "-o", str(out)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    ))  # fmt: skip
                 time.sleep(1.0)
-            counted = _counters(server.url)
-            before, start = _cpu_seconds(server.pid), time.perf_counter()
+            counted = _all_counters(processes)
+            before, start = _all_cpu(processes), time.perf_counter()
             done = drive(args.seconds)
-            after, wall = _cpu_seconds(server.pid), time.perf_counter() - start
-            user, system = after[0] - before[0], after[1] - before[1]
-            cpu = user + system
-            requests = {k: v - counted.get(k, 0.0) for k, v in _counters(server.url).items()}
-            if spy is not None:
+            after, wall = _all_cpu(processes), time.perf_counter() - start
+            requests = {k: v - counted.get(k, 0.0) for k, v in _all_counters(processes).items()}
+            for spy in spies:
                 spy.send_signal(2)
                 spy.wait(30)
         finally:
-            server.stop()
+            for process, _ in processes:
+                process.stop()
+    spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
+    system = sum(s for _, s in spent)
+    cpu = sum(u + s for u, s in spent)
     per = f"{1e6 * cpu / done:.1f} us" if args.messages else f"{1e3 * cpu / done:.3f} ms"
     unit = "event" if args.messages else "run"
     print(
@@ -133,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{per} of server CPU per {unit} ({100 * system / cpu if cpu else 0:.0f}% of it in the "
         "kernel)"
     )
+    if args.split and done:
+        named = zip(("serve", "worker"), spent, strict=True)
+        shares = ", ".join(f"{name} {1e3 * (u + s) / done:.3f} ms" for name, (u, s) in named)
+        print(f"per {unit}: {shares}")
     if not args.messages and done:
         print(f"per custom event: {1e6 * cpu / (done * args.ticks):.1f} us of server CPU")
     if args.distributed and done:

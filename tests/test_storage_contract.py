@@ -718,8 +718,9 @@ async def test_claims_taken_together_are_those_one_claim_after_another_would_tak
     taken = await storage.claim_runs("w", 30, 3)
     claims = [c for c in taken if not isinstance(c, UnreadableRun)]
     assert len(claims) == len(taken)
-    # PostgreSQL claims one at a time (a claim is one statement there); SQLite all three.
-    expected = [a1] if isinstance(storage, PostgresStorage) else [a1, b1, c1]
+    # All three in one call (one statement on PostgreSQL, one transaction on SQLite), in
+    # queue order, a2 passed over: its thread has a1 in flight, started within the same call.
+    expected = [a1, b1, c1]
     assert [c["run"]["run_id"] for c in claims] == expected
     assert all((c["attempt"], c["run"]["status"]) == (1, "running") for c in claims)
     rest = await storage.claim_runs("w", 30, 10)
@@ -925,6 +926,25 @@ async def test_concurrent_claims_start_one_run_per_thread(make_storage: MakeStor
         claims = [c for c in results if c is not None]
         assert [c["run"]["run_id"] for c in claims] == [expected]
         await _finish(second, expected)
+
+
+async def test_concurrent_batched_claims_start_each_thread_s_head_once(
+    make_storage: MakeStorage,
+) -> None:
+    first, second = await make_storage(), await make_storage()
+    threads = [f"t{n}" for n in range(5)]
+    queued = {t: [(await _enqueue(first, t))[0] for _ in range(3)] for t in threads}
+    for turn in range(3):
+        batches = await asyncio.gather(
+            *(s.claim_runs(f"w{i}", 30, 4) for i, s in enumerate([first, second] * 4))
+        )
+        claimed = [
+            c["run"]["run_id"] for b in batches for c in b if not isinstance(c, UnreadableRun)
+        ]
+        # Each thread's next run, once, whoever claimed it: never two runs of one thread.
+        assert sorted(claimed) == sorted(queued[t][turn] for t in threads)
+        for run_id in claimed:
+            await _finish(second, run_id)
 
 
 async def test_concurrent_reject_lets_one_run_in(make_storage: MakeStorage) -> None:

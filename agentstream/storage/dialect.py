@@ -34,6 +34,10 @@ class Dialect:
         return self.queries[name]
 
 
+# How often a claim picks again when another process started the run it picked (PostgreSQL;
+# SQLite's write lock makes the pick and the start one step).
+CLAIM_TRIES = 8
+
 # A statement's named parameters: a plain dict, which sqlite3 binds fastest.
 Params = dict[str, Any]
 

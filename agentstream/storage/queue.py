@@ -31,14 +31,11 @@ from agentstream.storage.base import (
     UnreadableRun,
     utcnow,
 )
-from agentstream.storage.dialect import Dialect, Params, Verb, match
+from agentstream.storage.dialect import CLAIM_TRIES, Dialect, Params, Verb, match
 
 T = TypeVar("T")
 Row = Sequence[Any]
 
-# How often a claim starts over when another process started the run it picked (PostgreSQL;
-# SQLite's write lock makes the pick and the start one step).
-_CLAIM_TRIES = 8
 _GONE = object()  # the picked run was started by someone else meanwhile
 
 
@@ -200,7 +197,7 @@ class QueueStore:
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
         p = self._params(worker_id=worker_id, lease=float(lease_seconds))
         single = "claim_run" in self.d.queries
-        for _ in range(_CLAIM_TRIES):
+        for _ in range(CLAIM_TRIES):
             row = await self.c.write(self._claim(p), single=single)
             if row is None:
                 return None
@@ -211,17 +208,19 @@ class QueueStore:
     async def claim_runs(
         self, worker_id: str, lease_seconds: float, most: int
     ) -> list[RunClaim | UnreadableRun]:
-        # Where a claim is one statement (PostgreSQL) another one costs as much as claiming
-        # apart; where it is several steps (SQLite), claims in one verb share one hand-off to
-        # the connection's thread and one commit.
-        if most <= 1 or "claim_run" in self.d.queries:
+        # Claims in one verb: on SQLite they share one hand-off to the connection's thread and
+        # one commit; where the dialect has them as one statement (PostgreSQL), one round trip.
+        if most <= 1:
             try:
                 claim = await self.claim_run(worker_id, lease_seconds)
             except UnreadableRun as exc:
                 return [exc]
             return [] if claim is None else [claim]
-        p = self._params(worker_id=worker_id, lease=float(lease_seconds))
-        found = await self.c.write(self._claim_many(p, most))
+        p = self._params(worker_id=worker_id, lease=float(lease_seconds), most=most)
+        if "claim_runs" in self.d.queries:
+            found = await self.c.write(rows(self.d["claim_runs"], p), single=True)
+        else:
+            found = await self.c.write(self._claim_many(p, most))
         claims: list[RunClaim | UnreadableRun] = []
         for row in found:
             try:

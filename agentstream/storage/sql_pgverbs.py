@@ -75,18 +75,23 @@ END $fn$
 """
 
 
-def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
-    start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
-    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
-    return f"""
-DROP FUNCTION IF EXISTS agentstream_claim_run(text, float8);
-CREATE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
-RETURNS TABLE (run_id text, thread_id text, assistant_id text, metadata jsonb, status text,
+_CLAIMED = """(run_id text, thread_id text, assistant_id text, metadata jsonb, status text,
     kwargs jsonb, multitask_strategy text, created_at timestamptz, updated_at timestamptz,
     attempt integer, temporary boolean, auth_user jsonb,
     a_assistant_id text, a_graph_id text, a_config jsonb, a_context jsonb, a_metadata jsonb,
     a_name text, a_description text, a_version integer, a_created_at timestamptz,
-    a_updated_at timestamptz) LANGUAGE plpgsql AS $fn$
+    a_updated_at timestamptz)"""
+
+
+def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
+    start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
+    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
+    # (The one-claim function stays for processes of the older code still running against
+    # this database; this code claims through agentstream_claim_runs.)
+    return f"""
+DROP FUNCTION IF EXISTS agentstream_claim_run(text, float8);
+CREATE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
+RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     picked record;
@@ -101,6 +106,42 @@ BEGIN
     IF NOT FOUND THEN  -- started by another claimer meanwhile: a row of NULLs says so
         RETURN NEXT;
     END IF;
+END $fn$
+"""
+
+
+def _claim_runs(q: Mapping[str, str], assistant_columns: str, tries: int) -> str:
+    """Up to p_most claims in one statement, each as the one-claim function makes it: a fresh
+    snapshot per pick and start (a plpgsql function is volatile), so each pick sees the runs
+    this call started before it (their threads are then in flight) and what other claimers
+    committed meanwhile. A picked run another claimer started first costs a try; after
+    `tries` of those the call returns what it has (the caller asks again)."""
+    start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
+    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
+    return f"""
+DROP FUNCTION IF EXISTS agentstream_claim_runs(text, float8, integer);
+CREATE FUNCTION agentstream_claim_runs(p_worker_id text, p_lease float8, p_most integer)
+RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    picked record;
+    claimed integer := 0;
+    missed integer := 0;
+BEGIN
+    WHILE claimed < p_most AND missed < {tries} LOOP
+        SELECT * INTO picked FROM ({_bind(q["pick_run"])}) p;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY WITH started AS ({start})
+        SELECT s.*, {assistant} FROM started s
+        LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;
+        IF FOUND THEN
+            claimed := claimed + 1;
+        ELSE
+            missed := missed + 1;
+        END IF;
+    END LOOP;
 END $fn$
 """
 
@@ -138,7 +179,10 @@ END $fn$
 
 
 def functions(
-    q: Mapping[str, str], scripts: Mapping[str, tuple[str, ...]], assistant_columns: str
+    q: Mapping[str, str],
+    scripts: Mapping[str, tuple[str, ...]],
+    assistant_columns: str,
+    claim_tries: int,
 ) -> tuple[str, ...]:
     """The definitions, from the dialect's queries (lock_thread without an owner filter: the
     caller applies it to the locked thread's metadata, see CALLS) and the columns of an
@@ -147,6 +191,7 @@ def functions(
     return (
         _create_run(q),
         _claim_run(q, assistant_columns),
+        _claim_runs(q, assistant_columns, claim_tries),
         _finish_run(q, scripts["delete_checkpoints"]),
     )
 
@@ -164,6 +209,9 @@ CALLS = {
     # assistant's (the executor's first read), none when there is nothing to claim, or a row
     # of NULLs when another claimer started the picked run first.
     "claim_run": "SELECT * FROM agentstream_claim_run(%(worker_id)s, %(lease)s)",
+    # Up to %(most)s claims in one step, in the order one claim after another would make
+    # them: their rows as claim_run gives them, none for a run another claimer took first.
+    "claim_runs": "SELECT * FROM agentstream_claim_runs(%(worker_id)s, %(lease)s, %(most)s)",
     # End a run in one step: its status, then its thread's state, or the thread removed.
     "finish_run": "SELECT agentstream_finish_run(%(run_id)s, %(status)s, %(remove)s, "
     "%(thread_status)s, %(thread_values)s, %(thread_interrupts)s, %(thread_error)s)",

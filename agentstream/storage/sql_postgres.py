@@ -11,7 +11,7 @@ twin in sql_sqlite.py.
 
 from __future__ import annotations
 
-from agentstream.storage.dialect import Dialect
+from agentstream.storage.dialect import CLAIM_TRIES, Dialect
 from agentstream.storage.pgfilters import contains, equals
 from agentstream.storage.sql_crons import cron_queries
 from agentstream.storage.sql_pgverbs import CALLS, functions
@@ -472,6 +472,6 @@ def _mark(name: str) -> str:
 
 
 # The queue's verbs of several steps as functions (sql_pgverbs.py), defined at every start.
-FUNCTIONS = functions(QUERIES, SCRIPTS, _ASSISTANT)
+FUNCTIONS = functions(QUERIES, SCRIPTS, _ASSISTANT, CLAIM_TRIES)
 
 DIALECT = Dialect({**QUERIES, **CALLS}, SCRIPTS, _mark, equals, contains, "TRUE")
