@@ -131,6 +131,13 @@ MIGRATIONS = [
     """
     CREATE INDEX IF NOT EXISTS threads_created ON threads (created_at, thread_id);
     """,
+    # 6: whether a run is first in line on its thread, one probe of the runs in flight there:
+    # runs_thread and runs_inflight together (a bitmap of every run in flight, dead ones too,
+    # for each run looked at) made a claim among 200 queued runs take 40 ms of the database
+    """
+    CREATE INDEX IF NOT EXISTS runs_thread_inflight ON runs (thread_id, seq)
+        WHERE status IN ('pending', 'running');
+    """,
 ]
 
 # Which migrations this database has had.
