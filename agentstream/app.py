@@ -91,7 +91,7 @@ async def open_backends(
             from agentstream.storage.memstore import postgres_store
             from agentstream.storage.postgres import PostgresStorage
 
-            postgres = PostgresStorage(settings.database_uri)
+            postgres = PostgresStorage(settings.database_uri, pool_max=settings.postgres_pool_max)
             storage: Storage = postgres
             stack.push_async_callback(storage.aclose)  # closing tolerates a half-done setup
             await postgres.setup()

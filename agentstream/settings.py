@@ -30,6 +30,8 @@ class Settings:
     database_uri: str | None = None  # PostgreSQL: the distributed deployment
     redis_uri: str | None = None
     max_concurrency: int = 32
+    # The most connections a process keeps to PostgreSQL (LangGraph Server's variable name).
+    postgres_pool_max: int = 20
     heartbeat_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
@@ -63,6 +65,7 @@ class Settings:
             database_uri=os.environ.get("DATABASE_URI") or None,
             redis_uri=os.environ.get("REDIS_URI") or None,
             max_concurrency=_env_int("AGENTSTREAM_MAX_CONCURRENCY", 32),
+            postgres_pool_max=_env_int("LANGGRAPH_POSTGRES_POOL_MAX_SIZE", 20),
             heartbeat_seconds=_env_float("AGENTSTREAM_HEARTBEAT_SECONDS", 5.0),
             max_body_bytes=_env_int("AGENTSTREAM_MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_header_bytes=_env_int("AGENTSTREAM_MAX_HEADER_BYTES", 64 * 1024),

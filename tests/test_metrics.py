@@ -115,13 +115,16 @@ def test_the_embedded_server_reports_its_runs_first_events(
 
 def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
     port = free_port()
-    env = {"AGENTSTREAM_METRICS_PORT": str(port)}
+    # The pool's bound under LangGraph Server's name for it, which deployments already set.
+    env = {"AGENTSTREAM_METRICS_PORT": str(port), "LANGGRAPH_POSTGRES_POOL_MAX_SIZE": "9"}
     with running_cluster(apis=1, workers=1, env=env) as cluster:
         with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
             for _ in range(2):
                 body = {"assistant_id": "agent", "input": HI}
                 assert http.post("/runs/wait", json=body).is_success
+            api = samples(http.get("/metrics").text)
         found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    assert value(api, "lg_api_pg_pool_max") == 9
     assert value(found, "agentstream_time_to_first_event_seconds_count") == 2
     assert value(found, "agentstream_events_published_total") >= 2
     # What two runs cost the worker in requests to its services (benchmarks.cpu reports them
