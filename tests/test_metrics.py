@@ -123,7 +123,16 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
                 body = {"assistant_id": "agent", "input": HI}
                 assert http.post("/runs/wait", json=body).is_success
             api = samples(http.get("/metrics").text)
-        found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+            found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+            # One run at a time costs the worker its claim, its finish and the look for the
+            # next delayed run before it waits: a claim that came back short (one run for its
+            # free slots) is not followed by another that would find nothing.
+            before = value(found, "agentstream_postgres_statements_total")
+            for _ in range(5):
+                body = {"assistant_id": "ticker", "input": {"n": 1}}
+                assert http.post("/runs/wait", json=body).json()["count"] == 1
+            later = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    assert value(later, "agentstream_postgres_statements_total") - before <= 5 * 3
     assert value(api, "lg_api_pg_pool_max") == 9
     assert value(found, "agentstream_time_to_first_event_seconds_count") == 2
     assert value(found, "agentstream_events_published_total") >= 2

@@ -16,8 +16,10 @@ from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
 
-# What one claim took: a run now executing, an unreadable run ended as error, or nothing.
-Took = Literal["spawned", "ended"] | None
+# What one claim took: runs now executing, as many as it asked for (so more may be queued) or
+# fewer (the queue had no more: the loop waits to be woken), an unreadable run ended as error,
+# or nothing.
+Took = Literal["spawned", "spawned all", "ended"] | None
 
 # The longest a claim loop waits after failures in a row (an outage) before trying again.
 _MAX_BACKOFF = 2.0
@@ -147,7 +149,14 @@ class Worker:
             except Exception:
                 failures += 1
                 log.exception("worker %s: claiming a run failed", self.worker_id)
+            if took == "spawned all":
+                continue  # every slot it asked for was filled: more may be queued
             if took == "spawned":
+                # Fewer runs than slots asked for: the queue had no more at that moment, and a
+                # claim now would find nothing (a statement per run at low load). A run queued
+                # since has woken the workers (clear() came before the claim), so the wait
+                # below returns at once.
+                await self._wait_for_work(0)
                 continue
             self._slots.release()
             if took == "ended":  # an unreadable run was ended: the next one may be due now
@@ -155,11 +164,14 @@ class Worker:
             if failures:
                 await self.control.wait(min(_MAX_BACKOFF, 0.05 * 2**failures))
                 continue
-            try:
-                await self.control.wait(await self._idle_timeout())
-            except Exception:
-                log.exception("worker %s: waiting for work failed", self.worker_id)
-                await asyncio.sleep(_MAX_BACKOFF)
+            await self._wait_for_work(failures)
+
+    async def _wait_for_work(self, failures: int) -> None:
+        try:
+            await self.control.wait(await self._idle_timeout())
+        except Exception:
+            log.exception("worker %s: waiting for work failed", self.worker_id)
+            await asyncio.sleep(_MAX_BACKOFF)
 
     async def _claim_one(self) -> Took:
         """Claims with the slot the loop holds and every other one free now (at most
@@ -187,7 +199,10 @@ class Worker:
         for exc in unreadable:
             log.error("run %s cannot be read and is ended as error: %s", exc.run_id, exc.reason)
             await self.executor.abandon(exc.run_id, exc)
-        return "spawned" if spawned else ("ended" if unreadable else None)
+        if spawned:
+            # (Unreadable runs count: the claim found that many runs queued.)
+            return "spawned all" if len(taken) == 1 + extra else "spawned"
+        return "ended" if unreadable else None
 
     async def _idle_timeout(self) -> float:
         # Sleep until woken; the only timers are a delayed run falling due and the lease check
