@@ -707,6 +707,32 @@ async def test_a_run_created_for_a_worker_starts_only_when_first_in_line_and_due
     assert (await _claim_within(storage, "w2"))["run"]["run_id"] == behind_id
 
 
+async def test_a_create_that_reads_its_assistant_stamps_the_thread_or_stores_nothing(
+    storage: Storage,
+) -> None:
+    """NewRun.with_assistant: the run's assistant read in the same step as the create (the
+    API's create, a round trip less), its graph and id stamped on the thread's metadata, and
+    handed to the claim of a run started at once; no assistant, nothing stored."""
+    stored = await storage.put_assistant(_assistant("a1"), if_exists="raise")
+
+    def new(thread_id: str, assistant_id: str, start_for: tuple[str, float] | None) -> NewRun:
+        run = new_run(str(uuid.uuid4()), thread_id, assistant_id, {}, {"m": 1}, "enqueue")
+        return NewRun(run, True, "create", None, {"owner": "u1"}, None, start_for, True)
+
+    queued = await storage.create_run(new("t1", "a1", ("w1", 30.0)))
+    assert queued.assistant == stored
+    assert queued.started is not None and queued.started["assistant"] == stored
+    thread = await storage.get_thread("t1")
+    assert thread["metadata"] == {"owner": "u1", "graph_id": "agent", "assistant_id": "a1"}
+    queued = await storage.create_run(new("t2", "a1", None))  # queued: its claim reads it too
+    assert queued.started is None and queued.assistant == stored
+    with pytest.raises(NotFound):
+        await storage.create_run(new("t3", "missing", None))
+    with pytest.raises(NotFound):
+        await storage.get_thread("t3")
+    assert [c["run"]["thread_id"] for c in await storage.claim_runs("w2", 30, 5)] == ["t2"]
+
+
 async def test_claims_taken_together_are_those_one_claim_after_another_would_take(
     storage: Storage,
 ) -> None:

@@ -50,17 +50,22 @@ class ApiContext:
         """Whether an auth handler decides this resource and action."""
         return self.auth is not None and self.auth.authorizes(resource, action)
 
-    async def resolve_assistant(self, assistant_id: str, *, filters: Filter | None) -> Assistant:
+    def assistant_id(self, given: str) -> str:
         """A graph name picks its default assistant; otherwise a UUID of a stored one."""
-        if assistant_id in self.graphs:
-            assistant_id = default_assistant_id(assistant_id)
-        elif not is_uuid(assistant_id):
+        if given in self.graphs:
+            return default_assistant_id(given)
+        if not is_uuid(given):
             graphs = ", ".join(self.graphs.ids)
             raise ApiError(
                 422,
-                f"Invalid assistant: '{assistant_id}'. Must be either:\n- A valid assistant "
+                f"Invalid assistant: '{given}'. Must be either:\n- A valid assistant "
                 f"UUID, or\n- One of the registered graphs: {graphs}",
             )
+        return given
+
+    async def resolve_assistant(self, assistant_id: str, *, filters: Filter | None) -> Assistant:
+        """The assistant a graph name or an assistant's UUID names (see assistant_id)."""
+        assistant_id = self.assistant_id(assistant_id)
         try:
             return await self.storage.get_assistant(assistant_id, filters=filters)
         except NotFound:

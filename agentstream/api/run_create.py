@@ -120,25 +120,23 @@ async def create_run(
     headers = c.headers.select(request.headers) if c.headers else {}
     value = _run_value(body, thread_id, run_id, strategy, _kwargs(body, temporary, headers))
     filters = await c.authorize(request, "threads", "create_run", value)
-    assistant = await c.resolve_assistant(body.assistant_id, filters=None)
+    assistant_id = c.assistant_id(body.assistant_id)
     # What the auth handler left in value is what the run keeps.
     metadata = dict(value.get("metadata") or {})
     kwargs = value.get("kwargs")
     if not isinstance(kwargs, dict):
         kwargs = _kwargs(body, temporary, headers)
-    run = new_run(run_id, thread_id, assistant["assistant_id"], kwargs, metadata, strategy)
-    thread_metadata = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
-    if c.authorizes("threads", "create_run"):
-        # The thread carries what the handler stamped (an owner, say), so a thread this run
-        # creates, or a stateless run's temporary one, matches its caller's filter at once.
-        thread_metadata = {**metadata, **thread_metadata}
+    run = new_run(run_id, thread_id, assistant_id, kwargs, metadata, strategy)
+    # The thread carries what an auth handler stamped (an owner, say), so a thread this run
+    # creates, or a stateless run's temporary one, matches its caller's filter at once; the
+    # create adds its assistant's graph_id and assistant_id, reading the assistant as it goes.
+    thread_metadata = metadata if c.authorizes("threads", "create_run") else {}
     try:
         user = current_user(request)
-        await c.runs.create(
-            NewRun(run, temporary, body.if_not_exists, user, thread_metadata, filters),
-            assistant,
-            start_here=start_here,
+        new = NewRun(
+            run, temporary, body.if_not_exists, user, thread_metadata, filters, with_assistant=True
         )
+        await c.runs.create(new, start_here=start_here)
     except NotFound:
         raise ApiError(404, "Thread or assistant not found.") from None
     return run, temporary, on_disconnect

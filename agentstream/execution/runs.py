@@ -17,7 +17,6 @@ from agentstream.execution.v3events import cancelled_before_start, is_v2
 from agentstream.execution.worker import Worker
 from agentstream.protocol import RESULT_MODE, result_item
 from agentstream.storage.base import (
-    Assistant,
     Filter,
     NewRun,
     NotFound,
@@ -45,12 +44,10 @@ class RunService:
         self.worker = worker
         self._background: set[asyncio.Future[Any]] = set()
 
-    async def create(
-        self, new: NewRun, assistant: Assistant | None = None, *, start_here: bool = True
-    ) -> None:
+    async def create(self, new: NewRun, *, start_here: bool = True) -> Queued:
         """Queues the run, or creates it started for this process's worker (see
-        Worker.reserve); `assistant`, the run's as the caller read it, spares the executor a
-        read when it starts here. A run started here begins at the caller's next suspension:
+        Worker.reserve), with the assistant the create read (NewRun.with_assistant) sparing
+        the executor a read. A run started here begins at the caller's next suspension:
         a caller whose answer must reach its client before the run's first event (a v2
         command, whose client reads the events on another stream) passes start_here=False."""
         worker = self.worker
@@ -60,12 +57,11 @@ class RunService:
         if worker is None or slot is None:
             queued = await self.storage.create_run(new)
         else:
-            queued = await self._create_started(worker, replace(new, start_for=slot), assistant)
+            queued = await self._create_started(worker, replace(new, start_for=slot))
         await self.announce(new, queued.preempted, wake=queued.started is None)
+        return queued
 
-    async def _create_started(
-        self, worker: Worker, new: NewRun, assistant: Assistant | None
-    ) -> Queued:
+    async def _create_started(self, worker: Worker, new: NewRun) -> Queued:
         try:
             queued = await self.storage.create_run(new)
         except asyncio.CancelledError:
@@ -80,8 +76,6 @@ class RunService:
         if queued.started is None:
             worker.unreserve()  # a run in flight on its thread, or an older one, goes first
             return queued
-        if assistant is not None and assistant["assistant_id"] == new.run["assistant_id"]:
-            queued.started["assistant"] = assistant
         # No suspension from the create to here: the run's task starts after this request
         # has gone on to open its stream, which then sends the run's first event at once.
         worker.take(queued.started)

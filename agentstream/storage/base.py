@@ -96,15 +96,21 @@ class NewRun:
     # process's own with a free slot, when it is due now and nothing is in flight on its thread
     # (RunService.create). It is then running under that worker's lease, never pending.
     start_for: tuple[str, float] | None = None
+    # Read the run's assistant in the same step (the API's create: a round trip less than
+    # reading it first): NotFound("assistant") when there is none, the thread's metadata gets
+    # its graph_id and assistant_id, and Queued.assistant is it.
+    with_assistant: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """What create_run did: the runs the new one preempts, and its claim if it was started at
-    once for NewRun.start_for (its first attempt; the claim a worker would have got)."""
+    """What create_run did: the runs the new one preempts, its claim if it was started at
+    once for NewRun.start_for (its first attempt; the claim a worker would have got, with its
+    assistant when it was read), and its assistant if NewRun.with_assistant."""
 
     preempted: list[str]
     started: RunClaim | None = None
+    assistant: Assistant | None = None
 
 
 @dataclass

@@ -158,22 +158,39 @@ class QueueStore:
             metadata=j(dict(new.thread_metadata)),
             worker_id=worker_id,
             lease=float(lease),
+            with_assistant=new.with_assistant,
         )
         cond = match(self.d, "metadata", new.filters, p)
-        inflight, started = yield from self._create_run(new, cond, p)
+        inflight, started, assistant = yield from self._create_run(new, cond, p)
         preempted = inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
-        return Queued(preempted, _started(new) if started else None)
+        claim = _started(new, assistant) if started else None
+        return Queued(preempted, claim, assistant)
 
-    def _create_run(self, new: NewRun, cond: str, p: Params) -> Verb[tuple[list[str], bool]]:
+    def _create_run(
+        self, new: NewRun, cond: str, p: Params
+    ) -> Verb[tuple[list[str], bool, Assistant | None]]:
         insert = new.temporary or new.if_not_exists == "create"
         if "create_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
             found, _ = yield self.d["create_run"].format(cond=cond), {**p, "insert": insert}
-            outcome, visible, inflight = found[0]
+            outcome, visible, inflight = found[0][:3]
+            if outcome == "no assistant":
+                raise NotFound("assistant", p["assistant_id"])
             if outcome == "missing" or not visible:
                 raise NotFound("thread", p["thread_id"])
             if outcome == "busy":
                 raise ThreadBusy(p["thread_id"])
-            return list(inflight), outcome == "started"
+            assistant = self._assistant(found[0][3:]) if new.with_assistant else None
+            return list(inflight), outcome == "started", assistant
+        thread_metadata = new.thread_metadata
+        assistant = None
+        if new.with_assistant:
+            found, _ = yield self.d["get_assistant"].format(cond=self.d.true), p
+            if not found:
+                raise NotFound("assistant", p["assistant_id"])
+            assistant = self._assistant(found[0])
+            graph = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
+            thread_metadata = {**thread_metadata, **graph}
+            p["metadata"] = self.c.json(dict(thread_metadata))
         if insert:
             yield self.d["insert_thread"], p
         # The thread's lock makes the check below and the insert one step for every process.
@@ -185,13 +202,13 @@ class QueueStore:
         if inflight and p["strategy"] == "reject":
             raise ThreadBusy(p["thread_id"])
         yield self.d["insert_run"], p
-        merged = {**self.c.load(thread[0][0]), **new.thread_metadata}
+        merged = {**self.c.load(thread[0][0]), **thread_metadata}
         yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(merged)}
         started = False
         if p["worker_id"] is not None and not inflight:
             _, changed = yield self.d["start_new_run"], p
             started = changed == 1
-        return inflight, started
+        return inflight, started, assistant
 
     # --- the queue ---------------------------------------------------------------------------
     async def claim_run(self, worker_id: str, lease_seconds: float) -> RunClaim | None:
@@ -381,9 +398,10 @@ class QueueStore:
                 yield sql, {**p, "ns": ns, "channel": channel, "version": version}
 
 
-def _started(new: NewRun) -> RunClaim:
+def _started(new: NewRun, assistant: Assistant | None) -> RunClaim:
     """The claim of a run started at creation, as a claim would read it back: its JSON fields
-    decoded from their encoding (what an auth handler put in them comes out as stored)."""
+    decoded from their encoding (what an auth handler put in them comes out as stored), and
+    its assistant if the create read it."""
     run = new.run
     stored = serde.loads(serde.dumps([run["metadata"], run["kwargs"], new.auth_user]))
     return RunClaim(
@@ -401,5 +419,5 @@ def _started(new: NewRun) -> RunClaim:
         attempt=1,
         temporary=new.temporary,
         auth_user=stored[2],
-        assistant=None,
+        assistant=assistant,
     )

@@ -21,7 +21,7 @@ def _bind(sql: str, **args: str) -> str:
     return sql % args
 
 
-def _create_run(q: Mapping[str, str]) -> str:
+def _create_run(q: Mapping[str, str], assistant_columns: str) -> str:
     run = {name: f"p_{name}" for name in (
         "run_id", "thread_id", "assistant_id", "run_metadata", "kwargs", "strategy",
         "created_at", "updated_at", "temporary", "auth_user", "after"
@@ -30,20 +30,36 @@ def _create_run(q: Mapping[str, str]) -> str:
     merged = "thread.metadata || p_metadata"
     takes = _bind(q["thread_takes_run"], thread_id="p_thread_id", metadata=merged)
     start = _bind(q["start_new_run"], run_id="p_run_id", worker_id="p_worker_id", lease="p_lease")
-    # (The function of thirteen arguments, before runs could start at creation, stays for
-    # processes of the older code still running against this database.)
+    assistant = _bind(q["get_assistant"].format(cond="TRUE"), assistant_id="p_assistant_id")
+    into = ", ".join(f"a_{column.strip()}" for column in assistant_columns.split(","))
+    # (The functions of thirteen and of fifteen arguments, before runs could start at creation
+    # and before the create read the assistant, stay for processes of the older code still
+    # running against this database.)
     return f"""
 CREATE OR REPLACE FUNCTION agentstream_create_run(
     p_insert boolean, p_thread_id text, p_metadata jsonb, p_run_id text, p_assistant_id text,
     p_run_metadata jsonb, p_kwargs jsonb, p_strategy text, p_created_at timestamptz,
     p_updated_at timestamptz, p_temporary boolean, p_auth_user jsonb, p_after float8,
-    p_worker_id text, p_lease float8)
-RETURNS TABLE (outcome text, metadata jsonb, inflight text[]) LANGUAGE plpgsql AS $fn$
+    p_worker_id text, p_lease float8, p_with_assistant boolean)
+RETURNS TABLE (outcome text, metadata jsonb, inflight text[],
+    a_assistant_id text, a_graph_id text, a_config jsonb, a_context jsonb, a_metadata jsonb,
+    a_name text, a_description text, a_version integer, a_created_at timestamptz,
+    a_updated_at timestamptz) LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     thread record;
     made bigint;
 BEGIN
+    IF p_with_assistant THEN
+        SELECT * INTO {into} FROM ({assistant}) found;
+        IF NOT FOUND THEN
+            outcome := 'no assistant';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        p_metadata := p_metadata
+            || jsonb_build_object('graph_id', a_graph_id, 'assistant_id', a_assistant_id);
+    END IF;
     IF p_insert THEN
         WITH new AS ({_bind(q["insert_thread"], thread_id="p_thread_id", metadata="p_metadata")})
         SELECT count(*) INTO made FROM new;
@@ -189,7 +205,7 @@ def functions(
     assistant in the order the run store reads them."""
     q = {**q, "lock_thread": q["lock_thread"].format(cond="TRUE")}
     return (
-        _create_run(q),
+        _create_run(q, assistant_columns),
         _claim_run(q, assistant_columns),
         _claim_runs(q, assistant_columns, claim_tries),
         _finish_run(q, scripts["delete_checkpoints"]),
@@ -198,13 +214,15 @@ def functions(
 
 CALLS = {
     # Queue a run in one step, as queue.py's _create_run does in several: the outcome
-    # (queued, started, busy or missing), whether the caller may see the thread, and the runs
-    # in flight on it. The caller raises for busy or an unseen thread, which rolls back
-    # everything.
-    "create_run": "SELECT f.outcome, {cond}, f.inflight FROM agentstream_create_run("
+    # (queued, started, busy, missing, or no assistant), whether the caller may see the thread,
+    # the runs in flight on it, and the run's assistant when asked to read it. The caller
+    # raises for busy, an unseen thread or no assistant, which rolls back everything.
+    "create_run": "SELECT f.outcome, {cond}, f.inflight, f.a_assistant_id, f.a_graph_id, "
+    "f.a_config, f.a_context, f.a_metadata, f.a_name, f.a_description, f.a_version, "
+    "f.a_created_at, f.a_updated_at FROM agentstream_create_run("
     "%(insert)s, %(thread_id)s, %(metadata)s, %(run_id)s, %(assistant_id)s, %(run_metadata)s, "
     "%(kwargs)s, %(strategy)s, %(created_at)s, %(updated_at)s, %(temporary)s, %(auth_user)s, "
-    "%(after)s, %(worker_id)s, %(lease)s) f",
+    "%(after)s, %(worker_id)s, %(lease)s, %(with_assistant)s) f",
     # Claim the oldest runnable run in one step (pick, then start): its row and its
     # assistant's (the executor's first read), none when there is nothing to claim, or a row
     # of NULLs when another claimer started the picked run first.
