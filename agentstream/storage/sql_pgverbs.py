@@ -91,6 +91,12 @@ END $fn$
 """
 
 
+# A pick walks the runs in flight in queue order and stops at the first runnable one. Without
+# this the planner, which takes a handful of runs to be runnable, chose a bitmap of every run in
+# flight, each one checked, then sorted: O(runs queued) a pick. With 200 runs queued (200
+# streams on 32 slots) a claim of 16 took 5.9 ms of the database, 1.3-1.5 ms with this.
+_IN_QUEUE_ORDER = "SET enable_bitmapscan = off"
+
 _CLAIMED = """(run_id text, thread_id text, assistant_id text, metadata jsonb, status text,
     kwargs jsonb, multitask_strategy text, created_at timestamptz, updated_at timestamptz,
     attempt integer, temporary boolean, auth_user jsonb,
@@ -107,7 +113,7 @@ def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
     return f"""
 DROP FUNCTION IF EXISTS agentstream_claim_run(text, float8);
 CREATE FUNCTION agentstream_claim_run(p_worker_id text, p_lease float8)
-RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql AS $fn$
+RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql {_IN_QUEUE_ORDER} AS $fn$
 #variable_conflict use_column
 DECLARE
     picked record;
@@ -137,7 +143,7 @@ def _claim_runs(q: Mapping[str, str], assistant_columns: str, tries: int) -> str
     return f"""
 DROP FUNCTION IF EXISTS agentstream_claim_runs(text, float8, integer);
 CREATE FUNCTION agentstream_claim_runs(p_worker_id text, p_lease float8, p_most integer)
-RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql AS $fn$
+RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql {_IN_QUEUE_ORDER} AS $fn$
 #variable_conflict use_column
 DECLARE
     picked record;
