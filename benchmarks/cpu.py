@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.clients import make_client
-from benchmarks.harness import ServerProcess, cpu_split, pin_self, start_server
+from benchmarks.harness import ServerProcess, cpu_split, free_port, pin_self, start_server
 from benchmarks.run import distributed_env, read_service_counters
 from benchmarks.scenarios import AGENT_INPUT
 
@@ -84,12 +83,6 @@ async def _drive(
     return done
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(
     args: argparse.Namespace, tmp: str, cpus: set[int] | None
 ) -> list[tuple[ServerProcess, str]]:
@@ -101,7 +94,7 @@ def _start(
     if not args.split:
         server = start_server(Path(tmp) / "cpu.sqlite", cpus=cpus, env=env)
         return [(server, server.url)]
-    port = _free_port()
+    port = free_port()
     worker_env = {**env, "AGENTSTREAM_METRICS_PORT": str(port)}
     worker = start_server(None, cpus=cpus, env=worker_env, command="worker")
     try:

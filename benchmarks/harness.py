@@ -11,8 +11,9 @@ from pathlib import Path
 
 from tests import servers
 from tests.servers import EXAMPLES, ROOT, ServerProcess, wait_ready
+from tests.services import free_port
 
-__all__ = ["EXAMPLES", "ROOT", "ServerProcess", "start_server", "wait_ready"]
+__all__ = ["EXAMPLES", "ROOT", "ServerProcess", "free_port", "start_server", "wait_ready"]
 
 
 def cpu_split() -> tuple[set[int] | None, set[int] | None]:

@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from benchmarks.harness import (
     EXAMPLES,
     RssSampler,
     cpu_split,
+    free_port,
     pin_self,
     rss_kb,
     start_server,
@@ -116,9 +118,17 @@ def measure_inprocess_like_server(sizes: Sizes) -> dict[str, Any]:
         gc.set_threshold(*before)
 
 
-async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str) -> dict[str, Any]:
-    """The client-side figures against one server, with each client."""
+async def measure_server(
+    url: str,
+    sizes: Sizes,
+    agent_messages: int,
+    label: str,
+    metrics_urls: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The client-side figures against one server, with each client; its service requests
+    per run from the /metrics of `url` and of each of `metrics_urls` (a worker's) together."""
     out: dict[str, Any] = {}
+    counted = [url, *metrics_urls]
     for kind in CLIENTS:
         client = make_client(kind, url)
         try:
@@ -133,16 +143,16 @@ async def measure_server(url: str, sizes: Sizes, agent_messages: int, label: str
             figures["concurrency"] = {}
             for n, rounds in sizes.concurrency:
                 _log(f"{label} ({kind}): {n} concurrent runs")
-                before = await service_requests(url)
+                before = await service_requests(*counted)
                 c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run)
-                c["services_per_run"] = per_run(before, await service_requests(url), c["runs"])
+                c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
                 figures["concurrency"][str(n)] = c
             figures["threaded"] = {}
             for n, rounds in sizes.threaded:
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
-                before = await service_requests(url)
+                before = await service_requests(*counted)
                 t = await scenarios.threaded_client(client, n, rounds)
-                t["services_per_run"] = per_run(before, await service_requests(url), t["runs"])
+                t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
                 figures["threaded"][str(n)] = t
             figures["join"] = {}
             for joiners in sizes.joiners:
@@ -172,15 +182,21 @@ def read_service_counters(metrics_text: str) -> dict[str, float]:
     return found
 
 
-async def service_requests(url: str) -> dict[str, float] | None:
-    """The server's PostgreSQL statements and Redis round trips so far (its /metrics); None
-    from a server without those counters (the reference server)."""
+async def service_requests(*urls: str) -> dict[str, float] | None:
+    """The PostgreSQL statements and Redis round trips so far of the processes serving these
+    /metrics, together; None when one of them has no such counters (the reference server)."""
+    total: dict[str, float] = {}
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            found = read_service_counters((await http.get(f"{url}/metrics")).text)
+            for url in urls:
+                found = read_service_counters((await http.get(f"{url}/metrics")).text)
+                if len(found) != len(SERVICE_COUNTERS):
+                    return None
+                for key, value in found.items():
+                    total[key] = total.get(key, 0.0) + value
     except httpx.HTTPError:
         return None
-    return found if len(found) == len(SERVICE_COUNTERS) else None
+    return total
 
 
 def per_run(
@@ -212,16 +228,19 @@ async def measure_split(
 ) -> dict[str, Any]:
     """measure_server on `serve` + `worker`, two processes on the server's core(s): the
     distributed deployment as issue 17 names it (its targets are judged on it and on `dev`).
-    Its service counters are the API process's only (the worker serves no /metrics)."""
+    Its service counters are both processes' (the worker serves its /metrics on a port)."""
+    port = free_port()
 
-    def start(command: str) -> Any:
-        return start_server(None, cpus=cpus, env=env, command=command)
+    def start(command: str, more: dict[str, str]) -> Any:
+        return start_server(None, cpus=cpus, env={**env, **more}, command=command)
 
-    worker = await asyncio.to_thread(start, "worker")
+    worker = await asyncio.to_thread(start, "worker", {"AGENTSTREAM_METRICS_PORT": str(port)})
     try:
-        api = await asyncio.to_thread(start, "serve")
+        api = await asyncio.to_thread(start, "serve", {})
         try:
-            return await measure_server(api.url, sizes, agent_messages, "serve + worker")
+            return await measure_server(
+                api.url, sizes, agent_messages, "serve + worker", [f"http://127.0.0.1:{port}"]
+            )
         finally:
             await asyncio.to_thread(api.stop)
     finally:
@@ -724,9 +743,7 @@ def report(result: dict[str, Any]) -> str:
         f"retention budget drops it)",
     ]
     lines.append(drift_line(result))
-    services = _services_line(result)
-    if services:
-        lines.append(services)
+    lines += _services_lines(result)
     lines.append(f"errors in total: {result['errors']}")
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -756,9 +773,17 @@ def _targets_table(result: dict[str, Any]) -> str:
     return _table(["targets (issue 17)", "against", *columns], table)
 
 
-def _services_line(result: dict[str, Any]) -> str | None:
-    """PostgreSQL statements and Redis round trips per run on the distributed server."""
-    dist = result.get("distributed")
+def _services_lines(result: dict[str, Any]) -> list[str]:
+    """PostgreSQL statements and Redis round trips per run on each distributed deployment."""
+    lines = []
+    for key, name in (("distributed", "distributed (dev)"), ("split", "serve + worker")):
+        said = _services_said(result.get(key))
+        if said:
+            lines.append(f"{name}, per run: PostgreSQL statements / Redis round trips: {said}")
+    return lines
+
+
+def _services_said(dist: dict[str, Any] | None) -> str | None:
     if not dist:
         return None
     said = []
@@ -772,9 +797,7 @@ def _services_line(result: dict[str, Any]) -> str | None:
                         f"{k} {n} {kind}: {per['postgres_statements']:.1f} / "
                         f"{per['redis_round_trips']:.1f}"
                     )
-    return "distributed (dev), per run: PostgreSQL statements / Redis round trips: " + "; ".join(
-        said
-    )
+    return "; ".join(said) or None
 
 
 def _v2_table(result: dict[str, Any]) -> str:
