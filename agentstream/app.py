@@ -150,6 +150,9 @@ async def running(
             started = await start_worker(settings, backends, graphs)
             stop_worker = started.stop
             stack.push_async_callback(lambda: stop_worker(grace=grace()))
+            # Runs queued by any process, as the database tells of them (PostgreSQL).
+            notices = backends.storage.queued_notices(backends.control.woken)
+            await stack.enter_async_context(notices)
             # Crons fire, and expired threads go, where runs execute: the embedded server and
             # every worker process. Stopped before the worker.
             service = RunService(backends.storage, backends.bus, backends.control)

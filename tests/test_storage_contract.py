@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import os
 import secrets
@@ -35,6 +36,7 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.postgres import PostgresStorage
+from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
 from agentstream.storage.sql_sqlite import DIALECT
 from agentstream.storage.sql_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
@@ -1175,6 +1177,34 @@ async def test_postgres_setup_from_many_processes_at_once(pg_database: str) -> N
     async with await psycopg.AsyncConnection.connect(uri) as conn:
         cur = await conn.execute("SELECT version FROM schema_version")
         assert await cur.fetchall() == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
+
+
+async def test_postgres_tells_listeners_of_each_run_it_queues(pg_database: str) -> None:
+    """A create that queues a run notifies at commit (with the run's id), one that starts it
+    for its own worker does not; queued_notices calls back on each, and once on listening."""
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=2)
+    await storage.setup()
+    try:
+        async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {QUEUED_CHANNEL}")
+            run = new_run(str(uuid.uuid4()), "t1", "asst", {}, {}, "enqueue")
+            started = await storage.create_run(
+                NewRun(run, False, "create", None, {}, None, ("w", 30))
+            )
+            assert started.started is not None and not started.notified
+            queued_id, _ = await _enqueue(storage, "t2")
+            async with contextlib.aclosing(listener.notifies()) as notices:
+                first = await asyncio.wait_for(anext(notices), 5)
+            assert first.payload == queued_id  # the started run's create told nobody
+        heard = asyncio.Event()
+        async with storage.queued_notices(heard.set):
+            await asyncio.wait_for(heard.wait(), 5)  # on listening: what was queued meanwhile
+            heard.clear()
+            await _enqueue(storage, "t3")
+            await asyncio.wait_for(heard.wait(), 5)
+    finally:
+        await storage.aclose()
 
 
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:

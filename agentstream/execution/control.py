@@ -17,6 +17,11 @@ class Control(Protocol):
         """A run was queued or a thread freed up: idle workers should try to claim."""
         ...
 
+    def woken(self) -> None:
+        """This process's workers were woken by someone else (the database, on a run queued):
+        they look for work; no other process is told."""
+        ...
+
     async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
         """Block until woken (or timeout); a wake between clear() and wait() is not lost."""
         ...
@@ -40,6 +45,9 @@ class LocalControl:
         self._handlers: list[CancelHandler] = []
 
     async def wake(self) -> None:
+        self._event.set()
+
+    def woken(self) -> None:
         self._event.set()
 
     def clear(self) -> None:

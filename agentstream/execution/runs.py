@@ -58,7 +58,9 @@ class RunService:
             queued = await self.storage.create_run(new)
         else:
             queued = await self._create_started(worker, replace(new, start_for=slot))
-        await self.announce(new, queued.preempted, wake=queued.started is None)
+        # Nobody to wake for a run started here, nor for one the database told the workers of.
+        wake = queued.started is None and not queued.notified
+        await self.announce(new, queued.preempted, wake=wake)
         return queued
 
     async def _create_started(self, worker: Worker, new: NewRun) -> Queued:

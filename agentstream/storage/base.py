@@ -111,6 +111,9 @@ class Queued:
     preempted: list[str]
     started: RunClaim | None = None
     assistant: Assistant | None = None
+    # The store told every process's workers of the queued run itself (PostgreSQL, at
+    # commit: see RunQueue.queued_notices), so nobody needs to wake them.
+    notified: bool = False
 
 
 @dataclass
@@ -232,6 +235,12 @@ class RunQueue(Protocol):
 
     async def next_due(self) -> datetime | None:
         """When the earliest pending run scheduled in the future becomes due."""
+        ...
+
+    def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
+        """While entered, on_queued() is called for every create that queued a run and said so
+        (Queued.notified), in any process, and once each time the notices (re)start, for what
+        was queued while nobody listened. A store whose creates never notify calls it never."""
         ...
 
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import select
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
@@ -19,6 +21,7 @@ from agentstream import metrics, serde
 from agentstream.storage.dialect import Verb
 from agentstream.storage.pgfilters import jsonb
 from agentstream.storage.queue import Row
+from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import (
     DIALECT,
     FUNCTIONS,
@@ -28,6 +31,8 @@ from agentstream.storage.sql_postgres import (
     SCHEMA_VERSION,
 )
 from agentstream.storage.store import RunStore
+
+log = logging.getLogger("agentstream.storage")
 
 T = TypeVar("T")
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
@@ -122,6 +127,33 @@ class PostgresConnector:
         """(max, size, idle) of the connection pool, for /metrics."""
         stats = self.pool.get_stats()
         return self.pool_max, stats.get("pool_size", 0), stats.get("pool_available", 0)
+
+    @asynccontextmanager
+    async def queued_notices(self, on_queued: Callable[[], None]) -> AsyncIterator[None]:
+        """LISTENs, on a connection of its own, to what agentstream_create_run notifies when it
+        queues a run: a worker hears of it at the create's commit, from the database, instead
+        of from the API process a round trip to Redis later."""
+        listener = asyncio.create_task(self._listen(on_queued), name="agentstream-queued")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, on_queued: Callable[[], None]) -> None:
+        while True:
+            try:
+                async with await AsyncConnection.connect(self.uri, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {QUEUED_CHANNEL}")
+                    on_queued()  # what was queued while nobody listened here
+                    async for _ in conn.notifies():
+                        on_queued()
+            except Exception as exc:
+                # Lost (a restart, a failover): creates meanwhile wake nobody through it, so
+                # look for work once listening again. The lease timeout still bounds the wait.
+                log.warning("listening for queued runs failed (%s); again in 1 s", exc)
+            await asyncio.sleep(1.0)
 
     @asynccontextmanager
     async def checkpointer(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:

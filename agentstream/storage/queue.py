@@ -10,7 +10,7 @@ claim and finish: sql_pgverbs.py), and the verb then sends that instead of its s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -76,6 +76,10 @@ class Connector(Protocol):
 
     async def get(self, sql: str, params: Mapping[str, Any]) -> Row | None:
         """One row by key: the cheapest read there is."""
+        ...
+
+    def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
+        """See RunQueue.queued_notices: the backend's own channel, if it has one."""
         ...
 
 
@@ -164,7 +168,12 @@ class QueueStore:
         inflight, started, assistant = yield from self._create_run(new, cond, p)
         preempted = inflight if run["multitask_strategy"] in ("interrupt", "rollback") else []
         claim = _started(new, assistant) if started else None
-        return Queued(preempted, claim, assistant)
+        # A dialect's one-statement create tells the workers of a run it queued (at commit).
+        notified = "create_run" in self.d.queries and not started
+        return Queued(preempted, claim, assistant, notified)
+
+    def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
+        return self.c.queued_notices(on_queued)
 
     def _create_run(
         self, new: NewRun, cond: str, p: Params

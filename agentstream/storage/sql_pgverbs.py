@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# What the create function notifies when it queued a run (PostgresConnector.queued_notices).
+QUEUED_CHANNEL = "agentstream_runs_queued"
+
 
 def _bind(sql: str, **args: str) -> str:
     """A named query with each %(name)s placeholder replaced by an expression of the function."""
@@ -85,6 +88,9 @@ BEGIN
         IF FOUND THEN
             outcome := 'started';
         END IF;
+    END IF;
+    IF outcome = 'queued' THEN  -- every listening worker hears of it at commit
+        PERFORM pg_notify('{QUEUED_CHANNEL}', p_run_id);
     END IF;
     RETURN NEXT;
 END $fn$

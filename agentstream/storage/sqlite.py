@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -149,6 +149,10 @@ class SqliteConnector:
         # Point reads by key run here, on the event loop's thread: a few microseconds of SQLite
         # instead of a hand-off to aiosqlite's thread and back (about 80 us of CPU each).
         self._reader: sqlite3.Connection | None = None
+
+    def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
+        """None: one process owns the database, and wakes its own worker."""
+        return nullcontext()
 
     json = staticmethod(_text)
     load = staticmethod(_load)
