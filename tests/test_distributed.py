@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -151,3 +152,15 @@ async def test_killed_worker_run_is_taken_over_and_finishes(
         None, command="worker", env={**env, "AGENTSTREAM_LEASE_SECONDS": "2"}
     )
     cluster.workers[cluster.workers.index(killed)] = replacement
+
+
+def test_an_idle_worker_hears_of_a_queued_run_from_the_database() -> None:
+    """With a lease of ten minutes an idle worker sleeps that long unless told of a run: each
+    run queued through `serve` (which wakes nobody for it) reaches it at once, from the notice
+    PostgreSQL sends at the create's commit. Stateless runs: their ends wake nobody either."""
+    env = {"AGENTSTREAM_LEASE_SECONDS": "600"}
+    with running_cluster(apis=1, workers=1, env=env) as made:
+        with httpx.Client(base_url=made.apis[0].url, timeout=20) as http:
+            for n in range(1, 4):
+                body = {"assistant_id": "ticker", "input": {"n": n}}
+                assert http.post("/runs/wait", json=body).json()["count"] == n
