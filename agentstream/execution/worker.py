@@ -156,7 +156,7 @@ class Worker:
                 # claim now would find nothing (a statement per run at low load). A run queued
                 # since has woken the workers (clear() came before the claim), so the wait
                 # below returns at once.
-                await self._wait_for_work(0)
+                await self._wait_for_work()
                 continue
             self._slots.release()
             if took == "ended":  # an unreadable run was ended: the next one may be due now
@@ -164,9 +164,10 @@ class Worker:
             if failures:
                 await self.control.wait(min(_MAX_BACKOFF, 0.05 * 2**failures))
                 continue
-            await self._wait_for_work(failures)
+            await self._wait_for_work()
 
-    async def _wait_for_work(self, failures: int) -> None:
+    async def _wait_for_work(self) -> None:
+        """Until woken, a delayed run falls due, or a lease check is due (_idle_timeout)."""
         try:
             await self.control.wait(await self._idle_timeout())
         except Exception:
