@@ -64,7 +64,10 @@ class Settings:
             database=os.environ.get("AGENTSTREAM_DATABASE"),
             database_uri=os.environ.get("DATABASE_URI") or None,
             redis_uri=os.environ.get("REDIS_URI") or None,
-            max_concurrency=_env_int("AGENTSTREAM_MAX_CONCURRENCY", 32),
+            # LangGraph Server's name for it too, which deployments already set.
+            max_concurrency=_env_int(
+                "AGENTSTREAM_MAX_CONCURRENCY", _env_int("N_JOBS_PER_WORKER", 32)
+            ),
             postgres_pool_max=_env_int("LANGGRAPH_POSTGRES_POOL_MAX_SIZE", 20),
             heartbeat_seconds=_env_float("AGENTSTREAM_HEARTBEAT_SECONDS", 5.0),
             max_body_bytes=_env_int("AGENTSTREAM_MAX_BODY_BYTES", 10 * 1024 * 1024),
