@@ -1,15 +1,19 @@
 """Server CPU per run: the figure each change of the hot path was judged by, A/B.
 
     .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--ticks 20] [--seconds 8]
-        [--client http|sdk] [--messages] [--py-spy out.txt] [--distributed] [--split]
+        [--client http|sdk] [--messages | --threaded] [--py-spy out.txt] [--distributed]
+        [--split]
 
 Starts `agentstream dev` pinned to one core, drives it from the other with rounds of
 `--concurrent` stateless `ticker` runs (`--ticks` custom events each, 20 by default; the
 benchmark's custom-event figure is `--concurrent 1 --ticks 20000`) for `--seconds`, and prints
 runs/s, the server's CPU use and its CPU time per run, read from /proc/<pid>/stat (user +
 system, all threads). With --messages, one `agent` run after another streaming a 1,000-token
-`messages-tuple` reply instead, per event. With --py-spy, py-spy (not a dependency: `pip install
-py-spy`) records the server meanwhile, `--gil` samples in raw (collapsed) form. With
+`messages-tuple` reply instead, per event. With --threaded, rounds of `--concurrent` clients
+each creating a thread and streaming the `agent` graph on it (`values`: every step
+checkpointed), the benchmark's threaded scenario, per run, and how long after its last event
+each stream closed. With --py-spy, py-spy (not a dependency: `pip install py-spy`) records the
+server meanwhile, `--gil` samples in raw (collapsed) form. With
 --distributed, also the PostgreSQL statements and Redis round trips per run (the server's
 /metrics counters, ours and LangGraph's checkpointer's). With --split, `agentstream serve` and
 `agentstream worker` on PostgreSQL + Redis instead, both on the server's core: the CPU and the
@@ -32,7 +36,15 @@ from pathlib import Path
 import httpx
 
 from benchmarks.clients import make_client
-from benchmarks.harness import ServerProcess, cpu_split, free_port, pin_self, start_server
+from benchmarks.harness import (
+    ServerProcess,
+    cpu_split,
+    free_port,
+    median,
+    percentile,
+    pin_self,
+    start_server,
+)
 from benchmarks.run import distributed_env, read_service_counters
 from benchmarks.scenarios import AGENT_INPUT
 
@@ -50,9 +62,17 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 async def _drive(
-    url: str, kind: str, concurrent: int, seconds: float, messages: bool, ticks: int = 20
+    url: str,
+    kind: str,
+    concurrent: int,
+    seconds: float,
+    messages: bool,
+    ticks: int = 20,
+    threaded: bool = False,
+    closes: list[float] | None = None,
 ) -> int:
-    """Runs (or, with messages, events) completed in `seconds`."""
+    """Runs (or, with messages, events) completed in `seconds`; with threaded, how long after
+    its last event each stream closed goes into `closes`."""
     client = make_client(kind, url)
     done = 0
 
@@ -71,13 +91,29 @@ async def _drive(
             count += event.startswith("messages")
         return count
 
+    async def threaded_agent() -> int:
+        thread_id = await client.create_thread()
+        values = 0
+        last = 0.0
+        async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
+            if event == "error":
+                raise RuntimeError("a threaded run ended in error")
+            values += event == "values"
+            last = time.perf_counter()
+        if not values:
+            raise RuntimeError("a threaded run streamed no values")
+        if closes is not None:
+            closes.append(time.perf_counter() - last)
+        return 1
+
+    one = threaded_agent if threaded else ticker
     try:
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
             if messages:
                 done += await agent()
             else:
-                done += sum(await asyncio.gather(*(ticker() for _ in range(concurrent))))
+                done += sum(await asyncio.gather(*(one() for _ in range(concurrent))))
     finally:
         await client.aclose()
     return done
@@ -123,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--client", choices=("http", "sdk"), default="http")
     parser.add_argument("--messages", action="store_true")
+    parser.add_argument("--threaded", action="store_true", help="create a thread, stream agent")
     parser.add_argument("--ticks", type=int, default=20, help="custom events per ticker run")
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy")
     parser.add_argument("--distributed", action="store_true")
@@ -135,13 +172,19 @@ def main(argv: list[str] | None = None) -> None:
         processes = _start(args, tmp, server_cpus)
         url = processes[0][0].url
         try:
+            closes: list[float] = []
 
             def drive(seconds: float) -> int:
                 return asyncio.run(
-                    _drive(url, args.client, args.concurrent, seconds, args.messages, args.ticks)
-                )
+                    _drive(
+                        url, args.client, args.concurrent, seconds, args.messages, args.ticks,
+                        args.threaded, closes,
+                    )
+                )  # fmt: skip
 
-            drive(1.0)
+            # Threaded runs hold more connections: the pool grows (a connection at a time)
+            # during the warm-up, not while measuring.
+            drive(3.0 if args.threaded else 1.0)
             spies = []
             if args.py_spy is not None:
                 exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -154,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     ))  # fmt: skip
                 time.sleep(1.0)
+            closes.clear()
             counted = _all_counters(processes)
             before, start = _all_cpu(processes), time.perf_counter()
             done = drive(args.seconds)
@@ -179,7 +223,12 @@ def main(argv: list[str] | None = None) -> None:
         named = zip(("serve", "worker"), spent, strict=True)
         shares = ", ".join(f"{name} {1e3 * (u + s) / done:.3f} ms" for name, (u, s) in named)
         print(f"per {unit}: {shares}")
-    if not args.messages and done:
+    if args.threaded and closes:
+        print(
+            f"stream close after its last event: p50 {1e3 * median(closes):.1f} ms, "
+            f"p99 {1e3 * percentile(closes, 99):.1f} ms"
+        )
+    if not args.messages and not args.threaded and done:
         print(f"per custom event: {1e6 * cpu / (done * args.ticks):.1f} us of server CPU")
     if args.distributed and done:
         statements = requests.get("postgres_statements", 0.0) / done
