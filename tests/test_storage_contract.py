@@ -20,6 +20,7 @@ import pytest
 from langgraph.graph import START, StateGraph
 from psycopg.conninfo import make_conninfo
 
+from agentstream import metrics
 from agentstream.execution.runs import new_run
 from agentstream.execution.scheduler import cron_run
 from agentstream.storage.base import (
@@ -874,6 +875,71 @@ async def test_finish_run_deletes_temporary_thread(storage: Storage) -> None:
     with pytest.raises(NotFound):
         await storage.get_run(None, run_id)
     assert await _graph_items(storage, thread_id) == []
+
+
+async def test_runs_ending_together_each_settle_their_own_thread(storage: Storage) -> None:
+    # On PostgreSQL their ends share one statement (storage/together.py); every run and
+    # thread must still end as its own finish said, and a temporary one be removed.
+    kept = {f"t{n}": (await _enqueue(storage, f"t{n}"))[0] for n in range(6)}
+    gone_thread = str(uuid.uuid4())
+    gone, _ = await _enqueue(storage, gone_thread, temporary=True)
+    for _ in range(7):
+        await _claim_within(storage, "w")
+    statements = metrics.POSTGRES_STATEMENTS._value.get()
+
+    async def finish(thread_id: str, run_id: str) -> None:
+        n = int(thread_id[1:])
+        await storage.finish_run(
+            run_id, status="success" if n % 2 else "error",
+            thread_status="idle" if n % 2 else "error", values={"n": n},
+            interrupts={"task": [{"value": n}]} if n == 4 else {},
+            error=None if n % 2 else {"error": "E", "message": str(n)}, delete_thread=False,
+        )  # fmt: skip
+
+    await asyncio.gather(
+        *(finish(thread_id, run_id) for thread_id, run_id in kept.items()),
+        storage.finish_run(
+            gone, status="success", thread_status="idle", values={}, interrupts={},
+            error=None, delete_thread=True,
+        ),
+    )  # fmt: skip
+    statements = metrics.POSTGRES_STATEMENTS._value.get() - statements
+    for thread_id, run_id in kept.items():
+        n = int(thread_id[1:])
+        assert (await storage.get_run(thread_id, run_id))["status"] == (
+            "success" if n % 2 else "error"
+        )
+        thread = await storage.get_thread(thread_id)
+        assert (thread["status"], thread["values"]) == ("idle" if n % 2 else "error", {"n": n})
+        assert thread["interrupts"] == ({"task": [{"value": n}]} if n == 4 else {})
+        assert thread["error"] == (None if n % 2 else {"error": "E", "message": str(n)})
+    with pytest.raises(NotFound):
+        await storage.get_thread(gone_thread)
+    if isinstance(storage, PostgresStorage):  # seven ends, far fewer statements
+        assert statements <= 2
+
+
+async def test_postgres_refusing_one_runs_end_fails_that_finish_alone(
+    make_storage: MakeStorage,
+) -> None:
+    # PostgreSQL's jsonb refuses the NUL character; SQLite stores it. Ending together with
+    # others, a run whose end cannot be stored fails its own finish only.
+    storage = await make_storage()
+    runs = {f"t{n}": (await _enqueue(storage, f"t{n}"))[0] for n in range(3)}
+    for _ in range(3):
+        await _claim_within(storage, "w")
+    values = {t: {"text": "nul\x00" if t == "t1" else t} for t in runs}
+    outcomes = await asyncio.gather(
+        *(_finish(storage, run_id, values[t]) for t, run_id in runs.items()),
+        return_exceptions=True,
+    )
+    refused = isinstance(storage, PostgresStorage)
+    assert [isinstance(o, Exception) for o in outcomes] == [False, refused, False]
+    for thread_id in ("t0", "t2"):
+        assert (await storage.get_run(thread_id, runs[thread_id]))["status"] == "success"
+        assert (await storage.get_thread(thread_id))["values"] == {"text": thread_id}
+    expected = "running" if refused else "success"
+    assert (await storage.get_run("t1", runs["t1"]))["status"] == expected
 
 
 async def test_cancel_pending_only_cancels_pending_runs(storage: Storage) -> None:

@@ -32,6 +32,7 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.dialect import CLAIM_TRIES, Dialect, Params, Verb, match
+from agentstream.storage.together import Together
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -83,6 +84,13 @@ class Connector(Protocol):
         ...
 
 
+# finish_runs' parameters: a list each, one entry per run, in the function's order.
+_FINISH_COLUMNS = (
+    "run_id", "status", "remove", "thread_status", "thread_values", "thread_interrupts",
+    "thread_error",
+)  # fmt: skip
+
+
 def rows(sql: str, params: Mapping[str, Any]) -> Verb[Sequence[Row]]:
     """A verb of one statement, returning its rows."""
     found, _ = yield sql, params
@@ -101,6 +109,13 @@ class QueueStore:
     def __init__(self, connector: Connector, dialect: Dialect) -> None:
         self.c = connector
         self.d = dialect
+        # Where a run's end is one statement (PostgreSQL), the ends of runs that finish
+        # together share one; SQLite's writer thread already commits them together.
+        self._finishes = (
+            Together(self._finish_many, self._finish_one)
+            if "finish_runs" in dialect.queries
+            else None
+        )
 
     def _params(self, **fixed: Any) -> Params:
         # Both clocks: SQLite's queries take them, PostgreSQL's use the database's.
@@ -334,9 +349,20 @@ class QueueStore:
         delete_thread: bool,
     ) -> None:
         p = self._params(run_id=run_id, status=status)
-        settle = self._settled(thread_status, values, interrupts, error)
-        single = "finish_run" in self.d.queries
-        await self.c.write(self._finish(p, None if delete_thread else settle), single=single)
+        settle = None if delete_thread else self._settled(thread_status, values, interrupts, error)
+        if self._finishes is not None:  # one statement, shared by the runs ending together
+            cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
+            state = {f"thread_{k}": v for k, v in cached.items()}
+            await self._finishes({**p, **state, "remove": settle is None})
+            return
+        await self.c.write(self._finish(p, settle))
+
+    async def _finish_one(self, call: Params) -> None:
+        await self.c.write(rows(self.d["finish_run"], call), single=True)
+
+    async def _finish_many(self, calls: list[Params]) -> None:
+        columns = {key: [call[key] for call in calls] for key in _FINISH_COLUMNS}
+        await self.c.write(rows(self.d["finish_runs"], columns), single=True)
 
     def _settled(
         self, status: ThreadStatus | None, values: Any, interrupts: Mapping[str, Any], error: Any
@@ -347,11 +373,6 @@ class QueueStore:
                 "error": j(error) if error else None}  # fmt: skip
 
     def _finish(self, p: Params, settle: dict[str, Any] | None) -> Verb[None]:
-        if "finish_run" in self.d.queries:  # the steps below in one statement (PostgreSQL)
-            cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
-            state = {f"thread_{k}": v for k, v in cached.items()}
-            yield self.d["finish_run"], {**p, **state, "remove": settle is None}
-            return
         thread = yield from self._lock_thread_of(p)
         if thread is None:
             return
