@@ -283,6 +283,38 @@ async def test_assistant_delete(storage: Storage) -> None:
 
 
 # --- threads ---------------------------------------------------------------------------------
+async def test_thread_create_sees_only_what_its_filter_lets_it(storage: Storage) -> None:
+    # On PostgreSQL the insert and the read are one statement: the filter must still decide.
+    mine = {"owner": "a"}
+    made = await storage.create_thread("t1", metadata=mine, if_exists="raise", filters=mine)
+    assert made["metadata"] == mine
+    again = await storage.create_thread("t1", metadata=mine, if_exists="do_nothing", filters=mine)
+    assert again == made
+    with pytest.raises(Conflict):
+        await storage.create_thread("t1", metadata=mine, if_exists="raise", filters=mine)
+    await storage.create_thread("t2", metadata={"owner": "b"}, if_exists="raise")
+    for if_exists in ("raise", "do_nothing"):
+        with pytest.raises(Conflict):  # someone else's id
+            await storage.create_thread("t2", metadata=mine, if_exists=if_exists, filters=mine)
+    # Made, but not as the caller may see it: refused as a taken id, as before.
+    with pytest.raises(Conflict):
+        await storage.create_thread("t3", metadata={"owner": "b"}, if_exists="raise", filters=mine)
+    assert (await storage.get_thread("t2"))["metadata"] == {"owner": "b"}
+
+
+async def test_threads_created_at_once_with_one_id_make_one(storage: Storage) -> None:
+    attempts = await asyncio.gather(
+        *(storage.create_thread("t1", metadata={"n": n}, if_exists="raise") for n in range(6)),
+        return_exceptions=True,
+    )
+    made = [a for a in attempts if not isinstance(a, BaseException)]
+    assert len(made) == 1 and all(isinstance(a, Conflict) for a in attempts if a not in made)
+    kept = await asyncio.gather(
+        *(storage.create_thread("t1", metadata={}, if_exists="do_nothing") for _ in range(6))
+    )
+    assert all(thread == made[0] for thread in kept)
+
+
 async def test_thread_create_if_exists(storage: Storage) -> None:
     thread = await storage.create_thread("t1", metadata={"k": "v"}, if_exists="raise")
     assert (thread["thread_id"], thread["status"], thread["metadata"]) == ("t1", "idle", {"k": "v"})

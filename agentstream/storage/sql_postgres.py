@@ -234,6 +234,19 @@ ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id
 """,
     # A thread the caller may see.
     "get_thread": f"SELECT {_THREAD} FROM threads WHERE thread_id = %(thread_id)s AND {{cond}}",
+    # Insert an idle thread unless its id is taken, and return it (made) or the one that had
+    # the id (not made), if the caller may see it: insert_thread and get_thread in one step.
+    "create_thread": f"""
+WITH new AS (
+    INSERT INTO threads ({_THREAD}) VALUES (%(thread_id)s, now(), now(), now(), %(metadata)s,
+        'idle', '{{{{"configurable": {{{{}}}}}}}}', NULL, '{{{{}}}}', NULL)
+    ON CONFLICT (thread_id) DO NOTHING RETURNING {_THREAD}
+)
+SELECT TRUE AS made, {_THREAD} FROM new WHERE {{cond}}
+UNION ALL
+SELECT FALSE, {_THREAD} FROM threads
+WHERE thread_id = %(thread_id)s AND {{cond}} AND NOT EXISTS (SELECT FROM new)
+""",
     # Lock a thread the caller may see: every change of a thread's runs or status takes this
     # first.
     "lock_thread": 'SELECT metadata, "values", interrupts, status FROM threads '
