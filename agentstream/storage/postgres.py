@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection, AsyncCursor, OperationalError
+from psycopg.pq import ExecStatus
 from psycopg.rows import DictRow, TupleRow, dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -201,9 +202,17 @@ async def _drive(conn: AsyncConnection[DictRow], verb: Verb[T], single: bool = F
                 if single and sent > 1:
                     raise RuntimeError(f"a verb of one statement sent another: {sql[:80]!r}")
                 await cur.execute(sql, params)
-                result = (await cur.fetchall() if cur.description else [], cur.rowcount)
+                result = (await cur.fetchall() if _has_rows(cur) else [], cur.rowcount)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+
+def _has_rows(cur: AsyncCursor[Any]) -> bool:
+    """Whether the statement returned rows (a SELECT, a RETURNING): what `cur.description`
+    says, without building its Column objects (a sixtieth of the API's CPU at 200 runs at
+    once, a create returning thirteen columns)."""
+    result = cur.pgresult
+    return result is not None and result.status == ExecStatus.TUPLES_OK
 
 
 async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
