@@ -6,7 +6,9 @@ import asyncio
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import redis
@@ -16,6 +18,10 @@ from redis.asyncio.connection import Connection as RedisConnection
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.eventbus.redis import RedisEventBus
+from agentstream.execution.executor import YIELD_EVERY, Executor
+from agentstream.graphs import GraphRegistry
+from agentstream.serde import loads
+from agentstream.storage.base import Run, Storage
 
 # Database 15 of the test server; every test gets its own key prefix there, so parallel runs
 # never see each other's logs and nothing needs flushing.
@@ -514,3 +520,39 @@ async def test_a_batch_of_megabytes_is_published_and_read_back_exactly(
     await bus.close("r")
     read = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
     assert [(e.mode, e.name, e.data) for e in read] == items
+
+
+async def test_a_burst_goes_out_on_redis_while_it_is_still_translated(
+    redis_namespace: str,
+) -> None:
+    # A model yields its whole reply at once, and the executor drains it without a suspension
+    # of its own: its first publish, started at the first token, ran only once the last token
+    # was translated, so readers saw nothing until then. Now the loop is handed over every
+    # YIELD_EVERY events, and the first tokens are published meanwhile.
+    tokens = 8 * YIELD_EVERY
+    drawn = 0
+    at_publish: list[int] = []
+
+    class Watched(RedisEventBus):
+        async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+            at_publish.append(drawn)
+            await super().publish(run_id, items)
+
+    bus = Watched(REDIS_URL, key_prefix=redis_namespace)
+    executor = Executor(cast(Storage, None), bus, cast(GraphRegistry, None), "http://test")
+
+    async def burst() -> AsyncIterator[int]:
+        nonlocal drawn
+        for n in range(tokens):
+            drawn += 1
+            yield n
+
+    run = cast(Run, {"run_id": "r", "created_at": datetime.now(UTC), "kwargs": {}})
+    try:
+        await executor._publish_all(run, burst(), lambda n: _items(str(n)))
+        read = [e for batch in [b async for b in bus.subscribe("r", 0, wait=False)] for e in batch]
+    finally:
+        await bus.aclose()
+    assert len(read) == tokens, "every event, in order, once"
+    assert [loads(e.data)["n"] for e in read] == [str(n) for n in range(tokens)]
+    assert at_publish[0] < tokens // 2, f"first publish after {at_publish[0]} of {tokens}"
