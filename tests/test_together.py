@@ -98,3 +98,17 @@ async def test_a_cancelled_caller_leaves_the_others_written() -> None:
     await asyncio.gather(first, kept)
     assert gone.cancelled()
     assert writes.made == [["a"], ["b", "c"]]
+
+
+async def test_with_two_flights_a_write_held_up_holds_up_no_other() -> None:
+    writes = Writes()  # its first write waits for release
+    together = Together(writes.many, writes.one, flights=2)
+    held = asyncio.ensure_future(together("a"))
+    await _until(lambda: writes.made == [["a"]])
+    await asyncio.wait_for(together("b"), 5)  # written while "a" still waits
+    rest = [asyncio.ensure_future(together(item)) for item in ("c", "d")]
+    await asyncio.wait_for(asyncio.gather(*rest), 5)
+    assert not held.done()
+    writes.release.set()
+    await held
+    assert writes.made == [["a"], ["b"], ["c", "d"]]

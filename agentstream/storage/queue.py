@@ -110,9 +110,10 @@ class QueueStore:
         self.c = connector
         self.d = dialect
         # Where a run's end is one statement (PostgreSQL), the ends of runs that finish
-        # together share one; SQLite's writer thread already commits them together.
+        # together share one; SQLite's writer thread already commits them together. Two in
+        # flight: an end held up (its thread locked by a long delete) holds up no other.
         self._finishes = (
-            Together(self._finish_many, self._finish_one)
+            Together(self._finish_many, self._finish_one, flights=2)
             if "finish_runs" in dialect.queries
             else None
         )

@@ -10,8 +10,9 @@ T = TypeVar("T")
 
 
 class Together(Generic[T]):
-    """Writes the items callers hand in, with one write in flight at a time: what is handed
-    in meanwhile goes with the next, all together (`many`); an item alone goes alone (`one`).
+    """Writes the items callers hand in, with at most `flights` writes in flight: what is
+    handed in while they are goes with the next, all together (`many`); an item alone goes
+    alone (`one`).
 
     Runs of a busy process end together (a round of requests, a burst of slots freed), and
     each end was a statement waiting its turn for a connection of the pool, behind the
@@ -24,24 +25,29 @@ class Together(Generic[T]):
         self,
         many: Callable[[list[T]], Awaitable[None]],
         one: Callable[[T], Awaitable[None]],
+        flights: int = 1,
     ) -> None:
         self._many = many
         self._one = one
+        self._flights = flights
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
-        self._writing = False
-        self._writer: asyncio.Task[None] | None = None  # held, so it is not collected
+        self._writing = 0
+        self._writers: set[asyncio.Task[None]] = set()  # held, so they are not collected
 
     async def __call__(self, item: T) -> None:
         """Returns once the item is written (or raises why it could not be). A caller that is
         cancelled meanwhile may still have its item written with the others."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if not self._writing:
-            # Set here, and cleared by the writer with nothing left to write and no suspension
-            # in between: an item handed in as a write ends starts the next (a flag cleared by
-            # a done callback, a loop turn later, left such an item waiting forever).
-            self._writing = True
-            self._writer = asyncio.ensure_future(self._write_all())
+        if self._writing < self._flights:
+            # Counted here, and by the writer once it has nothing left to write, with no
+            # suspension in between: an item handed in as a write ends starts the next (a
+            # flag cleared by a done callback, a loop turn later, left such an item waiting
+            # forever).
+            self._writing += 1
+            writer = asyncio.ensure_future(self._write_all())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         await future
 
     async def _write_all(self) -> None:
@@ -51,7 +57,7 @@ class Together(Generic[T]):
                 batch, self._pending = self._pending, []
                 await self._write(batch)
         finally:
-            self._writing = False
+            self._writing -= 1
             # Left unwritten only when this task is cancelled (the loop shutting down).
             for _, future in [*batch, *self._pending]:
                 future.cancel()  # a no-op for those written
