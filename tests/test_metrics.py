@@ -10,7 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from agentstream.execution.executor import PUBLISH_MOST
+from agentstream.execution.executor import PUBLISH_MOST, YIELD_EVERY
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 from tests.services import free_port
@@ -146,8 +146,9 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
 def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
     """A node that emits its events without an await (ticker) has them published together: its
     run costs the worker three round trips to Redis (the run's first event, the burst, the end),
-    up to PUBLISH_MOST events; a larger burst goes out in pieces of at most that many, so its
-    first events reach readers before the last are sent, in order."""
+    up to YIELD_EVERY events (the executor hands the loop over after that many, and what is
+    translated meanwhile goes next); a larger burst goes out in pieces of at most PUBLISH_MOST,
+    so its first events reach readers before the last are sent, in order."""
     port = free_port()
     env = {"AGENTSTREAM_METRICS_PORT": str(port)}
 
@@ -159,7 +160,7 @@ def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
         with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
             body = {"assistant_id": "ticker", "input": {"n": 2}}
             assert http.post("/runs/wait", json=body).is_success  # connections made
-            for n in (20, 200):
+            for n in (20, YIELD_EVERY - 1):
                 before = trips()
                 body = {"assistant_id": "ticker", "input": {"n": n}, "stream_mode": ["custom"]}
                 assert http.post("/runs/wait", json=body).json()["count"] == n
