@@ -154,6 +154,29 @@ async def test_killed_worker_run_is_taken_over_and_finishes(
     cluster.workers[cluster.workers.index(killed)] = replacement
 
 
+def test_a_threads_next_run_starts_as_the_one_before_it_ends() -> None:
+    """With a lease of ten minutes, a run queued behind another on its thread starts when that
+    one ends, not when a lease check comes: PostgreSQL tells the workers at the end's commit
+    (the worker that ran it no longer wakes them through Redis)."""
+    env = {"AGENTSTREAM_LEASE_SECONDS": "600"}
+    with running_cluster(apis=1, workers=1, env=env) as made:
+        with httpx.Client(base_url=made.apis[0].url, timeout=20) as http:
+            thread = http.post("/threads", json={}).json()["thread_id"]
+            runs = [
+                http.post(
+                    f"/threads/{thread}/runs",
+                    json={"assistant_id": "ticker", "input": {"n": n, "delay": 0.05},
+                          "multitask_strategy": "enqueue"},
+                ).json()["run_id"]
+                for n in (5, 2, 3)
+            ]  # fmt: skip
+            # Each joined in turn: the second and third wait for the one before them.
+            counts = [http.get(f"/threads/{thread}/runs/{r}/join").json()["count"] for r in runs]
+            assert counts == [5, 7, 10]  # the thread's count, each run adding its ticks
+            statuses = [http.get(f"/threads/{thread}/runs/{r}").json()["status"] for r in runs]
+            assert statuses == ["success"] * 3
+
+
 def test_an_idle_worker_hears_of_a_queued_run_from_the_database() -> None:
     """With a lease of ten minutes an idle worker sleeps that long unless told of a run: each
     run queued through `serve` (which wakes nobody for it) reaches it at once, from the notice

@@ -164,8 +164,8 @@ async def _claim_within(storage: Storage, worker: str, seconds: float = 5.0) -> 
     raise AssertionError(f"nothing became claimable within {seconds}s")
 
 
-async def _finish(storage: Storage, run_id: str, values: Any = None) -> None:
-    await storage.finish_run(
+async def _finish(storage: Storage, run_id: str, values: Any = None) -> bool:
+    return await storage.finish_run(
         run_id,
         status="success",
         thread_status="idle",
@@ -1303,6 +1303,45 @@ async def test_postgres_tells_listeners_of_each_run_it_queues(pg_database: str) 
             await asyncio.wait_for(heard.wait(), 5)
     finally:
         await storage.aclose()
+
+
+async def test_postgres_tells_listeners_of_the_run_a_finished_one_leaves_waiting(
+    pg_database: str,
+) -> None:
+    """A run's end that leaves its thread's next run claimable notifies at commit with that
+    run's id (its worker then wakes nobody: finish_run says so); an end with nothing waiting,
+    or whose thread goes, notifies nobody."""
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=2)
+    await storage.setup()
+    try:
+        first, _ = await _enqueue(storage, "t1")
+        waiting, _ = await _enqueue(storage, "t1")
+        alone, _ = await _enqueue(storage, "t2")
+        gone, _ = await _enqueue(storage, str(uuid.uuid4()), temporary=True)
+        for _ in range(3):
+            await _claim_within(storage, "w")
+        async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {QUEUED_CHANNEL}")
+            for run_id in (alone, gone):
+                told = await storage.finish_run(
+                    run_id, status="success", thread_status="idle", values={}, interrupts={},
+                    error=None, delete_thread=run_id == gone,
+                )  # fmt: skip
+                assert told is True
+            assert await _finish(storage, first) is True
+            async with contextlib.aclosing(listener.notifies()) as notices:
+                heard = await asyncio.wait_for(anext(notices), 5)
+            assert heard.payload == waiting  # the first notice: the two ends before told nobody
+    finally:
+        await storage.aclose()
+
+
+async def test_finish_says_whether_the_backend_woke_the_workers(storage: Storage) -> None:
+    run_id, _ = await _enqueue(storage, "t1")
+    await _claim_within(storage, "w")
+    told = await _finish(storage, run_id)
+    assert told is isinstance(storage, PostgresStorage)
 
 
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:

@@ -62,6 +62,9 @@ class Cancellation:
 
     action: str = "interrupt"
     settling: bool = False
+    # Whether storing the run's end told the workers of the thread's next run itself
+    # (Storage.finish_run): then the worker wakes nobody when the run is done.
+    woken: bool = False
 
 
 @dataclass
@@ -440,7 +443,7 @@ class Executor:
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
         else:
-            await self.storage.finish_run(
+            cancellation.woken = await self.storage.finish_run(
                 run_id,
                 status=outcome.status,  # type: ignore[arg-type]
                 thread_status=outcome.thread_status,

@@ -239,7 +239,7 @@ class Worker:
         finally:
             self._running.pop(run_id, None)
             self._slots.release()
-            if not _thread_removed(claim, cancellation):
+            if not _thread_removed(claim, cancellation) and not cancellation.woken:
                 await self.control.wake()
 
     def hand_back(self, run_id: str) -> None:

@@ -255,7 +255,11 @@ class RunQueue(Protocol):
         interrupts: Mapping[str, Any],
         error: Any,
         delete_thread: bool,
-    ) -> None: ...
+    ) -> bool:
+        """Stores a run's end and settles its thread (or removes it). True when the backend
+        itself tells the workers of a run left waiting on the thread (PostgreSQL notifies at
+        commit, as for a queued run): the caller then wakes nobody."""
+        ...
 
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:
         """Finish a run that has not started; False when a worker already took it."""

@@ -348,15 +348,16 @@ class QueueStore:
         interrupts: Mapping[str, Any],
         error: Any,
         delete_thread: bool,
-    ) -> None:
+    ) -> bool:
         p = self._params(run_id=run_id, status=status)
         settle = None if delete_thread else self._settled(thread_status, values, interrupts, error)
         if self._finishes is not None:  # one statement, shared by the runs ending together
             cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
             state = {f"thread_{k}": v for k, v in cached.items()}
             await self._finishes({**p, **state, "remove": settle is None})
-            return
+            return True  # the statement notifies of the thread's next run (sql_pgverbs)
         await self.c.write(self._finish(p, settle))
+        return False
 
     async def _finish_one(self, call: Params) -> None:
         await self.c.write(rows(self.d["finish_run"], call), single=True)

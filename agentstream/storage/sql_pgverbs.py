@@ -190,6 +190,7 @@ RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     locked record;
     p_thread_id text;
+    waiting text;
 BEGIN
     SELECT * INTO locked FROM ({_bind(q["lock_thread_of_run"], run_id="p_run_id")}) t;
     IF NOT FOUND THEN
@@ -201,6 +202,13 @@ BEGIN
         {remove};
     ELSE
         {settle};
+        -- The thread's next run, if one waits for this one: every listening worker hears of
+        -- it at commit, as of a run queued (the worker that ran this one wakes nobody).
+        SELECT run_id INTO waiting FROM runs
+        WHERE thread_id = p_thread_id AND status = 'pending' LIMIT 1;
+        IF FOUND THEN
+            PERFORM pg_notify('{QUEUED_CHANNEL}', waiting);
+        END IF;
     END IF;
 END $fn$
 """
