@@ -183,7 +183,7 @@ def _finish_run(q: Mapping[str, str], delete_checkpoints: tuple[str, ...]) -> st
         interrupts="p_interrupts", error="p_error",
     )  # fmt: skip
     return f"""
-CREATE OR REPLACE FUNCTION agentstream_finish_run(
+CREATE OR REPLACE FUNCTION agentstream_end_run(
     p_run_id text, p_run_status text, p_remove boolean, p_status text, p_values jsonb,
     p_interrupts jsonb, p_error jsonb)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -250,12 +250,16 @@ CALLS = {
     # Up to %(most)s claims in one step, in the order one claim after another would make
     # them: their rows as claim_run gives them, none for a run another claimer took first.
     "claim_runs": "SELECT * FROM agentstream_claim_runs(%(worker_id)s, %(lease)s, %(most)s)",
-    # End a run in one step: its status, then its thread's state, or the thread removed.
-    "finish_run": "SELECT agentstream_finish_run(%(run_id)s, %(status)s, %(remove)s, "
+    # End a run in one step: its status, then its thread's state, or the thread removed; the
+    # thread's next run, if one waits, is notified at commit. (Named anew, from
+    # agentstream_finish_run, when it began to notify: a process of the older version, started
+    # during a rolling upgrade, recreates that one as it was, and the newer workers, which
+    # wake nobody after a run, would not hear of the next one until a lease check.)
+    "finish_run": "SELECT agentstream_end_run(%(run_id)s, %(status)s, %(remove)s, "
     "%(thread_status)s, %(thread_values)s, %(thread_interrupts)s, %(thread_error)s)",
     # End several runs in one statement, each as finish_run does (one transaction: its
     # commit, the slowest part of a small write, is shared).
-    "finish_runs": "SELECT agentstream_finish_run(f.run_id, f.status, f.remove, f.thread_status, "
+    "finish_runs": "SELECT agentstream_end_run(f.run_id, f.status, f.remove, f.thread_status, "
     "f.thread_values, f.thread_interrupts, f.thread_error) FROM unnest(%(run_id)s::text[], "
     "%(status)s::text[], %(remove)s::boolean[], %(thread_status)s::text[], "
     "%(thread_values)s::jsonb[], %(thread_interrupts)s::jsonb[], %(thread_error)s::jsonb[]) "
