@@ -111,9 +111,22 @@ _CLAIMED = """(run_id text, thread_id text, assistant_id text, metadata jsonb, s
     a_updated_at timestamptz)"""
 
 
-def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
+def _pick_and_start(q: Mapping[str, str], assistant_columns: str) -> str:
+    """One claim's steps, as both claim functions take them: pick the oldest runnable run
+    (none: return), then start it and return its row with its assistant's; FOUND says
+    whether the start took (another claimer may have started the run meanwhile)."""
     start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
     assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
+    return f"""SELECT * INTO picked FROM ({_bind(q["pick_run"])}) p;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY WITH started AS ({start})
+    SELECT s.*, {assistant} FROM started s
+    LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;"""
+
+
+def _claim_run(q: Mapping[str, str], assistant_columns: str) -> str:
     # (The one-claim function stays for processes of the older code still running against
     # this database; this code claims through agentstream_claim_runs.)
     return f"""
@@ -124,13 +137,7 @@ RETURNS TABLE {_CLAIMED} LANGUAGE plpgsql {_IN_QUEUE_ORDER} AS $fn$
 DECLARE
     picked record;
 BEGIN
-    SELECT * INTO picked FROM ({_bind(q["pick_run"])}) p;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    RETURN QUERY WITH started AS ({start})
-    SELECT s.*, {assistant} FROM started s
-    LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;
+    {_pick_and_start(q, assistant_columns)}
     IF NOT FOUND THEN  -- started by another claimer meanwhile: a row of NULLs says so
         RETURN NEXT;
     END IF;
@@ -144,8 +151,6 @@ def _claim_runs(q: Mapping[str, str], assistant_columns: str, tries: int) -> str
     this call started before it (their threads are then in flight) and what other claimers
     committed meanwhile. A picked run another claimer started first costs a try; after
     `tries` of those the call returns what it has (the caller asks again)."""
-    start = _bind(q["start_run"], seq="picked.seq", worker_id="p_worker_id", lease="p_lease")
-    assistant = ", ".join(f"a.{column.strip()}" for column in assistant_columns.split(","))
     return f"""
 DROP FUNCTION IF EXISTS agentstream_claim_runs(text, float8, integer);
 CREATE FUNCTION agentstream_claim_runs(p_worker_id text, p_lease float8, p_most integer)
@@ -157,13 +162,7 @@ DECLARE
     missed integer := 0;
 BEGIN
     WHILE claimed < p_most AND missed < {tries} LOOP
-        SELECT * INTO picked FROM ({_bind(q["pick_run"])}) p;
-        IF NOT FOUND THEN
-            RETURN;
-        END IF;
-        RETURN QUERY WITH started AS ({start})
-        SELECT s.*, {assistant} FROM started s
-        LEFT JOIN assistants a ON a.assistant_id = s.assistant_id;
+    {_pick_and_start(q, assistant_columns)}
         IF FOUND THEN
             claimed := claimed + 1;
         ELSE

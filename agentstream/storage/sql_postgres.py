@@ -154,6 +154,12 @@ _THREAD = (
     'thread_id, created_at, updated_at, state_updated_at, metadata, status, config, "values", '
     "interrupts, error"
 )
+# An idle thread, unless its id is taken (insert_thread and create_thread return different
+# columns of it).
+_INSERT_THREAD = f"""
+INSERT INTO threads ({_THREAD}) VALUES (%(thread_id)s, now(), now(), now(), %(metadata)s,
+    'idle', '{{"configurable": {{}}}}', NULL, '{{}}', NULL)
+ON CONFLICT (thread_id) DO NOTHING"""
 _RUN = (
     "run_id, thread_id, assistant_id, metadata, status, kwargs, multitask_strategy, "
     "created_at, updated_at"
@@ -227,21 +233,13 @@ WHERE assistant_id = %(assistant_id)s
     "ORDER BY version DESC LIMIT %(limit)s OFFSET %(offset)s",
     # --- threads ---
     # Insert an idle thread unless its id is taken; returns nothing when it is.
-    "insert_thread": f"""
-INSERT INTO threads ({_THREAD}) VALUES (%(thread_id)s, now(), now(), now(), %(metadata)s,
-    'idle', '{{"configurable": {{}}}}', NULL, '{{}}', NULL)
-ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id
-""",
+    "insert_thread": f"{_INSERT_THREAD} RETURNING thread_id\n",
     # A thread the caller may see.
     "get_thread": f"SELECT {_THREAD} FROM threads WHERE thread_id = %(thread_id)s AND {{cond}}",
     # Insert an idle thread unless its id is taken, and return it (made) or the one that had
     # the id (not made), if the caller may see it: insert_thread and get_thread in one step.
     "create_thread": f"""
-WITH new AS (
-    INSERT INTO threads ({_THREAD}) VALUES (%(thread_id)s, now(), now(), now(), %(metadata)s,
-        'idle', '{{{{"configurable": {{{{}}}}}}}}', NULL, '{{{{}}}}', NULL)
-    ON CONFLICT (thread_id) DO NOTHING RETURNING {_THREAD}
-)
+WITH new AS ({_INSERT_THREAD.replace("{", "{{").replace("}", "}}")} RETURNING {_THREAD})
 SELECT TRUE AS made, {_THREAD} FROM new WHERE {{cond}}
 UNION ALL
 SELECT FALSE, {_THREAD} FROM threads
