@@ -8,6 +8,8 @@ read the same words from here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any, Literal, get_args
 
 from agentstream import serde
@@ -99,20 +101,34 @@ def v2_position(seq: int) -> tuple[int, int]:
 
 # A frame's start for each event name seen: most runs use a handful of the same names. Names
 # with a subgraph's task id are new each run, so the table stops growing at a bound.
-_HEADS: dict[str, bytes] = {}
+class _Heads(dict[str, bytes]):
+    def __missing__(self, name: str) -> bytes:
+        head = b"event: %s\r\ndata: " % name.encode()
+        if len(self) < _MAX_HEADS:
+            self[name] = head
+        return head
+
+
+_HEADS = _Heads()
 _MAX_HEADS = 4096
+_FRAME = b"%s%s\r\nid: %d\r\n\r\n".__mod__
+_NAME, _DATA = itemgetter(1), itemgetter(2)
 
 
 def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
     """The SSE frame, in the real server's field order: event, data, id."""
-    head = _HEADS.get(name)
-    if head is None:
-        head = b"event: %s\r\ndata: " % name.encode()
-        if len(_HEADS) < _MAX_HEADS:
-            _HEADS[name] = head
     if isinstance(event_id, int):
-        return b"%s%s\r\nid: %d\r\n\r\n" % (head, data, event_id)
-    return b"%s%s\r\nid: %s\r\n\r\n" % (head, data, event_id.encode())
+        return _FRAME((_HEADS[name], data, event_id))
+    return b"%s%s\r\nid: %s\r\n\r\n" % (_HEADS[name], data, event_id.encode())
+
+
+def encode_frames(first_id: int, items: Sequence[tuple[str, str, bytes]]) -> Iterator[bytes]:
+    """encode_frame() of (mode, name, data) items numbered from first_id, in C iterators
+    without a Python step per item: a burst's frames cost about half as much made together."""
+    ids = range(first_id, first_id + len(items))
+    return map(
+        _FRAME, zip(map(_HEADS.__getitem__, map(_NAME, items)), map(_DATA, items), ids, strict=True)
+    )
 
 
 def frame_data(frame: bytes, name: str, event_id: int) -> bytes:

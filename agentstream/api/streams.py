@@ -7,10 +7,11 @@ into frames, and protocol.py says what the frames look like.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import compress
 
 from agentstream import metrics, protocol, serde
-from agentstream.eventbus import BusUnavailable, Event, EventBus, EventsEvicted
+from agentstream.eventbus import Batch, BusUnavailable, Event, EventBus, EventsEvicted
 from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
 from agentstream.storage.base import Storage
@@ -22,12 +23,18 @@ def run_frames(
     """The run's frames after `after` (None: from now on), only `modes` (None: all) and the
     end modes, until its log closes (or, with wait=False, what the log holds now)."""
 
-    def render(batch: list[Event]) -> bytes:
-        return b"".join(
-            e.frame
-            for e in batch
-            if e.mode != RESULT_MODE and (modes is None or e.mode in modes or e.mode in END_MODES)
-        )
+    # Which modes' frames it sends, asked per event in C (compress) for the in-process bus's
+    # batches, which hold their frames and modes side by side.
+    keep: Callable[[str], bool] = (
+        RESULT_MODE.__ne__
+        if modes is None
+        else frozenset(modes | END_MODES).difference((RESULT_MODE,)).__contains__
+    )
+
+    def render(batch: Sequence[Event]) -> bytes:
+        if type(batch) is Batch:
+            return b"".join(compress(batch.frames, map(keep, batch.modes)))
+        return b"".join(e.frame for e in batch if keep(e.mode))
 
     return _rendered(bus, run_id, after, render, wait=wait, evicted=metrics.EVICTIONS.inc)
 
@@ -36,7 +43,7 @@ async def _rendered(
     bus: EventBus,
     log_id: str,
     after: int | None,
-    render: Callable[[list[Event]], bytes],
+    render: Callable[[Sequence[Event]], bytes],
     *,
     wait: bool = True,
     evicted: Callable[[], None] = lambda: None,
@@ -115,7 +122,7 @@ class ThreadFollower:
                 yield chunk
 
     async def _run(self, thread_seq: int, run_id: str, after: int) -> AsyncIterator[bytes]:
-        def render(batch: list[Event]) -> bytes:
+        def render(batch: Sequence[Event]) -> bytes:
             return b"".join(
                 protocol.encode_frame(protocol.thread_frame_id(thread_seq, e.seq), e.name, e.data)
                 for e in batch

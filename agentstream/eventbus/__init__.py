@@ -1,6 +1,7 @@
 """Per-run ordered event logs: publish once, many readers, subscribe from an id."""
 
 from agentstream.eventbus.base import (
+    Batch,
     BusUnavailable,
     Event,
     EventBus,
@@ -8,4 +9,4 @@ from agentstream.eventbus.base import (
     InstantEventBus,
 )
 
-__all__ = ["BusUnavailable", "Event", "EventBus", "EventsEvicted", "InstantEventBus"]
+__all__ = ["Batch", "BusUnavailable", "Event", "EventBus", "EventsEvicted", "InstantEventBus"]

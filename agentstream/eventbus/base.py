@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import NamedTuple, Protocol, overload
 
 from agentstream.protocol import frame_data
 
@@ -26,6 +26,39 @@ class Event(NamedTuple):
     @property
     def data(self) -> bytes:
         return frame_data(self.frame, self.name, self.seq)
+
+
+class Batch(Sequence[Event]):
+    """Events of one log in a row as the in-process bus keeps them: their frames, modes and
+    names side by side (ids follow from the first). An Event is made only when one is asked
+    for: a reader that sends frames (every SSE stream) takes them as they are, without an
+    object per event (about a third of what a custom event cost on its way to the client)."""
+
+    __slots__ = ("first", "frames", "modes", "names")
+
+    def __init__(self, first: int, frames: list[bytes], modes: list[str], names: list[str]) -> None:
+        self.first = first
+        self.frames = frames
+        self.modes = modes
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @overload
+    def __getitem__(self, i: int) -> Event: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Event]: ...
+    def __getitem__(self, i: int | slice) -> Event | Sequence[Event]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += len(self.frames)
+        return Event(self.first + i, self.modes[i], self.names[i], self.frames[i])
+
+    def __iter__(self) -> Iterator[Event]:
+        ids = range(self.first, self.first + len(self.frames))
+        return map(Event, ids, self.modes, self.names, self.frames)
 
 
 class EventsEvicted(Exception):
@@ -66,7 +99,7 @@ class EventBus(Protocol):
 
     def subscribe(
         self, run_id: str, after: int | None, *, wait: bool = True
-    ) -> AsyncIterator[list[Event]]:
+    ) -> AsyncIterator[Sequence[Event]]:
         """Batches of events with id > after (None: from now on) until the log is closed.
 
         With wait=False it returns what the log holds now and stops (for finished runs).
