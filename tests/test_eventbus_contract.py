@@ -149,6 +149,42 @@ async def test_evicted_ids_are_reported_not_skipped(make_bus: Callable[..., Even
     assert await _read_all(bus, "r", 3) == [4, 5, 6, 7, 8]
 
 
+async def test_a_log_far_past_its_bound_keeps_exactly_the_newest_events(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    # Thousands of events over the bound, a reader reading along and one left behind: the
+    # log keeps exactly the newest max_events, each with its own id, name, data and frame,
+    # however the backend stores them meanwhile (the in-process log drops evicted events in
+    # chunks, and makes frames only when read).
+    bus = make_bus(max_events=10)
+    behind = bus.subscribe("r", 0)
+    along = bus.subscribe("r", 0)
+    await bus.publish("r", [("custom", "custom", b'{"n":0}')])
+    assert [e.seq for e in await anext(behind)] == [1]
+    seen: list[int] = [e.seq for e in await anext(along)]
+    for start in range(1, 3000, 7):
+        items = [
+            ("custom", "custom|sub:1" if n % 2 else "custom", b'{"n":%d}' % n)
+            for n in range(start, start + 7)
+        ]
+        await bus.publish("r", items)
+        seen += [e.seq for e in await anext(along)]
+    await bus.close("r")
+    last = 1 + len(range(1, 3000, 7)) * 7
+    assert seen == list(range(1, last + 1))
+    with pytest.raises(EventsEvicted) as info:
+        await anext(behind)
+    assert (info.value.requested_after, info.value.first_kept) == (1, last - 9)
+    kept = [e for batch in [b async for b in bus.subscribe("r", last - 10)] for e in batch]
+    assert [e.seq for e in kept] == list(range(last - 9, last + 1))
+    for e in kept:
+        name = "custom|sub:1" if (e.seq - 1) % 2 else "custom"
+        data = b'{"n":%d}' % (e.seq - 1)
+        assert (e.mode, e.name, e.data) == ("custom", name, data)
+        assert e.frame == b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (name.encode(), data, e.seq)
+    assert await _read_all(bus, "r", last - 2) == [last - 1, last]
+
+
 async def test_no_wait_read_of_unknown_run_is_empty(make_bus: Callable[..., EventBus]) -> None:
     bus = make_bus()
     assert [b async for b in bus.subscribe("nobody", 0, wait=False)] == []
