@@ -197,19 +197,28 @@ class MemoryEventBus:
         return log
 
     def append(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
-        """publish(), without a coroutine: the executor's per-event call on this bus."""
+        """publish(), without a coroutine: the executor's per-event call on this bus, so
+        without a call of its own in the common case (a log open, no reader waiting)."""
+        log = self._logs.get(run_id)
+        if log is None or log.closed:
+            log = self._opened(run_id)
+        pending = log.pending
+        pending += items
+        log.next_seq += len(items)
+        if len(pending) >= _FLUSH_AT:
+            log.flush()
+        if log.waiters:
+            log.notify()
+        return log.next_seq - 1
+
+    def _opened(self, run_id: str) -> _Log:
         log = self._log(run_id)
         if log.closed:  # a new attempt of the run reopens its log and continues its ids
             log.closed = False
             self._cancel_expiry(log)
             self._forget(run_id)
             log.unpack()
-        log.pending += items
-        log.next_seq += len(items)
-        if len(log.pending) >= _FLUSH_AT:
-            log.flush()
-        log.notify()
-        return log.next_seq - 1
+        return log
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         return self.append(run_id, items)

@@ -54,6 +54,10 @@ def _suffix(ns: Sequence[str]) -> str:
     return "|" + "|".join(ns) if ns else ""
 
 
+# Modes whose chunks go out as they are, with nothing else to note (values, updates, messages
+# and debug each need a step of their own).
+_PLAIN = frozenset({"custom", "tasks", "checkpoints"})
+
 # Model calls whose metadata a run keeps encoded at once (calls in parallel nodes interleave),
 # and subgraph event names it keeps (one per mode and subgraph task).
 _MAX_CALLS = 64
@@ -74,12 +78,17 @@ class Translator:
         # Each model call's metadata, encoded: (the dict, a copy to tell a change by, its JSON).
         self._metadata: dict[int, tuple[dict[str, Any], dict[str, Any], bytes]] = {}
         self._names: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._plain = self.requested & _PLAIN
 
     def part(self, part: Any) -> list[Item]:
         """translate() of what astream yields: (mode, chunk), or (namespace, mode, chunk) with
-        subgraphs; unpacked here, once per event, without a call in between."""
+        subgraphs; unpacked here, once per event, and a plain mode's chunk (a custom event)
+        encoded here at once, without a call in between."""
         if len(part) == 2:
-            return self.translate((), part[0], part[1])
+            mode, chunk = part
+            if mode in self._plain:
+                return [(mode, mode, serde.dumps(chunk))]
+            return self.translate((), mode, chunk)
         return self.translate(part[0], part[1], part[2])
 
     def translate(self, ns: Sequence[str], mode: str, chunk: Any) -> list[Item]:
