@@ -49,8 +49,21 @@ def _default(obj: Any) -> Any:
     return repr(obj)
 
 
+def _common(obj: Any) -> Any:
+    """_default for the first try, which leaves numpy's values to the second."""
+    if type(obj).__module__ == "numpy":
+        raise TypeError("numpy")
+    return _default(obj)
+
+
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=_OPTIONS)
+    try:
+        # Without options first: asking orjson for non-str keys and numpy costs every call
+        # about 40 % more (700 of 1,900 instructions for a custom event's dict), and what
+        # a run streams almost never has either.
+        return orjson.dumps(obj, _common)
+    except TypeError:  # a key that is not a str, or a numpy value: the same bytes as ever
+        return orjson.dumps(obj, _default, _OPTIONS)
 
 
 def loads(data: bytes | str) -> Any:

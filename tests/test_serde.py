@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy
 import orjson
 import pytest
 from langchain_core.messages import (
@@ -57,3 +63,36 @@ def test_an_extra_field_is_kept_and_the_message_is_not_changed() -> None:
     assert orjson.loads(serde.dumps(message))["mood"] == "fine"
     assert message.__dict__ == before
     assert "mood" not in message.__dict__
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+
+VALUES: list[Any] = [
+    {"tick": 1},
+    {1: "int key", "s": [1, 2.5, None, True]},
+    {"outer": {2: {"deep": (1, 2)}}},
+    {_Color.RED: 1, None: 2, 3.5: "float key"},
+    {"when": datetime(2026, 12, 4, 15, 30, tzinfo=UTC), "color": _Color.RED},
+    {"points": [_Point(1, 2)], "tags": {"a"}, "raw": b"bytes"},
+    {"message": AIMessageChunk(content="tok", id="run-1"), 7: "after a message"},
+    numpy.arange(6).reshape(2, 3),
+    {"array": numpy.array([1.5, 2.5]), "scalar": numpy.float32(0.25), 4: numpy.int64(9)},
+    [numpy.bool_(True), numpy.int16(-3)],
+    ValueError("boom"),
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_dumps_gives_what_orjson_gives_with_every_option(value: Any) -> None:
+    # serde.dumps tries without orjson's options for non-str keys and numpy first, and falls
+    # back to them: either way the bytes are those of the one call with all of them.
+    expected = orjson.dumps(value, default=serde._default, option=serde._OPTIONS)
+    assert serde.dumps(value) == expected
