@@ -266,7 +266,7 @@ class MemoryEventBus:
         while True:
             batch = log.after(pos)
             if batch:
-                pos = batch[-1].seq
+                pos += len(batch)  # the events after pos, without a gap
                 yield batch
                 delivered = loop.time()
                 continue

@@ -1,0 +1,226 @@
+"""Instructions the server executes per run and per event, counted by valgrind's callgrind.
+
+    .venv/bin/python -m benchmarks.instructions [--scenario custom|messages|runs]
+        [--tree DIR] [--rounds N] [--concurrent N]
+
+A count, not a time: the same code, inputs and hash seed give the same figure within a few
+tenths of a percent whatever else the machine is doing, so an A/B of a change reads true on a
+machine whose timings drift by half within a run. Starts `agentstream dev` under callgrind
+(instrumentation off), warms it up with two rounds, counts the rounds that follow (raw HTTP,
+stateless runs: `custom`, one 20,000-event ticker run a round; `messages`, one 1,000-repeat
+agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round), and prints
+the server's instructions per run and per event beside those of the same graph run in-process
+(`astream` on uvloop with the server's collector settings, also under callgrind), and their
+ratio. `--tree DIR` puts DIR first on the server's path: a checkout of another commit
+(`git worktree add /tmp/old HEAD~1`) for the A side. Needs valgrind (Debian's package); the
+server runs about fifty times slower under it.
+
+Not counted: the kernel (socket writes, wake-ups), waiting, and the cost of a cache miss; the
+benchmark's timings are still the judge of speed, this is the judge of work done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.harness import free_port
+from benchmarks.scenarios import AGENT_INPUT
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "custom": {"graph": "ticker", "size": 20_000, "concurrent": 1, "rounds": 2},
+    "messages": {"graph": "agent", "size": 1_000, "concurrent": 1, "rounds": 3},
+    "runs": {"graph": "ticker", "size": 20, "concurrent": 10, "rounds": 5},
+}
+
+# The in-process side: `k` runs of the scenario's graph, as the benchmark's baseline runs it.
+_INPROCESS = """
+import asyncio, gc, sys
+sys.path.insert(0, {examples!r})
+import uvloop
+from {graph} import graph
+async def once():
+    async for _ in graph.astream({input!r}, {config!r}, stream_mode={mode!r}):
+        pass
+async def main():
+    gc.freeze()
+    gc.set_threshold(10_000)
+    for _ in range({rounds}):
+        await asyncio.gather(*(once() for _ in range({concurrent})))
+uvloop.run(main())
+"""
+
+
+def _body(graph: str, size: int) -> dict[str, Any]:
+    if graph == "agent":
+        return {
+            "assistant_id": "agent",
+            "input": AGENT_INPUT,
+            "stream_mode": ["messages-tuple"],
+            "config": {"configurable": {"repeat": size}},
+        }
+    return {"assistant_id": "ticker", "input": {"n": size}, "stream_mode": ["custom"]}
+
+
+async def _drive(url: str, body: dict[str, Any], rounds: int, concurrent: int) -> int:
+    """Runs `rounds` rounds of `concurrent` streams; returns the events of the last stream."""
+    events = 0
+
+    async def one(client: httpx.AsyncClient) -> int:
+        count = 0
+        async with client.stream("POST", "/runs/stream", json=body) as response:
+            async for chunk in response.aiter_bytes():
+                count += chunk.count(b"\r\nid: ")
+        return count
+
+    limits = httpx.Limits(max_connections=concurrent)
+    async with httpx.AsyncClient(base_url=url, timeout=1200, limits=limits) as client:
+        for _ in range(rounds):
+            events = (await asyncio.gather(*(one(client) for _ in range(concurrent))))[-1]
+    return events
+
+
+def _callgrind(out: Path, *, at_start: bool) -> list[str]:
+    start = "yes" if at_start else "no"
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        f"--instr-atstart={start}",
+        f"--callgrind-out-file={out}",
+    ]
+
+
+def _totals(out: Path) -> int:
+    total = 0
+    for part in out.parent.glob(out.name + "*"):
+        for line in part.read_text(errors="replace").splitlines():
+            if line.startswith("totals:"):
+                total += int(line.split()[1])
+    return total
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def server_instructions(
+    graph: str, size: int, rounds: int, concurrent: int, tree: str | None
+) -> tuple[int, int]:
+    """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind."""
+    work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
+    out = work / "callgrind.out"
+    port = free_port()
+    env = {**os.environ, "PYTHONHASHSEED": "0", "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1"}
+    if tree:
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        *_callgrind(out, at_start=False),
+        sys.executable,
+        "-m",
+        "agentstream",
+        "dev",
+        "--config",
+        str(EXAMPLES / "langgraph.json"),
+        "--port",
+        str(port),
+        "--database",
+        str(work / "db.sqlite"),
+        "--no-reload",
+        "--server-log-level",
+        "WARNING",
+    ]
+    log = (work / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=EXAMPLES, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/ok", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {(work / 'server.log').read_text()}")
+            time.sleep(0.5)
+        body = _body(graph, size)
+        asyncio.run(_drive(url, body, 2, concurrent))  # warm-up, not counted
+        _control(proc.pid, "-i", "on")
+        events = asyncio.run(_drive(url, body, rounds, concurrent))
+        _control(proc.pid, "-i", "off")
+        _control(proc.pid, "-d")
+        return _totals(out), events
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def inprocess_instructions(graph: str, size: int, rounds: int, concurrent: int) -> int:
+    """Instructions of `rounds` rounds in-process: two runs of the script, one round apart."""
+    mode = "messages" if graph == "agent" else "custom"
+    graph_input = AGENT_INPUT if graph == "agent" else {"n": size}
+    config = {"configurable": {"repeat": size}} if graph == "agent" else {}
+
+    def count(k: int) -> int:
+        script = _INPROCESS.format(
+            examples=str(EXAMPLES),
+            graph=graph,
+            input=graph_input,
+            config=config,
+            mode=mode,
+            rounds=k,
+            concurrent=concurrent,
+        )
+        work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
+        out = work / "callgrind.out"
+        try:
+            cmd = [*_callgrind(out, at_start=True), sys.executable, "-c", script]
+            env = {**os.environ, "PYTHONHASHSEED": "0"}
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            return _totals(out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return count(1 + rounds) - count(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="custom")
+    parser.add_argument("--tree", help="a directory put first on the server's path")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--concurrent", type=int)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (apt-get install valgrind)")
+    scenario = SCENARIOS[args.scenario]
+    rounds = args.rounds or scenario["rounds"]
+    concurrent = args.concurrent or scenario["concurrent"]
+    graph, size = scenario["graph"], scenario["size"]
+    server, events = server_instructions(graph, size, rounds, concurrent, args.tree)
+    runs = rounds * concurrent
+    inprocess = inprocess_instructions(graph, size, rounds, concurrent)
+    print(f"{args.scenario}: {runs} runs of {events} events, {concurrent} at once")
+    for side, total in (("server", server), ("in-process", inprocess)):
+        per_run = total / runs
+        print(f"{side:>10}: {per_run:,.0f} instructions per run, {per_run / events:,.0f} per event")
+    print(f"ratio (in-process / server, as the benchmark's rates): {inprocess / server:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
