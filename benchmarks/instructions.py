@@ -1,7 +1,7 @@
 """Instructions the server executes per run and per event, counted by valgrind's callgrind.
 
     .venv/bin/python -m benchmarks.instructions [--scenario custom|messages|runs]
-        [--tree DIR] [--rounds N] [--concurrent N]
+        [--tree DIR] [--rounds N] [--concurrent N] [--distributed]
 
 A count, not a time: the same code, inputs and hash seed give the same figure within a few
 tenths of a percent whatever else the machine is doing, so an A/B of a change reads true on a
@@ -11,7 +11,9 @@ stateless runs: `custom`, one 20,000-event ticker run a round; `messages`, one 1
 agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round), and prints
 the server's instructions per run and per event beside those of the same graph run in-process
 (`astream` on uvloop with the server's collector settings, also under callgrind), and their
-ratio. `--tree DIR` puts DIR first on the server's path: a checkout of another commit
+ratio. `--distributed` runs `agentstream dev` on PostgreSQL + Redis instead of SQLite (the
+databases of `benchmarks.run --distributed`; the services' own work is not counted).
+`--tree DIR` puts DIR first on the server's path: a checkout of another commit
 (`git worktree add /tmp/old HEAD~1`) for the A side. Needs valgrind (Debian's package); the
 server runs about fifty times slower under it.
 
@@ -35,6 +37,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import free_port
+from benchmarks.run import distributed_env
 from benchmarks.scenarios import AGENT_INPUT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,13 +120,19 @@ def _control(pid: int, *args: str) -> None:
 
 
 def server_instructions(
-    graph: str, size: int, rounds: int, concurrent: int, tree: str | None
+    graph: str,
+    size: int,
+    rounds: int,
+    concurrent: int,
+    tree: str | None,
+    services: dict[str, str] | None = None,
 ) -> tuple[int, int]:
     """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind."""
     work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
     out = work / "callgrind.out"
     port = free_port()
     env = {**os.environ, "PYTHONHASHSEED": "0", "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1"}
+    env.update(services or {})
     if tree:
         env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [
@@ -205,6 +214,7 @@ def main() -> None:
     parser.add_argument("--tree", help="a directory put first on the server's path")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--concurrent", type=int)
+    parser.add_argument("--distributed", action="store_true", help="on PostgreSQL + Redis")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -212,7 +222,8 @@ def main() -> None:
     rounds = args.rounds or scenario["rounds"]
     concurrent = args.concurrent or scenario["concurrent"]
     graph, size = scenario["graph"], scenario["size"]
-    server, events = server_instructions(graph, size, rounds, concurrent, args.tree)
+    services = asyncio.run(distributed_env("agentstream_bench_ir")) if args.distributed else None
+    server, events = server_instructions(graph, size, rounds, concurrent, args.tree, services)
     runs = rounds * concurrent
     inprocess = inprocess_instructions(graph, size, rounds, concurrent)
     print(f"{args.scenario}: {runs} runs of {events} events, {concurrent} at once")
