@@ -8,7 +8,8 @@ read the same words from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import count
 from operator import itemgetter
 from typing import Any, Literal, get_args
 
@@ -125,10 +126,13 @@ def encode_frame(event_id: int | str, name: str, data: bytes) -> bytes:
 def encode_frames(first_id: int, items: Sequence[tuple[str, str, bytes]]) -> Iterator[bytes]:
     """encode_frame() of (mode, name, data) items numbered from first_id, in C iterators
     without a Python step per item: a burst's frames cost about half as much made together."""
-    ids = range(first_id, first_id + len(items))
-    return map(
-        _FRAME, zip(map(_HEADS.__getitem__, map(_NAME, items)), map(_DATA, items), ids, strict=True)
-    )
+    return frames_of(first_id, map(_NAME, items), map(_DATA, items))
+
+
+def frames_of(first_id: int, names: Iterable[str], datas: Iterable[bytes]) -> Iterator[bytes]:
+    """encode_frame() of names and datas side by side, numbered from first_id."""
+    heads = map(_HEADS.__getitem__, names)
+    return map(_FRAME, zip(heads, datas, count(first_id)))
 
 
 def frame_data(frame: bytes, name: str, event_id: int) -> bytes:
