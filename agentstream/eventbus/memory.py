@@ -15,9 +15,9 @@ from itertools import accumulate, chain, islice
 from operator import itemgetter
 
 from agentstream.eventbus.base import Batch, Event, EventsEvicted
-from agentstream.protocol import encode_frames
+from agentstream.protocol import frames_of
 
-_MODE, _NAME = itemgetter(0), itemgetter(1)
+_MODE, _NAME, _DATA = itemgetter(0), itemgetter(1), itemgetter(2)
 
 # Items a log takes before it makes their frames, if no reader asks for them sooner.
 _FLUSH_AT = 1024
@@ -94,9 +94,10 @@ class _Log:
         if not items:
             return
         self.pending = []
-        self.frames += encode_frames(self.next_seq - len(items), items)
+        names = list(map(_NAME, items))
+        self.frames += frames_of(self.next_seq - len(items), names, map(_DATA, items))
         self.modes += map(_MODE, items)
-        self.names += map(_NAME, items)
+        self.names += names
         excess = len(self.frames) - self.start - self.max_events
         if excess > 0:  # the oldest go, exactly max_events kept
             self.start += excess

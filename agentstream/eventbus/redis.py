@@ -275,7 +275,7 @@ class RedisEventBus:
             pos = entries[-1][0]
             events = _batch(entries)
             if events:
-                seen = events.first + len(events) - 1 if type(events) is Batch else events[-1].seq
+                seen = events[-1].seq
                 yield events
             # A read short of _CHUNK got all there was: when it ends at a marker (or the
             # reader does not wait), reading on would only ask again. A marker stops the reader
