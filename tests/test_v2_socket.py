@@ -145,3 +145,31 @@ async def test_v2_remote_graph_astream_events_v3(server: ServerProcess) -> None:
     async with await remote.astream_events(hi, version="v3") as run:
         assert await _texts(run) == [["echo:", " remote", " v3"]]
         assert _contents(await run.output())[-1] == "bye"
+
+
+async def test_v2_socket_sends_its_subscriptions_events_in_one_order(
+    server: ServerProcess,
+) -> None:
+    """Each subscription reads the thread on its own; the socket still sends their events in
+    the order of their seqs, as one stream would: the JS client ends a run's projections at its
+    terminal lifecycle event, so a values or custom event sent after it would be lost."""
+    thread_id = str(uuid.uuid4())
+    channels = ["lifecycle", "custom", "values", "updates", "tasks"]
+    async with connect(socket_url(server.url, thread_id)) as ws:
+        for n, channel in enumerate(channels, start=1):
+            await _send(ws, n, "subscription.subscribe", channels=[channel], since=0)
+            assert (await _answer(ws, n))[0]["type"] == "success"
+        seen: list[Any] = []
+        for turn in range(3):
+            command_id = 10 + turn
+            await _send(ws, command_id, "run.start", assistant_id="ticker", input={"n": 200})
+            answer, early = await _answer(ws, command_id)
+            assert answer["type"] == "success"
+            seen += await _until_end(ws, early)
+            # Wait out the end's followers: the terminal is its run's last event.
+            seen = [e for e in seen if e.get("type") == "event"]
+        seqs = [e["seq"] for e in seen]
+        assert seqs == sorted(set(seqs))
+        assert [e["method"] for e in seen].count("custom") == 600
+        ends = [n for n, e in enumerate(seen) if _is_root_end(e)]
+        assert len(ends) == 3 and ends[-1] == len(seen) - 1

@@ -7,7 +7,10 @@ same durable seq, `since` and resume_gap as the SSE route, whose events go out a
 `subscription.subscribe` honours `since` as `subscription.reconnect` does (the Python client
 sends its cursor there). An event goes out once per socket however many of its subscriptions
 match it, except that a new subscription replays what went by before it was made (the JS
-client hands an event only to the subscriptions it has when the event arrives).
+client hands an event only to the subscriptions it has when the event arrives). The
+subscriptions' events go out in the order of their seqs, as one stream's would: a subscription
+holds an event until every other one has sent what it had before it (the JS client ends a run's
+projections at its terminal event, so a values event sent after it would be lost).
 
 Authentication happens on the handshake (api/auth.py); here the caller's read of the thread is
 authorised once, before the first command is read. A socket refused after its accept closes
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections import OrderedDict
 from typing import Any
@@ -34,6 +38,7 @@ from agentstream.api.deployment import cors_options
 from agentstream.api.errors import storage_answer
 from agentstream.api.v2_commands import dispatch, error_envelope, well_formed
 from agentstream.api.v2_stream import (
+    Out,
     Subscription,
     ThreadTape,
     authorize_read,
@@ -75,6 +80,10 @@ class Session:
         # it for that one too, and replays what went by before it was made.
         self._made = 0
         self._sent: OrderedDict[int, int] = OrderedDict()
+        # Per open subscription (by when it was made): the seq before which it has sent all it
+        # will send; one holds an event until every other's has passed it (see _deliver).
+        self._clear: dict[int, int] = {}
+        self._moved: asyncio.Event | None = None
 
     async def serve(self) -> None:
         try:
@@ -162,22 +171,69 @@ class Session:
         return {"type": "success", "id": command_id, "result": {}}
 
     async def _pump(self, tape: ThreadTape, since: int | None, made: int) -> None:
-        # A socket closed under a send ends the session's receive too; nothing to report here.
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            try:
-                async for batch in tape.batches(since):
-                    async with self._send_lock:
-                        for seq, _, envelope in batch:
-                            if seq and not self._first_time(seq, made):
-                                continue
-                            await self.websocket.send_text(envelope.decode())
-                            self.sent_seq = max(self.sent_seq, seq)
-            except Exception as exc:  # storage down under a read: say so, as SSE would end
-                if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
-                    raise
-                log.exception("a v2 subscription's read failed")
-                message = f"the subscription's read failed ({type(exc).__name__}); reconnect"
-                await self._send(serde.dumps(error_envelope(None, "unavailable", message)).decode())
+        self._clear[made] = 0
+        try:
+            # A socket closed under a send ends the session's receive too; nothing to report.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self._follow(tape, since, made)
+        finally:
+            del self._clear[made]
+            self._wake()
+
+    async def _follow(self, tape: ThreadTape, since: int | None, made: int) -> None:
+        try:
+            async for batch in tape.batches(since):
+                if batch:
+                    await self._deliver(batch, made)
+                self._advance(made, tape.through + 1)
+        except Exception as exc:  # storage down under a read: say so, as SSE would end
+            if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
+                raise
+            log.exception("a v2 subscription's read failed")
+            message = f"the subscription's read failed ({type(exc).__name__}); reconnect"
+            await self._send(serde.dumps(error_envelope(None, "unavailable", message)).decode())
+
+    async def _deliver(self, batch: list[Out], made: int) -> None:
+        """Sends the subscription's batch, each event once every other subscription has sent
+        what it had before it; as much of it at once as the others allow."""
+        start = 0
+        while start < len(batch):
+            seq = batch[start][0]
+            if seq:  # an error (seq 0) has no place in the order
+                self._advance(made, seq)
+            bound = self._bound(made)
+            if seq > bound:
+                await self._moved_on()
+                continue
+            end = len(batch)
+            if bound != math.inf:
+                end = next((n for n in range(start, end) if batch[n][0] > bound), end)
+            async with self._send_lock:
+                for seq, _, envelope in batch[start:end]:
+                    if seq and not self._first_time(seq, made):
+                        continue
+                    await self.websocket.send_text(envelope.decode())
+                    self.sent_seq = max(self.sent_seq, seq)
+            start = end
+
+    def _bound(self, made: int) -> float:
+        """The seq up to which subscription `made` may send: before it, the others sent all."""
+        return min((clear for m, clear in self._clear.items() if m != made), default=math.inf)
+
+    def _advance(self, made: int, clear: int) -> None:
+        if clear > self._clear[made]:
+            self._clear[made] = clear
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+    async def _moved_on(self) -> None:
+        if self._moved is None:
+            self._moved = asyncio.Event()
+        await self._moved.wait()
 
     def _first_time(self, seq: int, made: int) -> bool:
         """Whether the subscription made `made`-th is to send event `seq` (see _sent)."""

@@ -138,7 +138,8 @@ def sse(batch: Sequence[Out]) -> bytes:
 
 async def sse_frames(batches: AsyncIterator[list[Out]]) -> AsyncIterator[bytes]:
     async for batch in batches:
-        yield sse(batch)
+        if batch:
+            yield sse(batch)
 
 
 def resume_gap(requested: int, oldest: int) -> Out:
@@ -150,7 +151,10 @@ def resume_gap(requested: int, oldest: int) -> Out:
 
 
 class ThreadTape:
-    """Reads a thread's runs in order, from a seq on, then follows new runs."""
+    """Reads a thread's runs in order, from a seq on, then follows new runs.
+
+    It yields after each read of a log, an empty batch if nothing read matched, and `through`
+    is then the seq it has read through: a reader of several tapes can order their events."""
 
     def __init__(
         self, c: ApiContext, thread_id: str, sub: Subscription, check: Filter | None
@@ -159,6 +163,7 @@ class ThreadTape:
         self.thread_id = thread_id
         self.sub = sub
         self.check = check  # the caller's filter, while the thread did not exist yet
+        self.through = 0
 
     async def batches(self, since: int | None) -> AsyncIterator[list[Out]]:
         latest = await thread_seq(self.c.storage, self.c.bus, self.thread_id)
@@ -168,6 +173,8 @@ class ThreadTape:
         else:
             run_seq, after = v2_position(since)
         start = max(run_seq - 1, 0)
+        self.through = max(since, v2_seq(start + 1, 0))
+        yield []
         while True:
             try:
                 async for batch in self.c.bus.subscribe(thread_log(self.thread_id), start):
@@ -180,8 +187,11 @@ class ThreadTape:
                         run_after = after if entry.seq == run_seq else 0
                         async for chunk in self._run(entry.seq, entry.data.decode(), run_after):
                             yield chunk
+                        self.through = v2_seq(entry.seq + 1, 0)
+                        yield []
                 return
             except EventsEvicted as exc:
+                self.through = v2_seq(exc.first_kept, 0)
                 yield [resume_gap(since, v2_seq(exc.first_kept, 1))]
                 start, after = exc.first_kept - 1, 0
             except BusUnavailable as exc:
@@ -221,11 +231,13 @@ class ThreadTape:
                                     chunk.append(
                                         _event(base + e.seq, f"{run_id}:{e.seq}", e.name, e.data)
                                     )
-                        if chunk:
-                            yield chunk
+                        self.through = base + pos
+                        yield chunk
             except EventsEvicted as exc:
-                yield [resume_gap(base + pos, base + exc.first_kept)]
+                gap = resume_gap(base + pos, base + exc.first_kept)
                 pos = exc.first_kept - 1
+                self.through = base + pos
+                yield [gap]
                 continue
             except TimeoutError:
                 return  # its worker stopped between storing the end and publishing it
