@@ -126,8 +126,10 @@ def server_instructions(
     concurrent: int,
     tree: str | None,
     services: dict[str, str] | None = None,
+    keep: Path | None = None,
 ) -> tuple[int, int]:
-    """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind."""
+    """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind;
+    with `keep`, its callgrind files are copied there (for callgrind_annotate)."""
     work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
     out = work / "callgrind.out"
     port = free_port()
@@ -171,6 +173,10 @@ def server_instructions(
         events = asyncio.run(_drive(url, body, rounds, concurrent))
         _control(proc.pid, "-i", "off")
         _control(proc.pid, "-d")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for part in out.parent.glob(out.name + "*"):
+                shutil.copy(part, keep / part.name)
         return _totals(out), events
     finally:
         proc.terminate()
@@ -215,6 +221,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--concurrent", type=int)
     parser.add_argument("--distributed", action="store_true", help="on PostgreSQL + Redis")
+    parser.add_argument("--keep", type=Path, help="a directory to keep the server's counts in")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -223,7 +230,9 @@ def main() -> None:
     concurrent = args.concurrent or scenario["concurrent"]
     graph, size = scenario["graph"], scenario["size"]
     services = asyncio.run(distributed_env("agentstream_bench_ir")) if args.distributed else None
-    server, events = server_instructions(graph, size, rounds, concurrent, args.tree, services)
+    server, events = server_instructions(
+        graph, size, rounds, concurrent, args.tree, services, args.keep
+    )
     runs = rounds * concurrent
     inprocess = inprocess_instructions(graph, size, rounds, concurrent)
     print(f"{args.scenario}: {runs} runs of {events} events, {concurrent} at once")
