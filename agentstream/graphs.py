@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -31,6 +32,7 @@ class GraphLoadError(Exception):
     pass
 
 
+@lru_cache(maxsize=256)  # asked on every run that names its graph (uuid5: a SHA-1 each time)
 def default_assistant_id(graph_id: str) -> str:
     return str(uuid5(ASSISTANT_NAMESPACE, graph_id))
 

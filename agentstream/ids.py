@@ -15,6 +15,7 @@ _counter = 0
 def uuid7() -> str:
     """A UUIDv7 whose 12-bit sequence keeps ids from one process strictly increasing."""
     global _last_ms, _counter
+    random = int.from_bytes(os.urandom(10), "big")  # one system call for all its random bits
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
@@ -25,9 +26,9 @@ def uuid7() -> str:
             ms = _last_ms
         else:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _counter = (random >> 64) & 0x3FF
         seq = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
+    rand = random & 0x3FFFFFFFFFFFFFFF
     value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
     return str(UUID(int=value))
 
