@@ -49,6 +49,11 @@ RESULT_MODE = "result"
 END_MODES = frozenset({"error"})
 
 
+def metadata_item(run_id: str, attempt: int) -> tuple[str, str, bytes]:
+    """The log item that begins each attempt of a run, as (mode, event name, data)."""
+    return "metadata", "metadata", serde.dumps({"run_id": run_id, "attempt": attempt})
+
+
 def result_item(
     values: Any, error: dict[str, str] | None, status: str, interrupts: list[Any]
 ) -> tuple[str, str, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -187,3 +188,60 @@ def test_an_idle_worker_hears_of_a_queued_run_from_the_database() -> None:
             for n in range(1, 4):
                 body = {"assistant_id": "ticker", "input": {"n": n}}
                 assert http.post("/runs/wait", json=body).json()["count"] == n
+
+
+def _frames(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
+    """(event, data, id) of each SSE frame, as the lines come."""
+    event, data, event_id = "", "", None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif not line and event:
+            yield event, data, event_id
+            event, data, event_id = "", "", None
+
+
+def test_a_streamed_run_says_its_metadata_before_a_worker_takes_it() -> None:
+    """The API publishes a streamed run's first event itself, so its client hears of the run
+    without waiting for a worker's claim (a notice and a statement away); the worker that
+    takes it publishes none of its own, and the log holds the one, at id 1."""
+    with running_cluster(apis=1, workers=0) as made:
+        with httpx.Client(base_url=made.apis[0].url, timeout=30) as http:
+            body = {"assistant_id": "ticker", "input": {"n": 3}, "stream_mode": ["custom"]}
+            with http.stream("POST", "/runs/stream", json=body) as response:
+                frames = _frames(response.iter_lines())
+                event, data, event_id = next(frames)
+                run_id = response.headers["content-location"].rsplit("/", 1)[-1]
+                # No worker yet: the run is still queued, and its stream has begun.
+                assert made.rows("SELECT status FROM runs WHERE run_id = %s", run_id) == [
+                    ("pending",)
+                ]
+                assert (event, event_id) == ("metadata", "1")
+                assert json.loads(data) == {"run_id": run_id, "attempt": 1}
+                env = {"DATABASE_URI": made.database_uri, "REDIS_URI": REDIS_URI}
+                made.workers.append(start_server(None, command="worker", env=env))
+                rest = list(frames)
+    assert [(e, i) for e, _, i in rest] == [("custom", "2"), ("custom", "3"), ("custom", "4")]
+
+
+@pytest.mark.parametrize("strategy", ["enqueue", "interrupt"])
+def test_a_run_waiting_its_turn_says_nothing_until_it_starts(
+    server: ServerProcess, strategy: str
+) -> None:
+    """As on the real server, the stream of a run queued behind another on its thread begins
+    (metadata first) when the run starts, not when it is created."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        thread = http.post("/threads", json={}).json()["thread_id"]
+        first = {"assistant_id": "ticker", "input": {"n": 4, "delay": 0.1}}
+        before = http.post(f"/threads/{thread}/runs", json=first).json()["run_id"]
+        body = {"assistant_id": "ticker", "input": {"n": 1}, "multitask_strategy": strategy}
+        path = f"/threads/{thread}/runs/stream"
+        with http.stream("POST", path, json=body) as response:
+            event, _, event_id = next(_frames(response.iter_lines()))
+            status = http.get(f"/threads/{thread}/runs/{before}").json()["status"]
+    assert (event, event_id) == ("metadata", "1")
+    assert status == ("success" if strategy == "enqueue" else "interrupted")

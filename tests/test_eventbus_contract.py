@@ -200,6 +200,29 @@ async def test_publish_after_close_reopens_with_next_id(make_bus: Callable[..., 
     assert await _read_all(bus, "r", 0) == [1, 2]
 
 
+async def test_publish_first_appends_only_to_a_log_with_nothing_in_it(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    """A run's first event, published by whoever comes first of its creator and its executor:
+    once, at id 1; never after another event, nor to a log already ended (a run cancelled
+    before it started)."""
+    bus = make_bus()
+    other = bus if bus.instant else make_bus()  # on Redis, another process's bus
+    assert await bus.publish_first("r", _items("first")) == 1
+    assert await other.publish_first("r", _items("again")) == 0
+    assert await other.publish("r", _items("next")) == 2
+    assert await bus.publish_first("r", _items("late")) == 0
+    await bus.close("r")
+    events = [e for batch in [b async for b in bus.subscribe("r", 0)] for e in batch]
+    assert [(e.seq, e.data) for e in events] == [(1, b'{"n":"first"}'), (2, b'{"n":"next"}')]
+    await bus.close("ended")
+    assert await bus.publish_first("ended", _items("x")) == 0
+    assert await _read_all(bus, "ended", 0) == []
+    await other.publish("taken", _items("a"))
+    assert await bus.publish_first("taken", _items("b")) == 0
+    assert await bus.last_seq("taken") == 1
+
+
 async def test_old_end_marker_does_not_stop_a_new_subscriber(
     make_bus: Callable[..., EventBus],
 ) -> None:

@@ -4,7 +4,7 @@ keeps, what a `threads.create_run` auth handler sees and may change, and RunServ
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fastapi import Request
 
@@ -92,6 +92,15 @@ def _run_value(
     }
 
 
+class CreatedRun(NamedTuple):
+    run: Run
+    temporary: bool  # its thread is the run's own (a stateless run)
+    on_disconnect: str  # what a disconnect of its stream does
+    # Nothing on its thread goes first, nor is it delayed: a worker takes it as soon as it is
+    # free (its stream then begins at once: api/streams.from_start).
+    due_now: bool
+
+
 async def create_run(
     c: ApiContext,
     request: Request,
@@ -100,8 +109,9 @@ async def create_run(
     route: Route,
     *,
     start_here: bool = True,
-) -> tuple[Run, bool, str]:
-    """Stores the run: its run, whether its thread is temporary, and what a disconnect does.
+) -> CreatedRun:
+    """Stores the run: its run, whether its thread is temporary, what a disconnect does, and
+    whether it is due now.
     start_here=False keeps it from starting at creation (RunService.create): it is claimed
     after the caller has answered."""
     temporary = thread_id is None
@@ -136,7 +146,8 @@ async def create_run(
         new = NewRun(
             run, temporary, body.if_not_exists, user, thread_metadata, filters, with_assistant=True
         )
-        await c.runs.create(new, start_here=start_here)
+        queued = await c.runs.create(new, start_here=start_here)
     except NotFound:
         raise ApiError(404, "Thread or assistant not found.") from None
-    return run, temporary, on_disconnect
+    due_now = not queued.ahead and not kwargs.get("after_seconds")
+    return CreatedRun(run, temporary, on_disconnect, due_now)

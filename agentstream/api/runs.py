@@ -21,7 +21,7 @@ from agentstream.api.models import MAX_INT64, CancelMany, RunCreate
 from agentstream.api.requests import JsonRoute
 from agentstream.api.responses import EventStreamResponse, HeldJsonResponse, JsonResponse
 from agentstream.api.run_create import create_run
-from agentstream.api.streams import no_frames, one_frame, run_frames
+from agentstream.api.streams import from_start, no_frames, one_frame, run_frames
 from agentstream.protocol import CancelAction, location_headers, wait_body
 from agentstream.storage.base import TERMINAL, Filter, NotFound, Run
 
@@ -47,10 +47,17 @@ def _canceller(c: ApiContext, thread_id: str, run_id: str) -> Callable[[], Await
 async def stream_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, on_disconnect = await create_run(c, request, body, thread_id, "stream")
+    run, temporary, on_disconnect, due_now = await create_run(c, request, body, thread_id, "stream")
     named = None if temporary else run["thread_id"]
+    # A run that waits for others on its thread (or for its time) says nothing until it starts,
+    # as on the real server; one due now, its metadata at once.
+    frames = (
+        from_start(c.bus, run["run_id"])
+        if due_now
+        else run_frames(c.bus, run["run_id"], 0, None, wait=True)
+    )
     return EventStreamResponse(
-        run_frames(c.bus, run["run_id"], 0, None, wait=True),
+        frames,
         headers=location_headers("stream", named, run["run_id"]),
         heartbeat_seconds=c.settings.heartbeat_seconds,
         on_disconnect=(
@@ -62,7 +69,7 @@ async def stream_response(
 async def wait_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, _, _ = await create_run(c, request, body, thread_id, "wait")
+    run = (await create_run(c, request, body, thread_id, "wait")).run
 
     async def result() -> Any:
         return wait_body(await c.runs.result(run["run_id"]))
@@ -77,7 +84,7 @@ async def wait_response(
 async def background_response(
     c: ApiContext, request: Request, body: RunCreate, thread_id: str | None
 ) -> Response:
-    run, temporary, _ = await create_run(c, request, body, thread_id, "create")
+    run, temporary, _, _ = await create_run(c, request, body, thread_id, "create")
     named = None if temporary else run["thread_id"]
     return JsonResponse(_run_out(run), headers=location_headers("create", named, run["run_id"]))
 
@@ -145,7 +152,7 @@ async def create_batch(
             raise ApiError(422, str(exc.errors()[0].get("msg"))) from None
     runs = []
     for body in bodies:
-        run, _, _ = await create_run(c, request, body, None, "create")
+        run = (await create_run(c, request, body, None, "create")).run
         runs.append(_run_out(run))
     return JsonResponse(runs)
 

@@ -39,6 +39,23 @@ def run_frames(
     return _rendered(bus, run_id, after, render, wait=wait, evicted=metrics.EVICTIONS.inc)
 
 
+async def from_start(bus: EventBus, run_id: str) -> AsyncIterator[bytes]:
+    """run_frames() of a run just created, from its start: its first event (the metadata the
+    executor would publish when it starts the run) published and sent here at once, unless
+    the executor was first, so that the client hears of its run without waiting for a worker
+    to claim it (on `serve` + `worker`, a notification and a statement away)."""
+    _, name, data = first = protocol.metadata_item(run_id, 1)
+    try:
+        seq = await bus.publish_first(run_id, [first])
+    except BusUnavailable as exc:
+        yield protocol.unavailable_frame(exc)
+        return
+    if seq:
+        yield protocol.encode_frame(seq, name, data)
+    async for chunk in run_frames(bus, run_id, seq, None, wait=True):
+        yield chunk
+
+
 async def _rendered(
     bus: EventBus,
     log_id: str,

@@ -87,7 +87,7 @@ async def _start(c: ApiContext, request: Request, thread_id: str, body: Params) 
     before = await thread_seq(c.storage, c.bus, thread_id)
     # Queued, not started here: the client takes the run's events, on its thread stream, as
     # of this reply (its projections opened after the run's end get nothing).
-    run, _, _ = await create_run(c, request, model, thread_id, "create", start_here=False)
+    run = (await create_run(c, request, model, thread_id, "create", start_here=False)).run
     return {"run_id": run["run_id"]}, v2_seq(before + 1, 0)
 
 

@@ -88,6 +88,12 @@ class EventBus(Protocol):
         """Append (mode, event name, JSON data) items in order; returns the last id given."""
         ...
 
+    async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        """publish(), but only to a log that has nothing yet (no event, no end): the last id
+        given, or 0 when the log had something and nothing was appended. A run's first event
+        (its metadata) is published so by its creator and by its executor, whichever is first."""
+        ...
+
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         """Append items (as publish does), then mark the log complete: readers drain what is
         left and stop. One step, so a run's last events and its end cost one round trip."""

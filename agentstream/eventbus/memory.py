@@ -224,6 +224,12 @@ class MemoryEventBus:
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         return self.append(run_id, items)
 
+    async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        log = self._logs.get(run_id)
+        if log is not None and (log.closed or log.next_seq > 1):
+            return 0
+        return self.append(run_id, items)
+
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         if items:
             self.append(run_id, items)

@@ -69,6 +69,15 @@ local function append(first)
 end
 """
 _PUBLISH = _APPEND + "return append(5)"
+# To a log with nothing in it only; if it has an entry (an event or an end), minus its id.
+_PUBLISH_FIRST = (
+    _APPEND
+    + """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if top then return -tonumber(string.match(top[1], '^%d+')) end
+return append(5)
+"""
+)
 
 # A second close in a row adds no second marker; either way the log expires keep_ms later.
 # floor is the closer's, as for _PUBLISH: an emptied log still ends after the last id.
@@ -197,6 +206,7 @@ class RedisEventBus:
             )
         )
         self._publish = self._redis.register_script(_PUBLISH)
+        self._publish_first = self._redis.register_script(_PUBLISH_FIRST)
         self._close = self._redis.register_script(_CLOSE)
         self._finish = self._redis.register_script(_FINISH)
         self._max_events = max_events
@@ -225,6 +235,14 @@ class RedisEventBus:
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
         self._remember(run_id, seq)
         return seq
+
+    async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        args = self._batch(run_id, items)
+        keys = [self.key(run_id), self._meta(run_id)]
+        seq: int = await self._retrying(lambda: self._publish_first(keys=keys, args=args))
+        # Either way the floor of this publisher's next publish (see _APPEND): the log's end.
+        self._remember(run_id, abs(seq))
+        return max(seq, 0)
 
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         keys = [self.key(run_id), self._meta(run_id)]

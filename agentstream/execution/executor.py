@@ -30,7 +30,7 @@ from agentstream.execution.webhooks import WebhookSender
 from agentstream.execution.webhooks import payload as webhook_payload
 from agentstream.graphs import GraphRegistry
 from agentstream.outages import service_unavailable
-from agentstream.protocol import ThreadStatus, result_item
+from agentstream.protocol import ThreadStatus, metadata_item, result_item
 from agentstream.storage.base import TERMINAL, NotFound, Run, RunClaim, Storage
 from agentstream.users import rebuild as rebuild_user
 
@@ -182,11 +182,17 @@ class Executor:
         run = claim["run"]
         run_id = run["run_id"]
         started = datetime.now(UTC)
-        metadata = serde.dumps({"run_id": run_id, "attempt": claim["attempt"]})
+        attempt = claim["attempt"]
         try:
             # Inside the try, as every suspension of a run: on Redis this publish is a round
             # trip, and a cancel landing in it must end the run, not leave it unsettled.
-            await self.bus.publish(run_id, [("metadata", "metadata", metadata)])
+            # The first attempt's, unless the request streaming the run published it already
+            # (api/runs.stream_response): a log has one, whoever comes first.
+            metadata = [metadata_item(run_id, attempt)]
+            if attempt == 1:
+                await self.bus.publish_first(run_id, metadata)
+            else:
+                await self.bus.publish(run_id, metadata)
             if self.bus.instant:
                 # Let the stream's reader send this first event now: LangGraph sets a run up
                 # (about half a millisecond of CPU) without a suspension, and on the in-process

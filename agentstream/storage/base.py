@@ -114,6 +114,9 @@ class Queued:
     # The store told every process's workers of the queued run itself (PostgreSQL, at
     # commit: see RunQueue.queued_notices), so nobody needs to wake them.
     notified: bool = False
+    # Runs were in flight on its thread when it was created: it waits for them (enqueued) or
+    # for their cancel (interrupt, rollback) before a worker may take it.
+    ahead: bool = False
 
 
 @dataclass

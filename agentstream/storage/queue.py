@@ -186,7 +186,7 @@ class QueueStore:
         claim = _started(new, assistant) if started else None
         # A dialect's one-statement create tells the workers of a run it queued (at commit).
         notified = "create_run" in self.d.queries and not started
-        return Queued(preempted, claim, assistant, notified)
+        return Queued(preempted, claim, assistant, notified, ahead=bool(inflight))
 
     def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
         return self.c.queued_notices(on_queued)
