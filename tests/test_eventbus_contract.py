@@ -223,6 +223,38 @@ async def test_publish_first_appends_only_to_a_log_with_nothing_in_it(
     assert await bus.last_seq("taken") == 1
 
 
+async def test_led_items_go_first_with_the_next_publish_or_close_into_an_empty_log(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    """A run's first attempt leads its metadata: it goes first with the run's first publish or
+    its close, only if the log has nothing by then (the request streaming it was not first)."""
+    bus = make_bus()
+    other = bus if bus.instant else make_bus()  # on Redis, another process's bus
+    bus.lead("r", _items("meta"))
+    assert await bus.publish("r", _items("a", "b")) == 3
+    assert await bus.publish("r", _items("c")) == 4  # led once
+    assert await other.publish_first("taken", _items("meta")) == 1
+    bus.lead("taken", _items("meta again"))
+    assert await bus.publish("taken", _items("a")) == 2
+    bus.lead("closed", _items("meta"))
+    await bus.close("closed", _items("end"))
+    bus.lead("bare", _items("meta"))
+    await bus.close("bare")
+    bus.lead("forgotten", _items("meta"))
+    bus.lead("forgotten", [])
+    if not bus.instant:  # the in-process bus appends what is led at once
+        assert await bus.publish("forgotten", _items("a")) == 1
+
+    async def datas(run_id: str) -> list[bytes]:
+        return [e.data for batch in [b async for b in bus.subscribe(run_id, 0, wait=False)]
+                for e in batch]  # fmt: skip
+
+    assert await datas("r") == [b'{"n":"%s"}' % n for n in (b"meta", b"a", b"b", b"c")]
+    assert await datas("taken") == [b'{"n":"meta"}', b'{"n":"a"}']
+    assert await datas("closed") == [b'{"n":"meta"}', b'{"n":"end"}']
+    assert await datas("bare") == [b'{"n":"meta"}']
+
+
 async def test_old_end_marker_does_not_stop_a_new_subscriber(
     make_bus: Callable[..., EventBus],
 ) -> None:
@@ -397,7 +429,7 @@ async def test_redis_close_with_events_retried_appends_them_once(
     try:
         await bus.publish("r", _items("a"))
         keys = [bus.key("r"), bus._meta("r")]
-        args = bus._batch("r", _items("b"), 30_000, "__end__")
+        args = bus._batch("r", _items("b"), 30_000, "__end__", 0)  # no items led
         for _ in range(2):
             assert await bus._finish(keys=keys, args=args) is None
         assert await _read_all(bus, "r", 0) == [1, 2]

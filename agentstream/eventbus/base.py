@@ -94,6 +94,13 @@ class EventBus(Protocol):
         (its metadata) is published so by its creator and by its executor, whichever is first."""
         ...
 
+    def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+        """Items to go first, with this process's next publish or close of the run, if its log
+        has nothing by then: a run's first attempt says its metadata without a round trip of
+        its own (the request streaming the run may have published it already: publish_first).
+        Empty items forget what was led. Never suspends."""
+        ...
+
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         """Append items (as publish does), then mark the log complete: readers drain what is
         left and stop. One step, so a run's last events and its end cost one round trip."""

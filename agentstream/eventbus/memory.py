@@ -225,6 +225,13 @@ class MemoryEventBus:
         return self.append(run_id, items)
 
     async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        return self._first(run_id, items)
+
+    def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+        if items:  # nothing to wait for here: the log has them now, or had something
+            self._first(run_id, items)
+
+    def _first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         log = self._logs.get(run_id)
         if log is not None and (log.closed or log.next_seq > 1):
             return 0

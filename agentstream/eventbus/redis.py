@@ -68,7 +68,16 @@ local function append(first)
   return seq
 end
 """
-_PUBLISH = _APPEND + "return append(5)"
+# ARGV[at] counts the items after it that go first only into a log with nothing in it (see
+# lead()): where the items to append begin.
+_LED = """
+local function after_lead(at)
+  local lead = tonumber(ARGV[at])
+  if lead > 0 and redis.call('XLEN', KEYS[1]) > 0 then return at + 1 + 3 * lead end
+  return at + 1
+end
+"""
+_PUBLISH = _APPEND + _LED + "return append(after_lead(5))"
 # To a log with nothing in it only; if it has an entry (an event or an end), minus its id.
 _PUBLISH_FIRST = (
     _APPEND
@@ -98,9 +107,9 @@ end
 """
 _CLOSE = _END + "close(tonumber(ARGV[3]), ARGV[1], ARGV[2])"
 # A run's last events and the end of its log in one round trip (and one reply to its readers):
-# ARGV as for _PUBLISH, with the close's keep_ms and end mode before the items. A retry whose
-# batch had landed appends nothing and closes again, which adds nothing.
-_FINISH = _APPEND + _END + "close(append(7), ARGV[5], ARGV[6])"
+# ARGV as for _PUBLISH, with the close's keep_ms and end mode before the count of led items. A
+# retry whose batch had landed appends nothing and closes again, which adds nothing.
+_FINISH = _APPEND + _LED + _END + "close(append(after_lead(7)), ARGV[5], ARGV[6])"
 # How long publishes and reads ride out Redis not answering before they give up.
 OUTAGE_SECONDS = 30.0
 # Floors remembered per process (run and thread logs): the newest this many.
@@ -217,6 +226,7 @@ class RedisEventBus:
         self._publisher = uuid.uuid4().hex  # this process, as a publisher
         self._tokens = itertools.count(1)  # its batches
         self._floors: OrderedDict[str, int] = OrderedDict()
+        self._leads: dict[str, Sequence[tuple[str, str, bytes]]] = {}  # see lead()
 
     def pool_stats(self) -> tuple[int, int, int]:
         """(max, in use, idle) connections of the publishing pool, for /metrics. redis-py
@@ -230,11 +240,21 @@ class RedisEventBus:
         return f"{self._prefix}{run_id}:events"
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
-        args = self._batch(run_id, items)
+        led = self._leads.get(run_id, ())
+        args = self._batch(run_id, items, len(led), led=led)
         keys = [self.key(run_id), self._meta(run_id)]
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
+        self._leads.pop(run_id, None)
         self._remember(run_id, seq)
         return seq
+
+    def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+        if not items:
+            self._leads.pop(run_id, None)
+            return
+        if len(self._leads) >= _FLOORS:  # runs that never published: the oldest forgotten
+            self._leads.pop(next(iter(self._leads)))
+        self._leads[run_id] = items
 
     async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         args = self._batch(run_id, items)
@@ -246,22 +266,28 @@ class RedisEventBus:
 
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
         keys = [self.key(run_id), self._meta(run_id)]
-        if items:
-            args = self._batch(run_id, items, self._keep_ms, END_MODE)
+        led = self._leads.get(run_id, ())
+        if items or led:
+            args = self._batch(run_id, items, self._keep_ms, END_MODE, len(led), led=led)
             await self._retrying(lambda: self._finish(keys=keys, args=args))
+            self._leads.pop(run_id, None)
             self._floors.pop(run_id, None)
             return
         close_args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
         await self._retrying(lambda: self._close(keys=keys, args=close_args))
 
     def _batch(
-        self, run_id: str, items: Sequence[tuple[str, str, bytes]], *more: str | int
+        self,
+        run_id: str,
+        items: Sequence[tuple[str, str, bytes]],
+        *more: str | int,
+        led: Sequence[tuple[str, str, bytes]] = (),
     ) -> list[str | bytes | int]:
         """_APPEND's arguments: the log's bound, this publisher's floor and a new batch token,
-        then any more (the script's own), then the items."""
+        then any more (the script's own), then the led items (see lead()) and the items."""
         args: list[str | bytes | int] = [self._max_events, self._floors.get(run_id, 0)]
         args += (self._publisher, next(self._tokens), *more)
-        for mode, name, data in items:
+        for mode, name, data in (*led, *items) if led else items:
             args += (mode, name, data)
         return args
 
@@ -305,6 +331,7 @@ class RedisEventBus:
 
     async def delete(self, run_id: str) -> None:
         self._floors.pop(run_id, None)
+        self._leads.pop(run_id, None)
         await self._retrying(lambda: self._redis.delete(self.key(run_id), self._meta(run_id)))
 
     async def aclose(self) -> None:

@@ -184,14 +184,16 @@ class Executor:
         started = datetime.now(UTC)
         attempt = claim["attempt"]
         try:
-            # Inside the try, as every suspension of a run: on Redis this publish is a round
+            # The first attempt's metadata goes first with the run's first publish, without a
+            # round trip of its own, unless the request streaming the run published it already
+            # (api/streams.from_start): a log has one, whoever comes first. A later attempt's
+            # is published now, inside the try as every suspension of a run: on Redis a round
             # trip, and a cancel landing in it must end the run, not leave it unsettled.
-            # The first attempt's, unless the request streaming the run published it already
-            # (api/runs.stream_response): a log has one, whoever comes first.
             metadata = [metadata_item(run_id, attempt)]
             if attempt == 1:
-                await self.bus.publish_first(run_id, metadata)
+                self.bus.lead(run_id, metadata)
             else:
+                self.bus.lead(run_id, ())  # an earlier attempt's here, if it published nothing
                 await self.bus.publish(run_id, metadata)
             if self.bus.instant:
                 # Let the stream's reader send this first event now: LangGraph sets a run up
