@@ -255,6 +255,26 @@ async def test_led_items_go_first_with_the_next_publish_or_close_into_an_empty_l
     assert await datas("bare") == [b'{"n":"meta"}']
 
 
+async def test_a_reader_from_an_event_it_holds_gets_what_follows_and_the_end(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    """held=True (the reader published event `after` itself) lets a waiting read wait at once:
+    it still gets every later event, and the end whether it came before or after it began."""
+    bus = make_bus()
+    assert await bus.publish_first("r", _items("meta")) == 1
+    reader = asyncio.create_task(_read_held(bus, "r", 1))
+    await bus.publish("r", _items("a"))
+    await bus.close("r", _items("b"))
+    assert await asyncio.wait_for(reader, 10) == [2, 3]
+    assert await bus.publish_first("done", _items("meta")) == 1
+    await bus.close("done")  # ended before the reader began: the end is after its event
+    assert await asyncio.wait_for(_read_held(bus, "done", 1), 10) == []
+
+
+async def _read_held(bus: EventBus, run_id: str, after: int) -> list[int]:
+    return [e.seq for b in [b async for b in bus.subscribe(run_id, after, held=True)] for e in b]
+
+
 async def test_old_end_marker_does_not_stop_a_new_subscriber(
     make_bus: Callable[..., EventBus],
 ) -> None:

@@ -18,10 +18,17 @@ from agentstream.storage.base import Storage
 
 
 def run_frames(
-    bus: EventBus, run_id: str, after: int | None, modes: frozenset[str] | None, *, wait: bool
+    bus: EventBus,
+    run_id: str,
+    after: int | None,
+    modes: frozenset[str] | None,
+    *,
+    wait: bool,
+    held: bool = False,
 ) -> AsyncIterator[bytes]:
     """The run's frames after `after` (None: from now on), only `modes` (None: all) and the
-    end modes, until its log closes (or, with wait=False, what the log holds now)."""
+    end modes, until its log closes (or, with wait=False, what the log holds now). held: as
+    for EventBus.subscribe."""
 
     # Which modes' frames it sends, asked per event in C (compress) for the in-process bus's
     # batches, which hold their frames and modes side by side.
@@ -36,7 +43,9 @@ def run_frames(
             return b"".join(compress(batch.frames, map(keep, batch.modes)))
         return b"".join(e.frame for e in batch if keep(e.mode))
 
-    return _rendered(bus, run_id, after, render, wait=wait, evicted=metrics.EVICTIONS.inc)
+    return _rendered(
+        bus, run_id, after, render, wait=wait, held=held, evicted=metrics.EVICTIONS.inc
+    )
 
 
 async def from_start(bus: EventBus, run_id: str) -> AsyncIterator[bytes]:
@@ -52,7 +61,7 @@ async def from_start(bus: EventBus, run_id: str) -> AsyncIterator[bytes]:
         return
     if seq:
         yield protocol.encode_frame(seq, name, data)
-    async for chunk in run_frames(bus, run_id, seq, None, wait=True):
+    async for chunk in run_frames(bus, run_id, seq, None, wait=True, held=seq > 0):
         yield chunk
 
 
@@ -63,12 +72,13 @@ async def _rendered(
     render: Callable[[Sequence[Event]], bytes],
     *,
     wait: bool = True,
+    held: bool = False,
     evicted: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[bytes]:
     """render(batch) for each batch of a log, empty chunks left out; a log the reader cannot
     follow to its end (events evicted, the bus away too long) ends in an error frame."""
     try:
-        async for batch in bus.subscribe(log_id, after, wait=wait):
+        async for batch in bus.subscribe(log_id, after, wait=wait, held=held):
             chunk = render(batch)
             if chunk:
                 yield chunk

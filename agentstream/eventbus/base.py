@@ -111,11 +111,13 @@ class EventBus(Protocol):
         ...
 
     def subscribe(
-        self, run_id: str, after: int | None, *, wait: bool = True
+        self, run_id: str, after: int | None, *, wait: bool = True, held: bool = False
     ) -> AsyncIterator[Sequence[Event]]:
         """Batches of events with id > after (None: from now on) until the log is closed.
 
         With wait=False it returns what the log holds now and stops (for finished runs).
+        held=True says event `after` is in the log (its caller just published it): a reader
+        that waits may then wait at once, without first looking whether the log ended before.
 
         Raises EventsEvicted when `after` is older than what the log keeps.
         """

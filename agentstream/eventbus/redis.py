@@ -296,14 +296,15 @@ class RedisEventBus:
         return 0 if top is None else _seq(top)
 
     async def subscribe(
-        self, run_id: str, after: int | None, *, wait: bool = True
+        self, run_id: str, after: int | None, *, wait: bool = True, held: bool = False
     ) -> AsyncIterator[Sequence[Event]]:
         key = self.key(run_id)
         seen = await self.last_seq(run_id) if after is None else max(after, 0)
         pos = b"%d-0" % seen
-        # A reader from the start has no end of the log to be beyond: the first read may
+        # A reader from the start, or from an event it knows the log holds, has no end of the
+        # log to be beyond (an end after that event is an entry after it): the first read may
         # block at once (it returns at once what there is), saving the look that finds out.
-        block = wait and seen == 0
+        block = wait and (seen == 0 or held)
         while True:
             ended = False
             if block:
