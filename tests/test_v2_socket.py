@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from langgraph.pregel.remote import RemoteGraph
@@ -173,3 +174,25 @@ async def test_v2_socket_sends_its_subscriptions_events_in_one_order(
         assert [e["method"] for e in seen].count("custom") == 600
         ends = [n for n, e in enumerate(seen) if _is_root_end(e)]
         assert len(ends) == 3 and ends[-1] == len(seen) - 1
+
+
+async def test_v2_socket_ends_a_run_it_started_after_the_subscriptions_its_answer_prompted(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    """The JS client opens a run's values projection when it reads run.start's answer and ends
+    its projections one macrotask after the run's terminal: a run that ended before that
+    subscription was made would leave its output empty. A client slow to subscribe (here: it
+    first waits, over HTTP, for the run to end) still gets the values before the end."""
+    thread_id = str(uuid.uuid4())
+    async with connect(socket_url(server.url, thread_id)) as ws:
+        await _send(ws, 1, "subscription.subscribe", channels=["lifecycle", "messages"])
+        _, seen = await _answer(ws, 1)
+        await _send(ws, 2, "run.start", assistant_id="ticker", input={"n": 1})
+        started, early = await _answer(ws, 2)
+        seen += early
+        joined = await http.get(f"/threads/{thread_id}/runs/{started['result']['run_id']}/join")
+        assert joined.status_code == 200
+        await _send(ws, 3, "subscription.subscribe", channels=["values", "lifecycle"])
+        _, early = await _answer(ws, 3)
+        seen = await _until_end(ws, seen + early)
+    assert "values" in [e["method"] for e in seen if e.get("type") == "event"]

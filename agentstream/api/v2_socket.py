@@ -10,7 +10,10 @@ match it, except that a new subscription replays what went by before it was made
 client hands an event only to the subscriptions it has when the event arrives). The
 subscriptions' events go out in the order of their seqs, as one stream's would: a subscription
 holds an event until every other one has sent what it had before it (the JS client ends a run's
-projections at its terminal event, so a values event sent after it would be lost).
+projections at its terminal event, so a values event sent after it would be lost). For the
+same reason a run started on the socket ends on it (its root terminal event goes out) no sooner
+than START_GRACE after the start was answered: the JS client opens a run's values projection
+when it reads that answer, and one made after the terminal went by would get nothing.
 
 Authentication happens on the handshake (api/auth.py); here the caller's read of the thread is
 authorised once, before the first command is read. A socket refused after its accept closes
@@ -52,6 +55,11 @@ router = APIRouter()
 log = logging.getLogger("agentstream.api")
 
 SENT_KEPT = 100_000  # events a socket remembers having sent, to send each once
+# How long after answering run.start or input.respond a socket holds a run's root terminal, so
+# that the subscriptions the client makes on reading the answer are made before the run ends
+# (the reference server takes about a second to start a run; ours can end within milliseconds).
+START_GRACE = 0.2
+_STARTS = ("run.start", "input.respond")
 
 Params = dict[str, Any]
 
@@ -84,6 +92,7 @@ class Session:
         # will send; one holds an event until every other's has passed it (see _deliver).
         self._clear: dict[int, int] = {}
         self._moved: asyncio.Event | None = None
+        self._graced_until = 0.0  # see START_GRACE
 
     async def serve(self) -> None:
         try:
@@ -137,6 +146,8 @@ class Session:
             log.exception("v2 command %s failed", method)
             message = f"{method} failed on the server ({type(exc).__name__})"
             answer = error_envelope(command_id, "unknown_error", message)
+        if method in _STARTS and answer["type"] == "success":
+            self._graced_until = asyncio.get_running_loop().time() + START_GRACE
         await self._answer(answer)
 
     async def _subscribe(self, command_id: int, params: Params) -> Params:
@@ -208,6 +219,11 @@ class Session:
             end = len(batch)
             if bound != math.inf:
                 end = next((n for n in range(start, end) if batch[n][0] > bound), end)
+            held = self._held(batch, start, end)
+            if held == start:  # a root terminal in its grace: others may subscribe meanwhile
+                await asyncio.sleep(self._graced_until - asyncio.get_running_loop().time())
+                continue
+            end = held
             async with self._send_lock:
                 for seq, _, envelope in batch[start:end]:
                     if seq and not self._first_time(seq, made):
@@ -215,6 +231,12 @@ class Session:
                     await self.websocket.send_text(envelope.decode())
                     self.sent_seq = max(self.sent_seq, seq)
             start = end
+
+    def _held(self, batch: list[Out], start: int, end: int) -> int:
+        """Where in batch[start:end] a root terminal waits out START_GRACE (end: nowhere)."""
+        if asyncio.get_running_loop().time() >= self._graced_until:
+            return end
+        return next((n for n in range(start, end) if _is_root_terminal(batch[n])), end)
 
     def _bound(self, made: int) -> float:
         """The seq up to which subscription `made` may send: before it, the others sent all."""
@@ -245,6 +267,17 @@ class Session:
         if len(self._sent) > SENT_KEPT:
             self._sent.popitem(last=False)
         return True
+
+
+def _is_root_terminal(out: Out) -> bool:
+    _, method, envelope = out
+    if method != b"lifecycle":
+        return False
+    params = serde.loads(envelope)["params"]
+    return not params.get("namespace") and params["data"].get("event") in _TERMINALS
+
+
+_TERMINALS = ("completed", "failed", "interrupted")
 
 
 def _origin_allowed(c: ApiContext, websocket: WebSocket) -> bool:
