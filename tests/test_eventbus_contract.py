@@ -172,9 +172,14 @@ async def test_a_log_far_past_its_bound_keeps_exactly_the_newest_events(
     await bus.close("r")
     last = 1 + len(range(1, 3000, 7)) * 7
     assert seen == list(range(1, last + 1))
+    # The reader left behind may have had some read for it meanwhile (Redis: its lane reads
+    # on while it holds fewer than a read's worth); then it is told exactly what it missed.
+    got = [1]
     with pytest.raises(EventsEvicted) as info:
-        await anext(behind)
-    assert (info.value.requested_after, info.value.first_kept) == (1, last - 9)
+        while True:
+            got += [e.seq for e in await anext(behind)]
+    assert got == list(range(1, len(got) + 1))
+    assert (info.value.requested_after, info.value.first_kept) == (got[-1], last - 9)
     kept = [e for batch in [b async for b in bus.subscribe("r", last - 10)] for e in batch]
     assert [e.seq for e in kept] == list(range(last - 9, last + 1))
     for e in kept:

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentstream import metrics
 from agentstream.eventbus.base import Batch, BusUnavailable, Event, EventsEvicted
+from agentstream.eventbus.redis_reads import Reads, Watch, is_marker, parse_id
 from agentstream.protocol import encode_frame, frames_of
 
 log = logging.getLogger("agentstream.eventbus")
@@ -196,20 +197,19 @@ class RedisEventBus:
         keep_seconds: float = 600.0,
         *,
         key_prefix: str = KEY_PREFIX,
-        max_readers: int = 1_000,
+        read_lanes: int = 32,
         outage_seconds: float = OUTAGE_SECONDS,
         block_seconds: float = _BLOCK_SECONDS,
     ) -> None:
         # No retries inside redis-py: ours (_retrying) resend a publish with its token, so a
         # batch whose reply was lost is not appended twice.
         self._redis = counted(Redis.from_url(url, retry=Retry(NoBackoff(), 0)))
-        # Each waiting subscriber holds one connection of its own for its XREAD BLOCK, so live
-        # readers get a separate pool: however many there are, publishers still get through.
-        # Past max_readers a new subscriber fails at once (MaxConnectionsError), never hangs.
-        self._readers = counted(
+        # Waiting readers share read_lanes connections of their own (redis_reads), each with
+        # one XREAD BLOCK out at a time: however many readers wait, publishers get through.
+        readers = counted(
             Redis.from_url(
                 url,
-                max_connections=max_readers,
+                max_connections=read_lanes,
                 socket_timeout=block_seconds + 10,
                 retry=Retry(NoBackoff(), 0),
             )
@@ -224,6 +224,9 @@ class RedisEventBus:
         self._outage_seconds = outage_seconds
         self._block_ms = int(block_seconds * 1000)
         self._publisher = uuid.uuid4().hex  # this process, as a publisher
+        wakes = f"{key_prefix}reads:{self._publisher}:"
+        self._reads = Reads(readers, self._redis, wakes, read_lanes, self._block_ms, _CHUNK)
+        self._readers = readers
         self._tokens = itertools.count(1)  # its batches
         self._floors: OrderedDict[str, int] = OrderedDict()
         self._leads: dict[str, Sequence[tuple[str, str, bytes]]] = {}  # see lead()
@@ -305,30 +308,37 @@ class RedisEventBus:
         # log to be beyond (an end after that event is an entry after it): the first read may
         # block at once (it returns at once what there is), saving the look that finds out.
         block = wait and (seen == 0 or held)
-        while True:
-            ended = False
-            if block:
-                entries = await self._retrying(partial(_honoured, self._read_blocking, key, pos))
-            else:
-                entries, ended = await self._retrying(partial(self._read, key, pos, wait))
-            if not entries:  # only a read that does not block returns nothing
-                if not wait or _is_marker(pos) or ended:
+        watch: Watch | None = None
+        try:
+            while True:
+                ended = False
+                if block:
+                    if watch is None:
+                        watch = self._reads.watch(key, pos)
+                    entries = await self._retrying(partial(self._wait, watch, pos))
+                else:
+                    entries, ended = await self._retrying(partial(self._read, key, pos, wait))
+                if not entries:  # only a read that does not block returns nothing
+                    if not wait or _is_marker(pos) or ended:
+                        return
+                    block = True
+                    continue
+                _check_kept(seen, entries[0][0])
+                pos = entries[-1][0]
+                events = _batch(entries)
+                if events:
+                    seen = events[-1].seq
+                    yield events
+                # A read short of _CHUNK got all there was: when it ends at a marker (or the
+                # reader does not wait), reading on would only ask again. A marker stops the
+                # reader only while it is the last entry: past it, look once (without
+                # blocking) for a new attempt's events.
+                if len(entries) < _CHUNK and (not wait or _is_marker(pos)):
                     return
-                block = True
-                continue
-            _check_kept(seen, entries[0][0])
-            pos = entries[-1][0]
-            events = _batch(entries)
-            if events:
-                seen = events[-1].seq
-                yield events
-            # A read short of _CHUNK got all there was: when it ends at a marker (or the
-            # reader does not wait), reading on would only ask again. A marker stops the reader
-            # only while it is the last entry: past it, look once (without blocking) for a new
-            # attempt's events.
-            if len(entries) < _CHUNK and (not wait or _is_marker(pos)):
-                return
-            block = wait and not _is_marker(pos)
+                block = wait and not _is_marker(pos)
+        finally:
+            if watch is not None:
+                self._reads.stop(watch)
 
     async def delete(self, run_id: str) -> None:
         self._floors.pop(run_id, None)
@@ -336,6 +346,7 @@ class RedisEventBus:
         await self._retrying(lambda: self._redis.delete(self.key(run_id), self._meta(run_id)))
 
     async def aclose(self) -> None:
+        await self._reads.aclose()
         await self._readers.aclose()
         await self._redis.aclose()
 
@@ -389,26 +400,20 @@ class RedisEventBus:
         ended = top is not None and _is_marker(top) and _parse(top) < _parse(pos)
         return _entries(found), ended
 
-    async def _read_blocking(self, key: str, pos: bytes) -> list[_Entry]:
+    async def _wait(self, watch: Watch, pos: bytes) -> list[_Entry]:
+        """The entries after pos that the reader's lane reads, waiting for some."""
         while True:
-            reply: Any = await self._readers.xread({key: pos}, count=_CHUNK, block=self._block_ms)
-            if reply:
-                break
+            try:
+                async with asyncio.timeout(self._block_ms / 1000):
+                    return await self._reads.read(watch, pos)
+            except TimeoutError:
+                pass
             # Quiet for a whole block: was the log begun again below this reader (Redis came
             # back empty and a publisher with no floor for it started over)? Waiting for ids
             # past ours would skip that attempt's events without a word.
-            top = await self._top(key)
+            top = await self._top(watch.key)
             if top is not None and _parse(top) < _parse(pos):
                 raise EventsEvicted(_seq(pos), 1)
-        # XREAD of one key: a map of it on RESP3, a list of [key, entries] pairs on RESP2.
-        found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return _entries(found)
-
-
-async def _honoured(
-    read: Callable[[str, bytes], Awaitable[list[_Entry]]], key: str, pos: bytes
-) -> list[_Entry]:
-    return await honour_cancel(read(key, pos))
 
 
 async def honour_cancel(awaitable: Awaitable[_T]) -> _T:
@@ -426,17 +431,12 @@ async def honour_cancel(awaitable: Awaitable[_T]) -> _T:
     return result
 
 
-def _parse(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq)
+_parse = parse_id
+_is_marker = is_marker
 
 
 def _seq(entry_id: bytes) -> int:
     return _parse(entry_id)[0]
-
-
-def _is_marker(entry_id: bytes) -> bool:
-    return not entry_id.endswith(b"-0")
 
 
 def _event(entry_id: bytes, fields: list[bytes]) -> Event | None:

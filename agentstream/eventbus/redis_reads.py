@@ -1,0 +1,261 @@
+"""A process's waiting reads of Redis streams: lanes, each one XREAD BLOCK over every log its
+readers wait on.
+
+A reader that has read all there is watches its log (Watch) until it stops. Lanes read for
+their watches and keep what they read until each reader takes it, reading on meanwhile: a
+reader that comes back finds its next events waiting instead of asking again. Ten thousand
+idle readers (a chat UI holds its thread's stream open) hold a few connections, not ten
+thousand; every reader of one log (joiners of a run) shares the lane that reads it, one read
+for all. A new watch goes to a lane that is not reading, else to a new lane while there are
+fewer than `lanes`, else to the lane with the fewest; a lane that is reading hears of a new
+watch through its wake-up stream (one entry), whichever of the two Redis sees first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agentstream.eventbus.base import BusUnavailable
+
+Entry = tuple[bytes, list[bytes]]
+_WAKE_KEEP_MS = 86_400_000  # a dead process's wake-up streams go a day after their last use
+
+
+def parse_id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq)
+
+
+def is_marker(entry_id: bytes) -> bool:
+    return not entry_id.endswith(b"-0")
+
+
+def stream_entries(reply: Any) -> list[tuple[bytes, list[Entry]]]:
+    """XREAD's reply as (key, entries) pairs: a map on RESP3, a list of pairs on RESP2."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else [(k, e) for k, e in reply]
+
+
+class Watch:
+    """One reader's wait on one log: what its lane read after `pos`, not yet taken."""
+
+    __slots__ = ("error", "key", "lane", "paused", "pos", "taken", "waiter")
+
+    def __init__(self, key: str, pos: bytes) -> None:
+        self.key = key
+        self.pos = pos  # read through (by the lane, or by the reader itself)
+        self.taken: list[Entry] = []  # read, waiting for the reader
+        self.lane: _Lane | None = None
+        self.paused = False  # not read on: a full buffer, or an end (a marker) read
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def _give(self, entries: list[Entry], chunk: int) -> None:
+        if parse_id(entries[0][0]) <= parse_id(self.pos):  # another watch of the log was behind
+            mine = parse_id(self.pos)
+            entries = [e for e in entries if parse_id(e[0]) > mine]
+            if not entries:
+                return
+        self.taken += entries
+        self.pos = entries[-1][0]
+        if len(self.taken) >= chunk or is_marker(self.pos):
+            self.paused = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.lane = None
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class Reads:
+    def __init__(
+        self, readers: Redis, waker: Redis, wake_prefix: str, lanes: int, block_ms: int, chunk: int
+    ) -> None:
+        self._readers = readers  # a pool of at most `lanes` connections
+        self._waker = waker
+        self._wake_prefix = wake_prefix
+        self._max_lanes = lanes
+        self._block_ms = block_ms
+        self._chunk = chunk
+        self._lanes: list[_Lane] = []
+        self._home: dict[str, _Lane] = {}  # a watched log's lane
+        self._wakes: set[asyncio.Task[None]] = set()  # wake-ups in flight (held: see wake())
+
+    def watch(self, key: str, pos: bytes) -> Watch:
+        watch = Watch(key, pos)
+        self._attach(watch)
+        return watch
+
+    async def read(self, watch: Watch, pos: bytes) -> list[Entry]:
+        """The entries after pos (the reader's position), waiting for some if there are none."""
+        if parse_id(pos) > parse_id(watch.pos):  # the reader read on by itself
+            watch.taken, watch.pos = [], pos
+        elif watch.taken and parse_id(watch.taken[0][0]) <= parse_id(pos):
+            mine = parse_id(pos)
+            watch.taken = [e for e in watch.taken if parse_id(e[0]) > mine]
+        while not watch.taken:
+            if watch.error is not None:
+                error, watch.error = watch.error, None
+                raise error
+            if watch.lane is None:
+                self._attach(watch)
+            elif watch.paused:
+                watch.paused = False
+                watch.lane.kick()
+            watch.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await watch.waiter
+            finally:
+                watch.waiter = None
+        found, watch.taken = watch.taken, []
+        return found
+
+    def stop(self, watch: Watch) -> None:
+        lane, watch.lane = watch.lane, None
+        if lane is not None:
+            lane.remove(watch)
+            if lane.count_of(watch.key) == 0 and self._home.get(watch.key) is lane:
+                del self._home[watch.key]
+
+    def wake(self, lane: _Lane) -> None:
+        task = asyncio.create_task(lane.wake())
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def aclose(self) -> None:
+        tasks = [lane.task for lane in self._lanes if lane.task is not None] + [*self._wakes]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lane in self._lanes:  # a reader still waiting is told, not left waiting
+            lane.fail(BusUnavailable("the event bus was closed"))
+
+    def _attach(self, watch: Watch) -> None:
+        watch.paused = False
+        lane = self._home.get(watch.key) or self._pick()
+        self._home[watch.key] = lane
+        lane.add(watch)
+
+    def _pick(self) -> _Lane:
+        idle = next((lane for lane in self._lanes if lane.task is None), None)
+        if idle is not None:
+            return idle
+        if len(self._lanes) < self._max_lanes:
+            lane = _Lane(self, f"{self._wake_prefix}{len(self._lanes)}")
+            self._lanes.append(lane)
+            return lane
+        return min(self._lanes, key=_Lane.size)
+
+
+class _Lane:
+    """One connection's XREAD BLOCK at a time over its watches' logs and its wake-up stream."""
+
+    def __init__(self, reads: Reads, wake_key: str) -> None:
+        self.reads = reads
+        self.watches: dict[str, list[Watch]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.reading = False  # an XREAD out whose keys were fixed when it was sent
+        self.waking = False  # a wake-up sent since
+        self.wake_key = wake_key
+        self.wake_id = b"0-0"
+        self._size = 0
+
+    def size(self) -> int:
+        return self._size
+
+    def count_of(self, key: str) -> int:
+        return len(self.watches.get(key, ()))
+
+    def add(self, watch: Watch) -> None:
+        watch.lane = self
+        self.watches.setdefault(watch.key, []).append(watch)
+        self._size += 1
+        self.kick()
+
+    def remove(self, watch: Watch) -> None:
+        found = self.watches.get(watch.key)
+        if found is not None and watch in found:
+            found.remove(watch)
+            self._size -= 1
+            if not found:
+                del self.watches[watch.key]
+
+    def kick(self) -> None:
+        """Have the lane's reads include its watches as they are now."""
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
+        elif self.reading and not self.waking:
+            self.waking = True
+            self.reads.wake(self)
+
+    async def wake(self) -> None:
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            async with self.reads._waker.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {b"w": b""}, maxlen=1, approximate=False)
+                pipe.pexpire(self.wake_key, _WAKE_KEEP_MS)
+                await pipe.execute()
+        # Unanswered, the lane is failing too: its watches hear of it and come back.
+
+    async def _run(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            while streams := self._streams():
+                streams[self.wake_key] = self.wake_id
+                self.reading, self.waking = True, False
+                try:
+                    reply = await self.reads._readers.xread(
+                        streams, count=self.reads._chunk, block=self.reads._block_ms
+                    )
+                except Exception as exc:  # Redis away, or an answer no watch can use
+                    self.fail(exc)
+                    return
+                finally:
+                    self.reading = False
+                if task.cancelling():  # redis-py's wait_for can swallow a cancel (3.11)
+                    raise asyncio.CancelledError
+                self._deliver(reply)
+        finally:
+            self.task = None
+
+    def _streams(self) -> dict[Any, Any]:
+        streams: dict[Any, Any] = {}
+        for key, watches in self.watches.items():
+            positions = [w.pos for w in watches if not w.paused]
+            if positions:
+                streams[key] = min(positions, key=parse_id)
+        return streams
+
+    def _deliver(self, reply: Any) -> None:
+        chunk = self.reads._chunk
+        for raw_key, entries in stream_entries(reply):
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            if key == self.wake_key:
+                self.wake_id = entries[-1][0]
+                continue
+            for watch in self.watches.get(key, ()):
+                if not watch.paused and entries:
+                    watch._give(entries, chunk)
+
+    def fail(self, error: BaseException) -> None:
+        """Every watch of the lane hears of it; each comes back on its own (to a new read)."""
+        home = self.reads._home
+        for key, watches in self.watches.items():
+            for watch in watches:
+                watch._fail(error)
+            if home.get(key) is self:
+                del home[key]
+        self.watches.clear()
+        self._size = 0
