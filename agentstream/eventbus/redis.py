@@ -197,7 +197,7 @@ class RedisEventBus:
         keep_seconds: float = 600.0,
         *,
         key_prefix: str = KEY_PREFIX,
-        read_lanes: int = 32,
+        read_lanes: int = 256,
         outage_seconds: float = OUTAGE_SECONDS,
         block_seconds: float = _BLOCK_SECONDS,
     ) -> None:
@@ -315,7 +315,7 @@ class RedisEventBus:
                 if block:
                     if watch is None:
                         watch = self._reads.watch(key, pos)
-                    entries = await self._retrying(partial(self._wait, watch, pos))
+                    entries = await self._retrying(partial(self._reads.read, watch, pos))
                 else:
                     entries, ended = await self._retrying(partial(self._read, key, pos, wait))
                 if not entries:  # only a read that does not block returns nothing

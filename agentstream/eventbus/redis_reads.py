@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentstream.eventbus.base import BusUnavailable
+from agentstream.eventbus.base import BusUnavailable, EventsEvicted
 
 Entry = tuple[bytes, list[bytes]]
 _WAKE_KEEP_MS = 86_400_000  # a dead process's wake-up streams go a day after their last use
@@ -46,7 +46,7 @@ def stream_entries(reply: Any) -> list[tuple[bytes, list[Entry]]]:
 class Watch:
     """One reader's wait on one log: what its lane read after `pos`, not yet taken."""
 
-    __slots__ = ("error", "key", "lane", "paused", "pos", "taken", "waiter")
+    __slots__ = ("error", "heard", "key", "lane", "paused", "pos", "taken", "waiter")
 
     def __init__(self, key: str, pos: bytes) -> None:
         self.key = key
@@ -56,6 +56,7 @@ class Watch:
         self.paused = False  # not read on: a full buffer, or an end (a marker) read
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.heard = asyncio.get_running_loop().time()  # when its lane last read it something
 
     def _give(self, entries: list[Entry], chunk: int) -> None:
         if parse_id(entries[0][0]) <= parse_id(self.pos):  # another watch of the log was behind
@@ -65,6 +66,7 @@ class Watch:
                 return
         self.taken += entries
         self.pos = entries[-1][0]
+        self.heard = asyncio.get_running_loop().time()
         if len(self.taken) >= chunk or is_marker(self.pos):
             self.paused = True
         self._wake()
@@ -88,6 +90,7 @@ class Reads:
         self._wake_prefix = wake_prefix
         self._max_lanes = lanes
         self._block_ms = block_ms
+        self._quiet = block_ms / 1000
         self._chunk = chunk
         self._lanes: list[_Lane] = []
         self._home: dict[str, _Lane] = {}  # a watched log's lane
@@ -133,6 +136,32 @@ class Reads:
         task = asyncio.create_task(lane.wake())
         self._wakes.add(task)
         task.add_done_callback(self._wakes.discard)
+
+    def check(self, lane: _Lane, now: float) -> None:
+        """Looks, for each of the lane's watches quiet for a whole block, whether its log was
+        begun again below it (Redis came back empty and a publisher with no floor for it
+        started over): waiting for ids past its own would skip that attempt's events without a
+        word. Such a reader is told (EventsEvicted)."""
+        quiet = [w for ws in lane.watches.values() for w in ws if now - w.heard >= self._quiet]
+        if quiet:
+            task = asyncio.create_task(self._check(lane, quiet))
+            self._wakes.add(task)
+            task.add_done_callback(self._wakes.discard)
+
+    async def _check(self, lane: _Lane, quiet: list[Watch]) -> None:
+        keys = list({w.key: None for w in quiet})
+        try:
+            async with self._waker.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.xrevrange(key, count=1)
+                tops = dict(zip(keys, await pipe.execute(), strict=True))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return  # the lane's own read hears of it
+        for watch in quiet:
+            top = tops[watch.key]
+            if top and watch.lane is lane and parse_id(top[0][0]) < parse_id(watch.pos):
+                self.stop(watch)
+                watch._fail(EventsEvicted(parse_id(watch.pos)[0], 1))
 
     async def aclose(self) -> None:
         tasks = [lane.task for lane in self._lanes if lane.task is not None] + [*self._wakes]
@@ -211,6 +240,8 @@ class _Lane:
     async def _run(self) -> None:
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
+        check_at = loop.time() + self.reads._quiet
         try:
             while streams := self._streams():
                 streams[self.wake_key] = self.wake_id
@@ -227,6 +258,9 @@ class _Lane:
                 if task.cancelling():  # redis-py's wait_for can swallow a cancel (3.11)
                     raise asyncio.CancelledError
                 self._deliver(reply)
+                if (now := loop.time()) >= check_at:
+                    check_at = now + self.reads._quiet
+                    self.reads.check(self, now)
         finally:
             self.task = None
 
