@@ -1,6 +1,6 @@
 """Scale: what one embedded server costs as the work grows, as curves (issue 17, point 3).
 
-    .venv/bin/python -m benchmarks.scale [--quick] [--json out.json] [--only CURVE]
+    .venv/bin/python -m benchmarks.scale [--quick] [--json out.json] [--only CURVE] [--distributed]
 
 Four curves, each on a fresh `agentstream dev` process (embedded SQLite, pinned to one core;
 this process on the other), one table row per size:
@@ -13,12 +13,15 @@ this process on the other), one table row per size:
    is stopped): latency of thread search, state and history, and the database's size;
 4. one run of many events: server RSS before, during and after, and a reader that disconnects
    mid-run and resumes with Last-Event-ID gets exactly what an uninterrupted reader got.
+
+With --distributed, curves 1 and 2 on `serve` + `worker` (PostgreSQL + Redis), read off `serve`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -28,9 +31,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +45,7 @@ from benchmarks import scenarios
 from benchmarks.clients import RawClient
 from benchmarks.harness import (
     RssSampler,
+    ServerProcess,
     cpu_split,
     median,
     percentile,
@@ -48,7 +53,7 @@ from benchmarks.harness import (
     rss_kb,
     start_server,
 )
-from benchmarks.run import _log, _table, machine
+from benchmarks.run import _log, _table, distributed_env, machine
 
 T = TypeVar("T")
 
@@ -207,8 +212,39 @@ async def _create_threads(client: RawClient, n: int) -> list[str]:
     return await _batched(list(range(n)), CREATE_BATCH, one)
 
 
-async def idle_streams(sizes: ScaleSizes, cpus: set[int] | None, workdir: Path) -> dict[str, Any]:
-    server = await asyncio.to_thread(start_server, workdir / "idle.sqlite", cpus=cpus)
+@contextlib.asynccontextmanager
+async def _deployment(
+    database: Path, cpus: set[int] | None, distributed: bool
+) -> AsyncIterator[ServerProcess]:
+    """`dev` on SQLite at `database`; or `serve` + `worker` on a fresh PostgreSQL database and
+    a flushed Redis, both processes on `cpus`, the figures read off `serve`."""
+    if not distributed:
+        server = await asyncio.to_thread(start_server, database, cpus=cpus)
+        try:
+            yield server
+        finally:
+            await asyncio.to_thread(server.stop)
+        return
+    env = await distributed_env(f"agentstream_scale_{database.stem}")
+    worker = await asyncio.to_thread(start_server, None, cpus=cpus, env=env, command="worker")
+    try:
+        api = await asyncio.to_thread(start_server, None, cpus=cpus, env=env, command="serve")
+        try:
+            yield api
+        finally:
+            await asyncio.to_thread(api.stop)
+    finally:
+        await asyncio.to_thread(worker.stop)
+
+
+async def idle_streams(
+    sizes: ScaleSizes, cpus: set[int] | None, workdir: Path, distributed: bool = False
+) -> dict[str, Any]:
+    async with _deployment(workdir / "idle.sqlite", cpus, distributed) as server:
+        return await _idle_streams(server, sizes)
+
+
+async def _idle_streams(server: ServerProcess, sizes: ScaleSizes) -> dict[str, Any]:
     client = RawClient(server.url)
     held: list[Sse] = []
     drains: list[asyncio.Task[None]] = []
@@ -250,7 +286,6 @@ async def idle_streams(sizes: ScaleSizes, cpus: set[int] | None, workdir: Path) 
             t.cancel()
         await asyncio.gather(*drains, return_exceptions=True)
         await client.aclose()
-        await asyncio.to_thread(server.stop)
     base = rows[0]["rss_kb"]
     for row in rows:
         n = row["streams"]
@@ -293,8 +328,14 @@ async def _blocked_run(
     return str(blocker["run_id"]), str(run["run_id"])
 
 
-async def joiners(sizes: ScaleSizes, cpus: set[int] | None, workdir: Path) -> dict[str, Any]:
-    server = await asyncio.to_thread(start_server, workdir / "join.sqlite", cpus=cpus)
+async def joiners(
+    sizes: ScaleSizes, cpus: set[int] | None, workdir: Path, distributed: bool = False
+) -> dict[str, Any]:
+    async with _deployment(workdir / "join.sqlite", cpus, distributed) as server:
+        return await _joiners(server, sizes)
+
+
+async def _joiners(server: ServerProcess, sizes: ScaleSizes) -> dict[str, Any]:
     client = RawClient(server.url)
     rows = []
     ticks = sizes.join_ticks
@@ -315,7 +356,6 @@ async def joiners(sizes: ScaleSizes, cpus: set[int] | None, workdir: Path) -> di
             rows.append(_join_row(n, ticks, sizes.join_delay, arrivals, before, sampler.peak))
     finally:
         await client.aclose()
-        await asyncio.to_thread(server.stop)
     return {"rows": rows, "errors": sum(r["errors"] for r in rows)}
 
 
@@ -758,15 +798,23 @@ def report(result: dict[str, Any]) -> str:
 # --- the command --------------------------------------------------------------------------------
 
 
-CURVES: dict[str, Callable[[ScaleSizes, set[int] | None, Path], Awaitable[dict[str, Any]]]] = {
+Curve = Callable[[ScaleSizes, set[int] | None, Path], Awaitable[dict[str, Any]]]
+CURVES: dict[str, Curve] = {
     "idle_streams": idle_streams,
     "joiners": joiners,
     "many_threads": many_threads,
     "long_run": long_run,
 }
+# The curves that --distributed measures on `serve` + `worker` (the others are SQLite's).
+DISTRIBUTED_CURVES: dict[str, Curve] = {
+    "idle_streams": partial(idle_streams, distributed=True),
+    "joiners": partial(joiners, distributed=True),
+}
 
 
-async def main_async(sizes: ScaleSizes, quick: bool, only: Sequence[str] = ()) -> dict[str, Any]:
+async def main_async(
+    sizes: ScaleSizes, quick: bool, only: Sequence[str] = (), distributed: bool = False
+) -> dict[str, Any]:
     server_cpus, bench_cpus = cpu_split()
     pin_self(bench_cpus)
     _raise_fd_limit()
@@ -774,12 +822,14 @@ async def main_async(sizes: ScaleSizes, quick: bool, only: Sequence[str] = ()) -
         "machine": machine(server_cpus, bench_cpus),
         "quick": quick,
         "sizes": asdict(sizes),
+        "deployment": "serve + worker" if distributed else "dev",
     }
+    curves = DISTRIBUTED_CURVES if distributed else CURVES
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="agentstream-scale-") as tmp:
         workdir = Path(tmp)
-        for name in only or CURVES:
-            result[name] = await CURVES[name](sizes, server_cpus, workdir)
+        for name in [n for n in only if n in curves] if only else curves:
+            result[name] = await curves[name](sizes, server_cpus, workdir)
     result["errors"] = sum(result[k]["errors"] for k in CURVES if k in result)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -792,12 +842,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=list(CURVES), default=[], help="just this curve"
     )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="idle streams and joiners on `serve` + `worker` (PostgreSQL + Redis)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    result = asyncio.run(main_async(sizes, args.quick, args.only))
+    result = asyncio.run(main_async(sizes, args.quick, args.only, args.distributed))
     m = result["machine"]
     print(
-        f"agentstream scale{' (quick)' if args.quick else ''}: {m['date']}, {m['nproc']} cores "
+        f"agentstream scale{' (quick)' if args.quick else ''} on {result['deployment']}: "
+        f"{m['date']}, {m['nproc']} cores "
         f"({m['cpu']}), Python {m['python']}; server on CPU {m['server_cpus']}, client on CPU "
         f"{m['benchmark_cpus']}; {result['seconds']} s\n"
     )
