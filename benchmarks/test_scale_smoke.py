@@ -78,3 +78,25 @@ def test_quick_scale_reports_every_curve(tmp_path: Path) -> None:
         for key in ("rss_before_kb", "rss_peak_kb", "rss_after_kb"):
             assert _number(run, key, kind) > 0
     assert result["long_run"]["paced"]["resumed_mid_run"]
+
+
+def test_quick_distributed_scale_keeps_every_stream(tmp_path: Path) -> None:
+    # serve + worker on PostgreSQL + Redis: every idle stream stays open and every joiner gets
+    # every event (past 1,000 streams a process once failed new ones).
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--quick", "--distributed", "--json", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["deployment"] == "serve + worker" and result["errors"] == 0
+    assert set(result) >= {"idle_streams", "joiners"} and "many_threads" not in result
+    for row in result["idle_streams"]["rows"]:
+        assert row["streams_closed"] == 0 and row["ttfe_errors"] == 0
+    for row in result["joiners"]["rows"]:
+        assert row["events_per_joiner_min"] == result["sizes"]["join_ticks"]
