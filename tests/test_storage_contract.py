@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import orjson
 import psycopg
 import pytest
 from langgraph.graph import START, StateGraph
@@ -36,6 +37,7 @@ from agentstream.storage.base import (
     UnreadableRun,
     utcnow,
 )
+from agentstream.storage.dialect import match
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
@@ -384,6 +386,36 @@ async def test_search_total_is_exact_on_every_page(storage: Storage) -> None:
     assert await page(10, 0, metadata={"odd": 1}) == (["t1", "t3"], 2)
     assert await page(10, 1, metadata={"odd": 1}) == (["t3"], 2)
     assert await page(10, 0, metadata={"odd": 7}) == ([], 0)
+
+
+async def test_thread_search_by_metadata_follows_every_change_of_it(storage: Storage) -> None:
+    """A search by metadata finds a thread by what its metadata is now, after a patch, a
+    run's merge, a copy and a delete; scalars match by JSON type as the JSON filter does."""
+    meta = {"user": "u1", "n": 1, "flag": True, "s": "1", "x": 1.5}
+    await storage.create_thread("t1", metadata=meta, if_exists="raise")
+
+    async def ids(metadata: dict[str, Any], filters: dict[str, Any] | None = None) -> list[str]:
+        found, total = await storage.search_threads(
+            ids=None, metadata=metadata, values=None, status=None, limit=10, offset=0,
+            sort_by="thread_id", sort_order="asc", filters=filters,
+        )  # fmt: skip
+        assert total == len(found)
+        return [t["thread_id"] for t in found]
+
+    assert await ids({"user": "u1", "n": 1, "flag": True, "s": "1", "x": 1.5}) == ["t1"]
+    assert await ids({"n": "1"}) == await ids({"s": 1}) == []
+    assert await ids({"user": {"$eq": "u1"}}) == ["t1"]
+    assert await ids({}, filters={"user": "u1"}) == ["t1"]
+    await storage.patch_thread("t1", {"user": "u2"})
+    assert await ids({"user": "u1"}) == []
+    assert await ids({"user": "u2"}) == ["t1"]
+    await _enqueue(storage, "t1", thread_metadata={"user": "u3"})
+    assert (await ids({"user": "u2"}), await ids({"user": "u3"})) == ([], ["t1"])
+    await storage.copy_thread("t1", "t2")
+    assert await ids({"user": "u3"}) == ["t1", "t2"]
+    await storage.delete_thread("t1")
+    assert await ids({"user": "u3"}) == ["t2"]
+    assert await ids({"user": "u3"}, filters={"user": "u1"}) == []
 
 
 async def test_thread_search_by_values(storage: Storage) -> None:
@@ -1245,6 +1277,50 @@ async def test_sqlite_thread_search_page_walks_an_index(tmp_path: Path) -> None:
         db.close()
     details = " ".join(str(row[-1]) for row in plan)
     assert "threads_created" in details and "TEMP B-TREE" not in details, details
+
+
+async def test_sqlite_thread_search_by_metadata_reads_an_index(tmp_path: Path) -> None:
+    """A search by metadata (a user's threads; every search under an owner filter) finds and
+    counts its threads through thread_keys' index, not by reading every thread's JSON (101 ms
+    at 100,000 threads, benchmarks.scale). A database from before the index gets its keys."""
+    path = tmp_path / "agentstream.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(SQLITE_MIGRATIONS[:5], start=1):
+        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    at = "2026-01-01T00:00:00+00:00"
+    for n in range(20):
+        metadata = orjson.dumps({"user": f"u{n % 4}", "nested": {"user": "u0"}}).decode()
+        db.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata, "
+            "status, config, interrupts) VALUES (?, ?, ?, ?, ?, 'idle', '{}', '{}')",
+            (f"t{n:02}", at, at, at, metadata),
+        )
+    db.close()
+    storage = SqliteStorage(path)
+    await storage.setup()
+    try:
+        found, total = await storage.search_threads(
+            ids=None, metadata={"user": "u1"}, values=None, status=None, limit=2, offset=0,
+            sort_by="thread_id", sort_order="asc",
+        )  # fmt: skip
+        assert ([t["thread_id"] for t in found], total) == (["t01", "t05"], 5)
+    finally:
+        await storage.aclose()
+    db = sqlite3.connect(path)
+    try:
+        p: dict[str, Any] = {}
+        where = match(DIALECT, "metadata", {"user": "u1"}, p, thread=True)
+        plan = db.execute(
+            f"EXPLAIN QUERY PLAN {DIALECT['count_threads'].format(where=where)}", p
+        ).fetchall()
+        rows = db.execute("SELECT count(*) FROM thread_keys").fetchone()[0]
+    finally:
+        db.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "thread_keys_match" in details and "SCAN threads" not in details, details
+    assert "json_extract" not in where
+    assert rows == 20  # the scalar keys only: no row for an object
 
 
 async def test_sqlite_in_memory_keeps_checkpoints_with_the_rows() -> None:

@@ -29,6 +29,10 @@ class Dialect:
     equals: Condition
     contains: Condition
     true: str
+    # Threads with a metadata key equal to a scalar, through an index of their own (key,
+    # value, bind) -> SQL, or None for a value it cannot find so; None: the JSON column is
+    # indexed itself (PostgreSQL's GIN answers `equals`).
+    thread_key: Callable[[str, Any, Bind], str | None] | None = None
 
     def __getitem__(self, name: str) -> str:
         return self.queries[name]
@@ -53,24 +57,34 @@ def binder(d: Dialect, p: Params) -> Bind:
     return bind
 
 
-def match(d: Dialect, column: str, conditions: Mapping[str, Any] | None, p: Params) -> str:
+def match(
+    d: Dialect,
+    column: str,
+    conditions: Mapping[str, Any] | None,
+    p: Params,
+    *,
+    thread: bool = False,
+) -> str:
     """A condition that holds when the JSON object in `column` matches every key.
 
     Plain values and {"$eq": v} mean equality; {"$contains": v} means the list at that key
-    holds v (or every item of v).
+    holds v (or every item of v). With thread=True (a thread's metadata), an equality the
+    dialect's thread_key can answer goes through its index instead of the JSON.
     """
     if not conditions:
         return d.true
     bind = binder(d, p)
+    keys = d.thread_key if thread else None
     parts: list[str] = []
     for key, value in conditions.items():
-        if (
-            isinstance(value, dict)
-            and len(value) == 1
-            and next(iter(value)) in ("$eq", "$contains")
-        ):
+        op, operand = "$eq", value
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _OPS:
             op, operand = next(iter(value.items()))
-            parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, bind))
+        if op == "$eq" and keys is not None and (indexed := keys(key, operand, bind)):
+            parts.append(indexed)
         else:
-            parts.append(d.equals(column, key, value, bind))
+            parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, bind))
     return " AND ".join(parts)
+
+
+_OPS = ("$eq", "$contains")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.sql_crons import cron_queries
-from agentstream.storage.sqlfilters import contains, equals
+from agentstream.storage.sqlfilters import contains, equals, thread_key
 
 MIGRATIONS = [
     # 1: the initial schema
@@ -118,6 +118,34 @@ MIGRATIONS = [
     """
     CREATE INDEX IF NOT EXISTS threads_created ON threads(created_at, thread_id);
     """,
+    # 6: each thread's top-level scalar metadata as rows of (key, value), kept by triggers: a
+    # search by metadata (a user's threads; every search under an owner filter) finds its
+    # threads and counts them through an index instead of reading every thread's JSON
+    # (benchmarks.scale: 39 ms at 100,000 threads, growing with them). A stateless run's
+    # thread, made and deleted with its run, is not kept there (3 % of such a run's cost).
+    """
+    ALTER TABLE threads ADD COLUMN temporary INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS thread_keys (key TEXT NOT NULL, value, thread_id TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS thread_keys_match ON thread_keys(key, value, thread_id);
+    CREATE INDEX IF NOT EXISTS thread_keys_thread ON thread_keys(thread_id);
+    CREATE TRIGGER IF NOT EXISTS thread_keys_insert AFTER INSERT ON threads
+    WHEN NOT NEW.temporary BEGIN
+        INSERT INTO thread_keys SELECT key, value, NEW.thread_id FROM json_each(NEW.metadata)
+        WHERE type NOT IN ('object', 'array', 'null');
+    END;
+    CREATE TRIGGER IF NOT EXISTS thread_keys_update AFTER UPDATE OF metadata ON threads
+    WHEN OLD.metadata IS NOT NEW.metadata AND NOT NEW.temporary BEGIN
+        DELETE FROM thread_keys WHERE thread_id = OLD.thread_id;
+        INSERT INTO thread_keys SELECT key, value, NEW.thread_id FROM json_each(NEW.metadata)
+        WHERE type NOT IN ('object', 'array', 'null');
+    END;
+    CREATE TRIGGER IF NOT EXISTS thread_keys_delete AFTER DELETE ON threads
+    WHEN NOT OLD.temporary BEGIN
+        DELETE FROM thread_keys WHERE thread_id = OLD.thread_id;
+    END;
+    INSERT INTO thread_keys SELECT j.key, j.value, t.thread_id
+    FROM threads t, json_each(t.metadata) j WHERE j.type NOT IN ('object', 'array', 'null');
+    """,
 ]
 
 _ASSISTANT = (
@@ -203,10 +231,11 @@ WHERE assistant_id = :assistant_id
     "WHERE assistant_id = :assistant_id AND {cond} "
     "ORDER BY version DESC LIMIT :limit OFFSET :offset",
     # --- threads ---
-    # Insert an idle thread unless its id is taken; returns nothing when it is.
+    # Insert an idle thread unless its id is taken; returns nothing when it is. A temporary
+    # one (a stateless run's) is left out of thread_keys.
     "insert_thread": f"""
-INSERT OR IGNORE INTO threads ({_THREAD}) VALUES (:thread_id, :at, :at, :at, :metadata, 'idle',
-    '{{"configurable": {{}}}}', NULL, '{{}}', NULL)
+INSERT OR IGNORE INTO threads ({_THREAD}, temporary) VALUES (:thread_id, :at, :at, :at,
+    :metadata, 'idle', '{{"configurable": {{}}}}', NULL, '{{}}', NULL, :temporary)
 RETURNING thread_id
 """,
     # A thread the caller may see.
@@ -409,4 +438,4 @@ def _mark(name: str) -> str:
     return f":{name}"
 
 
-DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1")
+DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1", thread_key)

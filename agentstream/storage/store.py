@@ -224,6 +224,7 @@ class RunStore(ExpiryStore):
         filters: Filter | None = None,
     ) -> Thread:
         p = self._params(thread_id=thread_id, metadata=self.c.json(dict(metadata)))
+        p["temporary"] = False
         if "create_thread" in self.d.queries:  # one statement (PostgreSQL)
             sql = self.d["create_thread"].format(cond=match(self.d, "metadata", filters, p))
             found = await self.c.write(rows(sql, p), single=True)
@@ -265,9 +266,9 @@ class RunStore(ExpiryStore):
         p = dict(ids=self.c.json(list(ids or ())), status=status)
         p.update(limit=limit, offset=offset)
         parts = [
-            match(self.d, "metadata", metadata, p),
+            match(self.d, "metadata", metadata, p, thread=True),
             match(self.d, '"values"', values, p),
-            match(self.d, "metadata", filters, p),
+            match(self.d, "metadata", filters, p, thread=True),
         ]
         if ids:
             parts.append(self.d["ids_in"])
