@@ -1,0 +1,84 @@
+"""A worker past half its slots takes another run only while its event loop has time to spare
+(worker.LoopLoad, BUSY_LAG / BUSY_CPU): runs that wait (on a model, a timer) take every slot;
+while the loop computes flat out, the worker holds at half, and takes more once it calms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agentstream.execution.control import LocalControl
+from agentstream.execution.runs import RunService, new_run
+from agentstream.execution.worker import LoopLoad
+from agentstream.graphs import default_assistant_id
+from agentstream.ids import uuid7
+from agentstream.storage.base import NewRun
+from tests.test_start_at_creation import on_sqlite
+
+
+async def _compute(seconds: float, rest: float = 0.0) -> None:
+    """Keeps this loop's thread computing for `seconds`, handing the loop over every 5 ms (and
+    idling `rest` seconds then)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        chunk = time.perf_counter() + 0.005
+        while time.perf_counter() < chunk:
+            pass
+        await asyncio.sleep(rest)
+
+
+async def test_loop_load_is_busy_only_while_the_loop_computes() -> None:
+    load = LoopLoad()
+    try:
+        assert not load.busy()  # first asked: nothing measured yet
+        await asyncio.sleep(0.3)  # an idle loop, watched
+        assert not load.busy() and load.cpu < 0.5
+        await _compute(0.5)
+        assert load.busy() and load.cpu > 0.9
+    finally:
+        load.stop()
+
+
+async def test_a_worker_takes_every_slot_for_waiting_runs_and_half_while_computing(
+    tmp_path: Path,
+) -> None:
+    control = LocalControl()
+    async with on_sqlite(tmp_path / "agentstream.sqlite", control, 4) as (storage, bus, worker):
+        runs = RunService(storage, bus, control)  # no worker of its own: every run is queued
+        ticker = default_assistant_id("ticker")
+        peaks: list[int] = []
+        spawn = worker._spawn
+
+        def spawned(claim: object) -> None:
+            spawn(claim)  # type: ignore[arg-type]
+            peaks[-1] = max(peaks[-1], worker.active)
+
+        worker._spawn = spawned  # type: ignore[method-assign]
+        await worker.start()
+
+        async def round_of(n: int) -> None:
+            peaks.append(0)
+            kwargs = {"input": {"n": 3, "delay": 0.1}}  # waiting runs: the loop stays idle
+            made = [new_run(uuid7(), uuid7(), ticker, kwargs, {}, "enqueue") for _ in range(n)]
+            for run in made:
+                await runs.create(NewRun(run, True, "create", None, {}))
+            for run in made:
+                async with asyncio.timeout(20):
+                    result = await runs.result(run["run_id"])
+                assert result is not None and result["status"] == "success"
+
+        await round_of(8)
+        assert peaks[-1] == 4  # every slot
+        # The loop computing most of the time: its timers late, its thread busy.
+        computing = asyncio.create_task(_compute(30, rest=0.001))
+        try:
+            worker.load.busy()  # watched from now: measured over the next tenths of a second
+            await asyncio.sleep(0.3)
+            assert worker.load.busy()
+            await round_of(8)
+            assert peaks[-1] == 2  # half its slots, all the while
+        finally:
+            computing.cancel()
+        await round_of(8)
+        assert peaks[-1] == 4
