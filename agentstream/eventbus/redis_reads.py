@@ -82,6 +82,8 @@ class Watch:
 
 
 class Reads:
+    """The lanes of one process (one RedisEventBus): watches made, read for, stopped."""
+
     def __init__(
         self, readers: Redis, waker: Redis, wake_prefix: str, lanes: int, block_ms: int, chunk: int
     ) -> None:
