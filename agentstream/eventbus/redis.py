@@ -21,7 +21,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentstream import metrics
 from agentstream.eventbus.base import Batch, BusUnavailable, Event, EventsEvicted
-from agentstream.eventbus.redis_reads import Reads, Watch, is_marker, parse_id
+from agentstream.eventbus.redis_reads import Reads, Watch
+from agentstream.eventbus.redis_reads import is_marker as _is_marker
+from agentstream.eventbus.redis_reads import parse_id as _parse
 from agentstream.protocol import encode_frame, frames_of
 
 log = logging.getLogger("agentstream.eventbus")
@@ -400,21 +402,6 @@ class RedisEventBus:
         ended = top is not None and _is_marker(top) and _parse(top) < _parse(pos)
         return _entries(found), ended
 
-    async def _wait(self, watch: Watch, pos: bytes) -> list[_Entry]:
-        """The entries after pos that the reader's lane reads, waiting for some."""
-        while True:
-            try:
-                async with asyncio.timeout(self._block_ms / 1000):
-                    return await self._reads.read(watch, pos)
-            except TimeoutError:
-                pass
-            # Quiet for a whole block: was the log begun again below this reader (Redis came
-            # back empty and a publisher with no floor for it started over)? Waiting for ids
-            # past ours would skip that attempt's events without a word.
-            top = await self._top(watch.key)
-            if top is not None and _parse(top) < _parse(pos):
-                raise EventsEvicted(_seq(pos), 1)
-
 
 async def honour_cancel(awaitable: Awaitable[_T]) -> _T:
     """Await, then raise a cancel that arrived meanwhile even if something swallowed it.
@@ -429,10 +416,6 @@ async def honour_cancel(awaitable: Awaitable[_T]) -> _T:
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
     return result
-
-
-_parse = parse_id
-_is_marker = is_marker
 
 
 def _seq(entry_id: bytes) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +35,14 @@ def parse_id(entry_id: bytes) -> tuple[int, int]:
 
 def is_marker(entry_id: bytes) -> bool:
     return not entry_id.endswith(b"-0")
+
+
+def _after(entries: list[Entry], pos: bytes) -> list[Entry]:
+    """The entries with ids past pos (entries read from before it, for another reader)."""
+    if not entries or parse_id(entries[0][0]) > parse_id(pos):
+        return entries
+    mine = parse_id(pos)
+    return [e for e in entries if parse_id(e[0]) > mine]
 
 
 def stream_entries(reply: Any) -> list[tuple[bytes, list[Entry]]]:
@@ -59,11 +68,9 @@ class Watch:
         self.heard = asyncio.get_running_loop().time()  # when its lane last read it something
 
     def _give(self, entries: list[Entry], chunk: int) -> None:
-        if parse_id(entries[0][0]) <= parse_id(self.pos):  # another watch of the log was behind
-            mine = parse_id(self.pos)
-            entries = [e for e in entries if parse_id(e[0]) > mine]
-            if not entries:
-                return
+        entries = _after(entries, self.pos)  # another watch of the log may have been behind
+        if not entries:
+            return
         self.taken += entries
         self.pos = entries[-1][0]
         self.heard = asyncio.get_running_loop().time()
@@ -96,7 +103,7 @@ class Reads:
         self._chunk = chunk
         self._lanes: list[_Lane] = []
         self._home: dict[str, _Lane] = {}  # a watched log's lane
-        self._wakes: set[asyncio.Task[None]] = set()  # wake-ups in flight (held: see wake())
+        self._tasks: set[asyncio.Task[None]] = set()  # wake-ups and checks in flight
 
     def watch(self, key: str, pos: bytes) -> Watch:
         watch = Watch(key, pos)
@@ -107,9 +114,8 @@ class Reads:
         """The entries after pos (the reader's position), waiting for some if there are none."""
         if parse_id(pos) > parse_id(watch.pos):  # the reader read on by itself
             watch.taken, watch.pos = [], pos
-        elif watch.taken and parse_id(watch.taken[0][0]) <= parse_id(pos):
-            mine = parse_id(pos)
-            watch.taken = [e for e in watch.taken if parse_id(e[0]) > mine]
+        else:
+            watch.taken = _after(watch.taken, pos)
         while not watch.taken:
             if watch.error is not None:
                 error, watch.error = watch.error, None
@@ -135,9 +141,7 @@ class Reads:
                 del self._home[watch.key]
 
     def wake(self, lane: _Lane) -> None:
-        task = asyncio.create_task(lane.wake())
-        self._wakes.add(task)
-        task.add_done_callback(self._wakes.discard)
+        self._background(lane.wake())
 
     def check(self, lane: _Lane, now: float) -> None:
         """Looks, for each of the lane's watches quiet for a whole block, whether its log was
@@ -146,9 +150,7 @@ class Reads:
         word. Such a reader is told (EventsEvicted)."""
         quiet = [w for ws in lane.watches.values() for w in ws if now - w.heard >= self._quiet]
         if quiet:
-            task = asyncio.create_task(self._check(lane, quiet))
-            self._wakes.add(task)
-            task.add_done_callback(self._wakes.discard)
+            self._background(self._check(lane, quiet))
 
     async def _check(self, lane: _Lane, quiet: list[Watch]) -> None:
         keys = list({w.key: None for w in quiet})
@@ -166,12 +168,17 @@ class Reads:
                 watch._fail(EventsEvicted(parse_id(watch.pos)[0], 1))
 
     async def aclose(self) -> None:
-        tasks = [lane.task for lane in self._lanes if lane.task is not None] + [*self._wakes]
+        tasks = [lane.task for lane in self._lanes if lane.task is not None] + [*self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self._lanes:  # a reader still waiting is told, not left waiting
             lane.fail(BusUnavailable("the event bus was closed"))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
 
     def _attach(self, watch: Watch) -> None:
         watch.paused = False
