@@ -27,10 +27,11 @@ def _number(figures: dict[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
-def test_quick_scale_reports_every_curve(tmp_path: Path) -> None:
+def _quick_scale(tmp_path: Path, *more: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`python -m benchmarks.scale --quick` run to success: its output and its JSON's path."""
     out = tmp_path / "scale.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.scale", "--quick", *more, "--json", str(out)],
         cwd=ROOT,
         env=dict(os.environ),
         capture_output=True,
@@ -38,6 +39,11 @@ def test_quick_scale_reports_every_curve(tmp_path: Path) -> None:
         timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, out
+
+
+def test_quick_scale_reports_every_curve(tmp_path: Path) -> None:
+    proc, out = _quick_scale(tmp_path)
     for heading in ("1. idle open streams", "2. joiners", "3. many threads", "4. one run"):
         assert heading in proc.stdout
     result = json.loads(out.read_text())
@@ -83,16 +89,7 @@ def test_quick_scale_reports_every_curve(tmp_path: Path) -> None:
 def test_quick_distributed_scale_keeps_every_stream(tmp_path: Path) -> None:
     # serve + worker on PostgreSQL + Redis: every idle stream stays open and every joiner gets
     # every event (past 1,000 streams a process once failed new ones).
-    out = tmp_path / "scale.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--quick", "--distributed", "--json", str(out)],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, out = _quick_scale(tmp_path, "--distributed")
     result = json.loads(out.read_text())
     assert result["deployment"] == "serve + worker" and result["errors"] == 0
     assert set(result) >= {"idle_streams", "joiners"} and "many_threads" not in result

@@ -1226,16 +1226,23 @@ async def test_sqlite_an_unreadable_run_never_blocks_the_queue(tmp_path: Path) -
         await storage.aclose()
 
 
+def _sqlite_migrated_to(path: Path, version: int) -> sqlite3.Connection:
+    """A database at `path` with the SQLite schema's first `version` migrations, as an older
+    release left it; open, in autocommit."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(SQLITE_MIGRATIONS[:version], start=1):
+        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    return db
+
+
 async def test_sqlite_runs_stored_before_run_numbers_get_theirs_in_order(
     tmp_path: Path,
 ) -> None:
     """A database from before runs had numbers: its runs are numbered in the order they were
     created, each thread apart, and the next run of a thread goes on from there."""
     path = tmp_path / "agentstream.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for number, script in enumerate(SQLITE_MIGRATIONS[:3], start=1):
-        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    db = _sqlite_migrated_to(path, 3)
     at = "2026-01-01T00:00:00+00:00"
     for thread_id in ("ta", "tb"):
         db.execute(
@@ -1284,10 +1291,7 @@ async def test_sqlite_thread_search_by_metadata_reads_an_index(tmp_path: Path) -
     counts its threads through thread_keys' index, not by reading every thread's JSON (101 ms
     at 100,000 threads, benchmarks.scale). A database from before the index gets its keys."""
     path = tmp_path / "agentstream.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for number, script in enumerate(SQLITE_MIGRATIONS[:5], start=1):
-        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    db = _sqlite_migrated_to(path, 5)
     at = "2026-01-01T00:00:00+00:00"
     for n in range(20):
         metadata = orjson.dumps({"user": f"u{n % 4}", "nested": {"user": "u0"}}).decode()
