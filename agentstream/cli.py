@@ -150,6 +150,7 @@ def serve(settings: Settings) -> None:
         # The grace is spent in app.drain, before uvicorn's own shutdown begins: by then what is
         # left open is what a drain cut.
         timeout_graceful_shutdown=1,
+        ws_per_message_deflate=settings.ws_deflate,
     )
     server = _Server(config, app, settings.shutdown_grace_seconds)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)

@@ -5,7 +5,9 @@ carrying commands and events both), on both deployments; and RemoteGraph's v3 ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerProcess
+from tests.servers import running_cluster, start_server
 from tests.test_v2 import _contents, _is_root_end, _same, _texts
 
 
@@ -196,3 +199,35 @@ async def test_v2_socket_ends_a_run_it_started_after_the_subscriptions_its_answe
         _, early = await _answer(ws, 3)
         seen = await _until_end(ws, seen + early)
     assert "values" in [e["method"] for e in seen if e.get("type") == "event"]
+
+
+async def _ticks_over_socket(url: str) -> tuple[str | None, list[Any]]:
+    """The extensions a socket's handshake agreed (the client offers permessage-deflate) and
+    the events of a two-tick run started on it."""
+    async with connect(socket_url(url, str(uuid.uuid4()))) as ws:
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions") if ws.response else None
+        await _send(ws, 1, "subscription.subscribe", channels=["custom", "lifecycle"])
+        await _send(ws, 2, "run.start", assistant_id="ticker", input={"n": 2})
+        answers = [await _answer(ws, n) for n in (1, 2)]
+        events = await _until_end(ws, [e for _, before in answers for e in before])
+    return agreed, [e["params"]["data"]["payload"] for e in events if e["method"] == "custom"]
+
+
+async def test_v2_socket_is_uncompressed_unless_configured(server: ServerProcess) -> None:
+    agreed, ticks = await _ticks_over_socket(server.url)
+    assert agreed is None
+    assert [t["tick"] for t in ticks] == [0, 1]
+
+
+@pytest.mark.parametrize("deployment", ["embedded", "distributed"])
+async def test_v2_socket_compresses_when_configured(deployment: str, tmp_path: Path) -> None:
+    env = {"AGENTSTREAM_WS_DEFLATE": "1"}
+    with contextlib.ExitStack() as stack:
+        if deployment == "embedded":
+            proc = start_server(tmp_path / "deflate.sqlite", env=env)
+            stack.callback(proc.stop)
+        else:
+            proc = stack.enter_context(running_cluster(apis=1, workers=1, env=env)).apis[0]
+        agreed, ticks = await _ticks_over_socket(proc.url)
+    assert agreed is not None and agreed.startswith("permessage-deflate")
+    assert [t["tick"] for t in ticks] == [0, 1]
