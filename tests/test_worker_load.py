@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agentstream.execution.control import LocalControl
 from agentstream.execution.runs import RunService, new_run
-from agentstream.execution.worker import LoopLoad
+from agentstream.execution.worker import BUSY_CPU, BUSY_LAG, LoopLoad
 from agentstream.graphs import default_assistant_id
 from agentstream.ids import uuid7
 from agentstream.storage.base import NewRun
@@ -38,7 +38,7 @@ async def test_loop_load_is_busy_only_while_the_loop_computes() -> None:
         # Busy by both signs when this process has its core; by its timers' lateness alone
         # when other processes take the core from it (its thread then computes less of the
         # time: another process has the rest).
-        assert load.busy() and (load.cpu > 0.9 or load.lag > 0.001)
+        assert load.busy() and (load.cpu > BUSY_CPU or load.lag > BUSY_LAG)
     finally:
         load.stop()
 
