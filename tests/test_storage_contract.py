@@ -37,7 +37,7 @@ from agentstream.storage.base import (
     UnreadableRun,
     utcnow,
 )
-from agentstream.storage.dialect import match
+from agentstream.storage.dialect import binder, match
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
@@ -1322,9 +1322,70 @@ async def test_sqlite_thread_search_by_metadata_reads_an_index(tmp_path: Path) -
     finally:
         db.close()
     details = " ".join(str(row[-1]) for row in plan)
-    assert "thread_keys_match" in details and "SCAN threads" not in details, details
+    assert "thread_keys_page" in details and "SCAN threads" not in details, details
     assert "json_extract" not in where
     assert rows == 20  # the scalar keys only: no row for an object
+
+
+async def test_sqlite_thread_search_by_one_key_reads_its_page_off_the_index(
+    tmp_path: Path,
+) -> None:
+    """A search by one metadata key in creation order (a user's newest threads) reads its page
+    off thread_keys' index, stopping at the page's end, and counts off it (a user with 1,000
+    threads of 100,000: 3.6 -> 0.3 ms); pages and totals as a search without the index gives
+    them. A database from before the index gets its keys' creation times."""
+    path = tmp_path / "agentstream.sqlite"
+    db = _sqlite_migrated_to(path, 6)
+    made = []
+    for n in range(30):
+        at = f"2026-01-01T00:00:{n:02}+00:00"
+        db.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata, "
+            "status, config, interrupts) VALUES (?, ?, ?, ?, ?, 'idle', '{}', '{}')",
+            (f"t{n:02}", at, at, at, orjson.dumps({"user": f"u{n % 3}"}).decode()),
+        )
+        made.append((at, f"t{n:02}", f"u{n % 3}"))
+    db.close()
+    storage = SqliteStorage(path)
+    await storage.setup()
+
+    async def page(order: str, offset: int, **search: Any) -> tuple[list[str], int]:
+        args = dict(ids=None, metadata=None, values=None, status=None, limit=4, offset=offset)
+        found, total = await storage.search_threads(
+            **{**args, **search}, sort_by="created_at", sort_order=order
+        )
+        return [t["thread_id"] for t in found], total
+
+    try:
+        mine = sorted((at, t) for at, t, user in made if user == "u1")
+        for order, ordered in (("desc", mine[::-1]), ("asc", mine)):
+            for offset in (0, 4, 8):
+                expected = [t for _, t in ordered[offset : offset + 4]]
+                assert await page(order, offset, metadata={"user": "u1"}) == (expected, 10)
+        by_filter = await page("desc", 0, filters={"user": {"$eq": "u1"}})
+        assert by_filter == ([t for _, t in mine[::-1][:4]], 10)
+        # A thread made since, and one whose metadata changed to the key, in their places.
+        await storage.create_thread("t-new", metadata={"user": "u1"}, if_exists="raise")
+        await storage.patch_thread("t00", {"user": "u1"})
+        newest, total = await page("desc", 0, metadata={"user": "u1"})
+        oldest, _ = await page("asc", 0, metadata={"user": "u1"})
+        assert (newest[0], oldest[0], total) == ("t-new", "t00", 12)
+    finally:
+        await storage.aclose()
+    db = sqlite3.connect(path)
+    try:
+        p: dict[str, Any] = {"limit": 4, "offset": 0}
+        assert DIALECT.key_rows is not None
+        rows = DIALECT.key_rows("user", "u1", binder(DIALECT, p))
+        sql = DIALECT["search_threads_by_key"].format(key=rows, order="created_at DESC")
+        plan = " ".join(str(r[-1]) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}", p))
+        backfilled = db.execute("SELECT count(*) FROM thread_keys WHERE created_at IS NULL")
+        missing = backfilled.fetchone()[0]
+    finally:
+        db.close()
+    # The page read off the index in order: the only sort is of the page's own rows.
+    assert "COVERING INDEX thread_keys_page" in plan and plan.count("TEMP B-TREE") == 1, plan
+    assert missing == 0
 
 
 async def test_sqlite_in_memory_keeps_checkpoints_with_the_rows() -> None:

@@ -33,6 +33,9 @@ class Dialect:
     # value, bind) -> SQL, or None for a value it cannot find so; None: the JSON column is
     # indexed itself (PostgreSQL's GIN answers `equals`).
     thread_key: Callable[[str, Any, Bind], str | None] | None = None
+    # The same as a condition on that index's rows (key, value, bind) -> SQL, for a page read
+    # off it in creation order ("search_threads_by_key").
+    key_rows: Callable[[str, Any, Bind], str | None] | None = None
 
     def __getitem__(self, name: str) -> str:
         return self.queries[name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.sql_crons import cron_queries
-from agentstream.storage.sqlfilters import contains, equals, thread_key
+from agentstream.storage.sqlfilters import contains, equals, key_rows, thread_key
 
 MIGRATIONS = [
     # 1: the initial schema
@@ -146,6 +146,30 @@ MIGRATIONS = [
     INSERT INTO thread_keys SELECT j.key, j.value, t.thread_id
     FROM threads t, json_each(t.metadata) j WHERE j.type NOT IN ('object', 'array', 'null');
     """,
+    # 7: thread_keys keeps each thread's created_at, indexed after the key and value: a search
+    # by one key in the default order reads its page off the index and stops at the page's end,
+    # instead of reading every matching thread to sort them (benchmarks.scale: 2.4 ms for the
+    # page of a user with 1,000 threads, growing with them).
+    """
+    ALTER TABLE thread_keys ADD COLUMN created_at TEXT;
+    UPDATE thread_keys SET created_at = (
+        SELECT t.created_at FROM threads t WHERE t.thread_id = thread_keys.thread_id);
+    DROP INDEX IF EXISTS thread_keys_match;
+    CREATE INDEX IF NOT EXISTS thread_keys_page ON thread_keys(key, value, created_at, thread_id);
+    DROP TRIGGER IF EXISTS thread_keys_insert;
+    DROP TRIGGER IF EXISTS thread_keys_update;
+    CREATE TRIGGER thread_keys_insert AFTER INSERT ON threads
+    WHEN NOT NEW.temporary BEGIN
+        INSERT INTO thread_keys SELECT key, value, NEW.thread_id, NEW.created_at
+        FROM json_each(NEW.metadata) WHERE type NOT IN ('object', 'array', 'null');
+    END;
+    CREATE TRIGGER thread_keys_update AFTER UPDATE OF metadata ON threads
+    WHEN OLD.metadata IS NOT NEW.metadata AND NOT NEW.temporary BEGIN
+        DELETE FROM thread_keys WHERE thread_id = OLD.thread_id;
+        INSERT INTO thread_keys SELECT key, value, NEW.thread_id, NEW.created_at
+        FROM json_each(NEW.metadata) WHERE type NOT IN ('object', 'array', 'null');
+    END;
+    """,
 ]
 
 _ASSISTANT = (
@@ -274,6 +298,13 @@ WHERE thread_id = :thread_id
     # A page of matching threads.
     "search_threads": f"SELECT {_THREAD} FROM threads WHERE {{where}} "
     "ORDER BY {order} LIMIT :limit OFFSET :offset",
+    # A page of the threads with one metadata key equal to a scalar ({key}: thread_keys' rows
+    # of it), in creation order: read off thread_keys' index up to the page's end.
+    "search_threads_by_key": f"SELECT {_THREAD} FROM threads WHERE thread_id IN ("
+    "SELECT thread_id FROM thread_keys WHERE {key} ORDER BY {order} LIMIT :limit OFFSET :offset) "
+    "ORDER BY {order}",
+    # How many threads have that key equal to that scalar (a thread has a key once).
+    "count_threads_by_key": "SELECT count(*) FROM thread_keys WHERE {key}",
     # How many threads match.
     "count_threads": "SELECT count(*) FROM threads WHERE {where}",
     # Threads among some ids.
@@ -438,4 +469,4 @@ def _mark(name: str) -> str:
     return f":{name}"
 
 
-DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1", thread_key)
+DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1", thread_key, key_rows)

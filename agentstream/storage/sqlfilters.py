@@ -46,14 +46,19 @@ def contains(column: str, key: str, value: Any, bind: Bind) -> str:
     return " AND ".join(clauses) or "1"
 
 
-def thread_key(key: str, value: Any, bind: Bind) -> str | None:
-    """Threads whose metadata has `key` equal to a scalar value, through thread_keys' index
-    (migration 6); None for a value it does not keep (null, an object, a list). The same
-    comparison as equals(): json_each gives each value as json_extract does, and neither
-    side has an affinity to convert it (the JSON string "1" is not the number 1)."""
+def key_rows(key: str, value: Any, bind: Bind) -> str | None:
+    """thread_keys' rows (migration 6) of `key` equal to a scalar value; None for a value it
+    does not keep (null, an object, a list). The same comparison as equals(): json_each gives
+    each value as json_extract does, and neither side has an affinity to convert it (the JSON
+    string "1" is not the number 1)."""
     if value is None or isinstance(value, dict | list):
         return None
+    return f"key = {bind(key)} AND value = {bind(_scalar(value))}"
+
+
+def thread_key(key: str, value: Any, bind: Bind) -> str | None:
+    """Threads whose metadata has `key` equal to a scalar value, through thread_keys' index."""
+    rows = key_rows(key, value, bind)
     return (
-        "thread_id IN (SELECT thread_id FROM thread_keys "
-        f"WHERE key = {bind(key)} AND value = {bind(_scalar(value))})"
+        None if rows is None else f"thread_id IN (SELECT thread_id FROM thread_keys WHERE {rows})"
     )

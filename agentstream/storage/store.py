@@ -22,7 +22,7 @@ from agentstream.storage.base import (
     Run,
     Thread,
 )
-from agentstream.storage.dialect import Params, Verb, match
+from agentstream.storage.dialect import Params, Verb, binder, match
 from agentstream.storage.expiry import ExpiryStore
 from agentstream.storage.queue import Row, count, rows
 
@@ -276,9 +276,36 @@ class RunStore(ExpiryStore):
             parts.append(self.d["status_is"])
         where = " AND ".join(parts)
         order = _order("threads", sort_by, sort_order, "thread_id")
-        sql = self.d["search_threads"].format(where=where, order=order)
-        found, total = await self.c.read(_page(sql, self.d["count_threads"].format(where=where), p))
+        page = self.d["search_threads"].format(where=where, order=order)
+        counted = self.d["count_threads"].format(where=where)
+        if not (values or ids or status) and order.startswith("created_at "):
+            page, counted = self._by_key(metadata, filters, order, p) or (page, counted)
+        found, total = await self.c.read(_page(page, counted, p))
         return [self._thread(r) for r in found], total
+
+    def _by_key(
+        self,
+        metadata: Mapping[str, Any] | None,
+        filters: Filter | None,
+        order: str,
+        p: Params,
+    ) -> tuple[str, str] | None:
+        """The page and the count of a search by one metadata key alone, in creation order,
+        read off the dialect's index of keys (SQLite's thread_keys: the page up to its end, the
+        count without a thread's row); None where there is none, or for any other search."""
+        conditions = [c for c in (metadata, filters) if c]
+        if self.d.key_rows is None or len(conditions) != 1 or len(conditions[0]) != 1:
+            return None
+        ((key, value),) = conditions[0].items()
+        if isinstance(value, dict):  # {"$eq": v} is the same; {"$contains": v} has no index
+            if len(value) != 1 or "$eq" not in value:
+                return None
+            value = value["$eq"]
+        rows = self.d.key_rows(key, value, binder(self.d, p))
+        if rows is None:
+            return None
+        page = self.d["search_threads_by_key"].format(key=rows, order=order)
+        return page, self.d["count_threads_by_key"].format(key=rows)
 
     async def patch_thread(
         self, thread_id: str, metadata: Mapping[str, Any], *, filters: Filter | None = None
