@@ -29,12 +29,10 @@ class Dialect:
     equals: Condition
     contains: Condition
     true: str
-    # Threads with a metadata key equal to a scalar, through an index of their own (key,
-    # value, bind) -> SQL, or None for a value it cannot find so; None: the JSON column is
-    # indexed itself (PostgreSQL's GIN answers `equals`).
-    thread_key: Callable[[str, Any, Bind], str | None] | None = None
-    # The same as a condition on that index's rows (key, value, bind) -> SQL, for a page read
-    # off it in creation order ("search_threads_by_key").
+    # Threads' metadata keys equal to a scalar, as a condition on the rows of an index of
+    # their own (key, value, bind) -> SQL, or None for a value it cannot find so: the queries
+    # "thread_with_key", "search_threads_by_key" and "count_threads_by_key" take it as {key}.
+    # None: the JSON column is indexed itself (PostgreSQL's GIN answers `equals`).
     key_rows: Callable[[str, Any, Bind], str | None] | None = None
 
     def __getitem__(self, name: str) -> str:
@@ -72,22 +70,29 @@ def match(
 
     Plain values and {"$eq": v} mean equality; {"$contains": v} means the list at that key
     holds v (or every item of v). With thread=True (a thread's metadata), an equality the
-    dialect's thread_key can answer goes through its index instead of the JSON.
+    dialect's key_rows can answer goes through its index instead of the JSON.
     """
     if not conditions:
         return d.true
     bind = binder(d, p)
-    keys = d.thread_key if thread else None
+    keys = d.key_rows if thread else None
     parts: list[str] = []
     for key, value in conditions.items():
-        op, operand = "$eq", value
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _OPS:
-            op, operand = next(iter(value.items()))
+        op, operand = operation(value)
         if op == "$eq" and keys is not None and (indexed := keys(key, operand, bind)):
-            parts.append(indexed)
+            parts.append(d["thread_with_key"].format(key=indexed))
         else:
             parts.append((d.equals if op == "$eq" else d.contains)(column, key, operand, bind))
     return " AND ".join(parts)
+
+
+def operation(value: Any) -> tuple[str, Any]:
+    """A condition's value as (operator, operand): {"$eq": v} and {"$contains": v} say theirs;
+    any other value (a dict too) means equality with itself."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _OPS:
+        op, operand = next(iter(value.items()))
+        return op, operand
+    return "$eq", value
 
 
 _OPS = ("$eq", "$contains")

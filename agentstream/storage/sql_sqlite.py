@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentstream.storage.dialect import Dialect
 from agentstream.storage.sql_crons import cron_queries
-from agentstream.storage.sqlfilters import contains, equals, key_rows, thread_key
+from agentstream.storage.sqlfilters import contains, equals, key_rows
 
 MIGRATIONS = [
     # 1: the initial schema
@@ -298,8 +298,9 @@ WHERE thread_id = :thread_id
     # A page of matching threads.
     "search_threads": f"SELECT {_THREAD} FROM threads WHERE {{where}} "
     "ORDER BY {order} LIMIT :limit OFFSET :offset",
-    # A page of the threads with one metadata key equal to a scalar ({key}: thread_keys' rows
-    # of it), in creation order: read off thread_keys' index up to the page's end.
+    # Threads with a metadata key equal to a scalar ({key}: thread_keys' rows of it).
+    "thread_with_key": "thread_id IN (SELECT thread_id FROM thread_keys WHERE {key})",
+    # A page of them, in creation order: read off thread_keys' index up to the page's end.
     "search_threads_by_key": f"SELECT {_THREAD} FROM threads WHERE thread_id IN ("
     "SELECT thread_id FROM thread_keys WHERE {key} ORDER BY {order} LIMIT :limit OFFSET :offset) "
     "ORDER BY {order}",
@@ -469,4 +470,4 @@ def _mark(name: str) -> str:
     return f":{name}"
 
 
-DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1", thread_key, key_rows)
+DIALECT = Dialect(QUERIES, SCRIPTS, _mark, equals, contains, "1", key_rows)

@@ -54,11 +54,3 @@ def key_rows(key: str, value: Any, bind: Bind) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
     return f"key = {bind(key)} AND value = {bind(_scalar(value))}"
-
-
-def thread_key(key: str, value: Any, bind: Bind) -> str | None:
-    """Threads whose metadata has `key` equal to a scalar value, through thread_keys' index."""
-    rows = key_rows(key, value, bind)
-    return (
-        None if rows is None else f"thread_id IN (SELECT thread_id FROM thread_keys WHERE {rows})"
-    )

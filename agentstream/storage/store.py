@@ -22,7 +22,7 @@ from agentstream.storage.base import (
     Run,
     Thread,
 )
-from agentstream.storage.dialect import Params, Verb, binder, match
+from agentstream.storage.dialect import Params, Verb, binder, match, operation
 from agentstream.storage.expiry import ExpiryStore
 from agentstream.storage.queue import Row, count, rows
 
@@ -265,22 +265,26 @@ class RunStore(ExpiryStore):
     ) -> tuple[list[Thread], int]:
         p = dict(ids=self.c.json(list(ids or ())), status=status)
         p.update(limit=limit, offset=offset)
-        parts = [
-            match(self.d, "metadata", metadata, p, thread=True),
-            match(self.d, '"values"', values, p),
-            match(self.d, "metadata", filters, p, thread=True),
-        ]
-        if ids:
-            parts.append(self.d["ids_in"])
-        if status:
-            parts.append(self.d["status_is"])
-        where = " AND ".join(parts)
         order = _order("threads", sort_by, sort_order, "thread_id")
-        page = self.d["search_threads"].format(where=where, order=order)
-        counted = self.d["count_threads"].format(where=where)
+        queries = None  # the page's and the count's
         if not (values or ids or status) and order.startswith("created_at "):
-            page, counted = self._by_key(metadata, filters, order, p) or (page, counted)
-        found, total = await self.c.read(_page(page, counted, p))
+            queries = self._by_key(metadata, filters, order, p)
+        if queries is None:
+            parts = [
+                match(self.d, "metadata", metadata, p, thread=True),
+                match(self.d, '"values"', values, p),
+                match(self.d, "metadata", filters, p, thread=True),
+            ]
+            if ids:
+                parts.append(self.d["ids_in"])
+            if status:
+                parts.append(self.d["status_is"])
+            where = " AND ".join(parts)
+            queries = (
+                self.d["search_threads"].format(where=where, order=order),
+                self.d["count_threads"].format(where=where),
+            )
+        found, total = await self.c.read(_page(*queries, p))
         return [self._thread(r) for r in found], total
 
     def _by_key(
@@ -297,11 +301,8 @@ class RunStore(ExpiryStore):
         if self.d.key_rows is None or len(conditions) != 1 or len(conditions[0]) != 1:
             return None
         ((key, value),) = conditions[0].items()
-        if isinstance(value, dict):  # {"$eq": v} is the same; {"$contains": v} has no index
-            if len(value) != 1 or "$eq" not in value:
-                return None
-            value = value["$eq"]
-        rows = self.d.key_rows(key, value, binder(self.d, p))
+        op, operand = operation(value)
+        rows = self.d.key_rows(key, operand, binder(self.d, p)) if op == "$eq" else None
         if rows is None:
             return None
         page = self.d["search_threads_by_key"].format(key=rows, order=order)
