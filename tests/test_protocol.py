@@ -49,6 +49,17 @@ def test_frame_data_inverts_encode_frame() -> None:
     assert protocol.frame_data(frame, "custom|sub:1", 12) == b'{"a":1}'
 
 
+@pytest.mark.parametrize("first", [0, 1, 998, 999, 1000, 1999, 12_345, 999_998, 1_000_000])
+@pytest.mark.parametrize("n", [0, 1, 3, 1000, 2_500])
+def test_frames_made_together_are_the_frames_made_one_by_one(first: int, n: int) -> None:
+    """A burst's ids come out of tables (a thousand's head and a tail): across thousands and
+    digit counts, each frame is what encode_frame makes of its id."""
+    names = [("custom", "values", "messages|sub:1")[i % 3] for i in range(n)]
+    datas = [b'{"i":%d}' % i for i in range(n)]
+    together = list(protocol.frames_of(first, names, datas))
+    assert together == [protocol.encode_frame(first + i, names[i], datas[i]) for i in range(n)]
+
+
 def test_locations_keep_the_real_servers_quirks() -> None:
     t, r = "T", "R"
     assert protocol.location_headers("stream", None, r) == {
