@@ -149,9 +149,9 @@ def frames_of(first_id: int, names: Sequence[str], datas: Iterable[bytes]) -> It
         block = islice(heads, upto - low)
         if thousands:
             head = repeat(b"\r\nid: %d" % thousands)
-            blocks.append(map(b"".join, zip(block, datas, head, _TAILS[low:upto])))
+            blocks.append(map(b"".join, zip(block, datas, head, _TAILS[low:upto], strict=False)))
         else:
-            blocks.append(map(b"".join, zip(block, datas, _ENDS[low:upto])))
+            blocks.append(map(b"".join, zip(block, datas, _ENDS[low:upto], strict=False)))
         n += upto - low
     return chain.from_iterable(blocks)
 
