@@ -151,6 +151,7 @@ def serve(settings: Settings) -> None:
         # left open is what a drain cut.
         timeout_graceful_shutdown=1,
         ws_per_message_deflate=settings.ws_deflate,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     server = _Server(config, app, settings.shutdown_grace_seconds)
     print(f"agentstream: serving on http://{settings.host}:{settings.port}", flush=True)

@@ -546,6 +546,19 @@ def count_errors(node: Any) -> int:
     return 0
 
 
+def error_kinds(node: Any, where: str = "") -> list[tuple[str, str, int]]:
+    """(where, what, how many) of every failed run the figures counted, as each scenario
+    recorded it (its `error_kinds`)."""
+    found: list[tuple[str, str, int]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "error_kinds" and isinstance(v, dict):
+                found += [(where, kind, count) for kind, count in v.items()]
+            else:
+                found += error_kinds(v, f"{where}/{k}" if where else str(k))
+    return found
+
+
 def _f(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -745,6 +758,7 @@ def report(result: dict[str, Any]) -> str:
     lines.append(drift_line(result))
     lines += _services_lines(result)
     lines.append(f"errors in total: {result['errors']}")
+    lines += [f"  {where}: {count} x {kind}" for where, kind, count in error_kinds(result)]
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

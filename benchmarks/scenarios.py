@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -243,8 +244,20 @@ async def _label(chunks: AsyncIterator[Any], event: str) -> AsyncIterator[Part]:
 # --- concurrent streaming runs ----------------------------------------------------------------
 
 
+def _raised(exc: BaseException) -> str:
+    """A run's failure as the benchmark reports it: the exception's type and its message."""
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _short(count: int, expected: int, errors: int) -> str | None:
+    """None for a run that streamed every event and no error event; else what it lacked."""
+    if count == expected and not errors:
+        return None
+    return f"{count} of {expected} events, {errors} error events"
+
+
 async def _concurrent(
-    one: Callable[[], Awaitable[tuple[float, bool]]], n: int, rounds: int
+    one: Callable[[], Awaitable[tuple[float, str | None]]], n: int, rounds: int
 ) -> dict[str, Any]:
     """`rounds` rounds of `n` runs at once. The rate is the median of the rounds' rates: one
     round that a garbage collection or the machine's neighbours slowed down moves it little
@@ -252,17 +265,19 @@ async def _concurrent(
     latencies: list[float] = []
     rates: list[float] = []
     errors = 0
+    kinds: Counter[str] = Counter()  # what went wrong, each kind with its count
     for _ in range(rounds):
         start = time.perf_counter()
         results = await asyncio.gather(*(one() for _ in range(n)))
         wall = time.perf_counter() - start
         completed = 0
-        for latency, ok in results:
-            if ok:
+        for latency, problem in results:
+            if problem is None:
                 completed += 1
                 latencies.append(latency)
             else:
                 errors += 1
+                kinds[problem] += 1
         rates.append(completed / wall if wall else 0.0)
     return {
         "concurrent": n,
@@ -272,6 +287,7 @@ async def _concurrent(
         "median_ms": _ms(median(latencies)),
         "p99_ms": _ms(percentile(latencies, 99)),
         "errors": errors,
+        "error_kinds": dict(kinds),
     }
 
 
@@ -280,15 +296,15 @@ async def concurrency_client(
 ) -> dict[str, Any]:
     """`n` stateless ticker runs streamed at once; latency = request sent -> stream ended."""
 
-    async def one() -> tuple[float, bool]:
+    async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         try:
             count, _, errs = await _timed_stream(
                 client.stream("ticker", _ticker(ticks), ["custom"]), "custom"
             )
-        except Exception:
-            return time.perf_counter() - start, False
-        return time.perf_counter() - start, count == ticks and not errs
+        except Exception as exc:
+            return time.perf_counter() - start, _raised(exc)
+        return time.perf_counter() - start, _short(count, ticks, errs)
 
     return await _concurrent(one, n, rounds)
 
@@ -296,12 +312,12 @@ async def concurrency_client(
 async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -> dict[str, Any]:
     """The same `n` runs as `n` `astream` calls under one `asyncio.gather`."""
 
-    async def one() -> tuple[float, bool]:
+    async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         count = 0
         async for _ in graph.astream(_ticker(ticks), stream_mode="custom"):
             count += 1
-        return time.perf_counter() - start, count == ticks
+        return time.perf_counter() - start, _short(count, ticks, 0)
 
     return await _concurrent(one, n, rounds)
 
@@ -315,7 +331,7 @@ async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str,
     final state read and stored before the stream ends)."""
     closes: list[float] = []
 
-    async def one() -> tuple[float, bool]:
+    async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         last: float | None = None
         errors = 0
@@ -324,12 +340,13 @@ async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str,
             async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
                 last = time.perf_counter()
                 errors += event == "error"
-        except Exception:
-            return time.perf_counter() - start, False
+        except Exception as exc:
+            return time.perf_counter() - start, _raised(exc)
         end = time.perf_counter()
-        if last is not None:
-            closes.append(end - last)
-        return end - start, last is not None and not errors
+        if last is None:
+            return end - start, "no events"
+        closes.append(end - last)
+        return end - start, f"{errors} error events" if errors else None
 
     figures = await _concurrent(one, n, rounds)
     figures["close_p50_ms"] = _ms(median(closes)) if closes else None
@@ -341,13 +358,13 @@ async def threaded_inprocess(graph: Graph, n: int, rounds: int) -> dict[str, Any
     """The same `n` runs in-process, each on a thread of its own of `graph` (which carries a
     checkpointer: like for like, every step's checkpoint is written)."""
 
-    async def one() -> tuple[float, bool]:
+    async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
         count = 0
         async for _ in graph.astream(AGENT_INPUT, config, stream_mode="values"):
             count += 1
-        return time.perf_counter() - start, count > 0
+        return time.perf_counter() - start, None if count else "no events"
 
     return await _concurrent(one, n, rounds)
 
