@@ -89,3 +89,31 @@ async def test_redis_a_reader_that_stops_leaves_the_others_of_its_log_reading(
     await publisher.close("r", _items("b"))
     assert await staying == [1, 2]
     assert _waiting(reader) == 0
+
+
+async def test_redis_a_joiner_behind_a_read_in_flight_gets_every_event_after_its_own(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    """A joiner waits from where it found the log's end, while the lane's read of that log,
+    sent for the readers already there, may begin further on (they had read an event the
+    joiner's look missed). What that read finds is not the joiner's next events: it waits for
+    the lane's next read, from its own position. (It was given them, and told the events in
+    between were no longer kept: one joiner in a few of fifty at random moments.)"""
+    reader, publisher = redis_bus(read_lanes=1), redis_bus()
+    await publisher.publish("r", _items("a", "b"))  # events 1 and 2
+    reads, key = reader._reads, reader.key("r")
+    ahead = reads.watch(key, b"2-0")  # the readers already there have event 2
+    ahead_reads = asyncio.create_task(reads.read(ahead, b"2-0"))
+    await _started()  # the lane's task has sent its read, from event 2
+    lane = reads._lanes[0]
+    assert lane.reading
+    # The joiner comes while that read is out, and before its wake-up reaches Redis.
+    lane.waking = True
+    joiner = reads.watch(key, b"1-0")
+    joiner_reads = asyncio.create_task(reads.read(joiner, b"1-0"))
+    await publisher.publish("r", _items("c"))  # event 3: the read from 2 returns it
+    async with asyncio.timeout(5):
+        assert [e[0] for e in await joiner_reads] == [b"2-0", b"3-0"]
+        assert [e[0] for e in await ahead_reads] == [b"3-0"]
+    reads.stop(ahead)
+    reads.stop(joiner)

@@ -67,7 +67,13 @@ class Watch:
         self.waiter: asyncio.Future[None] | None = None
         self.heard = asyncio.get_running_loop().time()  # when its lane last read it something
 
-    def _give(self, entries: list[Entry], chunk: int) -> None:
+    def _give(self, entries: list[Entry], chunk: int, since: bytes) -> None:
+        """Entries a read from `since` found. A watch behind `since` came (or came back)
+        after the read was sent: those are not its next entries, and the lane's next read
+        starts from its position (given them, it skipped the ones in between and was told
+        they were no longer kept)."""
+        if parse_id(self.pos) < parse_id(since):
+            return
         entries = _after(entries, self.pos)  # another watch of the log may have been behind
         if not entries:
             return
@@ -266,7 +272,7 @@ class _Lane:
                     self.reading = False
                 if task.cancelling():  # redis-py's wait_for can swallow a cancel (3.11)
                     raise asyncio.CancelledError
-                self._deliver(reply)
+                self._deliver(reply, streams)
                 if (now := loop.time()) >= check_at:
                     check_at = now + self.reads._quiet
                     self.reads.check(self, now)
@@ -281,7 +287,8 @@ class _Lane:
                 streams[key] = min(positions, key=parse_id)
         return streams
 
-    def _deliver(self, reply: Any) -> None:
+    def _deliver(self, reply: Any, sent: dict[Any, Any]) -> None:
+        """Gives each watch what the read found of its log; `sent` is where the read began."""
         chunk = self.reads._chunk
         for raw_key, entries in stream_entries(reply):
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
@@ -290,7 +297,7 @@ class _Lane:
                 continue
             for watch in self.watches.get(key, ()):
                 if not watch.paused and entries:
-                    watch._give(entries, chunk)
+                    watch._give(entries, chunk, sent[key])
 
     def fail(self, error: BaseException) -> None:
         """Every watch of the lane hears of it; each comes back on its own (to a new read)."""
