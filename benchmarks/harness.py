@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +83,40 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_kb(self.pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system, all its threads (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Busy:
+    """How busy each side was during a phase: this process's CPU (the client's core) and the
+    server processes' together (the server's core), each as a share of the phase's wall time.
+    A figure whose client was near 100 % while the server was not measures the client."""
+
+    def __init__(self, server_pids: Sequence[int]) -> None:
+        self.pids = list(server_pids)
+        self.figures: dict[str, int | None] = {}
+
+    def _now(self) -> tuple[float, float, float]:
+        server = sum(cpu_seconds(pid) for pid in self.pids)
+        return time.perf_counter(), time.process_time(), server
+
+    def __enter__(self) -> Busy:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        wall = end[0] - self._start[0]
+        if wall > 0:
+            server = round(100 * (end[2] - self._start[2]) / wall) if self.pids else None
+            self.figures = {
+                "client_pct": round(100 * (end[1] - self._start[1]) / wall),
+                "server_pct": server,  # None: a server not ours to read (the reference)
+            }
 
 
 def median(values: Sequence[float]) -> float:

@@ -41,6 +41,7 @@ from benchmarks import scenarios
 from benchmarks.clients import RawClient, make_client
 from benchmarks.harness import (
     EXAMPLES,
+    Busy,
     RssSampler,
     cpu_split,
     free_port,
@@ -123,10 +124,12 @@ async def measure_server(
     sizes: Sizes,
     agent_messages: int,
     label: str,
+    pids: Sequence[int],
     metrics_urls: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The client-side figures against one server, with each client; its service requests
-    per run from the /metrics of `url` and of each of `metrics_urls` (a worker's) together."""
+    per run from the /metrics of `url` and of each of `metrics_urls` (a worker's) together;
+    and how busy the client's core and the server's processes (`pids`) were during each."""
     out: dict[str, Any] = {}
     counted = [url, *metrics_urls]
     for kind in CLIENTS:
@@ -134,24 +137,36 @@ async def measure_server(
         try:
             figures: dict[str, Any] = {}
             _log(f"{label} ({kind}): time to first event")
-            figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
+            with Busy(pids) as busy:
+                figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
+            figures["ttfe"]["busy"] = busy.figures
             _log(f"{label} ({kind}): throughput")
-            figures["ticker_throughput"] = await scenarios.ticker_throughput_client(client, sizes)
-            figures["agent_throughput"] = await scenarios.agent_throughput_client(
-                client, sizes, agent_messages
-            )
+            with Busy(pids) as busy:
+                figures["ticker_throughput"] = await scenarios.ticker_throughput_client(
+                    client, sizes
+                )
+            figures["ticker_throughput"]["busy"] = busy.figures
+            with Busy(pids) as busy:
+                figures["agent_throughput"] = await scenarios.agent_throughput_client(
+                    client, sizes, agent_messages
+                )
+            figures["agent_throughput"]["busy"] = busy.figures
             figures["concurrency"] = {}
             for n, rounds in sizes.concurrency:
                 _log(f"{label} ({kind}): {n} concurrent runs")
                 before = await service_requests(*counted)
-                c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run)
+                with Busy(pids) as busy:
+                    c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run)
+                c["busy"] = busy.figures
                 c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
                 figures["concurrency"][str(n)] = c
             figures["threaded"] = {}
             for n, rounds in sizes.threaded:
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
                 before = await service_requests(*counted)
-                t = await scenarios.threaded_client(client, n, rounds)
+                with Busy(pids) as busy:
+                    t = await scenarios.threaded_client(client, n, rounds)
+                t["busy"] = busy.figures
                 t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
                 figures["threaded"][str(n)] = t
             figures["join"] = {}
@@ -218,7 +233,7 @@ async def measure_fresh_server(
     """measure_server on a server started for it, and stopped after."""
     server = await asyncio.to_thread(start_server, database, cpus=cpus, env=env)
     try:
-        return await measure_server(server.url, sizes, agent_messages, label)
+        return await measure_server(server.url, sizes, agent_messages, label, [server.pid])
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -239,7 +254,12 @@ async def measure_split(
         api = await asyncio.to_thread(start, "serve", {})
         try:
             return await measure_server(
-                api.url, sizes, agent_messages, "serve + worker", [f"http://127.0.0.1:{port}"]
+                api.url,
+                sizes,
+                agent_messages,
+                "serve + worker",
+                [api.pid, worker.pid],
+                [f"http://127.0.0.1:{port}"],
             )
         finally:
             await asyncio.to_thread(api.stop)
@@ -691,7 +711,7 @@ def report(result: dict[str, Any]) -> str:
             lambda f, n=n: _f(f["join"][n]["run_seconds"], 3),
             lambda r, n=n: _x(r["join_run_seconds"][n]),
         )
-    parts = [_table(headers, rows)]
+    parts = [_table(headers, rows), _busy_table(result)]
     like = result.get("inprocess_like_server")
     if like:
         lratio = result["ratios_like_server"]
@@ -814,6 +834,37 @@ def _services_said(dist: dict[str, Any] | None) -> str | None:
     return "; ".join(said) or None
 
 
+def _busy_table(result: dict[str, Any]) -> str:
+    """How busy the client's core and the server's were during each figure: where the client
+    was near 100 % and the server was not, the figure is the client's limit, not the server's."""
+    columns = [("agentstream", "agentstream")]
+    columns += [(key, label) for key, label in EXTRA_DEPLOYMENTS if result.get(key)]
+    headers = ["cores busy during the figure: client % / server %"]
+    headers += [f"{label} {kind}" for _, label in columns for kind in CLIENTS]
+    sizes = result["sizes"]
+    picks: list[tuple[str, Any]] = [
+        ("TTFE", lambda f: f["ttfe"]),
+        (f"custom events ({sizes['ticker_events']:,})", lambda f: f["ticker_throughput"]),
+        ("messages-tuple tokens", lambda f: f["agent_throughput"]),
+    ]
+    for n, _ in sizes["concurrency"]:
+        picks.append((f"{n} concurrent", lambda f, n=str(n): f["concurrency"][n]))
+    for n, _ in sizes["threaded"]:
+        picks.append((f"{n} threaded", lambda f, n=str(n): f["threaded"][n]))
+
+    def cell(figure: dict[str, Any]) -> str:
+        busy = figure.get("busy") or {}
+        if not busy:
+            return "-"
+        return f"{_f(busy.get('client_pct'))} / {_f(busy.get('server_pct'))}"
+
+    rows = [
+        [name, *(cell(pick(result[key][kind])) for key, _ in columns for kind in CLIENTS)]
+        for name, pick in picks
+    ]
+    return _table(headers, rows)
+
+
 def _v2_table(result: dict[str, Any]) -> str:
     base, v2 = result["v2"]["inprocess"], result["v2"]
     headers = [f"protocol v2: the agent's reply ({base['tokens']:,} tokens)", "astream_events v3"]
@@ -906,7 +957,9 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     if reference:
         reference = reference.rstrip("/")
         await asyncio.to_thread(wait_ready, reference)
-        result["reference"] = await measure_server(reference, sizes, agent_messages, "reference")
+        result["reference"] = await measure_server(
+            reference, sizes, agent_messages, "reference", ()
+        )
         result["reference_url"] = reference
     else:
         result["reference"] = None

@@ -96,6 +96,18 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             threaded = server["threaded"][str(n)]
             _check(threaded, (*CONCURRENCY, "close_p50_ms", "close_p99_ms"), f"{where}.threaded")
             _number(result["ratios"][kind]["threaded_runs_per_s"], str(n), f"ratios.{kind}")
+        measured = [
+            server["ttfe"],
+            server["ticker_throughput"],
+            server["agent_throughput"],
+            *(server["concurrency"][n] for n in levels),
+            *(server["threaded"][str(n)] for n, _ in sizes["threaded"]),
+        ]
+        for figures in measured:  # how busy each side was, read off both processes
+            busy = figures["busy"]
+            assert _number(busy, "client_pct", f"{where}.busy") > 0
+            assert _number(busy, "server_pct", f"{where}.busy") > 0
+        assert "cores busy during the figure" in proc.stdout
         for j in sizes["joiners"]:
             join = server["join"][str(j)]
             _check(join, JOIN, f"{where}.join.{j}")
