@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import gc
 import json
+import math
 import os
 import platform
 import sys
@@ -33,6 +34,7 @@ import httpx
 import uvloop
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph_sdk import get_client
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
@@ -164,9 +166,13 @@ async def measure_server(
             for n, rounds in sizes.threaded:
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
                 before = await service_requests(*counted)
+                closes = await close_buckets(url)
                 with Busy(pids) as busy:
                     t = await scenarios.threaded_client(client, n, rounds)
                 t["busy"] = busy.figures
+                closed = await close_buckets(url)
+                t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
+                t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
                 t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
                 figures["threaded"][str(n)] = t
             figures["join"] = {}
@@ -212,6 +218,42 @@ async def service_requests(*urls: str) -> dict[str, float] | None:
     except httpx.HTTPError:
         return None
     return total
+
+
+CLOSE_BUCKETS = "agentstream_stream_close_seconds_bucket"
+
+
+async def close_buckets(url: str) -> dict[float, float] | None:
+    """The API's histogram of streams' closes after their last event: count by upper bound
+    (seconds, cumulative); None when it has none (the reference server)."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    found: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == CLOSE_BUCKETS:
+                found[float(sample.labels["le"])] = sample.value
+    return found or None
+
+
+def bucket_bound_ms(
+    before: dict[float, float] | None, after: dict[float, float] | None, pct: float
+) -> float | None:
+    """The smallest bucket bound under which at least pct % of the closes between the two
+    readings fell (ms): the server's own side of the close, to a bucket's precision."""
+    if before is None or after is None:
+        return None
+    added = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = added.get(math.inf, 0.0)
+    if not total:
+        return None
+    for bound, count in added.items():
+        if count >= total * pct / 100:
+            return bound * 1000
+    return None
 
 
 def per_run(
@@ -686,6 +728,15 @@ def report(result: dict[str, Any]) -> str:
             lambda f, n=n: (
                 f"{_f(f['threaded'][n]['close_p50_ms'], 1)} / "
                 f"{_f(f['threaded'][n]['close_p99_ms'], 1)}"
+            ),
+            lambda r: "",
+        )
+        row(
+            f"{n} threaded: the same, the server's side p50 / p99 (ms, within a bucket: <=)",
+            "-",
+            lambda f, n=n: (
+                f"{_f(f['threaded'][n].get('server_close_p50_ms'), 0)} / "
+                f"{_f(f['threaded'][n].get('server_close_p99_ms'), 0)}"
             ),
             lambda r: "",
         )

@@ -95,6 +95,10 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         for n, _ in sizes["threaded"]:
             threaded = server["threaded"][str(n)]
             _check(threaded, (*CONCURRENCY, "close_p50_ms", "close_p99_ms"), f"{where}.threaded")
+            # The server's own side of the close, off its histogram: every stream counted.
+            server_close = ("server_close_p50_ms", "server_close_p99_ms")
+            _check(threaded, server_close, f"{where}.threaded")
+            assert threaded["server_close_p50_ms"] <= threaded["server_close_p99_ms"]
             _number(result["ratios"][kind]["threaded_runs_per_s"], str(n), f"ratios.{kind}")
         measured = [
             server["ttfe"],
@@ -103,10 +107,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             *(server["concurrency"][n] for n in levels),
             *(server["threaded"][str(n)] for n, _ in sizes["threaded"]),
         ]
+        server_busy = 0.0
         for figures in measured:  # how busy each side was, read off both processes
             busy = figures["busy"]
             assert _number(busy, "client_pct", f"{where}.busy") > 0
-            assert _number(busy, "server_pct", f"{where}.busy") > 0
+            # In clock ticks (10 ms): a short quick phase may read none, not every phase.
+            server_busy += _number(busy, "server_pct", f"{where}.busy")
+        assert server_busy > 0
         assert "cores busy during the figure" in proc.stdout
         for j in sizes["joiners"]:
             join = server["join"][str(j)]

@@ -45,6 +45,7 @@ STREAM_NAMES = {
     "agentstream_stream_joins_total",
     "agentstream_stream_resumes_total",
     "agentstream_stream_evictions_total",
+    "agentstream_stream_close_seconds_count",
 }
 
 
@@ -87,6 +88,26 @@ def test_metrics_carry_langgraphs_names_and_the_streams(server: ServerProcess) -
     assert value(found, "agentstream_stream_joins_total") >= 1
     assert value(found, "agentstream_stream_resumes_total") >= 1
     assert all(s.labels.get("path") != f"/threads/{thread}/runs/stream" for s in found)
+
+
+def test_each_stream_the_server_ends_reports_its_close_after_its_last_event(
+    server: ServerProcess,
+) -> None:
+    close = "agentstream_stream_close_seconds"
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        before = samples(http.get("/metrics").text)
+        thread = http.post("/threads", json={}).json()["thread_id"]
+        for path in ("/runs/stream", f"/threads/{thread}/runs/stream"):
+            body = {"assistant_id": "agent", "input": HI, "stream_mode": ["values"]}
+            response = http.post(path, json=body)
+            assert [e for e in sse_events(response.text) if e[0] == "values"]
+        after = samples(http.get("/metrics").text)
+    assert value(after, f"{close}_count") - value(before, f"{close}_count") == 2
+    added = value(after, f"{close}_sum") - value(before, f"{close}_sum")
+    assert 0 <= added < 60
+    # Each lands in a bucket: the counts by bound add up to the count.
+    inf = value(after, f"{close}_bucket", le="+Inf") - value(before, f"{close}_bucket", le="+Inf")
+    assert inf == 2
 
 
 def test_an_unknown_path_counts_as_other_and_adds_no_series(server: ServerProcess) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from agentstream import serde
+from agentstream import metrics, serde
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
 
@@ -97,9 +98,11 @@ class EventStreamResponse(Response):
         listener.add_done_callback(stream.listener_done)
         stream.arm()
         _LIVE.add(stream)
+        written = 0.0  # when the last chunk of events was written
         try:
             async for chunk in self.body_iterator:
                 await stream.write(chunk)
+                written = time.perf_counter()
         except OSError:
             stream.gone = True
         except asyncio.CancelledError:
@@ -120,6 +123,8 @@ class EventStreamResponse(Response):
             return
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if written:  # how long a client waited for the end after the last event
+                metrics.STREAM_CLOSE.observe(time.perf_counter() - written)
 
 
 class _Stream:
