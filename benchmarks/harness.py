@@ -91,18 +91,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent on anything but idling so far (/proc/stat): the services
+    (PostgreSQL, Redis) and everything else too."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Busy:
     """How busy each side was during a phase: this process's CPU (the client's core) and the
-    server processes' together (the server's core), each as a share of the phase's wall time.
-    A figure whose client was near 100 % while the server was not measures the client."""
+    server processes' together (the server's core), each as a share of the phase's wall time,
+    and the whole machine's (100 % a core: the services run on the same cores). A figure whose
+    client was near 100 % while the server was not measures the client."""
 
     def __init__(self, server_pids: Sequence[int]) -> None:
         self.pids = list(server_pids)
         self.figures: dict[str, int | None] = {}
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, float, float, float]:
         server = sum(cpu_seconds(pid) for pid in self.pids)
-        return time.perf_counter(), time.process_time(), server
+        return time.perf_counter(), time.process_time(), server, machine_busy_seconds()
 
     def __enter__(self) -> Busy:
         self._start = self._now()
@@ -116,6 +125,7 @@ class Busy:
             self.figures = {
                 "client_pct": round(100 * (end[1] - self._start[1]) / wall),
                 "server_pct": server,  # None: a server not ours to read (the reference)
+                "machine_pct": round(100 * (end[3] - self._start[3]) / wall),
             }
 
 

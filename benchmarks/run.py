@@ -886,11 +886,12 @@ def _services_said(dist: dict[str, Any] | None) -> str | None:
 
 
 def _busy_table(result: dict[str, Any]) -> str:
-    """How busy the client's core and the server's were during each figure: where the client
-    was near 100 % and the server was not, the figure is the client's limit, not the server's."""
+    """How busy the client's core and the server's were during each figure, and the whole
+    machine (200 % with two cores: the services, PostgreSQL and Redis, share them): where the
+    client was near 100 % and the server was not, the figure is the client's limit."""
     columns = [("agentstream", "agentstream")]
     columns += [(key, label) for key, label in EXTRA_DEPLOYMENTS if result.get(key)]
-    headers = ["cores busy during the figure: client % / server %"]
+    headers = ["cores busy during the figure: client % / server % / machine %"]
     headers += [f"{label} {kind}" for _, label in columns for kind in CLIENTS]
     sizes = result["sizes"]
     picks: list[tuple[str, Any]] = [
@@ -907,7 +908,8 @@ def _busy_table(result: dict[str, Any]) -> str:
         busy = figure.get("busy") or {}
         if not busy:
             return "-"
-        return f"{_f(busy.get('client_pct'))} / {_f(busy.get('server_pct'))}"
+        shares = (busy.get("client_pct"), busy.get("server_pct"), busy.get("machine_pct"))
+        return " / ".join(_f(share) for share in shares)
 
     rows = [
         [name, *(cell(pick(result[key][kind])) for key, _ in columns for kind in CLIENTS)]
