@@ -115,6 +115,15 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             server_busy += _number(busy, "server_pct", f"{where}.busy")
         assert server_busy > 0
         assert "cores busy during the figure" in proc.stdout
+        # The like-for-like baseline measured again just before and after this client's
+        # figures, and the embedded targets judged against it.
+        beside = server["like_beside"]["mean"]
+        _check(beside["ttfe"], TTFE, f"{where}.like_beside.ttfe")
+        for key in ("ticker_throughput", "agent_throughput"):
+            _check(beside[key], THROUGHPUT, f"{where}.like_beside.{key}")
+            _number(result["ratios_like_beside"][kind], key, f"ratios_like_beside.{kind}")
+        for n in levels:
+            _check(beside["concurrency"][n], CONCURRENCY, f"{where}.like_beside.concurrency")
         for j in sizes["joiners"]:
             join = server["join"][str(j)]
             _check(join, JOIN, f"{where}.join.{j}")
@@ -146,3 +155,5 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             if cell["value"] is not None:
                 assert cell["value"] > 0, (row["target"], column)
     assert "targets (issue 17)" in proc.stdout
+    assert rows[0]["baseline"] == "in-process, like for like, beside"
+    assert "like for like beside each client's figures" in proc.stdout
