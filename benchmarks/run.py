@@ -138,16 +138,17 @@ async def measure_server(
     pids: Sequence[int],
     metrics_urls: Sequence[str] = (),
     *,
-    beside: bool = False,
+    beside: str | None = None,
 ) -> dict[str, Any]:
     """The client-side figures against one server, with each client; its service requests
     per run from the /metrics of `url` and of each of `metrics_urls` (a worker's) together;
     and how busy the client's core and the server's processes (`pids`) were during each.
 
-    With beside, the like-for-like baseline of the first event, throughput and concurrent
-    runs is measured again just before and just after each client's figures of them
-    (`like_beside`): seconds away, where the baselines measured before and after every server
-    are minutes away, and this machine's speed moves by up to half in minutes."""
+    With beside ("like" or "plain"), that baseline of the first event, throughput and
+    concurrent runs is measured again just before and just after each client's figures of
+    them (`like_beside` or `plain_beside`): seconds away, where the baselines measured before
+    and after every server are minutes away, and this machine's speed moves by up to half in
+    minutes."""
     out: dict[str, Any] = {}
     counted = [url, *metrics_urls]
     for kind in CLIENTS:
@@ -155,10 +156,8 @@ async def measure_server(
         try:
             figures: dict[str, Any] = {}
             if beside:
-                _log(f"{label} ({kind}): the like-for-like baseline, before")
-                like_before = await asyncio.to_thread(
-                    measure_inprocess_like_server, sizes, beside=True
-                )
+                _log(f"{label} ({kind}): the {beside} baseline, before")
+                base_before = await _baseline_beside(beside, sizes)
             _log(f"{label} ({kind}): time to first event")
             with Busy(pids) as busy:
                 figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
@@ -184,13 +183,11 @@ async def measure_server(
                 c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
                 figures["concurrency"][str(n)] = c
             if beside:
-                _log(f"{label} ({kind}): the like-for-like baseline, after")
-                like_after = await asyncio.to_thread(
-                    measure_inprocess_like_server, sizes, beside=True
-                )
-                figures["like_beside"] = {
-                    "before_after": [like_before, like_after],
-                    "mean": mean_figures(like_before, like_after),
+                _log(f"{label} ({kind}): the {beside} baseline, after")
+                base_after = await _baseline_beside(beside, sizes)
+                figures[f"{beside}_beside"] = {
+                    "before_after": [base_before, base_after],
+                    "mean": mean_figures(base_before, base_after),
                 }
             figures["threaded"] = {}
             for n, rounds in sizes.threaded:
@@ -294,6 +291,20 @@ def per_run(
     return {key: round((after[key] - before[key]) / runs, 2) for key in after}
 
 
+async def _baseline_beside(which: str, sizes: Sizes) -> dict[str, Any]:
+    """The baseline figures measured beside a client's: like for like (in a thread of its own,
+    on uvloop, the server's collector settings) or plain (here, as a script runs it)."""
+    if which == "like":
+        return await asyncio.to_thread(measure_inprocess_like_server, sizes, beside=True)
+    # A script's collector sees only the script's objects: what this process holds by now
+    # (clients, figures) is put out of its sight, as in a fresh process, and back after.
+    gc.freeze()
+    try:
+        return await measure_inprocess(sizes, beside=True)
+    finally:
+        gc.unfreeze()
+
+
 async def measure_fresh_server(
     database: Path,
     cpus: set[int] | None,
@@ -302,7 +313,7 @@ async def measure_fresh_server(
     label: str,
     env: dict[str, str] | None = None,
     *,
-    beside: bool = False,
+    beside: str | None = None,
 ) -> dict[str, Any]:
     """measure_server on a server started for it, and stopped after."""
     server = await asyncio.to_thread(start_server, database, cpus=cpus, env=env)
@@ -336,6 +347,7 @@ async def measure_split(
                 "serve + worker",
                 [api.pid, worker.pid],
                 [f"http://127.0.0.1:{port}"],
+                beside="plain",
             )
         finally:
             await asyncio.to_thread(api.stop)
@@ -485,12 +497,17 @@ def drift_line(result: dict[str, Any]) -> str:
     line = "baselines before the servers -> after them (the ratios use their mean): " + "; ".join(
         said
     )
-    beside = [
-        (kind, figures["like_beside"]["before_after"])
-        for kind, figures in result["agentstream"].items()
-        if figures.get("like_beside")
-    ]
-    if beside:
+    for key, label, which in (
+        ("agentstream", "embedded", "like"),
+        *((key, label, "plain") for key, label in EXTRA_DEPLOYMENTS),
+    ):
+        beside = [
+            (kind, figures[f"{which}_beside"]["before_after"])
+            for kind, figures in (result.get(key) or {}).items()
+            if figures.get(f"{which}_beside")
+        ]
+        if not beside:
+            continue
         moved = [
             f"{kind}: "
             + ", ".join(
@@ -499,8 +516,9 @@ def drift_line(result: dict[str, Any]) -> str:
             )
             for kind, (before, after) in beside
         ]
-        line += "\nlike for like beside each client's figures, before -> after them: " + "; ".join(
-            moved
+        line += (
+            f"\n{label}: the {'like-for-like' if which == 'like' else 'plain'} baseline beside "
+            "each client's figures, before -> after them: " + "; ".join(moved)
         )
     return line
 
@@ -540,12 +558,12 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def beside_ratios(server: dict[str, Any]) -> dict[str, Any]:
-    """Each client's figures over the like-for-like baseline measured beside them (the mean
-    of its measurements just before and just after); {} where there is none."""
+def beside_ratios(server: dict[str, Any], which: str = "like") -> dict[str, Any]:
+    """Each client's figures over the baseline measured beside them (`like` or `plain`: the
+    mean of its measurements just before and just after); {} where there is none."""
     out: dict[str, Any] = {}
     for kind, f in server.items():
-        beside = f.get("like_beside")
+        beside = f.get(f"{which}_beside")
         if not beside:
             continue
         base = beside["mean"]
@@ -582,11 +600,18 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     like_threaded = result["ratios_like_server"]
     # Each distributed deployment measured: (its column label, figures, ratios, like for like).
     like_base = result["inprocess_like_server"]
+    # Their throughput against the plain baseline measured beside them, where there is one.
     extras = [
-        (label, result[key], result[f"{key}_ratios"], ratios(result[key], like_base))
+        (
+            label,
+            result[key],
+            result.get(f"{key}_ratios_beside") or result[f"{key}_ratios"],
+            ratios(result[key], like_base),
+        )
         for key, label in EXTRA_DEPLOYMENTS
         if result.get(key)
     ]
+    plain_beside = any(result.get(f"{key}_ratios_beside") for key, _ in EXTRA_DEPLOYMENTS)
     rows: list[dict[str, Any]] = []
 
     def add(name: str, baseline: str, cells: dict[str, dict[str, Any]]) -> None:
@@ -645,7 +670,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             },
         )
     if extras:
-        plain = "in-process"
+        plain = "in-process, beside" if plain_beside else "in-process"
         add(
             "custom events/s >= 0.5x",
             plain,
@@ -851,6 +876,9 @@ def report(result: dict[str, Any]) -> str:
     parts = [_table(headers, rows), _busy_table(result)]
     if result.get("inprocess_like_server"):
         parts.append(_like_table(result))
+    plain_beside = _plain_beside_table(result)
+    if plain_beside:
+        parts.append(plain_beside)
     parts.append(_v2_table(result))
     m = result["memory"]
     e = result["memory_logs_expire"]
@@ -987,6 +1015,39 @@ def _like_table(result: dict[str, Any]) -> str:
     return _table(headers, rows)
 
 
+def _plain_beside_table(result: dict[str, Any]) -> str | None:
+    """The distributed deployments' throughput against the plain in-process baseline measured
+    beside each client's figures: baseline, ratio."""
+    columns = [
+        (key, label, kind)
+        for key, label in EXTRA_DEPLOYMENTS
+        if result.get(key)
+        for kind in CLIENTS
+        if result[key][kind].get("plain_beside")
+    ]
+    if not columns:
+        return None
+    picks: list[tuple[str, Any, int]] = [
+        ("custom events/s", lambda f: f["ticker_throughput"]["events_per_s"], 0),
+        ("messages-tuple events/s", lambda f: f["agent_throughput"]["events_per_s"], 0),
+    ]
+    for n, _ in result["sizes"]["concurrency"]:
+        picks.append(
+            (f"{n} concurrent: runs/s", lambda f, n=str(n): f["concurrency"][n]["runs_per_s"], 1)
+        )
+    rows = []
+    for name, pick, digits in picks:
+        cells = [name]
+        for key, _, kind in columns:
+            figures = result[key][kind]
+            base = pick(figures["plain_beside"]["mean"])
+            cells.append(f"{_f(base, digits)} / {_x(_ratio(pick(figures), base))}")
+        rows.append(cells)
+    headers = ["against in-process measured beside: baseline / ratio"]
+    headers += [f"{label} {kind}" for _, label, kind in columns]
+    return _table(headers, rows)
+
+
 def _busy_table(result: dict[str, Any]) -> str:
     """How busy the client's core and the server's were during each figure, and the whole
     machine (200 % with two cores: the services, PostgreSQL and Redis, share them): where the
@@ -1082,7 +1143,12 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
         workdir = Path(tmp)
         result["agentstream"] = await measure_fresh_server(
-            workdir / "bench.sqlite", server_cpus, sizes, agent_messages, "agentstream", beside=True
+            workdir / "bench.sqlite",
+            server_cpus,
+            sizes,
+            agent_messages,
+            "agentstream",
+            beside="like",
         )
         result["v2"] = await measure_v2(workdir / "v2.sqlite", server_cpus, sizes)
         _log("memory: a fresh server with the default settings")
@@ -1098,7 +1164,13 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
             _log("distributed: agentstream dev on PostgreSQL + Redis")
             env = await distributed_env("agentstream_bench")
             result["distributed"] = await measure_fresh_server(
-                workdir / "unused.sqlite", server_cpus, sizes, agent_messages, "distributed", env
+                workdir / "unused.sqlite",
+                server_cpus,
+                sizes,
+                agent_messages,
+                "distributed",
+                env,
+                beside="plain",
             )
             _log("distributed: agentstream serve + agentstream worker on PostgreSQL + Redis")
             env = await distributed_env("agentstream_bench_split")
@@ -1132,6 +1204,7 @@ async def main_async(sizes: Sizes, quick: bool, distributed: bool = False) -> di
     for key, _ in EXTRA_DEPLOYMENTS:
         if result[key]:
             result[f"{key}_ratios"] = ratios(result[key], result["inprocess"])
+            result[f"{key}_ratios_beside"] = beside_ratios(result[key], "plain")
     result["targets"] = targets(result)
     result["errors"] = count_errors(
         {

@@ -156,4 +156,4 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
                 assert cell["value"] > 0, (row["target"], column)
     assert "targets (issue 17)" in proc.stdout
     assert rows[0]["baseline"] == "in-process, like for like, beside"
-    assert "like for like beside each client's figures" in proc.stdout
+    assert "embedded: the like-for-like baseline beside each client's figures" in proc.stdout
