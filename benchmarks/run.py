@@ -43,6 +43,7 @@ from benchmarks import scenarios
 from benchmarks.clients import RawClient, make_client
 from benchmarks.harness import (
     EXAMPLES,
+    ROOT,
     Busy,
     RssSampler,
     cpu_split,
@@ -293,16 +294,25 @@ def per_run(
 
 async def _baseline_beside(which: str, sizes: Sizes) -> dict[str, Any]:
     """The baseline figures measured beside a client's: like for like (in a thread of its own,
-    on uvloop, the server's collector settings) or plain (here, as a script runs it)."""
+    on uvloop, the server's collector settings) or plain (a script: benchmarks.baseline)."""
     if which == "like":
         return await asyncio.to_thread(measure_inprocess_like_server, sizes, beside=True)
-    # A script's collector sees only the script's objects: what this process holds by now
-    # (clients, figures) is put out of its sight, as in a fresh process, and back after.
-    gc.freeze()
-    try:
-        return await measure_inprocess(sizes, beside=True)
-    finally:
-        gc.unfreeze()
+    # A script of its own: this process holds clients and figures by now, which made the same
+    # loop slower (the collector walks them) or, frozen out of its sight, faster than a script
+    # (its graphs' and libraries' objects frozen too).
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.baseline",
+        json.dumps(asdict(sizes)),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"the plain baseline's process exited with {proc.returncode}")
+    figures: dict[str, Any] = json.loads(out)
+    return figures
 
 
 async def measure_fresh_server(
