@@ -116,12 +116,18 @@ async def measure_inprocess(
     return out
 
 
-def measure_inprocess_like_server(sizes: Sizes, *, beside: bool = False) -> dict[str, Any]:
+def measure_inprocess_like_server(
+    sizes: Sizes, *, beside: bool = False, cpus: set[int] | None = None
+) -> dict[str, Any]:
     """The baseline again, as the server itself runs the graphs: on uvloop, with the garbage
     collector tuned as `agentstream` tunes it (app.tune_gc). In a thread of its own, with its
     own loop; the collector's settings are put back afterwards. With beside, only the figures
     measured beside each client's (see measure_server)."""
     before = gc.get_threshold()
+    # With cpus, this thread alone runs on them (the server's core, beside its figures), and
+    # goes back to where it ran before.
+    home = os.sched_getaffinity(0) if cpus is not None else None
+    pin_self(cpus)
     tune_gc(Settings.from_env().gc_threshold)
     try:
         label = "in-process (uvloop, server GC)"
@@ -129,6 +135,7 @@ def measure_inprocess_like_server(sizes: Sizes, *, beside: bool = False) -> dict
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        pin_self(home)
 
 
 async def measure_server(
@@ -140,6 +147,7 @@ async def measure_server(
     metrics_urls: Sequence[str] = (),
     *,
     beside: str | None = None,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """The client-side figures against one server, with each client; its service requests
     per run from the /metrics of `url` and of each of `metrics_urls` (a worker's) together;
@@ -147,9 +155,9 @@ async def measure_server(
 
     With beside ("like" or "plain"), that baseline of the first event, throughput and
     concurrent runs is measured again just before and just after each client's figures of
-    them (`like_beside` or `plain_beside`): seconds away, where the baselines measured before
-    and after every server are minutes away, and this machine's speed moves by up to half in
-    minutes."""
+    them (`like_beside` or `plain_beside`), on the server's core (`cpus`): seconds away, where
+    the baselines measured before and after every server are minutes away, and this machine's
+    speed moves by up to half in minutes."""
     out: dict[str, Any] = {}
     counted = [url, *metrics_urls]
     for kind in CLIENTS:
@@ -158,7 +166,7 @@ async def measure_server(
             figures: dict[str, Any] = {}
             if beside:
                 _log(f"{label} ({kind}): the {beside} baseline, before")
-                base_before = await _baseline_beside(beside, sizes)
+                base_before = await _baseline_beside(beside, sizes, cpus)
             _log(f"{label} ({kind}): time to first event")
             with Busy(pids) as busy:
                 figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
@@ -185,7 +193,7 @@ async def measure_server(
                 figures["concurrency"][str(n)] = c
             if beside:
                 _log(f"{label} ({kind}): the {beside} baseline, after")
-                base_after = await _baseline_beside(beside, sizes)
+                base_after = await _baseline_beside(beside, sizes, cpus)
                 figures[f"{beside}_beside"] = {
                     "before_after": [base_before, base_after],
                     "mean": mean_figures(base_before, base_after),
@@ -292,11 +300,13 @@ def per_run(
     return {key: round((after[key] - before[key]) / runs, 2) for key in after}
 
 
-async def _baseline_beside(which: str, sizes: Sizes) -> dict[str, Any]:
-    """The baseline figures measured beside a client's: like for like (in a thread of its own,
-    on uvloop, the server's collector settings) or plain (a script: benchmarks.baseline)."""
+async def _baseline_beside(which: str, sizes: Sizes, cpus: set[int] | None) -> dict[str, Any]:
+    """The baseline figures measured beside a client's, on the server's core (`cpus`; the
+    server idle meanwhile): the two cores of a shared machine do not always run at the same
+    speed. Like for like (in a thread of its own, on uvloop, the server's collector settings)
+    or plain (a script: benchmarks.baseline)."""
     if which == "like":
-        return await asyncio.to_thread(measure_inprocess_like_server, sizes, beside=True)
+        return await asyncio.to_thread(measure_inprocess_like_server, sizes, beside=True, cpus=cpus)
     # A script of its own: this process holds clients and figures by now, which made the same
     # loop slower (the collector walks them) or, frozen out of its sight, faster than a script
     # (its graphs' and libraries' objects frozen too).
@@ -305,6 +315,7 @@ async def _baseline_beside(which: str, sizes: Sizes) -> dict[str, Any]:
         "-m",
         "benchmarks.baseline",
         json.dumps(asdict(sizes)),
+        json.dumps(sorted(cpus) if cpus is not None else None),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -329,7 +340,7 @@ async def measure_fresh_server(
     server = await asyncio.to_thread(start_server, database, cpus=cpus, env=env)
     try:
         return await measure_server(
-            server.url, sizes, agent_messages, label, [server.pid], beside=beside
+            server.url, sizes, agent_messages, label, [server.pid], beside=beside, cpus=cpus
         )
     finally:
         await asyncio.to_thread(server.stop)
@@ -358,6 +369,7 @@ async def measure_split(
                 [api.pid, worker.pid],
                 [f"http://127.0.0.1:{port}"],
                 beside="plain",
+                cpus=cpus,
             )
         finally:
             await asyncio.to_thread(api.stop)
