@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from benchmarks.clients import make_client
 from benchmarks.harness import (
     ServerProcess,
     cpu_split,
+    cpu_times,
     free_port,
     median,
     percentile,
@@ -52,13 +52,6 @@ from benchmarks.scenarios import AGENT_INPUT
 def _counters(url: str) -> dict[str, float]:
     """The server's service-request counters, from its /metrics."""
     return read_service_counters(httpx.get(f"{url}/metrics", timeout=10).text)
-
-
-def _cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of the process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def _drive(
@@ -150,7 +143,7 @@ def _all_counters(processes: list[tuple[ServerProcess, str]]) -> dict[str, float
 
 
 def _all_cpu(processes: list[tuple[ServerProcess, str]]) -> list[tuple[float, float]]:
-    return [_cpu_seconds(process.pid) for process, _ in processes]
+    return [cpu_times(process.pid) for process, _ in processes]
 
 
 def main(argv: list[str] | None = None) -> None:

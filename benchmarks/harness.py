@@ -85,10 +85,16 @@ class RssSampler:
         self.peak = max(self.peak, rss_kb(self.pid))
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, user and system, all its threads (/proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far, all its threads (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system together."""
+    return sum(cpu_times(pid))
 
 
 def machine_busy_seconds() -> float:

@@ -503,6 +503,13 @@ def _at(figures: Any, path: tuple[str, ...]) -> Any:
     return figures
 
 
+def _moved(before: Any, after: Any) -> str:
+    """How far each of DRIFT_FIGURES moved from one measurement of a baseline to the next."""
+    return ", ".join(
+        f"{name} {_f(_at(before, path))} -> {_f(_at(after, path))}" for name, path in DRIFT_FIGURES
+    )
+
+
 def drift_line(result: dict[str, Any]) -> str:
     """How far each baseline moved between its measurement before the servers and after."""
     said = []
@@ -510,12 +517,7 @@ def drift_line(result: dict[str, Any]) -> str:
         ("in-process", "inprocess_before_after"),
         ("like for like", "inprocess_like_server_before_after"),
     ):
-        before, after = result[key]
-        parts = [
-            f"{name} {_f(_at(before, path))} -> {_f(_at(after, path))}"
-            for name, path in DRIFT_FIGURES
-        ]
-        said.append(f"{label}: " + ", ".join(parts))
+        said.append(f"{label}: " + _moved(*result[key]))
     line = "baselines before the servers -> after them (the ratios use their mean): " + "; ".join(
         said
     )
@@ -530,14 +532,7 @@ def drift_line(result: dict[str, Any]) -> str:
         ]
         if not beside:
             continue
-        moved = [
-            f"{kind}: "
-            + ", ".join(
-                f"{name} {_f(_at(before, path))} -> {_f(_at(after, path))}"
-                for name, path in DRIFT_FIGURES
-            )
-            for kind, (before, after) in beside
-        ]
+        moved = [f"{kind}: " + _moved(before, after) for kind, (before, after) in beside]
         line += (
             f"\n{label}: the {'like-for-like' if which == 'like' else 'plain'} baseline beside "
             "each client's figures, before -> after them: " + "; ".join(moved)
@@ -569,13 +564,16 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
             n: _ratio(c["median_ms"], base["concurrency"][n]["median_ms"])
             for n, c in f["concurrency"].items()
         }
-        r["threaded_runs_per_s"] = {
-            n: _ratio(t["runs_per_s"], base["threaded"][n]["runs_per_s"])
-            for n, t in f["threaded"].items()
-        }
-        r["join_run_seconds"] = {
-            n: _ratio(j["run_seconds"], base["join"]["run_seconds"]) for n, j in f["join"].items()
-        }
+        if "threaded" in base:  # a baseline measured beside the figures has none, nor joins
+            r["threaded_runs_per_s"] = {
+                n: _ratio(t["runs_per_s"], base["threaded"][n]["runs_per_s"])
+                for n, t in f["threaded"].items()
+            }
+        if "join" in base:
+            r["join_run_seconds"] = {
+                n: _ratio(j["run_seconds"], base["join"]["run_seconds"])
+                for n, j in f["join"].items()
+            }
         out[kind] = r
     return out
 
@@ -583,26 +581,11 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 def beside_ratios(server: dict[str, Any], which: str = "like") -> dict[str, Any]:
     """Each client's figures over the baseline measured beside them (`like` or `plain`: the
     mean of its measurements just before and just after); {} where there is none."""
-    out: dict[str, Any] = {}
-    for kind, f in server.items():
-        beside = f.get(f"{which}_beside")
-        if not beside:
-            continue
-        base = beside["mean"]
-        out[kind] = {
-            "ttfe_median": _ratio(f["ttfe"]["median_ms"], base["ttfe"]["median_ms"]),
-            "ticker_throughput": _ratio(
-                f["ticker_throughput"]["events_per_s"], base["ticker_throughput"]["events_per_s"]
-            ),
-            "agent_throughput": _ratio(
-                f["agent_throughput"]["events_per_s"], base["agent_throughput"]["events_per_s"]
-            ),
-            "concurrency_runs_per_s": {
-                n: _ratio(c["runs_per_s"], base["concurrency"][n]["runs_per_s"])
-                for n, c in f["concurrency"].items()
-            },
-        }
-    return out
+    return {
+        kind: ratios({kind: f}, f[f"{which}_beside"]["mean"])[kind]
+        for kind, f in server.items()
+        if f.get(f"{which}_beside")
+    }
 
 
 def _judge(value: float | None, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
