@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI
 from langgraph.store.base import BaseStore
 from prometheus_client import start_http_server
-from starlette.middleware.cors import CORSMiddleware
 
 from agentstream import __version__, metrics
 from agentstream.api import (
@@ -37,6 +36,7 @@ from agentstream.api import (
 from agentstream.api.auth import Authenticate, Gate, load_gate
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import (
+    Cors,
     CustomRoutes,
     HeaderPassthrough,
     cors_options,
@@ -309,7 +309,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
-    app.add_middleware(CORSMiddleware, **cors)
+    app.add_middleware(Cors, **cors)
     if "meta" not in disabled:
         app.add_middleware(RequestMetrics)
     return app

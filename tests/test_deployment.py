@@ -155,3 +155,29 @@ def test_a_broken_http_app_is_one_clear_startup_line(
         server_factory(config=config)
     assert "http.app" in str(failed.value)
     assert "Traceback" not in str(failed.value)
+
+
+def test_a_request_without_an_origin_is_answered_vary_origin_as_starlette_answers_it(
+    header_server: str,
+) -> None:
+    # Cors' short way (no Origin: every client but a browser) on the run lane, a FastAPI
+    # route and a stream; a browser's request still gets Starlette's CORS headers.
+    with httpx.Client(base_url=header_server, timeout=30) as http:
+        thread = _thread(http)
+        answers = [
+            http.post("/runs/wait", json={"assistant_id": "headers", "input": {}}),
+            http.get(f"/threads/{thread}"),
+            http.post("/threads/search", json={}),
+        ]
+        with http.stream(
+            "POST", "/runs/stream", json={"assistant_id": "headers", "input": {}}
+        ) as streamed:
+            streamed.read()
+            answers.append(streamed)
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert answer.headers.get_list("vary") == ["Origin"]
+            assert "access-control-allow-origin" not in answer.headers
+        browser = http.get(f"/threads/{thread}", headers={"origin": ORIGIN})
+        assert browser.headers["access-control-allow-origin"] == "*"
+        assert browser.headers.get_list("vary") == ["Origin"]

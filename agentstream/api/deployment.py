@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream.graphs import Config, GraphLoadError, import_object
 
@@ -47,6 +48,42 @@ def cors_options(config: Config) -> dict[str, Any]:
         "expose_headers": list(cors.get("expose_headers") or EXPOSED_HEADERS),
         "max_age": int(cors.get("max_age", 600)),
     }
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS, with a short way through for a request that names no Origin (the SDKs,
+    RemoteGraph, curl: every client but a browser). For those Starlette only adds `Vary: Origin`
+    to the response, but it reads the request's headers into a Headers and the response's into
+    a MutableHeaders to do it: about 60,000 instructions a stateless run (1.1 %), for one
+    header. Here the same header, the same way; a request with an Origin goes through
+    Starlette's own code."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def vary_origin(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _with_vary_origin(message.get("headers", ()))
+            await send(message)
+
+        await self.app(scope, receive, vary_origin)
+
+
+def _with_vary_origin(given: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers with Origin added to Vary as Starlette adds it: every Vary joined into the
+    first one's place, Origin last."""
+    headers = list(given)
+    found = [i for i, (name, _) in enumerate(headers) if name == b"vary"]
+    if not found:
+        headers.append((b"vary", b"Origin"))
+        return headers
+    joined = b", ".join([headers[i][1] for i in found] + [b"Origin"])
+    for i in reversed(found[1:]):
+        del headers[i]
+    headers[found[0]] = (b"vary", joined)
+    return headers
 
 
 @dataclass(frozen=True)

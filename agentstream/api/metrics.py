@@ -37,10 +37,26 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            path = _template(scope)
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(method, path, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(method, path).observe(time.perf_counter() - started)
+            _count(scope["method"], _template(scope), status, time.perf_counter() - started)
+
+
+# Each series' child, as labels() gives it (labels() turns its values into a tuple of str and
+# takes a lock each call). As many as the series: methods, route templates and statuses.
+_COUNTERS: dict[tuple[str, str, int], Any] = {}
+_TIMERS: dict[tuple[str, str], Any] = {}
+
+
+def _count(method: str, path: str, status: int, seconds: float) -> None:
+    counter = _COUNTERS.get((method, path, status))
+    if counter is None:
+        counter = _COUNTERS[method, path, status] = metrics.HTTP_REQUESTS.labels(
+            method, path, str(status)
+        )
+    counter.inc()
+    timer = _TIMERS.get((method, path))
+    if timer is None:
+        timer = _TIMERS[method, path] = metrics.HTTP_LATENCY.labels(method, path)
+    timer.observe(seconds)
 
 
 def _template(scope: Scope) -> str:
