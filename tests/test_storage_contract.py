@@ -941,6 +941,32 @@ async def test_finish_run_deletes_temporary_thread(storage: Storage) -> None:
     assert await _graph_items(storage, thread_id) == []
 
 
+async def test_a_stateless_runs_end_removes_its_thread_without_looking_for_checkpoints(
+    storage: Storage,
+) -> None:
+    # A run with no checkpointer (the executor's stateless runs) wrote none: its end removes
+    # its thread and itself as any temporary thread's does, with no statement on the
+    # checkpoint tables (SQLite runs them one by one; PostgreSQL ends runs in one statement).
+    thread_id = str(uuid.uuid4())
+    run_id, _ = await _enqueue(storage, thread_id, temporary=True)
+    await _claim_within(storage, "w")
+    sent: list[str] = []
+    if isinstance(storage, SqliteStorage):
+        db = storage.c._db  # type: ignore[attr-defined]
+        await db._execute(db._conn.set_trace_callback, sent.append)  # on the connection's thread
+    await storage.finish_run(
+        run_id, status="success", thread_status="idle", values={}, interrupts={}, error=None,
+        delete_thread=True, checkpointed=False,
+    )  # fmt: skip
+    with pytest.raises(NotFound):
+        await storage.get_thread(thread_id)
+    with pytest.raises(NotFound):
+        await storage.get_run(None, run_id)
+    if isinstance(storage, SqliteStorage):
+        assert any(s.startswith("DELETE FROM threads") for s in sent), sent
+        assert not [s for s in sent if "checkpoint" in s or "writes" in s]
+
+
 async def test_runs_ending_together_each_settle_their_own_thread(storage: Storage) -> None:
     # On PostgreSQL their ends share one statement (storage/together.py); every run and
     # thread must still end as its own finish said, and a temporary one be removed.

@@ -99,6 +99,13 @@ def _input(kwargs: Mapping[str, Any]) -> Any:
     return kwargs.get("input")
 
 
+def _stateless(claim: RunClaim) -> bool:
+    """A run that keeps no state: its thread is its own and goes with it, so it runs without a
+    checkpointer (bound's persist=False)."""
+    kwargs = claim["run"]["kwargs"]
+    return bool(claim["temporary"]) and kwargs.get("on_completion", "delete") == "delete"
+
+
 def _interrupts_of(values: Any) -> list[Any]:
     if isinstance(values, dict):
         found = values.get("__interrupt__")
@@ -241,7 +248,7 @@ class Executor:
         kwargs = run["kwargs"]
         assistant = claim["assistant"] or await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-        persist = not (claim["temporary"] and kwargs.get("on_completion", "delete") == "delete")
+        persist = not _stateless(claim)
         graph_id = assistant["graph_id"]
         async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
@@ -459,6 +466,7 @@ class Executor:
                 interrupts=serde.to_jsonable(outcome.interrupts),
                 error=outcome.error,
                 delete_thread=delete_thread,
+                checkpointed=not _stateless(claim),
             )
         # Only now that the run's end is stored does its stream end: a client may start the
         # thread's next run the moment it closes (under `reject`, refused were the run still

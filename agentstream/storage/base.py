@@ -258,10 +258,13 @@ class RunQueue(Protocol):
         interrupts: Mapping[str, Any],
         error: Any,
         delete_thread: bool,
+        checkpointed: bool = True,
     ) -> bool:
         """Stores a run's end and settles its thread (or removes it). True when the backend
         itself tells the workers of a run left waiting on the thread (PostgreSQL notifies at
-        commit, as for a queued run): the caller then wakes nobody."""
+        commit, as for a queued run): the caller then wakes nobody. checkpointed=False: the
+        thread it removes has no checkpoints to remove (the run kept none), so a backend may
+        skip looking for them."""
         ...
 
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:

@@ -354,6 +354,7 @@ class QueueStore:
         interrupts: Mapping[str, Any],
         error: Any,
         delete_thread: bool,
+        checkpointed: bool = True,
     ) -> bool:
         p = self._params(run_id=run_id, status=status)
         settle = None if delete_thread else self._settled(thread_status, values, interrupts, error)
@@ -362,7 +363,7 @@ class QueueStore:
             state = {f"thread_{k}": v for k, v in cached.items()}
             await self._finishes({**p, **state, "remove": settle is None})
             return True  # the statement notifies of the thread's next run (sql_pgverbs)
-        await self.c.write(self._finish(p, settle))
+        await self.c.write(self._finish(p, settle, checkpointed))
         return False
 
     async def _finish_one(self, call: Params) -> None:
@@ -380,12 +381,14 @@ class QueueStore:
         return {"status": status, "values": j(values), "interrupts": j(dict(interrupts)),
                 "error": j(error) if error else None}  # fmt: skip
 
-    def _finish(self, p: Params, settle: dict[str, Any] | None) -> Verb[None]:
+    def _finish(
+        self, p: Params, settle: dict[str, Any] | None, checkpointed: bool = True
+    ) -> Verb[None]:
         thread = yield from self._lock_thread_of(p)
         if thread is None:
             return
         if settle is None:  # its thread goes, and the run with it: no end to record first
-            yield from self._delete_thread_rows(p)
+            yield from self._delete_thread_rows(p, checkpointed)
             return
         yield self.d["end_run"], p
         yield self.d["settle_thread"], {**p, **settle}
@@ -399,9 +402,14 @@ class QueueStore:
         p["thread_id"], *thread = found[0]
         return thread if thread[3] is not None else ()
 
-    def _delete_thread_rows(self, p: Mapping[str, Any]) -> Verb[None]:
+    def _delete_thread_rows(self, p: Mapping[str, Any], checkpointed: bool = True) -> Verb[None]:
         yield self.d["delete_thread_runs"], p
         yield self.d["delete_thread"], p
+        if not checkpointed:
+            # A stateless run's thread: its run had no checkpointer, so the tables hold nothing
+            # of it. Two statements of a stateless run's ten on SQLite (PostgreSQL ends runs in
+            # one statement, sql_pgverbs).
+            return
         for sql in self.d.scripts["delete_checkpoints"]:
             yield sql, p
 
