@@ -99,11 +99,10 @@ def _input(kwargs: Mapping[str, Any]) -> Any:
     return kwargs.get("input")
 
 
-def _stateless(claim: RunClaim) -> bool:
-    """A run that keeps no state: its thread is its own and goes with it, so it runs without a
-    checkpointer (bound's persist=False)."""
-    kwargs = claim["run"]["kwargs"]
-    return bool(claim["temporary"]) and kwargs.get("on_completion", "delete") == "delete"
+def stateless(claim: RunClaim) -> bool:
+    """A run that keeps no state: its thread is its own and goes with it when it ends (but for
+    a rollback), so it runs without a checkpointer (bound's persist=False)."""
+    return bool(claim["temporary"]) and claim["run"]["kwargs"].get("on_completion") != "keep"
 
 
 def _interrupts_of(values: Any) -> list[Any]:
@@ -248,7 +247,7 @@ class Executor:
         kwargs = run["kwargs"]
         assistant = claim["assistant"] or await self.storage.get_assistant(run["assistant_id"])
         config = self.build_config(claim, assistant["graph_id"], assistant["config"])
-        persist = not _stateless(claim)
+        persist = not stateless(claim)
         graph_id = assistant["graph_id"]
         async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
@@ -453,7 +452,7 @@ class Executor:
             outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
         )
         v3 = self._v3.pop(run_id, None)
-        delete_thread = claim["temporary"] and run["kwargs"].get("on_completion") != "keep"
+        delete_thread = stateless(claim)
         cancellation.settling = True
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
@@ -466,7 +465,7 @@ class Executor:
                 interrupts=serde.to_jsonable(outcome.interrupts),
                 error=outcome.error,
                 delete_thread=delete_thread,
-                checkpointed=not _stateless(claim),
+                checkpointed=not delete_thread,
             )
         # Only now that the run's end is stored does its stream end: a client may start the
         # thread's next run the moment it closes (under `reject`, refused were the run still

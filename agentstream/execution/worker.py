@@ -11,7 +11,14 @@ from typing import Literal
 
 from agentstream import metrics
 from agentstream.execution.control import Control
-from agentstream.execution.executor import Cancellation, Executor, ServiceLost, due, ride_out
+from agentstream.execution.executor import (
+    Cancellation,
+    Executor,
+    ServiceLost,
+    due,
+    ride_out,
+    stateless,
+)
 from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
@@ -415,12 +422,7 @@ def _thread_removed(claim: RunClaim, cancellation: Cancellation) -> bool:
     it, as the executor settles it (a rolled-back run keeps its thread): then no run waits
     for this one, and waking the workers (a round trip to Redis on the distributed
     deployment) would find nothing new to claim."""
-    kwargs = claim["run"]["kwargs"]
-    return (
-        claim["temporary"]
-        and kwargs.get("on_completion") != "keep"
-        and cancellation.action != "rollback"
-    )
+    return stateless(claim) and cancellation.action != "rollback"
 
 
 def _observe_queue_wait(claim: RunClaim) -> None:
