@@ -17,7 +17,7 @@ from redis.asyncio.connection import Connection as RedisConnection
 
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.eventbus.memory import MemoryEventBus
-from agentstream.eventbus.redis import RedisEventBus
+from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus
 from agentstream.execution.executor import YIELD_EVERY, Executor
 from agentstream.graphs import GraphRegistry
 from agentstream.serde import loads
@@ -140,8 +140,11 @@ async def test_readers_each_get_everything_in_order(make_bus: Callable[..., Even
 
 
 async def test_evicted_ids_are_reported_not_skipped(make_bus: Callable[..., EventBus]) -> None:
+    # One event a publish: on Redis a publish's events are one entry, and trimming keeps
+    # whole entries (see test_redis_trimming_keeps_whole_entries).
     bus = make_bus(max_events=5)
-    await bus.publish("r", _items(*"abcdefgh"))
+    for name in "abcdefgh":
+        await bus.publish("r", _items(name))
     await bus.close("r")
     with pytest.raises(EventsEvicted) as info:
         await _read_all(bus, "r", 1)
@@ -173,13 +176,16 @@ async def test_a_log_far_past_its_bound_keeps_exactly_the_newest_events(
     last = 1 + len(range(1, 3000, 7)) * 7
     assert seen == list(range(1, last + 1))
     # The reader left behind may have had some read for it meanwhile (Redis: its lane reads
-    # on while it holds fewer than a read's worth); then it is told exactly what it missed.
+    # on while it holds fewer than a read's worth); then it is told exactly what it missed:
+    # the oldest event kept (on Redis the first of the oldest entry kept, a publish of 7).
     got = [1]
     with pytest.raises(EventsEvicted) as info:
         while True:
             got += [e.seq for e in await anext(behind)]
     assert got == list(range(1, len(got) + 1))
-    assert (info.value.requested_after, info.value.first_kept) == (got[-1], last - 9)
+    whole = 6 if isinstance(bus, RedisEventBus) else 0
+    assert info.value.requested_after == got[-1]
+    assert last - 9 - whole <= info.value.first_kept <= last - 9
     kept = [e for batch in [b async for b in bus.subscribe("r", last - 10)] for e in batch]
     assert [e.seq for e in kept] == list(range(last - 9, last + 1))
     for e in kept:
@@ -364,14 +370,17 @@ async def test_last_seq_counts_events_not_closes(make_bus: Callable[..., EventBu
 
 
 async def test_reader_that_falls_behind_is_told(make_bus: Callable[..., EventBus]) -> None:
-    bus = make_bus(max_events=5)
+    # 600 events in one publish, 300 kept: the in-process log keeps exactly the newest 300;
+    # Redis whole entries of ENTRY_MOST (the publish's second and third).
+    bus = make_bus(max_events=300)
     await bus.publish("r", _items("a"))
     reader = bus.subscribe("r", 0)
     assert [e.seq for e in await anext(reader)] == [1]
-    await bus.publish("r", _items(*"bcdefghijk"))
+    await bus.publish("r", _items(*map(str, range(600))))
     with pytest.raises(EventsEvicted) as info:
         await anext(reader)
-    assert (info.value.requested_after, info.value.first_kept) == (1, 7)
+    first_kept = 2 + ENTRY_MOST if isinstance(bus, RedisEventBus) else 302
+    assert (info.value.requested_after, info.value.first_kept) == (1, first_kept)
 
 
 async def test_delete_forgets_the_log(make_bus: Callable[..., EventBus]) -> None:
@@ -428,6 +437,79 @@ async def test_redis_reads_events_whatever_the_order_of_their_fields(
     assert await _read_all(bus, "r", 2) == [3]
 
 
+async def test_redis_reads_a_log_an_older_version_began_then_ours_continued(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A rolling upgrade: a log of one entry per event (as an older version wrote them), then
+    # a new attempt's events in entries of many; a reader from anywhere gets each once.
+    bus = redis_bus()
+    key = bus.key("r")
+    client = Redis.from_url(REDIS_URL)
+    try:
+        for n in (1, 2):
+            fields = {"mode": "custom", "name": "custom", "data": b'{"n":%d}' % n}
+            await client.xadd(key, fields, id=f"{n}-0")  # type: ignore[arg-type]
+        await client.xadd(key, {"end": "1"}, id="2-1")
+    finally:
+        await client.aclose()
+    await bus.publish("r", [("custom", "custom", b'{"n":%d}' % n) for n in (3, 4, 5)])
+    await bus.close("r")
+    events = [e for batch in [b async for b in bus.subscribe("r", 0)] for e in batch]
+    assert [(e.seq, e.data) for e in events] == [(n, b'{"n":%d}' % n) for n in range(1, 6)]
+    assert await _read_all(bus, "r", 1) == [2, 3, 4, 5]
+    assert await _read_all(bus, "r", 3) == [4, 5]
+
+
+async def test_redis_keeps_a_publish_in_entries_of_at_most_entry_most(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A model's reply published at once: entries of ENTRY_MOST events, each id its last
+    # event's; a reader resuming from inside one gets the rest of it and nothing before.
+    # The fields are bytes as they come (a name in any script, data with a line break).
+    bus = redis_bus()
+    items = [
+        ("messages-tuple", "messages|子:1" if n % 3 else "messages", b'["a\nb",%d]' % n)
+        for n in range(1, 601)
+    ]
+    assert await bus.publish("r", items) == 600
+    await bus.close("r")
+    client = Redis.from_url(REDIS_URL)
+    try:
+        ids = [e[0] for e in await client.xrange(bus.key("r"))]
+    finally:
+        await client.aclose()
+    assert ids == [b"%d-0" % ENTRY_MOST, b"%d-0" % (2 * ENTRY_MOST), b"600-0", b"600-1"]
+    for after in (0, 1, ENTRY_MOST - 1, ENTRY_MOST, ENTRY_MOST + 7, 599):
+        events = [e for batch in [b async for b in bus.subscribe("r", after)] for e in batch]
+        assert [(e.seq, e.mode, e.name, e.data) for e in events] == [
+            (n, *items[n - 1]) for n in range(after + 1, 601)
+        ]
+        frame = b"event: %s\r\ndata: %s\r\nid: 600\r\n\r\n"
+        assert events[-1].frame == frame % (items[-1][1].encode(), items[-1][2])
+
+
+async def test_redis_trimming_keeps_whole_entries(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # The bound is met entry by entry: a publish of 8 is kept whole while any of its events
+    # is among the newest max_events, and dropped whole once none is; a reader from before
+    # what is kept is told where it begins.
+    bus = redis_bus(max_events=5)
+    await bus.publish("r", _items(*"abcdefgh"))
+    for name in "ijk":
+        await bus.publish("r", _items(name))
+    await bus.close("r")
+    assert await _read_all(bus, "r", 0) == list(range(1, 12))
+    assert await _read_all(bus, "r", 5) == list(range(6, 12))
+    for name in "lmn":
+        await bus.publish("r", _items(name))
+    await bus.close("r")
+    with pytest.raises(EventsEvicted) as info:
+        await _read_all(bus, "r", 5)
+    assert (info.value.requested_after, info.value.first_kept) == (5, 10)
+    assert await _read_all(bus, "r", 9) == list(range(10, 15))
+
+
 async def test_redis_close_sets_a_ttl_and_reopen_clears_it(
     redis_bus: Callable[..., RedisEventBus],
 ) -> None:
@@ -454,7 +536,7 @@ async def test_redis_close_with_events_retried_appends_them_once(
     try:
         await bus.publish("r", _items("a"))
         keys = [bus.key("r"), bus._meta("r")]
-        args = bus._batch("r", _items("b"), 30_000, "__end__", 0)  # no items led
+        args = bus._batch("r", _items("b"), 30_000, "__end__", led=())  # no items led
         for _ in range(2):
             assert await bus._finish(keys=keys, args=args) is None
         assert await _read_all(bus, "r", 0) == [1, 2]

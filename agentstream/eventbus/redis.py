@@ -9,10 +9,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from itertools import compress
-from operator import itemgetter, methodcaller
+from itertools import accumulate, count
 from typing import Any, TypeVar
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -24,23 +24,33 @@ from agentstream.eventbus.base import Batch, BusUnavailable, Event, EventsEvicte
 from agentstream.eventbus.redis_reads import Reads, Watch
 from agentstream.eventbus.redis_reads import is_marker as _is_marker
 from agentstream.eventbus.redis_reads import parse_id as _parse
-from agentstream.protocol import encode_frame, frames_of
+from agentstream.protocol import frames_of
 
 log = logging.getLogger("agentstream.eventbus")
 
 END_MODE = "__end__"
 KEY_PREFIX = "agentstream:run:"
-_CHUNK = 1_000  # entries per read: a replay of a long log arrives in batches, not one reply
+# Entries per read: a replay of a long log arrives in batches, not one reply (128 entries of up
+# to ENTRY_MOST events: at most 32,768 events a read, a paced run's log 128 events a read).
+_CHUNK = 128
+# The most events one entry holds (a model's reply published at once goes in several).
+ENTRY_MOST = 256
 # A waiting reader blocks in Redis this long, then blocks again; a finite block lets the socket
 # timeout (Redis() has one by default) find a dead connection instead of waiting forever.
 _BLOCK_SECONDS = 20.0
 
-# Event n of a run is stream entry "n-0"; closing the log after event n appends the end marker
-# "n-1". Redis rejects any id not above the newest entry, and the next event after a marker is
-# "(n+1)-0", so a new attempt continues the ids and a marker never takes one. The ids are
-# assigned inside one script: several processes append to the same log (a thread's log gets its
-# runs from every API process) and each batch still lands whole, with no id given twice.
-# Trimming by MINID keeps exactly the newest max_events events, whatever the markers among them.
+# A log's events go in entries of up to ENTRY_MOST events each, a publish's batch in as few as
+# it takes: an entry's id is its last event's, "n-0"; its fields are "h", the JSON of the
+# events' modes, names and data lengths ([[mode...], [name...], [length...]]), and "d", their
+# data end to end. (An entry per event cost Redis 3 us an event, most of a token's publish,
+# and each reader a reply element per field.) An entry of fields "mode", "name" and "data" is
+# one event (as an older version wrote them): readers take both. Closing the log after event n
+# appends the end marker "n-1". Redis rejects any id not above the newest entry, and the next
+# event after a marker is "(n+1)-0", so a new attempt continues the ids and a marker never
+# takes one. The ids are assigned inside one script: several processes append to the same log
+# (a thread's log gets its runs from every API process) and each batch still lands whole, with
+# no id given twice. Trimming by MINID keeps at least the newest max_events events (whole
+# entries: up to ENTRY_MOST - 1 more), whatever the markers among them.
 #
 # Outages: a publish is retried until Redis answers again, so it must be idempotent. KEYS[2], a
 # hash beside the log, keeps each publisher's last batch token and the id it ended at: a retry of
@@ -59,9 +69,8 @@ local function append(first)
   local seq = tonumber(ARGV[2])
   if top then seq = math.max(seq, tonumber(string.match(top[1], '^%d+'))) end
   for i = first, #ARGV, 3 do
-    seq = seq + 1
-    local id = string.format('%d-0', seq)
-    redis.call('XADD', KEYS[1], id, 'mode', ARGV[i], 'name', ARGV[i + 1], 'data', ARGV[i + 2])
+    seq = seq + tonumber(ARGV[i])
+    redis.call('XADD', KEYS[1], string.format('%d-0', seq), 'h', ARGV[i + 1], 'd', ARGV[i + 2])
   end
   local oldest = seq - tonumber(ARGV[1]) + 1
   if oldest > 1 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', oldest)) end
@@ -71,8 +80,9 @@ local function append(first)
   return seq
 end
 """
-# ARGV[at] counts the items after it that go first only into a log with nothing in it (see
-# lead()): where the items to append begin.
+# ARGV[at] counts the entries after it that go first only into a log with nothing in it (see
+# lead()): where the entries to append begin. Each entry is three arguments: its count of
+# events, "h" and "d".
 _LED = """
 local function after_lead(at)
   local lead = tonumber(ARGV[at])
@@ -246,7 +256,7 @@ class RedisEventBus:
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         led = self._leads.get(run_id, ())
-        args = self._batch(run_id, items, len(led), led=led)
+        args = self._batch(run_id, items, led=led)
         keys = [self.key(run_id), self._meta(run_id)]
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
         self._leads.pop(run_id, None)
@@ -273,7 +283,7 @@ class RedisEventBus:
         keys = [self.key(run_id), self._meta(run_id)]
         led = self._leads.get(run_id, ())
         if items or led:
-            args = self._batch(run_id, items, self._keep_ms, END_MODE, len(led), led=led)
+            args = self._batch(run_id, items, self._keep_ms, END_MODE, led=led)
             await self._retrying(lambda: self._finish(keys=keys, args=args))
             self._leads.pop(run_id, None)
             self._floors.pop(run_id, None)
@@ -286,14 +296,18 @@ class RedisEventBus:
         run_id: str,
         items: Sequence[tuple[str, str, bytes]],
         *more: str | int,
-        led: Sequence[tuple[str, str, bytes]] = (),
+        led: Sequence[tuple[str, str, bytes]] | None = None,
     ) -> list[str | bytes | int]:
         """_APPEND's arguments: the log's bound, this publisher's floor and a new batch token,
-        then any more (the script's own), then the led items (see lead()) and the items."""
+        then any more (the script's own), then, given led (even empty), the count of its
+        entries and its entries (see lead()), and the items' entries."""
         args: list[str | bytes | int] = [self._max_events, self._floors.get(run_id, 0)]
         args += (self._publisher, next(self._tokens), *more)
-        for mode, name, data in (*led, *items) if led else items:
-            args += (mode, name, data)
+        if led is not None:
+            led_args = _entries_of(led)
+            args.append(len(led_args) // 3)
+            args += led_args
+        args += _entries_of(items)
         return args
 
     async def last_seq(self, run_id: str) -> int:
@@ -325,9 +339,8 @@ class RedisEventBus:
                         return
                     block = True
                     continue
-                _check_kept(seen, entries[0][0])
                 pos = entries[-1][0]
-                events = _batch(entries)
+                events = _batch(entries, seen)
                 if events:
                     seen = events[-1].seq
                     yield events
@@ -422,51 +435,69 @@ def _seq(entry_id: bytes) -> int:
     return _parse(entry_id)[0]
 
 
-def _event(entry_id: bytes, fields: list[bytes]) -> Event | None:
-    if _is_marker(entry_id):
-        return None
-    seq = _seq(entry_id)
-    if fields[0] == b"mode" and fields[2] == b"name" and fields[4] == b"data":  # as XADD wrote
-        mode, name, data = fields[1].decode(), fields[3].decode(), fields[5]
-    else:
-        found = dict(zip(fields[::2], fields[1::2], strict=True))
-        mode, name, data = found[b"mode"].decode(), found[b"name"].decode(), found[b"data"]
-    return Event(seq, mode, name, encode_frame(seq, name, data))
+def _entries_of(items: Sequence[tuple[str, str, bytes]]) -> list[int | bytes]:
+    """Items as _APPEND's entries: for each ENTRY_MOST of them, their count, "h" and "d"."""
+    args: list[int | bytes] = []
+    for at in range(0, len(items), ENTRY_MOST):
+        part = items[at : at + ENTRY_MOST]
+        modes, names, datas = zip(*part, strict=True)
+        head = orjson.dumps((modes, names, list(map(len, datas))))
+        args += (len(part), head, b"".join(datas))
+    return args
 
 
-_ID, _FIELDS = itemgetter(0), itemgetter(1)
-_MODE, _NAME, _DATA, _KEYS = itemgetter(1), itemgetter(3), itemgetter(5), itemgetter(0, 2, 4)
-_IS_EVENT = methodcaller("endswith", b"-0")
-_AS_WRITTEN = {(b"mode", b"name", b"data")}
+_Events = tuple[int, list[str], list[str], list[bytes]]
 
 
-def _batch(entries: list[_Entry]) -> Sequence[Event]:
-    """The events among entries (markers left out) as one Batch, made in C iterators without a
-    Python step per entry, when they are as XADD wrote them (fields in order, ids in a row);
-    otherwise one at a time."""
-    kept = list(compress(entries, map(_IS_EVENT, map(_ID, entries))))
-    if not kept:
-        return ()
-    first = _seq(kept[0][0])
-    fields = list(map(_FIELDS, kept))
-    try:
-        written = set(map(_KEYS, fields)) == _AS_WRITTEN
-    except IndexError:
-        written = False
-    if not written or _seq(kept[-1][0]) != first + len(kept) - 1:
-        return [e for e in (_event(i, f) for i, f in kept) if e is not None]
-    names = list(map(bytes.decode, map(_NAME, fields)))
-    frames = list(frames_of(first, names, map(_DATA, fields)))
-    return Batch(first, frames, list(map(bytes.decode, map(_MODE, fields))), names)
+def _unpacked(entry_id: bytes, fields: list[bytes]) -> _Events:
+    """An entry's events: the first one's id, their modes, names and data."""
+    last = _seq(entry_id)
+    if len(fields) == 4 and fields[0] == b"h" and fields[2] == b"d":
+        modes, names, lengths = orjson.loads(fields[1])
+        ends = list(accumulate(lengths))
+        blob = fields[3]
+        datas = list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+        return last - len(datas) + 1, modes, names, datas
+    # One event, as an older version wrote them (fields in any order).
+    found = dict(zip(fields[::2], fields[1::2], strict=True))
+    return last, [found[b"mode"].decode()], [found[b"name"].decode()], [found[b"data"]]
 
 
-def _check_kept(seen: int, first_id: bytes) -> None:
-    # Ids have no gaps, so the first entry after the reader's position tells whether the events
-    # in between were trimmed, whatever the trimming did. A marker "n-1" means event n existed.
-    seq, k = _parse(first_id)
-    first_kept = seq + 1 if k else seq
-    if first_kept > seen + 1:
-        raise EventsEvicted(seen, first_kept)
+def _batch(entries: list[_Entry], seen: int) -> Sequence[Event]:
+    """The events after seen among entries, read after the entry that holds event seen (the
+    first may hold some before it), markers left out: one Batch when their ids follow each
+    other (always, for a log our publishes wrote), otherwise one Event at a time. Events after
+    seen that the log no longer keeps raise EventsEvicted: ids have no gaps, so the first entry
+    tells, whatever the trimming did (a marker "n-1" means event n existed)."""
+    modes: list[str] = []
+    names: list[str] = []
+    datas: list[bytes] = []
+    others: list[Event] = []  # events whose ids do not follow (never from our publishes)
+    m: list[str]
+    n: list[str]
+    d: list[bytes]
+    for entry_id, fields in entries:
+        if _is_marker(entry_id):
+            start, m, n, d = _seq(entry_id) + 1, [], [], []
+        else:
+            start, m, n, d = _unpacked(entry_id, fields)
+        if start > seen + 1 and not (datas or others):
+            raise EventsEvicted(seen, start)
+        if start <= seen:  # what the reader has of the first entry, read from inside it
+            skip = seen + 1 - start
+            start, m, n, d = start + skip, m[skip:], n[skip:], d[skip:]
+        if not d:
+            continue
+        if start != seen + 1 + len(datas):
+            others += map(Event, count(start), m, n, frames_of(start, n, d))
+            continue
+        modes += m
+        names += n
+        datas += d
+    if not datas:
+        return others
+    batch = Batch(seen + 1, list(frames_of(seen + 1, names, datas)), modes, names)
+    return [*batch, *others] if others else batch
 
 
 def _entries(reply: Any) -> list[_Entry]:
