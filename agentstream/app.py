@@ -382,6 +382,7 @@ async def run_worker_process(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
-        print(f"agentstream: worker {worker.worker_id} ready", flush=True)
+        kind = type(loop).__module__.split(".")[0]  # uvloop, or asyncio
+        print(f"agentstream: worker {worker.worker_id} ready (event loop: {kind})", flush=True)
         await stop.wait()
         log.warning("draining: no new runs; running ones have the shutdown grace period")

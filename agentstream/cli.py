@@ -9,6 +9,7 @@ import asyncio
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -197,6 +198,17 @@ class _Server(uvicorn.Server):
             super().handle_exit(sig, None)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (uvicorn[standard] brings it, but for Windows), as uvicorn
+    picks it for `dev` and `serve`: a worker on asyncio's own loop spent about a tenth more
+    CPU on each token it published."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it on Linux and macOS
+        return None
+    return uvloop.new_event_loop
+
+
 def _require_distributed(settings: Settings, command: str) -> None:
     if not (settings.database_uri and settings.redis_uri):
         sys.exit(
@@ -228,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
 
         preflight(settings)
         try:
-            asyncio.run(run_worker_process(settings))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(run_worker_process(settings))
         except GraphLoadError as exc:
             sys.exit(f"agentstream: {exc}")
