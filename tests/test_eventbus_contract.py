@@ -12,12 +12,14 @@ from typing import cast
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection as RedisConnection
 
 from agentstream.eventbus import EventBus, EventsEvicted
 from agentstream.eventbus.memory import MemoryEventBus
-from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus
+from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus, _shared_ends
 from agentstream.execution.executor import YIELD_EVERY, Executor
 from agentstream.graphs import GraphRegistry
 from agentstream.serde import loads
@@ -486,6 +488,62 @@ async def test_redis_keeps_a_publish_in_entries_of_at_most_entry_most(
         ]
         frame = b"event: %s\r\ndata: %s\r\nid: 600\r\n\r\n"
         assert events[-1].frame == frame % (items[-1][1].encode(), items[-1][2])
+
+
+def _token(n: int, call: int) -> bytes:
+    # A messages-tuple event as the executor makes it: [message, the call's metadata].
+    message = b'{"content":"t%d","type":"AIMessageChunk","tool_calls":[{"a":1},{"b":2}]}' % n
+    metadata = b'{"run_id":"%s","langgraph_node":"think","call":%d,"lc":{"x":[{"y":1}]}}' % (
+        b"r" * 400,
+        call,
+    )
+    return b"[%s,%s]" % (message, metadata)
+
+
+async def test_redis_sends_a_data_end_its_entry_shares_once(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # Two model calls' tokens interleaved (parallel nodes), with custom events, a data that is
+    # all end and one with no end among them: each event reads back exactly, and the entry
+    # holds each call's metadata once.
+    bus = redis_bus()
+    datas = [_token(n, n % 2) for n in range(200)]
+    datas[7] = b'{"n":7}'
+    datas[8] = b"[1,2,3]"
+    datas[9] = datas[10][datas[10].rfind(b",{") :]
+    items = [("messages-tuple", "messages", d) for d in datas]
+    await bus.publish("r", items)
+    await bus.close("r")
+    events = [e for batch in [b async for b in bus.subscribe("r", 0)] for e in batch]
+    assert [e.data for e in events] == datas
+    assert [e.frame for e in events][3] == b"event: messages\r\ndata: %s\r\nid: 4\r\n\r\n" % datas[
+        3
+    ]
+    client = Redis.from_url(REDIS_URL)
+    try:
+        (_, fields), _ = await client.xrange(bus.key("r"))
+    finally:
+        await client.aclose()
+    assert len(fields[b"d"]) < sum(map(len, datas)) / 4
+
+
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=40), st.sampled_from([b"", b",{", b',{"k":1}', b"x" * 70])),
+        max_size=40,
+    ),
+    st.binary(min_size=0, max_size=90),
+)
+def test_shared_ends_split_every_data_exactly(pairs: list[tuple[bytes, bytes]], end: bytes) -> None:
+    # However the data look (an end shorter or longer than worth sharing, `,{` anywhere or
+    # nowhere), each one is its part and its end again.
+    datas = [head + glue + (end if n % 3 else b"") for n, (head, glue) in enumerate(pairs)]
+    parts, shared, which = _shared_ends(datas)
+    if which is None:
+        assert list(parts) == datas and not shared
+        return
+    table = [b"", *shared]
+    assert [part + table[k] for part, k in zip(parts, which, strict=True)] == datas
 
 
 async def test_redis_trimming_keeps_whole_entries(

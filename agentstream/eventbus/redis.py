@@ -41,16 +41,18 @@ _BLOCK_SECONDS = 20.0
 
 # A log's events go in entries of up to ENTRY_MOST events each, a publish's batch in as few as
 # it takes: an entry's id is its last event's, "n-0"; its fields are "h", the JSON of the
-# events' modes, names and data lengths ([[mode...], [name...], [length...]]), and "d", their
-# data end to end. (An entry per event cost Redis 3 us an event, most of a token's publish,
-# and each reader a reply element per field.) An entry of fields "mode", "name" and "data" is
-# one event (as an older version wrote them): readers take both. Closing the log after event n
-# appends the end marker "n-1". Redis rejects any id not above the newest entry, and the next
-# event after a marker is "(n+1)-0", so a new attempt continues the ids and a marker never
-# takes one. The ids are assigned inside one script: several processes append to the same log
-# (a thread's log gets its runs from every API process) and each batch still lands whole, with
-# no id given twice. Trimming by MINID keeps at least the newest max_events events (whole
-# entries: up to ENTRY_MOST - 1 more), whatever the markers among them.
+# events' modes, names and data lengths, the lengths of the data ends they share and which one
+# each has ([[mode...], [name...], [length...], [length...], [n...] or null], see
+# _shared_ends), and "d", the shared ends then the data, end to end. (An entry per event cost
+# Redis 3 us an event, most of a token's publish, and each reader a reply element per field.)
+# An entry of fields "mode", "name" and "data" is one event (as an older version wrote them):
+# readers take both. Closing the log after event n appends the end marker "n-1". Redis rejects
+# any id not above the newest entry, and the next event after a marker is "(n+1)-0", so a new
+# attempt continues the ids and a marker never takes one. The ids are assigned inside one
+# script: several processes append to the same log (a thread's log gets its runs from every
+# API process) and each batch still lands whole, with no id given twice. Trimming by MINID
+# keeps at least the newest max_events events (whole entries: up to ENTRY_MOST - 1 more),
+# whatever the markers among them.
 #
 # Outages: a publish is retried until Redis answers again, so it must be idempotent. KEYS[2], a
 # hash beside the log, keeps each publisher's last batch token and the id it ended at: a retry of
@@ -441,9 +443,52 @@ def _entries_of(items: Sequence[tuple[str, str, bytes]]) -> list[int | bytes]:
     for at in range(0, len(items), ENTRY_MOST):
         part = items[at : at + ENTRY_MOST]
         modes, names, datas = zip(*part, strict=True)
-        head = orjson.dumps((modes, names, list(map(len, datas))))
-        args += (len(part), head, b"".join(datas))
+        parts, shared, which = _shared_ends(datas)
+        lengths = list(map(len, parts))
+        head = orjson.dumps((modes, names, lengths, list(map(len, shared)), which))
+        args += (len(part), head, b"".join((*shared, *parts)))
     return args
+
+
+# A data's end that others of its entry share is sent once, when it is at least this long.
+_SHARED_LEAST = 64
+
+
+def _shared_ends(datas: Sequence[bytes]) -> tuple[Sequence[bytes], list[bytes], list[int] | None]:
+    """Each data as (part, end), the ends its entry shares kept once: the parts, the shared
+    ends, and for each data which one is its end (1 for the first; 0: none). A model's tokens
+    are each [message, metadata], the metadata the same for all of a call's tokens and about
+    two thirds of each (the run's ids, the node, the versions): sent once an entry, a token's
+    publish and each read of it carry a third of the bytes (Redis reads a script's arguments
+    at about a nanosecond a byte). The end is a data's last `,{` on (any split is exact: a
+    reader joins part and end). None when no end is shared: the data as they are."""
+    if sum(map(len, datas)) < 2 * _SHARED_LEAST * len(datas):  # short data: custom events
+        return datas, [], None
+    parts: list[bytes] = []
+    shared: list[bytes] = []
+    which: list[int] = []
+    known: dict[bytes, int] = {}
+    end, n = b"", 0  # the last end found, and its number
+    for data in datas:
+        if n and data.endswith(end):
+            parts.append(data[: len(data) - len(end)])
+            which.append(n)
+            continue
+        at = data.rfind(b",{")
+        if at < 0 or len(data) - at < _SHARED_LEAST:
+            parts.append(data)
+            which.append(0)
+            continue
+        end = data[at:]
+        n = known.get(end, 0)
+        if not n:
+            shared.append(end)
+            n = known[end] = len(shared)
+        parts.append(data[:at])
+        which.append(n)
+    if not shared:
+        return datas, [], None
+    return parts, shared, which
 
 
 _Events = tuple[int, list[str], list[str], list[bytes]]
@@ -453,10 +498,14 @@ def _unpacked(entry_id: bytes, fields: list[bytes]) -> _Events:
     """An entry's events: the first one's id, their modes, names and data."""
     last = _seq(entry_id)
     if len(fields) == 4 and fields[0] == b"h" and fields[2] == b"d":
-        modes, names, lengths = orjson.loads(fields[1])
-        ends = list(accumulate(lengths))
+        modes, names, lengths, shared, which = orjson.loads(fields[1])
+        ends = list(accumulate(shared + lengths))
         blob = fields[3]
-        datas = list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+        pieces = list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+        datas = pieces[len(shared) :]
+        if which is not None:
+            table = [b"", *pieces[: len(shared)]]
+            datas = list(map(bytes.__add__, datas, map(table.__getitem__, which)))
         return last - len(datas) + 1, modes, names, datas
     # One event, as an older version wrote them (fields in any order).
     found = dict(zip(fields[::2], fields[1::2], strict=True))
