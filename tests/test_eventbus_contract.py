@@ -546,6 +546,24 @@ def test_shared_ends_split_every_data_exactly(pairs: list[tuple[bytes, bytes]], 
     assert [part + table[k] for part, k in zip(parts, which, strict=True)] == datas
 
 
+async def test_redis_a_replay_comes_in_reads_of_a_bounded_size(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A paced start (an entry per event), then a model's reply at once (entries of 256): a
+    # reader from the start gets it in reads of at most 32 entries, so at most 8,192 events
+    # are held at once, however long the log.
+    bus = redis_bus(max_events=100_000)
+    for n in range(100):
+        await bus.publish("r", _items(str(n)))
+    await bus.publish("r", _items(*map(str, range(10_000))))
+    await bus.close("r")
+    sizes = [len(batch) async for batch in bus.subscribe("r", 0, wait=False)]
+    assert sizes == [32, 32, 32, 4 + 28 * ENTRY_MOST, 10_000 - 28 * ENTRY_MOST]
+    waited = [batch async for batch in bus.subscribe("r", 0)]
+    assert [e.seq for batch in waited for e in batch] == list(range(1, 10_101))
+    assert max(map(len, waited)) <= 2 * 32 * ENTRY_MOST
+
+
 async def test_redis_trimming_keeps_whole_entries(
     redis_bus: Callable[..., RedisEventBus],
 ) -> None:

@@ -30,9 +30,11 @@ log = logging.getLogger("agentstream.eventbus")
 
 END_MODE = "__end__"
 KEY_PREFIX = "agentstream:run:"
-# Entries per read: a replay of a long log arrives in batches, not one reply (128 entries of up
-# to ENTRY_MOST events: at most 32,768 events a read, a paced run's log 128 events a read).
-_CHUNK = 128
+# Entries per read: a replay of a long log arrives in batches, not one reply. 32 entries of up
+# to ENTRY_MOST events: at most 8,192 events a read (a model's reply: 8 MB of 1 KB tokens, 128
+# entries would be 32 MB, and a replay's reads are held until sent); a paced run's log, an
+# entry per event, 32 events a read (its full 50,000 in about 1,600 reads).
+_CHUNK = 32
 # The most events one entry holds (a model's reply published at once goes in several).
 ENTRY_MOST = 256
 # A waiting reader blocks in Redis this long, then blocks again; a finite block lets the socket
