@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -410,24 +410,29 @@ async def redis_bus(redis_namespace: str) -> AsyncIterator[Callable[..., RedisEv
         await bus.aclose()
 
 
+async def _written_by_an_older_version(key: str, *entries: tuple[str, dict[str, Any]]) -> None:
+    """(id, fields) entries XADDed as they are: an older version wrote an event an entry."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        for entry_id, fields in entries:
+            await client.xadd(key, fields, id=entry_id)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
+
+
 async def test_redis_reads_events_whatever_the_order_of_their_fields(
     redis_bus: Callable[..., RedisEventBus],
 ) -> None:
-    # A reader makes a whole read's frames at once when the entries are as our XADD writes
-    # them; entries with their fields in another order (another writer, an older version) are
-    # read one at a time, to the same events.
+    # Entries of one event each (an older version's, another writer's), their fields in any
+    # order, read to the same events as ours.
     bus = redis_bus()
-    key = bus.key("r")
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.xadd(key, {"mode": "custom", "name": "custom", "data": b'{"n":1}'}, id="1-0")
-        await client.xadd(
-            key, {"name": "custom|a:1", "data": b'{"n":2}', "mode": "custom"}, id="2-0"
-        )
-        await client.xadd(key, {"mode": "custom", "name": "custom", "data": b'{"n":3}'}, id="3-0")
-        await client.xadd(key, {"end": "1"}, id="3-1")
-    finally:
-        await client.aclose()
+    await _written_by_an_older_version(
+        bus.key("r"),
+        ("1-0", {"mode": "custom", "name": "custom", "data": b'{"n":1}'}),
+        ("2-0", {"name": "custom|a:1", "data": b'{"n":2}', "mode": "custom"}),
+        ("3-0", {"mode": "custom", "name": "custom", "data": b'{"n":3}'}),
+        ("3-1", {"end": "1"}),
+    )
     events = [e for batch in [b async for b in bus.subscribe("r", 0)] for e in batch]
     assert [(e.seq, e.name, e.data) for e in events] == [
         (1, "custom", b'{"n":1}'),
@@ -445,15 +450,14 @@ async def test_redis_reads_a_log_an_older_version_began_then_ours_continued(
     # A rolling upgrade: a log of one entry per event (as an older version wrote them), then
     # a new attempt's events in entries of many; a reader from anywhere gets each once.
     bus = redis_bus()
-    key = bus.key("r")
-    client = Redis.from_url(REDIS_URL)
-    try:
-        for n in (1, 2):
-            fields = {"mode": "custom", "name": "custom", "data": b'{"n":%d}' % n}
-            await client.xadd(key, fields, id=f"{n}-0")  # type: ignore[arg-type]
-        await client.xadd(key, {"end": "1"}, id="2-1")
-    finally:
-        await client.aclose()
+    await _written_by_an_older_version(
+        bus.key("r"),
+        *(
+            (f"{n}-0", {"mode": "custom", "name": "custom", "data": b'{"n":%d}' % n})
+            for n in (1, 2)
+        ),
+        ("2-1", {"end": "1"}),
+    )
     await bus.publish("r", [("custom", "custom", b'{"n":%d}' % n) for n in (3, 4, 5)])
     await bus.close("r")
     events = [e for batch in [b async for b in bus.subscribe("r", 0)] for e in batch]
