@@ -624,15 +624,20 @@ async def test_create_run_on_unknown_thread(storage: Storage) -> None:
     assert stored["created_at"].tzinfo is not None
 
 
-async def test_a_claim_brings_the_run_assistant_or_leaves_it_to_be_looked_up(
+async def test_a_claim_brings_the_run_assistant_unless_it_is_gone(
     storage: Storage,
 ) -> None:
-    # PostgreSQL reads it with the claim (the executor's first read); SQLite leaves it None.
+    # Both read it with the claim (the executor's first read): PostgreSQL in the claim's
+    # statement, SQLite in the claim's transaction.
     stored = await storage.put_assistant(_assistant("asst"), if_exists="raise")
     await _enqueue(storage, "t1")
     claim = await _claim_within(storage, "w")
-    assert claim["assistant"] in (None, stored)
-    assert (claim["assistant"] is None) == isinstance(storage, SqliteStorage)
+    assert claim["assistant"] == stored
+    # A claim of several brings each run's.
+    await _enqueue(storage, "t3")
+    await _enqueue(storage, "t4")
+    claims = await storage.claim_runs("w", 30, 3)
+    assert [c["assistant"] for c in claims] == [stored, stored]  # type: ignore[index]
     await storage.delete_assistant("asst")
     await _enqueue(storage, "t2")
     assert (await _claim_within(storage, "w"))["assistant"] is None  # gone: looked up, NotFound

@@ -300,7 +300,12 @@ class QueueStore:
         if not picked:
             return None
         started, _ = yield self.d["start_run"], {**p, "seq": min(r[0] for r in picked)}
-        return started[0] if started else _GONE
+        if not started:
+            return _GONE
+        # With its assistant, as a one-statement claim has it (_claim_of); a run whose
+        # assistant is gone claims without, and the executor's own read of it fails the run.
+        found, _ = yield self.d["claimed_assistant"], {"assistant_id": started[0][2]}
+        return (*started[0], *found[0]) if found else started[0]
 
     def _claim_of(self, r: Row) -> RunClaim:
         # Decoded after the claim commits: a row that fails to decode is then a running run of

@@ -369,6 +369,10 @@ UPDATE runs SET status = 'running', attempt = attempt + 1, worker_id = :worker_i
 WHERE seq = :seq
 RETURNING {_RUN}, attempt, temporary, auth_user
 """,
+    # The assistant of a run just started, read in the claim's own transaction and hand-off:
+    # the executor needs it at once (asked for on its own, a read on the event loop's thread
+    # for every claimed run: about 12,000 instructions a run of 50 at once).
+    "claimed_assistant": f"SELECT {_ASSISTANT} FROM assistants WHERE assistant_id = :assistant_id",
     # Start a run just queued (alone on its thread) for the creating process's own worker
     # (RunService.create), when a claim now would pick it: it is due, and no older run is
     # runnable (pending and first on its thread, or running with its lease run out).
