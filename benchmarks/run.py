@@ -203,9 +203,11 @@ async def measure_server(
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
                 before = await service_requests(*counted)
                 closes = await close_buckets(url)
+                asked = await http_requests(url)
                 with Busy(pids) as busy:
                     t = await scenarios.threaded_client(client, n, rounds)
                 t["busy"] = busy.figures
+                t["requests_per_run"] = requests_per_run(asked, await http_requests(url), t["runs"])
                 closed = await close_buckets(url)
                 t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
                 t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
@@ -254,6 +256,36 @@ async def service_requests(*urls: str) -> dict[str, float] | None:
     except httpx.HTTPError:
         return None
     return total
+
+
+HTTP_REQUESTS = "lg_api_http_requests_total"
+
+
+async def http_requests(url: str) -> dict[str, float] | None:
+    """The API's requests so far by method and route ("POST /runs/stream"), its own /metrics
+    left out (the benchmark reads it); None when it has no such counter."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == HTTP_REQUESTS and sample.labels.get("path") != "/metrics":
+                route = f"{sample.labels.get('method')} {sample.labels.get('path')}"
+                found[route] = found.get(route, 0.0) + sample.value
+    return found or None
+
+
+def requests_per_run(
+    before: dict[str, float] | None, after: dict[str, float] | None, runs: int
+) -> dict[str, float] | None:
+    """The API's requests per run between two readings, by route (those that moved)."""
+    if before is None or after is None or not runs:
+        return None
+    moved = {route: (n - before.get(route, 0.0)) / runs for route, n in after.items()}
+    return {route: round(n, 2) for route, n in sorted(moved.items()) if n}
 
 
 CLOSE_BUCKETS = "agentstream_stream_close_seconds_bucket"
@@ -920,6 +952,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     lines.append(drift_line(result))
     lines += _services_lines(result)
+    lines += _requests_lines(result)
     lines.append(f"errors in total: {result['errors']}")
     lines += [f"  {where}: {count} x {kind}" for where, kind, count in error_kinds(result)]
     parts.append("\n".join(lines))
@@ -957,6 +990,26 @@ def _services_lines(result: dict[str, Any]) -> list[str]:
         said = _services_said(result.get(key))
         if said:
             lines.append(f"{name}, per run: PostgreSQL statements / Redis round trips: {said}")
+    return lines
+
+
+def _requests_lines(result: dict[str, Any]) -> list[str]:
+    """The API's requests per threaded run, by client: the SDK checks a run after its stream
+    ends without an `end` event (LangGraph Server sends none either), and the threaded close
+    it measures waits for that check."""
+    lines = []
+    for key, name in (("agentstream", "agentstream"), ("distributed", "distributed (dev)"),
+                      ("split", "serve + worker")):  # fmt: skip
+        figures = result.get(key)
+        said = []
+        for k in CLIENTS if figures else ():
+            for n, t in figures[k]["threaded"].items():
+                per = t.get("requests_per_run")
+                if per:
+                    routes = ", ".join(f"{route} {count:g}" for route, count in per.items())
+                    said.append(f"{k} {n}: {sum(per.values()):g} ({routes})")
+        if said:
+            lines.append(f"{name}, API requests per threaded run: {'; '.join(said)}")
     return lines
 
 

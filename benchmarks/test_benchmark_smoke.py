@@ -99,6 +99,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             server_close = ("server_close_p50_ms", "server_close_p99_ms")
             _check(threaded, server_close, f"{where}.threaded")
             assert threaded["server_close_p50_ms"] <= threaded["server_close_p99_ms"]
+            # The API's requests a threaded run took: its thread, its stream, and with the
+            # SDK its check of the run after a stream that ended without an `end` event.
+            asked = threaded["requests_per_run"]
+            assert asked["POST /threads"] == 1, asked
+            assert asked["POST /threads/{thread_id}/runs/stream"] == 1, asked
+            checks = asked.get("GET /threads/{thread_id}/runs/{run_id}", 0)
+            assert checks == (1 if kind == "sdk" else 0), asked
             _number(result["ratios"][kind]["threaded_runs_per_s"], str(n), f"ratios.{kind}")
         measured = [
             server["ttfe"],
@@ -157,3 +164,4 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert "targets (issue 17)" in proc.stdout
     assert rows[0]["baseline"] == "in-process, like for like, beside"
     assert "embedded: the like-for-like baseline beside each client's figures" in proc.stdout
+    assert "agentstream, API requests per threaded run: sdk" in proc.stdout
