@@ -135,6 +135,28 @@ def test_the_embedded_server_reports_its_runs_first_events(
     assert value(found, "lg_api_workers_max") == 7
 
 
+def _statements_for_five_runs(http: httpx.Client, port: int) -> float:
+    """The worker's PostgreSQL statements for five runs one after another, the fewest of three
+    tries: besides the runs' own, its cron scheduler looks for due crons at every minute's start
+    and its lease renewals come every third of a lease (2 s in the tests' clusters), and either
+    may fall inside a try (one in 25 did, on a slow machine); a cost every run pays is in all
+    three."""
+    metrics = f"http://127.0.0.1:{port}/metrics"
+
+    def statements() -> float:
+        found = samples(httpx.get(metrics, timeout=10).text)
+        return value(found, "agentstream_postgres_statements_total")
+
+    spent = []
+    for _ in range(3):
+        before = statements()
+        for _ in range(5):
+            body = {"assistant_id": "ticker", "input": {"n": 1}}
+            assert http.post("/runs/wait", json=body).json()["count"] == 1
+        spent.append(statements() - before)
+    return min(spent)
+
+
 def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
     port = free_port()
     # The pool's bound under LangGraph Server's name for it, which deployments already set.
@@ -149,12 +171,8 @@ def test_a_worker_process_serves_its_own_metrics_on_a_port() -> None:
             # One run at a time costs the worker its claim, its finish and the look for the
             # next delayed run before it waits: a claim that came back short (one run for its
             # free slots) is not followed by another that would find nothing.
-            before = value(found, "agentstream_postgres_statements_total")
-            for _ in range(5):
-                body = {"assistant_id": "ticker", "input": {"n": 1}}
-                assert http.post("/runs/wait", json=body).json()["count"] == 1
-            later = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
-    assert value(later, "agentstream_postgres_statements_total") - before <= 5 * 3
+            spent = _statements_for_five_runs(http, port)
+    assert spent <= 5 * 3
     assert value(api, "lg_api_pg_pool_max") == 9
     assert value(found, "agentstream_time_to_first_event_seconds_count") == 2
     assert value(found, "agentstream_events_published_total") >= 2
