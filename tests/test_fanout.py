@@ -65,7 +65,12 @@ def _raw_stream_request(server: ServerProcess, path: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((url.hostname, url.port))
-    request = f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n\r\n"
+    # Connection: close, so that the end of the response is the end of the connection (kept
+    # alive, _read_all waited out the server's keep-alive timeout: 75 s of the suite's time).
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n"
+        "Connection: close\r\n\r\n"
+    )
     sock.sendall(request.encode())
     return sock
 
