@@ -568,6 +568,23 @@ async def test_redis_a_replay_comes_in_reads_of_a_bounded_size(
     assert max(map(len, waited)) <= 2 * 32 * ENTRY_MOST
 
 
+async def test_redis_a_bus_closes_at_once_while_a_lane_reads(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A reader told it fell behind leaves its lane reading on (XREAD BLOCK for a whole block,
+    # 20 s); closing the bus cancels that read. Under redis-py's socket timeout the cancel
+    # could land as the read's send completed and be swallowed: the close then sat out the
+    # block (and with it every test's teardown, and a server's stop).
+    bus = redis_bus(max_events=300)
+    await bus.publish("r", _items("a"))
+    reader = bus.subscribe("r", 0)
+    assert [e.seq for e in await anext(reader)] == [1]
+    await bus.publish("r", _items(*map(str, range(600))))
+    with pytest.raises(EventsEvicted):
+        await anext(reader)
+    await asyncio.wait_for(bus.aclose(), 5)
+
+
 async def test_redis_trimming_keeps_whole_entries(
     redis_bus: Callable[..., RedisEventBus],
 ) -> None:

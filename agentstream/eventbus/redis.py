@@ -222,11 +222,14 @@ class RedisEventBus:
         self._redis = counted(Redis.from_url(url, retry=Retry(NoBackoff(), 0)))
         # Waiting readers share read_lanes connections of their own (redis_reads), each with
         # one XREAD BLOCK out at a time: however many readers wait, publishers get through.
+        # No socket timeout: redis-py sends through asyncio.wait_for under one, which on Python
+        # 3.11 swallows a cancel that lands as the send completes, and a lane being closed
+        # then sat out its whole block (aclose took 20 s). Each lane times its reads itself.
         readers = counted(
             Redis.from_url(
                 url,
                 max_connections=read_lanes,
-                socket_timeout=block_seconds + 10,
+                socket_timeout=None,
                 retry=Retry(NoBackoff(), 0),
             )
         )
