@@ -35,6 +35,7 @@ import uvloop
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph_sdk import get_client
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
@@ -202,13 +203,14 @@ async def measure_server(
             for n, rounds in sizes.threaded:
                 _log(f"{label} ({kind}): {n} concurrent threaded runs")
                 before = await service_requests(*counted)
-                closes = await close_buckets(url)
-                asked = await http_requests(url)
+                seen = await metric_samples(url)  # the closes and the requests so far
                 with Busy(pids) as busy:
                     t = await scenarios.threaded_client(client, n, rounds)
                 t["busy"] = busy.figures
-                t["requests_per_run"] = requests_per_run(asked, await http_requests(url), t["runs"])
-                closed = await close_buckets(url)
+                later = await metric_samples(url)
+                asked, answered = http_requests(seen), http_requests(later)
+                t["requests_per_run"] = requests_per_run(asked, answered, t["runs"])
+                closes, closed = close_buckets(seen), close_buckets(later)
                 t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
                 t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
                 t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
@@ -258,23 +260,27 @@ async def service_requests(*urls: str) -> dict[str, float] | None:
     return total
 
 
-HTTP_REQUESTS = "lg_api_http_requests_total"
-
-
-async def http_requests(url: str) -> dict[str, float] | None:
-    """The API's requests so far by method and route ("POST /runs/stream"), its own /metrics
-    left out (the benchmark reads it); None when it has no such counter."""
+async def metric_samples(url: str) -> list[Sample] | None:
+    """Every sample of the API's /metrics now; None when it cannot be read."""
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(f"{url}/metrics")).text
     except httpx.HTTPError:
         return None
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+HTTP_REQUESTS = "lg_api_http_requests_total"
+
+
+def http_requests(samples: list[Sample] | None) -> dict[str, float] | None:
+    """The API's requests so far by method and route ("POST /runs/stream"), its own /metrics
+    left out (the benchmark reads it); None when it has no such counter."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == HTTP_REQUESTS and sample.labels.get("path") != "/metrics":
-                route = f"{sample.labels.get('method')} {sample.labels.get('path')}"
-                found[route] = found.get(route, 0.0) + sample.value
+    for sample in samples or ():
+        if sample.name == HTTP_REQUESTS and sample.labels.get("path") != "/metrics":
+            route = f"{sample.labels.get('method')} {sample.labels.get('path')}"
+            found[route] = found.get(route, 0.0) + sample.value
     return found or None
 
 
@@ -291,19 +297,13 @@ def requests_per_run(
 CLOSE_BUCKETS = "agentstream_stream_close_seconds_bucket"
 
 
-async def close_buckets(url: str) -> dict[float, float] | None:
+def close_buckets(samples: list[Sample] | None) -> dict[float, float] | None:
     """The API's histogram of streams' closes after their last event: count by upper bound
     (seconds, cumulative); None when it has none (the reference server)."""
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            text = (await http.get(f"{url}/metrics")).text
-    except httpx.HTTPError:
-        return None
     found: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == CLOSE_BUCKETS:
-                found[float(sample.labels["le"])] = sample.value
+    for sample in samples or ():
+        if sample.name == CLOSE_BUCKETS:
+            found[float(sample.labels["le"])] = sample.value
     return found or None
 
 
@@ -1001,8 +1001,10 @@ def _requests_lines(result: dict[str, Any]) -> list[str]:
     for key, name in (("agentstream", "agentstream"), ("distributed", "distributed (dev)"),
                       ("split", "serve + worker")):  # fmt: skip
         figures = result.get(key)
+        if not figures:
+            continue  # not measured (no --distributed)
         said = []
-        for k in CLIENTS if figures else ():
+        for k in CLIENTS:
             for n, t in figures[k]["threaded"].items():
                 per = t.get("requests_per_run")
                 if per:
