@@ -585,6 +585,49 @@ async def test_redis_a_bus_closes_at_once_while_a_lane_reads(
     await asyncio.wait_for(bus.aclose(), 5)
 
 
+async def test_redis_commands_make_no_task_of_their_own(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # redis-py sends under its socket timeout through asyncio.wait_for, a task a send on
+    # Python 3.11: two more loop turns for every command, a few milliseconds of a run's close
+    # on a busy loop. Ours keep the timeout without one.
+    bus = redis_bus()
+    await bus.publish("r", _items("a"))  # the connection made, the script loaded
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        await bus.publish("r", _items("b"))
+        await bus.close("r")
+    finally:
+        loop.set_task_factory(None)
+    assert made == []
+    assert await _read_all(bus, "r", 0) == [1, 2]
+
+
+async def test_redis_a_send_past_its_socket_timeout_fails_as_redis_py_would(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # The timeout a connection sends under is ours (asyncio.timeout, not redis-py's wait_for):
+    # a send it cuts short raises redis-py's own TimeoutError, which the bus rides out, and the
+    # connection keeps its timeout for the next command.
+    bus = redis_bus()
+    connection: Any = bus._redis.connection_pool.make_connection()
+    connection.socket_timeout = 1e-6  # the connect inside the send cannot finish in time
+    with pytest.raises(redis.exceptions.TimeoutError, match="Timeout writing to socket"):
+        await connection.send_packed_command(connection.pack_command("PING"))
+    assert connection.socket_timeout == 1e-6
+    connection.socket_timeout = 5.0
+    await connection.send_packed_command(connection.pack_command("PING"))
+    assert await connection.read_response() == b"PONG"
+    await connection.disconnect()
+
+
 async def test_redis_trimming_keeps_whole_entries(
     redis_bus: Callable[..., RedisEventBus],
 ) -> None:
