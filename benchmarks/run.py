@@ -1041,7 +1041,8 @@ def _like_table(result: dict[str, Any]) -> str:
     kinds = [k for k in CLIENTS if k in beside]
 
     def base_of(kind: str) -> dict[str, Any]:
-        return server[kind]["like_beside"]["mean"]
+        mean: dict[str, Any] = server[kind]["like_beside"]["mean"]
+        return mean
 
     def row(name: str, value: Any, digits: int, ratio: Any) -> list[str]:
         cells = [name, _f(value(like), digits), *(_x(ratio(lratio[k])) for k in CLIENTS)]

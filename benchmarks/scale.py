@@ -365,7 +365,7 @@ def _join_row(
     counts = [sum(t is not None for t in times) for times in arrivals]
     lags: list[float] = []
     for i in range(ticks):
-        at = [times[i] for times in arrivals if times[i] is not None]
+        at = [t for times in arrivals if (t := times[i]) is not None]
         if at:
             first = min(at)
             lags += [t - first for t in at]
@@ -475,7 +475,7 @@ async def _thread_latencies(url: str, ids: list[str], samples: int) -> dict[str,
     client = RawClient(url)
     rnd = random.Random(17)
     try:
-        out = {}
+        out: dict[str, Any] = {}
         out["search_metadata"] = await _timed(
             samples,
             lambda: client.request(
@@ -754,7 +754,7 @@ def _threads_table(result: dict[str, Any]) -> str:
 def _long_table(result: dict[str, Any]) -> str:
     long = result["long_run"]
     kinds = [k for k in ("paced", "burst") if k in long]
-    rows = [
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("run time, first request to last event (s)", lambda r: _f(r["run_seconds"], 3)),
         (
             "server RSS before / peak during / 1 s after (KiB)",

@@ -20,5 +20,5 @@ fi
 
 .venv/bin/ruff check agentstream tests examples benchmarks
 .venv/bin/ruff format --check agentstream tests examples benchmarks
-.venv/bin/mypy agentstream
+.venv/bin/mypy agentstream benchmarks
 .venv/bin/python -m pytest "$@"
