@@ -12,7 +12,8 @@ system, all threads). With --messages, one `agent` run after another streaming a
 `messages-tuple` reply instead, per event. With --threaded, rounds of `--concurrent` clients
 each creating a thread and streaming the `agent` graph on it (`values`: every step
 checkpointed), the benchmark's threaded scenario, per run, and how long after its last event
-each stream closed. With --py-spy, py-spy (not a dependency: `pip install py-spy`) records the
+each stream closed (and its first event and its close after its request: a worker that holds
+fewer runs moves the wait from the one to the other). With --py-spy, py-spy (not a dependency: `pip install py-spy`) records the
 server meanwhile, `--gil` samples in raw (collapsed) form. With
 --distributed, also the PostgreSQL statements and Redis round trips per run (the server's
 /metrics counters, ours and LangGraph's checkpointer's). With --split, `agentstream serve` and
@@ -62,10 +63,11 @@ async def _drive(
     messages: bool,
     ticks: int = 20,
     threaded: bool = False,
-    closes: list[float] | None = None,
+    timings: dict[str, list[float]] | None = None,
 ) -> int:
-    """Runs (or, with messages, events) completed in `seconds`; with threaded, how long after
-    its last event each stream closed goes into `closes`."""
+    """Runs (or, with messages, events) completed in `seconds`; with threaded, each stream's
+    times go into `timings`: its first event after its request ("first"), its close after its
+    last event ("close") and its close after its request ("whole")."""
     client = make_client(kind, url)
     done = 0
 
@@ -86,17 +88,21 @@ async def _drive(
 
     async def threaded_agent() -> int:
         thread_id = await client.create_thread()
-        values = 0
-        last = 0.0
+        start = last = time.perf_counter()
+        first = None
         async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
             if event == "error":
                 raise RuntimeError("a threaded run ended in error")
-            values += event == "values"
             last = time.perf_counter()
-        if not values:
+            if first is None and event == "values":
+                first = last - start
+        if first is None:
             raise RuntimeError("a threaded run streamed no values")
-        if closes is not None:
-            closes.append(time.perf_counter() - last)
+        if timings is not None:
+            end = time.perf_counter()
+            timings["first"].append(first)
+            timings["close"].append(end - last)
+            timings["whole"].append(end - start)
         return 1
 
     one = threaded_agent if threaded else ticker
@@ -165,13 +171,13 @@ def main(argv: list[str] | None = None) -> None:
         processes = _start(args, tmp, server_cpus)
         url = processes[0][0].url
         try:
-            closes: list[float] = []
+            timings: dict[str, list[float]] = {"first": [], "close": [], "whole": []}
 
             def drive(seconds: float) -> int:
                 return asyncio.run(
                     _drive(
                         url, args.client, args.concurrent, seconds, args.messages, args.ticks,
-                        args.threaded, closes,
+                        args.threaded, timings,
                     )
                 )  # fmt: skip
 
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     ))  # fmt: skip
                 time.sleep(1.0)
-            closes.clear()
+            for figures in timings.values():
+                figures.clear()
             counted = _all_counters(processes)
             before, start = _all_cpu(processes), time.perf_counter()
             done = drive(args.seconds)
@@ -216,11 +223,15 @@ def main(argv: list[str] | None = None) -> None:
         named = zip(("serve", "worker"), spent, strict=True)
         shares = ", ".join(f"{name} {1e3 * (u + s) / done:.3f} ms" for name, (u, s) in named)
         print(f"per {unit}: {shares}")
-    if args.threaded and closes:
-        print(
-            f"stream close after its last event: p50 {1e3 * median(closes):.1f} ms, "
-            f"p99 {1e3 * percentile(closes, 99):.1f} ms"
-        )
+    if args.threaded and timings["close"]:
+        for name, key in (
+            ("stream close after its last event", "close"),
+            ("first event after the request", "first"),
+            ("the whole stream, request to close", "whole"),
+        ):
+            figures = timings[key]
+            p50, p99 = 1e3 * median(figures), 1e3 * percentile(figures, 99)
+            print(f"{name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     if not args.messages and not args.threaded and done:
         print(f"per custom event: {1e6 * cpu / (done * args.ticks):.1f} us of server CPU")
     if args.distributed and done:
