@@ -13,8 +13,9 @@ system, all threads). With --messages, one `agent` run after another streaming a
 each creating a thread and streaming the `agent` graph on it (`values`: every step
 checkpointed), the benchmark's threaded scenario, per run, and how long after its last event
 each stream closed (and its first event and its close after its request: a worker that holds
-fewer runs moves the wait from the one to the other). With --py-spy, py-spy (not a dependency: `pip install py-spy`) records the
-server meanwhile, `--gil` samples in raw (collapsed) form. With
+fewer runs moves the wait from the one to the other). With --py-spy, py-spy (not a
+dependency: `pip install py-spy`) records the server meanwhile, `--gil` samples in raw
+(collapsed) form. With
 --distributed, also the PostgreSQL statements and Redis round trips per run (the server's
 /metrics counters, ours and LangGraph's checkpointer's). With --split, `agentstream serve` and
 `agentstream worker` on PostgreSQL + Redis instead, both on the server's core: the CPU and the
