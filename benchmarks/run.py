@@ -601,6 +601,14 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
                 n: _ratio(t["runs_per_s"], base["threaded"][n]["runs_per_s"])
                 for n, t in f["threaded"].items()
             }
+            r["threaded_median_latency"] = {
+                n: _ratio(t["median_ms"], base["threaded"][n]["median_ms"])
+                for n, t in f["threaded"].items()
+            }
+            r["threaded_first_p50"] = {
+                n: _ratio(t.get("first_p50_ms"), base["threaded"][n].get("first_p50_ms"))
+                for n, t in f["threaded"].items()
+            }
         if "join" in base:
             r["join_run_seconds"] = {
                 n: _ratio(j["run_seconds"], base["join"]["run_seconds"])
@@ -869,6 +877,24 @@ def report(result: dict[str, Any]) -> str:
             _f(base["threaded"][n]["runs_per_s"], 1),
             lambda f, n=n: _f(f["threaded"][n]["runs_per_s"], 1),
             lambda r, n=n: _x(r["threaded_runs_per_s"][n]),
+        )
+        row(
+            f"{n} threaded: latency, began to closed, median / p99 (ms)",
+            f"{_f(base['threaded'][n]['median_ms'], 1)} / {_f(base['threaded'][n]['p99_ms'], 1)}",
+            lambda f, n=n: (
+                f"{_f(f['threaded'][n]['median_ms'], 1)} / {_f(f['threaded'][n]['p99_ms'], 1)}"
+            ),
+            lambda r, n=n: _x(r.get("threaded_median_latency", {}).get(n)),
+        )
+        row(
+            f"{n} threaded: first event after the client began p50 / p99 (ms)",
+            f"{_f(base['threaded'][n].get('first_p50_ms'), 1)} / "
+            f"{_f(base['threaded'][n].get('first_p99_ms'), 1)}",
+            lambda f, n=n: (
+                f"{_f(f['threaded'][n].get('first_p50_ms'), 1)} / "
+                f"{_f(f['threaded'][n].get('first_p99_ms'), 1)}"
+            ),
+            lambda r, n=n: _x(r.get("threaded_first_p50", {}).get(n)),
         )
         row(
             f"{n} threaded: stream close after its last event p50 / p99 (ms)",

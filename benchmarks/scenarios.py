@@ -327,18 +327,24 @@ async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -
 
 async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str, Any]:
     """`n` clients at once, each creating a thread and streaming the agent on it (`values`):
-    runs/s, and how long after its last event each stream closed (the run's settling: its
-    final state read and stored before the stream ends)."""
+    runs/s, each stream's first event after its client began (thread created, stream asked
+    for), and how long after its last event each stream closed (the run's settling: its final
+    state read and stored before the stream ends). The latency is the whole: began to closed."""
     closes: list[float] = []
+    firsts: list[float] = []
 
     async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         last: float | None = None
+        first: float | None = None
         errors = 0
         try:
             thread_id = await client.create_thread()
             async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
                 last = time.perf_counter()
+                if first is None and event == "values":
+                    first = last - start
+                    firsts.append(first)
                 errors += event == "error"
         except Exception as exc:
             return time.perf_counter() - start, _raised(exc)
@@ -351,22 +357,30 @@ async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str,
     figures = await _concurrent(one, n, rounds)
     figures["close_p50_ms"] = _ms(median(closes)) if closes else None
     figures["close_p99_ms"] = _ms(percentile(closes, 99)) if closes else None
+    figures["first_p50_ms"] = _ms(median(firsts)) if firsts else None
+    figures["first_p99_ms"] = _ms(percentile(firsts, 99)) if firsts else None
     return figures
 
 
 async def threaded_inprocess(graph: Graph, n: int, rounds: int) -> dict[str, Any]:
     """The same `n` runs in-process, each on a thread of its own of `graph` (which carries a
     checkpointer: like for like, every step's checkpoint is written)."""
+    firsts: list[float] = []
 
     async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
         config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
         count = 0
         async for _ in graph.astream(AGENT_INPUT, config, stream_mode="values"):
+            if not count:
+                firsts.append(time.perf_counter() - start)
             count += 1
         return time.perf_counter() - start, None if count else "no events"
 
-    return await _concurrent(one, n, rounds)
+    figures = await _concurrent(one, n, rounds)
+    figures["first_p50_ms"] = _ms(median(firsts)) if firsts else None
+    figures["first_p99_ms"] = _ms(percentile(firsts, 99)) if firsts else None
+    return figures
 
 
 # --- one background run, many joiners ---------------------------------------------------------
