@@ -244,14 +244,14 @@ class RedisEventBus:
         self._redis = counted(Redis.from_url(url, retry=Retry(NoBackoff(), 0)))
         # Waiting readers share read_lanes connections of their own (redis_reads), each with
         # one XREAD BLOCK out at a time: however many readers wait, publishers get through.
-        # No socket timeout: redis-py sends through asyncio.wait_for under one, which on Python
-        # 3.11 swallows a cancel that lands as the send completes, and a lane being closed
-        # then sat out its whole block (aclose took 20 s). Each lane times its reads itself.
+        # A read that outlives its block by far is a connection gone silent. (_Counted sends
+        # under this timeout without redis-py's asyncio.wait_for, which on Python 3.11 swallowed
+        # a cancel landing as the send completed: a lane being closed sat out its whole block.)
         readers = counted(
             Redis.from_url(
                 url,
                 max_connections=read_lanes,
-                socket_timeout=None,
+                socket_timeout=block_seconds + 10,
                 retry=Retry(NoBackoff(), 0),
             )
         )

@@ -262,17 +262,15 @@ class _Lane:
                 streams[self.wake_key] = self.wake_id
                 self.reading, self.waking = True, False
                 try:
-                    # A read that outlives its block by far is a connection gone silent.
-                    async with asyncio.timeout(self.reads._quiet + 10):
-                        reply = await self.reads._readers.xread(
-                            streams, count=self.reads._chunk, block=self.reads._block_ms
-                        )
+                    reply = await self.reads._readers.xread(
+                        streams, count=self.reads._chunk, block=self.reads._block_ms
+                    )
                 except Exception as exc:  # Redis away, or an answer no watch can use
                     self.fail(exc)
                     return
                 finally:
                     self.reading = False
-                if task.cancelling():  # a cancel some await below swallowed: honour it
+                if task.cancelling():  # a cancel the read above swallowed: honour it
                     raise asyncio.CancelledError
                 self._deliver(reply, streams)
                 if (now := loop.time()) >= check_at:
