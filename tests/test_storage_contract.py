@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypedDict
 import orjson
 import psycopg
 import pytest
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import START, StateGraph
 from psycopg.conninfo import make_conninfo
 
@@ -1528,6 +1529,41 @@ async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None
                 )
         assert found is not None
     finally:
+        await storage.aclose()
+
+
+async def test_postgres_saver_serialises_without_a_thread(pg_database: str) -> None:
+    # A step's checkpoint and writes, and a read's pending writes, are (de)serialised on the
+    # loop (storage/pgsaver.py); LangGraph's own saver, run the same way, hops to a thread for
+    # each, which is what shows that the count below can see a hop.
+    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=4)
+    await storage.setup()
+    loop = asyncio.get_running_loop()
+    hops: list[Any] = []
+    run_in_executor = loop.run_in_executor
+
+    def counted(executor: Any, func: Any, *args: Any) -> Any:
+        target = getattr(func, "args", (func,))[0]  # to_thread's partial(context.run, target)
+        hops.append(getattr(target, "__self__", None))
+        return run_in_executor(executor, func, *args)
+
+    async def steps(saver: Any, thread_id: str) -> list[str]:
+        graph = _graph_builder().compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": thread_id}}
+        await graph.ainvoke({"items": ["one"]}, config)
+        await graph.ainvoke({"items": ["two"]}, config)
+        return list((await graph.aget_state(config)).values["items"])
+
+    try:
+        await _graph_run(storage, "t0", "r0", "warm")  # the pool's connection made
+        loop.run_in_executor = counted  # type: ignore[method-assign]
+        async with storage.checkpointer() as saver:
+            assert await steps(saver, "t1") == ["one", "echo", "two", "echo"]
+        assert [hop for hop in hops if isinstance(hop, AsyncPostgresSaver)] == []
+        assert await steps(AsyncPostgresSaver(storage.pool), "t2") == ["one", "echo", "two", "echo"]
+        assert len([hop for hop in hops if isinstance(hop, AsyncPostgresSaver)]) >= 4
+    finally:
+        loop.run_in_executor = run_in_executor  # type: ignore[method-assign]
         await storage.aclose()
 
 

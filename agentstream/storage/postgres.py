@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from agentstream import metrics, serde
 from agentstream.storage.dialect import Verb
 from agentstream.storage.pgfilters import jsonb
+from agentstream.storage.pgsaver import LoopSaver
 from agentstream.storage.queue import Row
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import (
@@ -161,7 +162,7 @@ class PostgresConnector:
         # One saver per run: a saver serialises its queries behind its own lock, so sharing one
         # would queue every run of the process behind it. Bound to the pool, it holds a
         # connection only while a query runs, so long runs never starve the pool.
-        yield AsyncPostgresSaver(self.pool)
+        yield LoopSaver(self.pool)
 
     # --- running verbs -----------------------------------------------------------------------
     async def write(self, verb: Verb[T], *, single: bool = False) -> T:
