@@ -48,7 +48,7 @@ from benchmarks.harness import (
     start_server,
 )
 from benchmarks.run import distributed_env, read_service_counters
-from benchmarks.scenarios import AGENT_INPUT
+from benchmarks.scenarios import AGENT_INPUT, ThreadedStream, stream_on_a_new_thread
 
 
 def _counters(url: str) -> dict[str, float]:
@@ -88,22 +88,17 @@ async def _drive(
         return count
 
     async def threaded_agent() -> int:
-        thread_id = await client.create_thread()
-        start = last = time.perf_counter()
-        first = None
-        async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
-            if event == "error":
-                raise RuntimeError("a threaded run ended in error")
-            last = time.perf_counter()
-            if first is None and event == "values":
-                first = last - start
-        if first is None:
+        began = time.perf_counter()
+        times = ThreadedStream(began, began)
+        await stream_on_a_new_thread(client, times)
+        if times.errors:
+            raise RuntimeError("a threaded run ended in error")
+        if times.first is None or times.last is None:
             raise RuntimeError("a threaded run streamed no values")
         if timings is not None:
-            end = time.perf_counter()
-            timings["first"].append(first)
-            timings["close"].append(end - last)
-            timings["whole"].append(end - start)
+            timings["first"].append(times.first - times.asked)
+            timings["close"].append(times.closed - times.last)
+            timings["whole"].append(times.closed - times.asked)
         return 1
 
     one = threaded_agent if threaded else ticker

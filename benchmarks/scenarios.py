@@ -325,6 +325,33 @@ async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -
 # --- concurrent threaded runs -----------------------------------------------------------------
 
 
+@dataclass
+class ThreadedStream:
+    """One client's create-a-thread-and-stream-the-agent, in `time.perf_counter()` seconds:
+    when it began (before the thread was created), when it asked for the stream, its first
+    `values` event, its last event of any kind, and the stream's close."""
+
+    began: float
+    asked: float
+    first: float | None = None
+    last: float | None = None
+    closed: float = 0.0
+    errors: int = 0
+
+
+async def stream_on_a_new_thread(client: BenchClient, times: ThreadedStream) -> None:
+    """Creates a thread and streams the agent on it (`values`: every step checkpointed),
+    filling `times` in as it goes (what it holds when this raises is how far it got)."""
+    thread_id = await client.create_thread()
+    times.asked = time.perf_counter()
+    async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
+        times.last = time.perf_counter()
+        if times.first is None and event == "values":
+            times.first = times.last
+        times.errors += event == "error"
+    times.closed = time.perf_counter()
+
+
 async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str, Any]:
     """`n` clients at once, each creating a thread and streaming the agent on it (`values`):
     runs/s, each stream's first event after its client began (thread created, stream asked
@@ -334,25 +361,18 @@ async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str,
     firsts: list[float] = []
 
     async def one() -> tuple[float, str | None]:
-        start = time.perf_counter()
-        last: float | None = None
-        first: float | None = None
-        errors = 0
+        began = time.perf_counter()
+        times = ThreadedStream(began, began)
         try:
-            thread_id = await client.create_thread()
-            async for event, _ in client.stream("agent", AGENT_INPUT, ["values"], None, thread_id):
-                last = time.perf_counter()
-                if first is None and event == "values":
-                    first = last - start
-                    firsts.append(first)
-                errors += event == "error"
+            await stream_on_a_new_thread(client, times)
         except Exception as exc:
-            return time.perf_counter() - start, _raised(exc)
-        end = time.perf_counter()
-        if last is None:
-            return end - start, "no events"
-        closes.append(end - last)
-        return end - start, f"{errors} error events" if errors else None
+            return time.perf_counter() - began, _raised(exc)
+        if times.first is not None:
+            firsts.append(times.first - began)
+        if times.last is None:
+            return times.closed - began, "no events"
+        closes.append(times.closed - times.last)
+        return times.closed - began, f"{times.errors} error events" if times.errors else None
 
     figures = await _concurrent(one, n, rounds)
     figures["close_p50_ms"] = _ms(median(closes)) if closes else None
