@@ -19,6 +19,7 @@ import orjson
 import psycopg
 import pytest
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 from psycopg.conninfo import make_conninfo
 
@@ -39,6 +40,7 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.dialect import binder, match
+from agentstream.storage.pgsaver import HEAVY_SECONDS, LoopSaver
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
@@ -1532,10 +1534,19 @@ async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None
         await storage.aclose()
 
 
+class _SlowSerde(JsonPlusSerializer):
+    """Serialises as LangGraph does, each value taking longer than HEAVY_SECONDS."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        time.sleep(HEAVY_SECONDS * 1.2)  # the work of a heavy state, not a wait for anything
+        return super().dumps_typed(obj)
+
+
 async def test_postgres_saver_serialises_without_a_thread(pg_database: str) -> None:
     # A step's checkpoint and writes, and a read's pending writes, are (de)serialised on the
     # loop (storage/pgsaver.py); LangGraph's own saver, run the same way, hops to a thread for
-    # each, which is what shows that the count below can see a hop.
+    # each, which is what shows that the count below can see a hop. A run whose state takes
+    # long to serialise holds the loop once: its saver hops from then on.
     storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=4)
     await storage.setup()
     loop = asyncio.get_running_loop()
@@ -1561,7 +1572,15 @@ async def test_postgres_saver_serialises_without_a_thread(pg_database: str) -> N
             assert await steps(saver, "t1") == ["one", "echo", "two", "echo"]
         assert [hop for hop in hops if isinstance(hop, AsyncPostgresSaver)] == []
         assert await steps(AsyncPostgresSaver(storage.pool), "t2") == ["one", "echo", "two", "echo"]
-        assert len([hop for hop in hops if isinstance(hop, AsyncPostgresSaver)]) >= 4
+        library = len([hop for hop in hops if isinstance(hop, AsyncPostgresSaver)])
+        assert library >= 4
+        hops.clear()
+        heavy = LoopSaver(storage.pool, serde=_SlowSerde())
+        assert await steps(heavy, "t3") == ["one", "echo", "two", "echo"]
+        assert heavy.heavy
+        assert [hop for hop in hops if isinstance(hop, AsyncPostgresSaver)] == [heavy] * (
+            library - 1
+        )
     finally:
         loop.run_in_executor = run_in_executor  # type: ignore[method-assign]
         await storage.aclose()

@@ -18,6 +18,7 @@ changes."""
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,15 +28,30 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 T = TypeVar("T")
 
 
+# A (de)serialisation that held the loop longer than this (the interpreter's switch interval,
+# at which a thread would have let the loop in) sends the rest of its saver's to a thread.
+HEAVY_SECONDS = 0.005
+
+
 class _InPlace:
-    """asyncio, but for `to_thread`, which runs the call where it is."""
+    """asyncio, but for `to_thread`, which runs the call where it is, unless the saver whose
+    method it calls met a heavy state (`LoopSaver.heavy`): a run whose state takes long to
+    serialise holds the loop once, not at every step."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
 
     @staticmethod
     async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return func(*args, **kwargs)
+        saver = getattr(func, "__self__", None)
+        if not isinstance(saver, LoopSaver):
+            return await asyncio.to_thread(func, *args, **kwargs)  # not one of ours: as it was
+        if saver.heavy:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        started = time.perf_counter()
+        result = func(*args, **kwargs)
+        saver.heavy = time.perf_counter() - started > HEAVY_SECONDS
+        return result
 
 
 def _in_place(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,7 +70,10 @@ def _in_place(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class LoopSaver(AsyncPostgresSaver):
-    """The methods that hop to a thread, without the hop."""
+    """The methods that hop to a thread, without the hop (one saver a run, storage's
+    `checkpointer()`), until a (de)serialisation of its took longer than HEAVY_SECONDS."""
+
+    heavy = False
 
 
 # Each release of the 3.x range has these three; one a later release renames or drops keeps
