@@ -44,9 +44,7 @@ class _InPlace:
     @staticmethod
     async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         saver = getattr(func, "__self__", None)
-        if not isinstance(saver, LoopSaver):
-            return await asyncio.to_thread(func, *args, **kwargs)  # not one of ours: as it was
-        if saver.heavy:
+        if not isinstance(saver, LoopSaver) or saver.heavy:  # not one of ours, or heavy
             return await asyncio.to_thread(func, *args, **kwargs)
         started = time.perf_counter()
         result = func(*args, **kwargs)
