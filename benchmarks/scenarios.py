@@ -375,11 +375,7 @@ async def threaded_client(client: BenchClient, n: int, rounds: int) -> dict[str,
         return times.closed - began, f"{times.errors} error events" if times.errors else None
 
     figures = await _concurrent(one, n, rounds)
-    figures["close_p50_ms"] = _ms(median(closes)) if closes else None
-    figures["close_p99_ms"] = _ms(percentile(closes, 99)) if closes else None
-    figures["first_p50_ms"] = _ms(median(firsts)) if firsts else None
-    figures["first_p99_ms"] = _ms(percentile(firsts, 99)) if firsts else None
-    return figures
+    return {**figures, **_p50_p99("close", closes), **_p50_p99("first", firsts)}
 
 
 async def threaded_inprocess(graph: Graph, n: int, rounds: int) -> dict[str, Any]:
@@ -398,9 +394,15 @@ async def threaded_inprocess(graph: Graph, n: int, rounds: int) -> dict[str, Any
         return time.perf_counter() - start, None if count else "no events"
 
     figures = await _concurrent(one, n, rounds)
-    figures["first_p50_ms"] = _ms(median(firsts)) if firsts else None
-    figures["first_p99_ms"] = _ms(percentile(firsts, 99)) if firsts else None
-    return figures
+    return {**figures, **_p50_p99("first", firsts)}
+
+
+def _p50_p99(name: str, samples: list[float]) -> dict[str, float | None]:
+    """`{name}_p50_ms` and `{name}_p99_ms` of `samples` (seconds); None when there are none."""
+    return {
+        f"{name}_p50_ms": _ms(median(samples)) if samples else None,
+        f"{name}_p99_ms": _ms(percentile(samples, 99)) if samples else None,
+    }
 
 
 # --- one background run, many joiners ---------------------------------------------------------
