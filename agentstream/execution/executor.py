@@ -25,6 +25,7 @@ from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus, InstantEventBus
 from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.modes import Item, Translator, graph_modes
+from agentstream.execution.pace import YIELD_EVERY, Pace
 from agentstream.execution.v3events import V3Run, is_v2
 from agentstream.execution.webhooks import WebhookSender
 from agentstream.execution.webhooks import payload as webhook_payload
@@ -38,9 +39,9 @@ log = logging.getLogger("agentstream.executor")
 
 # The most events one publish to a bus that waits (Redis) carries; what is left goes next.
 PUBLISH_MOST = 256
-# The loop is handed over after this many events translated in a row (a burst: a graph that
-# emitted them without awaiting), so that they reach readers while the rest is translated.
-YIELD_EVERY = 128
+# YIELD_EVERY (pace.py): the loop is also handed over after this many events translated in a
+# row (a burst: a graph that emitted them without awaiting), so that they reach readers while
+# the rest is translated.
 
 
 class RunAttemptsExceeded(Exception):
@@ -253,6 +254,8 @@ class Executor:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
+            if is_v2(kwargs) or not _TOKENS.isdisjoint(requested):
+                _add_handler(config, Pace())
             graph_input = _input(kwargs)
             if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
                 graph_input = None  # a taken-over run continues from its own last checkpoint
@@ -558,6 +561,17 @@ async def _wrote_checkpoints(graph: Pregel[Any, Any, Any, Any], config: Runnable
     state = await graph.aget_state(config)
     run_id = str(config["configurable"]["run_id"])  # type: ignore[index]
     return bool(state.metadata) and state.metadata.get("run_id") == run_id  # type: ignore[union-attr]
+
+
+# The modes whose events carry a model's tokens: their runs are paced (pace.py).
+_TOKENS = frozenset({"messages", "messages-tuple", "events"})
+
+
+def _add_handler(config: RunnableConfig, handler: Any) -> None:
+    """A callback handler more for the run, beside any its config names."""
+    callbacks = config.get("callbacks")
+    if callbacks is None or isinstance(callbacks, list):
+        config["callbacks"] = [*(callbacks or ()), handler]
 
 
 def _options(kwargs: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""Pace: a model's tokens reach the run's readers while the model is still producing them.
+
+A chat model whose tokens come without a suspension in between (a local or cached model, a
+fake one in tests; LangChain's callbacks do not suspend) runs its whole reply in one step of
+the loop: LangGraph queues every token, and the executor, the run's log and its readers see
+none of them until the reply is done. The first token then reaches the client after the last
+one was made, and the client decodes the whole reply after the server is done with it: a
+2,003-token reply on the benchmark's machine left the server idle for a seventh of its
+stream, waiting for its client. A model reached over the network suspends between its tokens
+anyway; for it this costs one suspension in YIELD_EVERY tokens.
+
+The handler runs inline (LangChain awaits it in place) and says it ignores every event but
+every YIELD_EVERY-th token, so a token it lets by costs an attribute read, not a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackHandler
+
+# One suspension in this many tokens; the first token suspends too, so it goes out at once.
+YIELD_EVERY = 128
+
+
+class Pace(AsyncCallbackHandler):
+    """One run's pacing, inherited by every model call of its graph."""
+
+    run_inline = True
+    ignore_agent = True
+    ignore_chain = True
+    ignore_chat_model = True
+    ignore_custom_event = True
+    ignore_retriever = True
+    ignore_retry = True
+
+    def __init__(self) -> None:
+        self._left = 1
+
+    @property
+    def ignore_llm(self) -> bool:
+        # Read once for each model event, tokens included; False makes LangChain await
+        # on_llm_new_token (or the no-op on_llm_start/end: they count as a token here). A
+        # synchronous model in a worker thread has no loop to hand over: ignored there.
+        self._left -= 1
+        if self._left > 0 or asyncio._get_running_loop() is None:
+            return True
+        self._left = YIELD_EVERY
+        return False
+
+    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)

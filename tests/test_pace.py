@@ -1,0 +1,110 @@
+"""A model's burst of tokens does not hold the loop: the run's events go out while it lasts.
+
+tests/burst_app's `burst` graph runs a model that makes its 1,000 tokens without a suspension,
+beside a node that waits three turns of the loop and then emits a custom event. Unpaced, that
+event came after the last token (the burst ran in one step of the loop, and so did the
+reader's whole share of it); paced, it lands among them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from agentstream.execution.pace import YIELD_EVERY, Pace
+from tests.cluster import running_cluster
+from tests.conftest import ServerProcess, start_server
+
+BURST_APP = Path(__file__).resolve().parent / "burst_app" / "langgraph.json"
+HI = {"messages": [{"role": "human", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def burst_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    if request.param == "embedded":
+        proc = start_server(
+            tmp_path_factory.mktemp("burst") / "agentstream.sqlite", config=BURST_APP
+        )
+        yield proc
+        proc.stop()
+        return
+    with running_cluster(BURST_APP, apis=1, workers=1) as cluster:
+        yield cluster.apis[0]
+
+
+@pytest.fixture
+async def client(burst_server: ServerProcess) -> AsyncIterator[LangGraphClient]:
+    c = get_client(url=burst_server.url)
+    yield c
+    await c.http.client.aclose()
+
+
+@pytest.mark.parametrize("mode", ["messages-tuple", "messages"])
+async def test_a_burst_of_tokens_lets_the_rest_of_the_run_go_on(
+    client: LangGraphClient, mode: str
+) -> None:
+    events: list[str] = []
+    async for part in client.runs.stream(None, "burst", input=HI, stream_mode=[mode, "custom"]):
+        if part.event == "custom":
+            assert part.data == {"aside": "here"}
+            events.append("aside")
+        elif part.event == "messages" or part.event == "messages/partial":
+            events.append("token")
+    tokens = events.count("token")
+    assert tokens >= 1000 and events.count("aside") == 1
+    # Among the tokens, not after them: the burst handed the loop over on its way.
+    assert 0 < events.index("aside") < tokens
+
+
+async def test_the_tokens_of_a_threaded_run_arrive_whole_and_in_order(
+    client: LangGraphClient,
+) -> None:
+    thread = await client.threads.create()
+    texts = [
+        part.data[0]["content"]
+        async for part in client.runs.stream(
+            thread["thread_id"], "burst", input=HI, stream_mode="messages-tuple"
+        )
+        if part.event == "messages"
+    ]
+    assert [text for text in texts if text] == [f" t{i}" for i in range(1000)]
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["values"]["messages"][-1]["content"] == "".join(texts)
+
+
+# --- the handler itself ------------------------------------------------------------------------
+
+
+async def test_pace_hands_the_loop_over_at_the_first_token_and_every_yield_every() -> None:
+    pace = Pace()
+    let_by = [i for i in range(1, 3 * YIELD_EVERY + 2) if not pace.ignore_llm]
+    assert let_by == [1, 1 + YIELD_EVERY, 1 + 2 * YIELD_EVERY, 1 + 3 * YIELD_EVERY]
+    # What it then awaits is one turn of the loop: another task runs meanwhile.
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    task = asyncio.ensure_future(other())
+    await pace.on_llm_new_token("x")
+    assert ran == ["other"]
+    await task
+
+
+def test_pace_lets_a_synchronous_model_in_a_thread_be() -> None:
+    # LangChain's synchronous callbacks would run a coroutine in a loop of their own for each
+    # token let by: in a worker thread (no running loop) every token is ignored instead.
+    pace = Pace()
+    seen: list[bool] = []
+    worker = threading.Thread(target=lambda: seen.extend(pace.ignore_llm for _ in range(300)))
+    worker.start()
+    worker.join()
+    assert seen == [True] * 300
