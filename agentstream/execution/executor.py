@@ -255,7 +255,10 @@ class Executor:
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
             if is_v2(kwargs) or not _TOKENS.isdisjoint(requested):
-                _add_handler(config, Pace())
+                # On Redis, as often as a publish fills: handing over every YIELD_EVERY tokens
+                # there split a burst into twice the publishes, 1-4 µs more of the worker's CPU
+                # a token, for no more tokens a second.
+                _add_handler(config, Pace(YIELD_EVERY if self.bus.instant else PUBLISH_MOST))
             graph_input = _input(kwargs)
             if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
                 graph_input = None  # a taken-over run continues from its own last checkpoint

@@ -20,12 +20,14 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler
 
-# One suspension in this many tokens; the first token suspends too, so it goes out at once.
+# One suspension in this many tokens (on the in-process bus); the first token suspends too,
+# so it goes out at once.
 YIELD_EVERY = 128
 
 
 class Pace(AsyncCallbackHandler):
-    """One run's pacing, inherited by every model call of its graph."""
+    """One run's pacing, inherited by every model call of its graph: a suspension at the first
+    token and then every `every` tokens."""
 
     run_inline = True
     ignore_agent = True
@@ -35,7 +37,8 @@ class Pace(AsyncCallbackHandler):
     ignore_retriever = True
     ignore_retry = True
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = YIELD_EVERY) -> None:
+        self._every = every
         self._left = 1
 
     @property
@@ -46,7 +49,7 @@ class Pace(AsyncCallbackHandler):
         self._left -= 1
         if self._left > 0 or asyncio._get_running_loop() is None:
             return True
-        self._left = YIELD_EVERY
+        self._left = self._every
         return False
 
     async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
