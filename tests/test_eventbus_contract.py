@@ -791,6 +791,25 @@ async def test_a_finished_log_reads_back_exactly_what_was_published() -> None:
     await bus.aclose()
 
 
+async def test_a_finished_log_of_large_events_is_kept_without_a_copy() -> None:
+    # A model's tokens, each about a kilobyte with its metadata: packing them into one buffer
+    # would copy the log for a few per cent of its memory.
+    bus = MemoryEventBus(max_events=100)
+    token = b'[{"content":"t"},{"k":"' + b"v" * 1000 + b'"}]'
+    await bus.publish("r", [("messages-tuple", "messages", token)] * 150)
+    live = [e for batch in [b async for b in bus.subscribe("r", 50, wait=False)] for e in batch]
+    await bus.close("r")
+    kept = [e for batch in [b async for b in bus.subscribe("r", 50, wait=False)] for e in batch]
+    assert kept == live and [e.seq for e in kept] == list(range(51, 151))
+    assert all(k.frame is f.frame for k, f in zip(kept, live, strict=True))  # not copied
+    # Its 100 kept events (the 50 evicted ones go), counted with what each costs as an object.
+    frames = sum(len(e.frame) for e in kept)
+    assert frames < bus.retained_bytes <= frames + 100 * 64
+    with pytest.raises(EventsEvicted):
+        [b async for b in bus.subscribe("r", 0, wait=False)]
+    await bus.aclose()
+
+
 async def test_finished_logs_stay_under_their_byte_budget_oldest_first() -> None:
     bus = MemoryEventBus(max_retained_bytes=20_000)
     for i in range(50):

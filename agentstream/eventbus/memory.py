@@ -1,8 +1,9 @@
 """The in-process event bus: one shared log per run, readers hold only an index into it.
 
 A finished run's log is kept for `keep_seconds` so that clients can reconnect with
-Last-Event-ID, packed into one buffer (about a fifth of the memory of the live form), and all
-kept logs together stay under `max_retained_bytes`: past it, the oldest finished logs go first.
+Last-Event-ID, its small events packed into one buffer (about a fifth of the memory of the live
+form), and all kept logs together stay under `max_retained_bytes`: past it, the oldest finished
+logs go first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ _MODE, _NAME, _DATA = itemgetter(0), itemgetter(1), itemgetter(2)
 
 # Items a log takes before it makes their frames, if no reader asks for them sooner.
 _FLUSH_AT = 1024
+# A finished log is packed only where that saves memory. An event's frame as an object of its
+# own costs _LIVE_OVERHEAD bytes beside its data (the object's header and its three list
+# slots), packed 24: a tenth or more of a frame of up to _PACK_UP_TO bytes on average. A log of
+# larger frames (a model's tokens, each with its metadata, about a kilobyte) was copied whole,
+# a millisecond for a 2,000-token reply as its run ended, to keep a few per cent.
+_PACK_UP_TO = 256
+_LIVE_OVERHEAD = 57
 
 
 class _Packed:
@@ -107,10 +115,20 @@ class _Log:
                 self.start = 0
 
     def pack(self) -> int:
-        """Pack a finished log's events; returns the bytes it now keeps."""
+        """Pack a finished log's events where that saves memory (see _PACK_UP_TO); returns the
+        bytes it now keeps."""
         self.flush()
-        if self.packed is None and len(self.frames) > self.start:
-            i = self.start
+        if self.packed is not None:
+            return self.packed.size
+        i = self.start
+        count = len(self.frames) - i
+        data = sum(map(len, islice(self.frames, i, None)))
+        if data > count * _PACK_UP_TO:  # kept as it is, but for its evicted events
+            if i:
+                del self.frames[:i], self.modes[:i], self.names[:i]
+                self.first, self.start = self.first + i, 0
+            return data + count * _LIVE_OVERHEAD
+        if count:
             self.packed = _Packed(self.first + i, self.frames[i:], self.modes[i:], self.names[i:])
             self.frames, self.modes, self.names = [], [], []
             self.first, self.start = self.next_seq, 0
