@@ -66,6 +66,14 @@ def dumps(obj: Any) -> bytes:
         return orjson.dumps(obj, _default, _OPTIONS)
 
 
+def dumps_message(message: Any) -> bytes:
+    """dumps() of a streamed message: its fields handed to orjson as _default would give them,
+    without orjson's call back for the message (a quarter of a token's encoding)."""
+    if isinstance(message, BaseMessage) and not message.__pydantic_extra__:
+        return dumps(message.__dict__)
+    return dumps(message)
+
+
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 

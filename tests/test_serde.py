@@ -55,12 +55,15 @@ def test_a_message_encodes_as_its_model_dump(message: BaseMessage) -> None:
     metadata = {"langgraph_node": "model", "langgraph_step": 1}
     pair = orjson.dumps([message.model_dump(mode="python"), metadata], default=serde._default)
     assert serde.dumps((message, metadata)) == pair
+    # And as a streamed token's message, without orjson's call back for it.
+    assert serde.dumps_message(message) == expected
 
 
 def test_an_extra_field_is_kept_and_the_message_is_not_changed() -> None:
     message = HumanMessage(content="x", mood="fine")
     before = dict(message.__dict__)
     assert orjson.loads(serde.dumps(message))["mood"] == "fine"
+    assert orjson.loads(serde.dumps_message(message))["mood"] == "fine"
     assert message.__dict__ == before
     assert "mood" not in message.__dict__
 

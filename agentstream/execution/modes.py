@@ -129,7 +129,8 @@ class Translator:
 
     def _pair(self, chunk: tuple[BaseMessage, dict[str, Any]]) -> bytes:
         """A `messages-tuple` event's data: [message, metadata]."""
-        return b"[%s,%s]" % (serde.dumps(chunk[0]), self._encoded(chunk[1]))
+        # A join, not b"[%s,%s]" %: the format parsed for every token was a fifth of its cost.
+        return b"".join((b"[", serde.dumps_message(chunk[0]), b",", self._encoded(chunk[1]), b"]"))
 
     def _encoded(self, metadata: dict[str, Any]) -> bytes:
         """serde.dumps(metadata), once per model call rather than once per token: LangGraph
