@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.callbacks.manager import CallbackManagerForLLMRun
+from langchain_core.outputs import LLMResult
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
@@ -80,6 +84,19 @@ async def test_the_tokens_of_a_threaded_run_arrive_whole_and_in_order(
     assert state["values"]["messages"][-1]["content"] == "".join(texts)
 
 
+async def test_a_synchronous_model_streams_its_tokens_through_a_paced_run(
+    client: LangGraphClient,
+) -> None:
+    texts = [
+        part.data[0]["content"]
+        async for part in client.runs.stream(
+            None, "burst_sync", input=HI, stream_mode="messages-tuple"
+        )
+        if part.event == "messages"
+    ]
+    assert [text for text in texts if text] == [f" t{i}" for i in range(300)]
+
+
 # --- the handler itself ------------------------------------------------------------------------
 
 
@@ -102,12 +119,28 @@ async def test_pace_hands_the_loop_over_at_the_first_token_and_every_yield_every
     assert [i for i in range(1, 600) if not every.ignore_llm] == [1, 257, 513]
 
 
+class _Counted(Pace):
+    calls = 0
+
+    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        self.calls += 1
+
+
 def test_pace_lets_a_synchronous_model_in_a_thread_be() -> None:
     # LangChain's synchronous callbacks would run a coroutine in a loop of their own for each
-    # token let by: in a worker thread (no running loop) every token is ignored instead.
-    pace = Pace()
-    seen: list[bool] = []
-    worker = threading.Thread(target=lambda: seen.extend(pace.ignore_llm for _ in range(300)))
+    # token let by: in a worker thread (no running loop) every event is passed over instead.
+    pace = _Counted()
+    manager = CallbackManagerForLLMRun(
+        run_id=uuid.uuid4(), handlers=[pace], inheritable_handlers=[pace]
+    )
+
+    def model() -> None:
+        for _ in range(300):
+            manager.on_llm_new_token("x")
+            manager.on_text("x")  # an event without an ignore_ flag: a synchronous no-op
+        manager.on_llm_end(LLMResult(generations=[]))
+
+    worker = threading.Thread(target=model)
     worker.start()
     worker.join()
-    assert seen == [True] * 300
+    assert pace.calls == 0

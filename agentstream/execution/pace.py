@@ -18,16 +18,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler
 
 # One suspension in this many tokens (on the in-process bus); the first token suspends too,
 # so it goes out at once.
 YIELD_EVERY = 128
 
 
-class Pace(AsyncCallbackHandler):
+class Pace(BaseCallbackHandler):
     """One run's pacing, inherited by every model call of its graph: a suspension at the first
-    token and then every `every` tokens."""
+    token and then every `every` tokens. Every other event is the base class's synchronous
+    no-op, so none of them (on_text has no ignore_ flag) makes LangChain's synchronous
+    callbacks run a coroutine."""
 
     run_inline = True
     ignore_agent = True
@@ -44,13 +46,14 @@ class Pace(AsyncCallbackHandler):
     @property
     def ignore_llm(self) -> bool:
         # Read once for each model event, tokens included; False makes LangChain await
-        # on_llm_new_token (or the no-op on_llm_start/end: they count as a token here). A
-        # synchronous model in a worker thread has no loop to hand over: ignored there.
+        # on_llm_new_token (or call the no-op on_llm_start/end: they count as a token here).
+        # A synchronous model in a worker thread has no loop to hand over: ignored there.
         self._left -= 1
         if self._left > 0 or asyncio._get_running_loop() is None:
             return True
         self._left = self._every
         return False
 
-    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+    # The one coroutine: LangChain's asynchronous callbacks await it in place (run_inline).
+    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:  # type: ignore[override]
         await asyncio.sleep(0)
