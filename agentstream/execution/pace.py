@@ -10,7 +10,8 @@ stream, waiting for its client. A model reached over the network suspends betwee
 anyway; for it this costs one suspension in YIELD_EVERY tokens.
 
 The handler runs inline (LangChain awaits it in place) and says it ignores every event but
-every YIELD_EVERY-th token, so a token it lets by costs an attribute read, not a call.
+every YIELD_EVERY-th token, so a token it lets by costs LangChain's dispatch to it (0.8 us on
+the benchmark's machine), not a suspension.
 """
 
 from __future__ import annotations
