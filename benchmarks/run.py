@@ -588,6 +588,9 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         }
         for key in ("ticker_throughput", "agent_throughput"):
             r[key] = _ratio(f[key]["events_per_s"], base[key]["events_per_s"])
+        r["agent_first"] = _ratio(
+            f["agent_throughput"].get("first_ms"), base["agent_throughput"].get("first_ms")
+        )
         r["concurrency_runs_per_s"] = {
             n: _ratio(c["runs_per_s"], base["concurrency"][n]["runs_per_s"])
             for n, c in f["concurrency"].items()
@@ -848,6 +851,12 @@ def report(result: dict[str, Any]) -> str:
             lambda f, k=key: _f(f[k]["events_per_s"]),
             lambda r, k=key: _x(r[k]),
         )
+    row(
+        "messages-tuple: first token, median (ms)",
+        _f(base["agent_throughput"].get("first_ms"), 1),
+        lambda f: _f(f["agent_throughput"].get("first_ms"), 1),
+        lambda r: _x(r.get("agent_first")),
+    )
     for n in base["concurrency"]:
         row(
             f"{n} concurrent: runs/s",
