@@ -100,10 +100,14 @@ async def test_a_synchronous_model_streams_its_tokens_through_a_paced_run(
 # --- the handler itself ------------------------------------------------------------------------
 
 
-async def test_pace_hands_the_loop_over_at_the_first_token_and_every_yield_every() -> None:
+async def test_pace_hands_the_loop_over_soon_at_first_then_every_yield_every() -> None:
     pace = Pace()
-    let_by = [i for i in range(1, 3 * YIELD_EVERY + 2) if not pace.ignore_llm]
-    assert let_by == [1, 1 + YIELD_EVERY, 1 + 2 * YIELD_EVERY, 1 + 3 * YIELD_EVERY]
+    let_by = [i for i in range(1, 4 * YIELD_EVERY + 1) if not pace.ignore_llm]
+    ramp = [1, 2, 4, 8, 16, 32, 64, 128]
+    assert YIELD_EVERY == 128 and let_by == [*ramp, 256, 384, 512]
+    # Each chat model call starts over (LangChain reads ignore_chat_model as it starts).
+    assert pace.ignore_chat_model
+    assert [i for i in range(1, 20) if not pace.ignore_llm] == [1, 2, 4, 8, 16]
     # What it then awaits is one turn of the loop: another task runs meanwhile.
     ran: list[str] = []
 
@@ -116,7 +120,7 @@ async def test_pace_hands_the_loop_over_at_the_first_token_and_every_yield_every
     await task
     # Less often where a publish is a round trip (the executor's choice on Redis).
     every = Pace(256)
-    assert [i for i in range(1, 600) if not every.ignore_llm] == [1, 257, 513]
+    assert [i for i in range(1, 1100) if not every.ignore_llm] == [*ramp, 256, 512, 768, 1024]
 
 
 class _Counted(Pace):

@@ -21,28 +21,36 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-# One suspension in this many tokens (on the in-process bus); the first token suspends too,
-# so it goes out at once.
+# One suspension in this many tokens (on the in-process bus), once a model call is under way.
 YIELD_EVERY = 128
 
 
 class Pace(BaseCallbackHandler):
-    """One run's pacing, inherited by every model call of its graph: a suspension at the first
-    token and then every `every` tokens. Every other event is the base class's synchronous
-    no-op, so none of them (on_text has no ignore_ flag) makes LangChain's synchronous
-    callbacks run a coroutine."""
+    """One run's pacing, inherited by every model call of its graph: suspensions at a model
+    call's 1st, 2nd, 4th, 8th... token, then every `every` tokens. A token reaches the reader
+    several turns of the loop after it is made (LangGraph's queue, its waiter, the executor,
+    the log's reader), each turn a suspension of the model's: every 128 from the start, the
+    first token of a burst left 10 ms after the model began, doubling from 1, at once.
+
+    Every other event is the base class's synchronous no-op, so none of them (on_text has no
+    ignore_ flag) makes LangChain's synchronous callbacks run a coroutine."""
 
     run_inline = True
     ignore_agent = True
     ignore_chain = True
-    ignore_chat_model = True
     ignore_custom_event = True
     ignore_retriever = True
     ignore_retry = True
 
     def __init__(self, every: int = YIELD_EVERY) -> None:
         self._every = every
-        self._left = 1
+        self._left = self._step = 1
+
+    @property
+    def ignore_chat_model(self) -> bool:
+        # Read as each chat model call starts (on_chat_model_start): it starts from 1 again.
+        self._left = self._step = 1
+        return True
 
     @property
     def ignore_llm(self) -> bool:
@@ -52,7 +60,8 @@ class Pace(BaseCallbackHandler):
         self._left -= 1
         if self._left > 0 or asyncio._get_running_loop() is None:
             return True
-        self._left = self._every
+        self._left = self._step
+        self._step = min(self._step * 2, self._every)
         return False
 
     # The one coroutine: LangChain's asynchronous callbacks await it in place (run_inline).
