@@ -7,11 +7,11 @@ none of them until the reply is done. The first token then reaches the client af
 one was made, and the client decodes the whole reply after the server is done with it: a
 2,003-token reply on the benchmark's machine left the server idle for a seventh of its
 stream, waiting for its client. A model reached over the network suspends between its tokens
-anyway; for it this costs one suspension in YIELD_EVERY tokens.
+anyway; for it this costs a few suspensions a call, then one in YIELD_EVERY tokens.
 
 The handler runs inline (LangChain awaits it in place) and says it ignores every event but
-every YIELD_EVERY-th token, so a token it lets by costs LangChain's dispatch to it (0.8 us on
-the benchmark's machine), not a suspension.
+the tokens it hands the loop over at, so a token it lets by costs LangChain's dispatch to it
+(0.8 us on the benchmark's machine), not a suspension.
 """
 
 from __future__ import annotations
