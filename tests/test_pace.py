@@ -118,6 +118,12 @@ async def test_pace_hands_the_loop_over_soon_at_first_then_every_yield_every() -
     await pace.on_llm_new_token("x")
     assert ran == ["other"]
     await task
+    # So is a stream event's (astream_events v3, protocol v2's runs: ignore_llm is read for
+    # those too, and a hand-over may fall on one).
+    task = asyncio.ensure_future(other())
+    await pace.on_stream_event({"event": "content-block-delta"})
+    assert ran == ["other", "other"]
+    await task
     # Less often where a publish is a round trip (the executor's choice on Redis).
     every = Pace(256)
     assert [i for i in range(1, 1100) if not every.ignore_llm] == [*ramp, 256, 512, 768, 1024]

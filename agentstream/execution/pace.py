@@ -64,6 +64,13 @@ class Pace(BaseCallbackHandler):
         self._step = min(self._step * 2, self._every)
         return False
 
-    # The one coroutine: LangChain's asynchronous callbacks await it in place (run_inline).
+    # The two coroutines, LangChain's asynchronous callbacks await them in place (run_inline):
+    # a token is an on_llm_new_token, and under astream_events v3 (protocol v2's runs) also
+    # on_stream_event, ignore_llm read for each. A hand-over that fell on one without a
+    # coroutine was lost: every 128 reads from the 1st fell on tokens, the doubling ones on
+    # stream events, and protocol v2's first token waited for the model's last.
     async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+
+    async def on_stream_event(self, event: Any, **kwargs: Any) -> None:  # type: ignore[override]
         await asyncio.sleep(0)
