@@ -236,7 +236,6 @@ async def agent_throughput_client(
 
 async def agent_throughput_inprocess(graph: Graph, sizes: Sizes, expected: int) -> dict[str, Any]:
     config: Any = {"configurable": {"repeat": sizes.agent_repeat}}
-
     firsts: list[float] = []
 
     async def once() -> tuple[int, float, int]:
