@@ -1040,6 +1040,24 @@ async def test_postgres_refusing_one_runs_end_fails_that_finish_alone(
     assert (await storage.get_run("t1", runs["t1"]))["status"] == expected
 
 
+async def test_postgres_a_runs_end_waits_for_no_connection_of_the_pool(pg_database: str) -> None:
+    # Under load every connection of the pool can be busy with the checkpoint writes of the
+    # process's other runs; a run's end, which its stream's close waits for, must not queue
+    # behind them (connections kept apart for ends).
+    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=2)
+    await storage.setup()
+    try:
+        run_id, _ = await _enqueue(storage, "t1")
+        await _claim_within(storage, "w")
+        pool = storage.connector.pool
+        async with pool.connection(), pool.connection():  # every connection of the pool
+            await asyncio.wait_for(_finish(storage, run_id, {"done": True}), 5)
+        assert (await storage.get_run("t1", run_id))["status"] == "success"
+        assert (await storage.get_thread("t1"))["values"] == {"done": True}
+    finally:
+        await storage.aclose()
+
+
 async def test_cancel_pending_only_cancels_pending_runs(storage: Storage) -> None:
     running, _ = await _enqueue(storage, "t1")
     await _claim_within(storage, "w")

@@ -37,6 +37,10 @@ from agentstream.storage.together import Together
 T = TypeVar("T")
 Row = Sequence[Any]
 
+# Connections a backend keeps for statements written apart (Connector.write): the ends of
+# runs, two in flight at most.
+ENDS_CONNECTIONS = 2
+
 _GONE = object()  # the picked run was started by someone else meanwhile
 
 
@@ -63,12 +67,15 @@ class Connector(Protocol):
 
     def load_ts(self, value: Any) -> datetime: ...
 
-    async def write(self, verb: Verb[T], *, single: bool = False) -> T:
+    async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
         """Run the verb's statements in one write transaction, committed before this returns.
 
         single: the verb is one statement that is atomic by itself (a function of several
         steps, one UPDATE), so no transaction block is needed around it: on PostgreSQL its
-        BEGIN and COMMIT were a round trip each, more than the statement's own."""
+        BEGIN and COMMIT were a round trip each, more than the statement's own.
+        apart: a statement of one (single) that must not wait behind the others, on a
+        connection kept apart for such (the ends of runs, see QueueStore._finishes), where
+        the backend has connections to keep."""
         ...
 
     async def read(self, verb: Verb[T]) -> T:
@@ -111,9 +118,11 @@ class QueueStore:
         self.d = dialect
         # Where a run's end is one statement (PostgreSQL), the ends of runs that finish
         # together share one; SQLite's writer thread already commits them together. Two in
-        # flight: an end held up (its thread locked by a long delete) holds up no other.
+        # flight: an end held up (its thread locked by a long delete) holds up no other. On
+        # connections of their own (apart, ENDS_CONNECTIONS of them), never queued behind
+        # the checkpoint writes of the process's other runs.
         self._finishes = (
-            Together(self._finish_many, self._finish_one, flights=2)
+            Together(self._finish_many, self._finish_one, flights=ENDS_CONNECTIONS)
             if "finish_runs" in dialect.queries
             else None
         )
@@ -372,11 +381,11 @@ class QueueStore:
         return False
 
     async def _finish_one(self, call: Params) -> None:
-        await self.c.write(rows(self.d["finish_run"], call), single=True)
+        await self.c.write(rows(self.d["finish_run"], call), single=True, apart=True)
 
     async def _finish_many(self, calls: list[Params]) -> None:
         columns = {key: [call[key] for call in calls] for key in _FINISH_COLUMNS}
-        await self.c.write(rows(self.d["finish_runs"], columns), single=True)
+        await self.c.write(rows(self.d["finish_runs"], columns), single=True, apart=True)
 
     def _settled(
         self, status: ThreadStatus | None, values: Any, interrupts: Mapping[str, Any], error: Any

@@ -215,8 +215,9 @@ class SqliteConnector:
         yield self._saver
 
     # --- running verbs -----------------------------------------------------------------------
-    async def write(self, verb: Verb[T], *, single: bool = False) -> T:
-        # Every write joins a group-committed batch here, one statement or many.
+    async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
+        # Every write joins a group-committed batch here, one statement or many: one writer,
+        # nothing to keep apart.
         return await self._enqueue(verb, True)
 
     async def read(self, verb: Verb[T]) -> T:
