@@ -46,8 +46,8 @@ MOST_CLAIMS = 16
 # about 0.6 of the time and its timers ran 0.99 ms late on the median: at 1 ms late its gate
 # opened and shut by turns (shut at 61 % of its takes). At 0.5 ms against 1 (the same
 # benchmark, six pairs): serve + worker 155-167 against 147-155 runs/s, close p99 14-18 against
-# 17-22 ms; `dev` on PostgreSQL + Redis 172 against 162; embedded 200 stateless at once 970
-# against 900-940. An idle loop is 0.1 ms late or less.
+# 17-22 ms; `dev` on PostgreSQL + Redis 172 against 162; embedded 200 stateless at once the
+# same (five pairs). An idle loop is 0.1 ms late or less.
 BUSY_LAG = 0.0005  # seconds late, on average
 BUSY_CPU = 0.7  # of the thread's time, on average
 
