@@ -64,9 +64,6 @@ class PostgresConnector:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        # Autocommit: our own transactions are explicit, and the checkpoint saver shares the
-        # pool (its setup builds indexes CONCURRENTLY, which no transaction may wrap; it also
-        # wants dict rows, which our cursors do without).
         pool = self._new_pool(self.pool_min, self.pool_max)
         await pool.open(wait=True)
         self._pool = pool
@@ -81,6 +78,9 @@ class PostgresConnector:
         await self._setup_saver()
 
     def _new_pool(self, least: int, most: int) -> Pool:
+        # Autocommit: our own transactions are explicit, and the checkpoint saver shares the
+        # pool (its setup builds indexes CONCURRENTLY, which no transaction may wrap; it also
+        # wants dict rows, which our cursors do without).
         return AsyncConnectionPool(
             self.uri,
             min_size=least,
