@@ -128,8 +128,17 @@ class EventBus(Protocol):
     async def aclose(self) -> None: ...
 
 
-class InstantEventBus(EventBus, Protocol):
-    """A bus whose publish never waits (`instant`): it also publishes without a coroutine,
-    which the executor's per-event call saves (about 0.2 us of 4 per custom event)."""
+class Writer(Protocol):
+    """One run's publishes on an instant bus, without a coroutine: one item, or several."""
 
-    def append(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int: ...
+    def one(self, item: tuple[str, str, bytes]) -> None: ...
+
+    def many(self, items: Sequence[tuple[str, str, bytes]]) -> None: ...
+
+
+class InstantEventBus(EventBus, Protocol):
+    """A bus whose publish never waits (`instant`): the executor publishes through a Writer
+    of its run instead, without a coroutine (about 0.2 us of 4 per custom event) nor a
+    lookup of the run's log for each event."""
+
+    def writer(self, run_id: str) -> Writer: ...

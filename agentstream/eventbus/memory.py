@@ -114,6 +114,15 @@ class _Log:
                 self.first += self.start
                 self.start = 0
 
+    def add(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        pending = self.pending
+        pending += items
+        self.next_seq += len(items)
+        if len(pending) >= _FLUSH_AT:
+            self.flush()
+        if self.waiters:
+            self.notify()
+
     def pack(self) -> int:
         """Pack a finished log's events where that saves memory (see _PACK_UP_TO); returns the
         bytes it now keeps."""
@@ -178,6 +187,36 @@ class _Log:
         return Batch(seq + 1, self.frames[i:], self.modes[i:], self.names[i:])
 
 
+class _Writer:
+    """One run's appends from its executor, the per-event call on this bus: the log looked up
+    once, not for each event, and an event appended without a list around it."""
+
+    __slots__ = ("bus", "log", "run_id")
+
+    def __init__(self, bus: MemoryEventBus, run_id: str) -> None:
+        self.bus = bus
+        self.run_id = run_id
+        self.log = bus._logs.get(run_id)
+
+    def one(self, item: tuple[str, str, bytes]) -> None:
+        log = self.log
+        if log is None or log.closed:  # ended meanwhile (deleted): reopened, as append() does
+            log = self.log = self.bus._opened(self.run_id)
+        pending = log.pending
+        pending.append(item)
+        log.next_seq += 1
+        if len(pending) >= _FLUSH_AT:
+            log.flush()
+        if log.waiters:  # most events of a burst: its reader is woken already
+            log.notify()
+
+    def many(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        log = self.log
+        if log is None or log.closed:
+            log = self.log = self.bus._opened(self.run_id)
+        log.add(items)
+
+
 # A reader woken again and again soon after its last batch is reading a burst (a model's reply
 # token by token): from the COALESCE_AFTER-th such wake-up in a row it waits COALESCE_SECONDS
 # before reading, and takes what came meanwhile as one batch: one write to its client instead
@@ -216,19 +255,15 @@ class MemoryEventBus:
         return log
 
     def append(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
-        """publish(), without a coroutine: the executor's per-event call on this bus, so
-        without a call of its own in the common case (a log open, no reader waiting)."""
+        """publish(), without a coroutine."""
         log = self._logs.get(run_id)
         if log is None or log.closed:
             log = self._opened(run_id)
-        pending = log.pending
-        pending += items
-        log.next_seq += len(items)
-        if len(pending) >= _FLUSH_AT:
-            log.flush()
-        if log.waiters:
-            log.notify()
+        log.add(items)
         return log.next_seq - 1
+
+    def writer(self, run_id: str) -> _Writer:
+        return _Writer(self, run_id)
 
     def _opened(self, run_id: str) -> _Log:
         log = self._log(run_id)

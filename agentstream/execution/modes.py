@@ -78,7 +78,9 @@ class Translator:
         # Each model call's metadata, encoded: (the dict, a copy to tell a change by, its JSON).
         self._metadata: dict[int, tuple[dict[str, Any], dict[str, Any], bytes]] = {}
         self._names: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._plain = self.requested & _PLAIN
+        # The requested modes whose chunks go out as they are: (mode, chunk) parts of these
+        # the executor encodes itself, without part().
+        self.plain = self.requested & _PLAIN
         # Tokens asked for only as (message, metadata) pairs: each one encoded in part() itself.
         self._pairs_only = "messages-tuple" in self.requested and "messages" not in self.requested
 
@@ -88,7 +90,7 @@ class Translator:
         encoded here at once, without a call in between."""
         if len(part) == 2:
             mode, chunk = part
-            if mode in self._plain:
+            if mode in self.plain:
                 return [(mode, mode, serde.dumps(chunk))]
             if mode == "messages" and self._pairs_only:  # a token: a third of its cost was calls
                 return [("messages-tuple", "messages", self._pair(chunk))]
