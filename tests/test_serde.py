@@ -99,3 +99,14 @@ def test_dumps_gives_what_orjson_gives_with_every_option(value: Any) -> None:
     # back to them: either way the bytes are those of the one call with all of them.
     expected = orjson.dumps(value, default=serde._default, option=serde._OPTIONS)
     assert serde.dumps(value) == expected
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_the_first_try_gives_dumps_bytes_or_raises_type_error(value: Any) -> None:
+    # The executor encodes custom events with orjson.dumps(value, FIRST_TRY) and calls dumps
+    # only where that raises TypeError: anything else it gives must be dumps's bytes.
+    try:
+        first = orjson.dumps(value, serde.FIRST_TRY)
+    except TypeError:
+        return
+    assert first == serde.dumps(value)

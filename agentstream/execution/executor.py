@@ -17,6 +17,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import langgraph.version
+import orjson
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
@@ -297,7 +298,7 @@ class Executor:
         published = 0
         if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
             write = cast(InstantEventBus, self.bus).writer(run_id)
-            one, dumps = write.one, serde.dumps
+            one, encode, first_try = write.one, orjson.dumps, serde.FIRST_TRY
             turn = 0
             try:
                 async for part in parts:
@@ -308,7 +309,11 @@ class Executor:
                         if not published:
                             metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
                         mode = part[0]
-                        one((mode, mode, dumps(part[1])))
+                        try:
+                            data = encode(part[1], first_try)
+                        except TypeError:  # numpy, or keys that are not str
+                            data = serde.dumps(part[1])
+                        one((mode, mode, data))
                         published += 1
                     else:
                         batch = translate(part)
