@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection as RedisConnection
 
-from agentstream.eventbus import EventBus, EventsEvicted
+from agentstream.eventbus import Event, EventBus, EventsEvicted, Frames
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus, _shared_ends
 from agentstream.execution.executor import YIELD_EVERY, Executor
@@ -792,21 +792,52 @@ async def test_a_finished_log_reads_back_exactly_what_was_published() -> None:
 
 
 async def test_a_finished_log_of_large_events_is_kept_without_a_copy() -> None:
-    # A model's tokens, each about a kilobyte with its metadata: packing them into one buffer
-    # would copy the log for a few per cent of its memory.
+    # A model's tokens, each about a kilobyte with its metadata: merging a finished log's
+    # blocks into one buffer would copy the log for a few per cent of its memory.
     bus = MemoryEventBus(max_events=100)
     token = b'[{"content":"t"},{"k":"' + b"v" * 1000 + b'"}]'
-    await bus.publish("r", [("messages-tuple", "messages", token)] * 150)
-    live = [e for batch in [b async for b in bus.subscribe("r", 50, wait=False)] for e in batch]
+    for n in range(3):  # each read as it comes: three blocks, the first evicted whole
+        await bus.publish("r", [("messages-tuple", "messages", token)] * 50)
+        [b async for b in bus.subscribe("r", 50 * n, wait=False)]
+    live_batches = [b async for b in bus.subscribe("r", 50, wait=False)]
     await bus.close("r")
-    kept = [e for batch in [b async for b in bus.subscribe("r", 50, wait=False)] for e in batch]
+    await asyncio.sleep(0)  # a merge would come a turn after the close
+    kept_batches = [b async for b in bus.subscribe("r", 50, wait=False)]
+    live = [e for batch in live_batches for e in batch]
+    kept = [e for batch in kept_batches for e in batch]
     assert kept == live and [e.seq for e in kept] == list(range(51, 151))
-    assert all(k.frame is f.frame for k, f in zip(kept, live, strict=True))  # not copied
-    # Its 100 kept events (the 50 evicted ones go), counted with what each costs as an object.
+    buffers = {id(cast(Frames, b).buf) for b in kept_batches}
+    assert buffers <= {id(cast(Frames, b).buf) for b in live_batches}  # not copied
+    # Its 100 kept events, counted with what each and its buffer cost beside its frame.
     frames = sum(len(e.frame) for e in kept)
-    assert frames < bus.retained_bytes <= frames + 100 * 64
+    assert frames < bus.retained_bytes <= frames + 100 * 64 + 1_000 * len(buffers)
     with pytest.raises(EventsEvicted):
         [b async for b in bus.subscribe("r", 0, wait=False)]
+    await bus.aclose()
+
+
+async def test_a_finished_log_of_many_small_blocks_is_merged_into_one() -> None:
+    # A reader that keeps up with a model's tokens has the log make a block of each; once the
+    # run is over they are one buffer, read back exactly, from any point.
+    bus = MemoryEventBus()
+    reader = bus.subscribe("r", 0)
+    read: list[Event] = []
+    for n in range(1, 201):
+        await bus.publish("r", [("messages-tuple", "messages", b'[{"n":%d},{}]' % n)])
+        read += await anext(reader)
+    await bus.close("r", [("values", "values", b"{}")])
+    read += [e async for batch in reader for e in batch]
+    size_before = bus.retained_bytes
+    await asyncio.sleep(0)  # merged a turn after the close, once its readers had the end
+    assert bus.retained_bytes < size_before
+    batches = [b async for b in bus.subscribe("r", 0, wait=False)]
+    assert len(batches) == 1 and [e for e in batches[0]] == read
+    assert [e.seq for e in read] == list(range(1, 202))
+    for after in (0, 1, 150, 200):
+        tail = [
+            e for batch in [b async for b in bus.subscribe("r", after, wait=False)] for e in batch
+        ]
+        assert tail == read[after:]
     await bus.aclose()
 
 

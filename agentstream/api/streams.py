@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from itertools import compress
 
 from agentstream import metrics, protocol, serde
-from agentstream.eventbus import Batch, BusUnavailable, Event, EventBus, EventsEvicted
+from agentstream.eventbus import Batch, BusUnavailable, Event, EventBus, EventsEvicted, Frames
 from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
 from agentstream.storage.base import Storage
@@ -30,15 +30,21 @@ def run_frames(
     end modes, until its log closes (or, with wait=False, what the log holds now). held: as
     for EventBus.subscribe."""
 
-    # Which modes' frames it sends, asked per event in C (compress) for the in-process bus's
-    # batches, which hold their frames and modes side by side.
-    keep: Callable[[str], bool] = (
-        RESULT_MODE.__ne__
-        if modes is None
-        else frozenset(modes | END_MODES).difference((RESULT_MODE,)).__contains__
-    )
+    # Which modes' frames it sends: for the in-process bus's blocks, all of them in one slice
+    # where the block has only those modes (most blocks but a run's last), else asked per
+    # event in C (compress), as for the Redis bus's batches, which hold their frames and modes
+    # side by side.
+    sent = None if modes is None else frozenset(modes | END_MODES).difference((RESULT_MODE,))
+    keep: Callable[[str], bool] = RESULT_MODE.__ne__ if sent is None else sent.__contains__
+
+    def keeps_all(kinds: frozenset[str]) -> bool:
+        return RESULT_MODE not in kinds if sent is None else kinds <= sent
 
     def render(batch: Sequence[Event]) -> bytes:
+        if type(batch) is Frames:
+            if keeps_all(batch.kinds):
+                return batch.joined()
+            return b"".join(compress(batch.frames, map(keep, batch.modes)))
         if type(batch) is Batch:
             return b"".join(compress(batch.frames, map(keep, batch.modes)))
         return b"".join(e.frame for e in batch if keep(e.mode))

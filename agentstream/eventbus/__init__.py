@@ -6,7 +6,16 @@ from agentstream.eventbus.base import (
     Event,
     EventBus,
     EventsEvicted,
+    Frames,
     InstantEventBus,
 )
 
-__all__ = ["Batch", "BusUnavailable", "Event", "EventBus", "EventsEvicted", "InstantEventBus"]
+__all__ = [
+    "Batch",
+    "BusUnavailable",
+    "Event",
+    "EventBus",
+    "EventsEvicted",
+    "Frames",
+    "InstantEventBus",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import AsyncIterator, Iterator, Sequence
+from itertools import chain, islice
 from typing import NamedTuple, Protocol, overload
 
 from agentstream.protocol import frame_data
@@ -58,6 +60,80 @@ class Batch(Sequence[Event]):
 
     def __iter__(self) -> Iterator[Event]:
         ids = range(self.first, self.first + len(self.frames))
+        return map(Event, ids, self.modes, self.names, self.frames)
+
+
+class Frames(Sequence[Event]):
+    """Events of one log in a row, their frames end to end in one buffer, as the in-process
+    bus keeps them: frame k is buf[ends[k - 1]:ends[k]], the first from `start`; `kinds`
+    holds (at least) every mode among them. A reader that sends them all sends one slice of
+    the buffer (joined()), where a list of frames cost it a join and a frame object each;
+    an Event is made only when one is asked for."""
+
+    __slots__ = ("buf", "ends", "first", "kinds", "modes", "names", "start")
+
+    def __init__(
+        self,
+        first: int,
+        buf: bytes,
+        start: int,
+        ends: array[int],
+        modes: list[str],
+        names: list[str],
+        kinds: frozenset[str],
+    ) -> None:
+        self.first = first
+        self.buf = buf
+        self.start = start
+        self.ends = ends
+        self.modes = modes
+        self.names = names
+        self.kinds = kinds
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def joined(self) -> bytes:
+        """Every frame, in order, as one bytes."""
+        end = self.ends[-1]
+        if self.start == 0 and end == len(self.buf):
+            return self.buf
+        return self.buf[self.start : end]
+
+    @property
+    def frames(self) -> list[bytes]:
+        ends = self.ends
+        starts = chain((self.start,), islice(ends, 0, len(ends) - 1))
+        return list(map(self.buf.__getitem__, map(slice, starts, ends)))
+
+    def tail(self, i: int) -> Frames:
+        """Its events from the i-th on (i < len), sharing its buffer."""
+        if i == 0:
+            return self
+        return Frames(
+            self.first + i,
+            self.buf,
+            self.ends[i - 1],
+            self.ends[i:],
+            self.modes[i:],
+            self.names[i:],
+            self.kinds,
+        )
+
+    @overload
+    def __getitem__(self, i: int) -> Event: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Event]: ...
+    def __getitem__(self, i: int | slice) -> Event | Sequence[Event]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += len(self.ends)
+        start = self.ends[i - 1] if i else self.start
+        return Event(self.first + i, self.modes[i], self.names[i], self.buf[start : self.ends[i]])
+
+    def __iter__(self) -> Iterator[Event]:
+        ids = range(self.first, self.first + len(self.ends))
         return map(Event, ids, self.modes, self.names, self.frames)
 
 

@@ -1,83 +1,92 @@
 """The in-process event bus: one shared log per run, readers hold only an index into it.
 
+A log keeps its events in blocks, one per flush (what came since a reader last asked, or a
+thousand): their frames end to end in one buffer, with where each ends and each one's mode and
+name. A reader that sends every frame of a block sends one slice of it.
+
 A finished run's log is kept for `keep_seconds` so that clients can reconnect with
-Last-Event-ID, its small events packed into one buffer (about a fifth of the memory of the live
-form), and all kept logs together stay under `max_retained_bytes`: past it, the oldest finished
-logs go first.
+Last-Event-ID, and all kept logs together stay under `max_retained_bytes`: past it, the oldest
+finished logs go first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from array import array
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from itertools import accumulate, chain, islice
-from operator import itemgetter
+from itertools import accumulate, chain, islice, repeat
+from operator import add, itemgetter
 
-from agentstream.eventbus.base import Batch, Event, EventsEvicted
+from agentstream.eventbus.base import Event, EventsEvicted, Frames
 from agentstream.protocol import frames_of
 
 _MODE, _NAME, _DATA = itemgetter(0), itemgetter(1), itemgetter(2)
 
 # Items a log takes before it makes their frames, if no reader asks for them sooner.
 _FLUSH_AT = 1024
-# A finished log is packed only where that saves memory. An event's frame as an object of its
-# own costs _LIVE_OVERHEAD bytes beside its data (the object's header and its three list
-# slots), packed 24: a tenth or more of a frame of up to _PACK_UP_TO bytes on average. A log of
-# larger frames (a model's tokens, each with its metadata, about a kilobyte) was copied whole,
-# a millisecond for a 2,000-token reply as its run ended, to keep a few per cent.
-_PACK_UP_TO = 256
-_LIVE_OVERHEAD = 57
+# What a block costs beside its frames: its object, its buffer's, its arrays' and lists'
+# headers; and an event, beside its frame: its end, and its mode's and name's slots.
+_BLOCK_OVERHEAD = 400
+_EVENT_OVERHEAD = 24
+# A finished log's blocks are merged into one where they average under this many bytes (a
+# reader that kept up with a model's tokens made a block a token); larger ones are kept as
+# they are, without a copy.
+_MERGE_UNDER = 16 * 1024
+
+# One frozenset per set of modes, shared by every block that has them.
+_KINDS: dict[frozenset[str], frozenset[str]] = {}
 
 
-class _Packed:
-    """A finished log's events in one buffer: their frames end to end, where each ends, and
-    each one's mode and name (the translator's shared strings); frames are sliced back out of
-    the buffer when read.
+def _kinds(modes: list[str]) -> frozenset[str]:
+    kinds = frozenset(modes)
+    shared = _KINDS.get(kinds)
+    if shared is None:
+        if len(_KINDS) >= 1024:
+            _KINDS.clear()
+        shared = _KINDS[kinds] = kinds
+    return shared
 
-    Built with no Python-level step per event (joins and C iterators only): a 20,000-event
-    log packs in half the time a loop over its events took.
-    """
 
-    __slots__ = ("ends", "first", "frames", "modes", "names")
-
-    def __init__(self, first: int, frames: list[bytes], modes: list[str], names: list[str]) -> None:
-        self.first = first
-        self.frames = b"".join(frames)
-        self.ends = array("Q", accumulate(map(len, frames)))
-        self.modes = modes
-        self.names = names
-
-    @property
-    def size(self) -> int:
-        return len(self.frames) + 24 * len(self.ends)
-
-    def batch(self, i: int) -> Batch:
-        """Its events from the i-th on."""
-        ends = self.ends
-        starts = chain((ends[i - 1] if i else 0,), islice(ends, i, len(ends) - 1))
-        frames = list(map(self.frames.__getitem__, map(slice, starts, islice(ends, i, None))))
-        return Batch(self.first + i, frames, self.modes[i:], self.names[i:])
+def _merged(blocks: Sequence[Frames]) -> Frames:
+    """Blocks in a row as one, in a buffer of its own."""
+    if len(blocks) == 1:
+        return blocks[0]
+    ends: array[int] = array("Q")
+    base = 0
+    for block in blocks:
+        shift = base - block.start
+        ends.extend(map(add, block.ends, repeat(shift)) if shift else block.ends)
+        base += block.ends[-1] - block.start
+    return Frames(
+        blocks[0].first,
+        b"".join([block.joined() for block in blocks]),
+        0,
+        ends,
+        list(chain.from_iterable(block.modes for block in blocks)),
+        list(chain.from_iterable(block.names for block in blocks)),
+        _kinds(list(chain.from_iterable(block.kinds for block in blocks))),
+    )
 
 
 class _Log:
-    """One run's events: frames, modes and names side by side (frames[k] is event first + k;
-    those before `start` are evicted and go at the next compaction), and items appended since
-    the last read, whose frames are made together when a reader asks (or a thousand wait):
-    a burst costs one pass of C iterators instead of a Python step, and an object, per event.
+    """One run's events: blocks of frames (blocks[b0:] are kept, but for the first `start`
+    events of blocks[b0]; those before b0 go at the next compaction), and items appended since
+    the last flush, whose frames are made together when a reader asks (or a thousand wait):
+    a burst costs one pass of C iterators and one buffer instead of a Python step, and an
+    object, per event.
     """
 
     __slots__ = (
+        "b0",
+        "blocks",
         "closed",
         "expiry",
-        "first",
-        "frames",
+        "firsts",
+        "kept",
         "max_events",
-        "modes",
-        "names",
         "next_seq",
-        "packed",
         "pending",
         "start",
         "waiters",
@@ -85,34 +94,16 @@ class _Log:
 
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
-        self.frames: list[bytes] = []
-        self.modes: list[str] = []
-        self.names: list[str] = []
-        self.first = 1
+        self.blocks: list[Frames] = []
+        self.firsts: list[int] = []  # each block's first id, for bisect
+        self.b0 = 0
         self.start = 0
+        self.kept = 0  # events kept in blocks
         self.pending: list[tuple[str, str, bytes]] = []
         self.next_seq = 1  # the pending items' ids included
         self.closed = False
         self.waiters: list[asyncio.Future[None]] = []
         self.expiry: asyncio.TimerHandle | None = None
-        self.packed: _Packed | None = None
-
-    def flush(self) -> None:
-        items = self.pending
-        if not items:
-            return
-        self.pending = []
-        names = list(map(_NAME, items))
-        self.frames += frames_of(self.next_seq - len(items), names, map(_DATA, items))
-        self.modes += map(_MODE, items)
-        self.names += names
-        excess = len(self.frames) - self.start - self.max_events
-        if excess > 0:  # the oldest go, exactly max_events kept
-            self.start += excess
-            if self.start > max(1024, self.max_events >> 3):  # dropped now and then, not each
-                del self.frames[: self.start], self.modes[: self.start], self.names[: self.start]
-                self.first += self.start
-                self.start = 0
 
     def add(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         pending = self.pending
@@ -123,32 +114,58 @@ class _Log:
         if self.waiters:
             self.notify()
 
-    def pack(self) -> int:
-        """Pack a finished log's events where that saves memory (see _PACK_UP_TO); returns the
-        bytes it now keeps."""
-        self.flush()
-        if self.packed is not None:
-            return self.packed.size
-        i = self.start
-        count = len(self.frames) - i
-        data = sum(map(len, islice(self.frames, i, None)))
-        if data > count * _PACK_UP_TO:  # kept as it is, but for its evicted events
-            if i:
-                del self.frames[:i], self.modes[:i], self.names[:i]
-                self.first, self.start = self.first + i, 0
-            return data + count * _LIVE_OVERHEAD
-        if count:
-            self.packed = _Packed(self.first + i, self.frames[i:], self.modes[i:], self.names[i:])
-            self.frames, self.modes, self.names = [], [], []
-            self.first, self.start = self.next_seq, 0
-        return self.packed.size if self.packed is not None else 0
+    def flush(self) -> None:
+        items = self.pending
+        if not items:
+            return
+        self.pending = []
+        first = self.next_seq - len(items)
+        names = list(map(_NAME, items))
+        modes = list(map(_MODE, items))
+        frames = list(frames_of(first, names, map(_DATA, items)))
+        ends = array("Q", accumulate(map(len, frames)))
+        self.blocks.append(Frames(first, b"".join(frames), 0, ends, modes, names, _kinds(modes)))
+        self.firsts.append(first)
+        self.kept += len(items)
+        if self.kept > self.max_events:  # the oldest go, exactly max_events kept
+            self._evict(self.kept - self.max_events)
 
-    def unpack(self) -> None:
-        if self.packed is not None:
-            batch = self.packed.batch(0)
-            self.frames, self.modes, self.names = batch.frames, batch.modes, batch.names
-            self.first, self.start = batch.first, 0
-            self.packed = None
+    def _evict(self, n: int) -> None:
+        self.kept -= n
+        blocks, b0, start = self.blocks, self.b0, self.start + n
+        while start >= len(blocks[b0]):
+            start -= len(blocks[b0])
+            b0 += 1
+        if b0 > 64 and 2 * b0 > len(blocks):  # dropped now and then, not each time
+            del blocks[:b0], self.firsts[:b0]
+            b0 = 0
+        self.b0, self.start = b0, start
+
+    def pack(self) -> int:
+        """A finished log without its evicted blocks; returns the bytes it keeps."""
+        self.flush()
+        blocks = self.blocks[self.b0 :]
+        if self.start:
+            blocks[0] = blocks[0].tail(self.start)
+        self.blocks, self.firsts = blocks, [block.first for block in blocks]
+        self.b0 = self.start = 0
+        return self.size()
+
+    def size(self) -> int:
+        frames = sum(len(block.buf) for block in self.blocks)
+        return frames + _BLOCK_OVERHEAD * len(self.blocks) + _EVENT_OVERHEAD * self.kept
+
+    def small(self) -> bool:
+        """Whether its blocks are many and small (see _MERGE_UNDER)."""
+        blocks = self.blocks
+        return len(blocks) > 1 and sum(len(b.buf) for b in blocks) < _MERGE_UNDER * len(blocks)
+
+    def merge(self) -> int:
+        """A packed log's blocks as one; returns the bytes it now keeps."""
+        if len(self.blocks) > 1:
+            self.blocks = [_merged(self.blocks)]
+            self.firsts = [self.blocks[0].first]
+        return self.size()
 
     def notify(self) -> None:
         # A future per waiting reader, woken together. (One future shared through
@@ -174,17 +191,23 @@ class _Log:
     def after(self, seq: int) -> Sequence[Event]:
         if self.next_seq - 1 <= seq:
             return ()
-        packed = self.packed
-        if packed is not None:
-            if seq + 1 < packed.first:
-                raise EventsEvicted(seq, packed.first)
-            return packed.batch(seq + 1 - packed.first)
         self.flush()
-        kept = self.first + self.start
+        b0, firsts = self.b0, self.firsts
+        kept = firsts[b0] + self.start
         if seq + 1 < kept:
             raise EventsEvicted(seq, kept)
-        i = seq + 1 - self.first
-        return Batch(seq + 1, self.frames[i:], self.modes[i:], self.names[i:])
+        k = bisect_right(firsts, seq + 1, b0) - 1
+        blocks = self.blocks
+        block = blocks[k].tail(seq + 1 - firsts[k])
+        # A reader behind by several blocks takes the small ones that follow together (one
+        # write to its client, not one each); a large block goes as it is, without a copy.
+        end, size = k + 1, len(block.buf)
+        while end < len(blocks) and size < _MERGE_UNDER:
+            size += len(blocks[end].buf)
+            end += 1
+        if end == k + 1:
+            return block
+        return _merged([block, *islice(blocks, k + 1, end)])
 
 
 class _Writer:
@@ -271,7 +294,6 @@ class MemoryEventBus:
             log.closed = False
             self._cancel_expiry(log)
             self._forget(run_id)
-            log.unpack()
         return log
 
     async def publish(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
@@ -298,14 +320,23 @@ class MemoryEventBus:
         log.notify()
         self._cancel_expiry(log)
         self._forget(run_id)
-        size = log.pack()
+        self._retain(run_id, log.pack())
+        loop = asyncio.get_running_loop()
+        log.expiry = loop.call_later(self._keep_seconds, self._drop, run_id)
+        if log.small():  # once its readers, woken above, have had its last events
+            loop.call_soon(self._merge, run_id, log)
+
+    def _retain(self, run_id: str, size: int) -> None:
         self._retained[run_id] = size
         self._retained_bytes += size
         while self._retained_bytes > self._max_retained and len(self._retained) > 1:
             oldest = next(iter(self._retained))
             self._drop(oldest)  # over the budget: the oldest finished log goes first
-        loop = asyncio.get_running_loop()
-        log.expiry = loop.call_later(self._keep_seconds, self._drop, run_id)
+
+    def _merge(self, run_id: str, log: _Log) -> None:
+        if self._logs.get(run_id) is log and log.closed and run_id in self._retained:
+            self._forget(run_id)
+            self._retain(run_id, log.merge())
 
     def _forget(self, run_id: str) -> None:
         self._retained_bytes -= self._retained.pop(run_id, 0)
