@@ -205,11 +205,16 @@ class EventBus(Protocol):
 
 
 class Writer(Protocol):
-    """One run's publishes on an instant bus, without a coroutine: one item, or several."""
+    """One run's publishes on an instant bus, without a coroutine nor a call per event: its
+    executor appends (mode, event name, JSON data) items to `items` and calls soon() when
+    `items` was empty; they reach the run's log at flush(), which soon() schedules for the
+    loop's next turn (before any reader runs, however the run suspends)."""
 
-    def one(self, item: tuple[str, str, bytes]) -> None: ...
+    items: list[tuple[str, str, bytes]]
 
-    def many(self, items: Sequence[tuple[str, str, bytes]]) -> None: ...
+    def soon(self) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class InstantEventBus(EventBus, Protocol):

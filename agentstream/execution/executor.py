@@ -298,7 +298,8 @@ class Executor:
         published = 0
         if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
             write = cast(InstantEventBus, self.bus).writer(run_id)
-            one, encode, first_try = write.one, orjson.dumps, serde.FIRST_TRY
+            items, soon = write.items, write.soon
+            encode, first_try = orjson.dumps, serde.FIRST_TRY
             turn = 0
             try:
                 async for part in parts:
@@ -313,7 +314,9 @@ class Executor:
                             data = encode(part[1], first_try)
                         except TypeError:  # numpy, or keys that are not str
                             data = serde.dumps(part[1])
-                        one((mode, mode, data))
+                        items.append((mode, mode, data))
+                        if len(items) == 1:
+                            soon()
                         published += 1
                     else:
                         batch = translate(part)
@@ -321,8 +324,10 @@ class Executor:
                             continue
                         if not published:
                             metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                        if not items:
+                            soon()
+                        items += batch
                         published += len(batch)
-                        write.many(batch)
                     if published - turn >= YIELD_EVERY:
                         # A graph that emitted a burst without awaiting is drained here
                         # without a single suspension: hand the loop over now and then, so
@@ -332,8 +337,10 @@ class Executor:
                         # client 10 ms after its first token was in the log), and other
                         # requests are served meanwhile.
                         turn = published
+                        write.flush()
                         await asyncio.sleep(0)
             finally:
+                write.flush()
                 metrics.EVENTS_PUBLISHED.inc(published)
             return
         pending: list[Item] = []
