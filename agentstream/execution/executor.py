@@ -267,9 +267,9 @@ class Executor:
                 v3 = self._v3[run["run_id"]] = V3Run(run["run_id"], assistant["graph_id"])
                 parts = v3.stream(graph, graph_input, config, _options(kwargs, context or None))
                 translate: Callable[[Any], list[Item]] = v3.translate
-                plain: frozenset[str] = frozenset()
+                direct: Translator | None = None
             else:
-                parts, translate, plain = self._stream(
+                parts, translate, direct = self._stream(
                     graph,
                     config,
                     kwargs,
@@ -280,7 +280,7 @@ class Executor:
                     persist=persist,
                 )
             async with aclosing(parts):
-                await self._publish_all(run, parts, translate, plain)
+                await self._publish_all(run, parts, translate, direct)
             return await self._outcome(graph, config, translator, persist)
 
     async def _publish_all(
@@ -288,46 +288,53 @@ class Executor:
         run: Run,
         parts: AsyncIterator[Any],
         translate: Callable[[Any], list[Item]],
-        plain: frozenset[str] = frozenset(),
+        direct: Translator | None = None,
     ) -> None:
         """Translates and publishes what the graph streams, in order. On the in-process bus in
         place; otherwise with at most one publish in flight: what the graph yields while a
-        publish waits (on Redis, a round trip) goes out with the next one. `plain`: the modes
-        whose parts, (mode, chunk), go out as they are (Translator.plain)."""
+        publish waits (on Redis, a round trip) goes out with the next one. `direct`: the
+        translator of parts that are (mode, chunk) pairs, some of which the in-process bus's
+        loop turns into events itself."""
         run_id = run["run_id"]
         published = 0
         if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
             write = cast(InstantEventBus, self.bus).writer(run_id)
             items, soon = write.items, write.soon
             encode, first_try = orjson.dumps, serde.FIRST_TRY
+            plain = direct.plain if direct is not None else frozenset()
+            pair = direct.pair if direct is not None and direct.pairs_only else None
             turn = 0
             try:
                 async for part in parts:
+                    # A custom event (or tasks, checkpoints) and a model's token as a
+                    # (message, metadata) pair are made here, without translate()'s call and
+                    # list in between: a tenth of what a custom event cost the server on its
+                    # way to the client.
                     if plain and part[0] in plain:
-                        # A custom event (or tasks, checkpoints): encoded here, without
-                        # translate()'s call and list in between, a tenth of what such an
-                        # event cost the server on its way to the client.
-                        if not published:
-                            metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
                         mode = part[0]
                         try:
-                            data = encode(part[1], first_try)
+                            item = (mode, mode, encode(part[1], first_try))
                         except TypeError:  # numpy, or keys that are not str
-                            data = serde.dumps(part[1])
-                        items.append((mode, mode, data))
-                        if len(items) == 1:
-                            soon()
-                        published += 1
+                            item = (mode, mode, serde.dumps(part[1]))
+                    elif pair is not None and part[0] == "messages":
+                        item = ("messages-tuple", "messages", pair(part[1]))
                     else:
                         batch = translate(part)
                         if not batch:  # modes nobody asked for (values, kept for the result)
                             continue
-                        if not published:
-                            metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                        item = None
+                    if not published:
+                        metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
+                    if item is None:
                         if not items:
                             soon()
                         items += batch
                         published += len(batch)
+                    else:
+                        items.append(item)
+                        if len(items) == 1:
+                            soon()
+                        published += 1
                     if published - turn >= YIELD_EVERY:
                         # A graph that emitted a burst without awaiting is drained here
                         # without a single suspension: hand the loop over now and then, so
@@ -398,11 +405,11 @@ class Executor:
         context: Any,
         *,
         persist: bool,
-    ) -> tuple[AsyncGenerator[Any, None], Callable[[Any], list[Item]], frozenset[str]]:
+    ) -> tuple[AsyncGenerator[Any, None], Callable[[Any], list[Item]], Translator | None]:
         """The graph's stream, how to turn each of its parts into events (called in the
-        publishing loop itself: a generator in between cost a hop per event), and the modes
-        whose parts go out as they are. A run that keeps its thread's state also streams
-        `updates`, for the interrupts (see ran_to_end)."""
+        publishing loop itself: a generator in between cost a hop per event), and the
+        translator when the parts are (mode, chunk) pairs. A run that keeps its thread's state
+        also streams `updates`, for the interrupts (see ran_to_end)."""
         options = {
             "stream_mode": graph_modes(requested, need_values=True, need_updates=persist),
             "subgraphs": bool(kwargs.get("subgraphs")),
@@ -410,8 +417,8 @@ class Executor:
         }
         if "events" not in requested:
             stream = graph.astream(graph_input, config, **options)
-            plain = frozenset() if options["subgraphs"] else translator.plain
-            return cast(AsyncGenerator[Any, None], stream), translator.part, plain
+            direct = None if options["subgraphs"] else translator
+            return cast(AsyncGenerator[Any, None], stream), translator.part, direct
         root = str(config["run_id"])  # type: ignore[typeddict-item]
 
         def translate_event(event: Any) -> list[Item]:
@@ -420,7 +427,7 @@ class Executor:
             return [("events", "events", serde.dumps(event))]
 
         events = graph.astream_events(graph_input, config, version="v2", **options)
-        return cast(AsyncGenerator[Any, None], events), translate_event, frozenset()
+        return cast(AsyncGenerator[Any, None], events), translate_event, None
 
     async def _outcome(
         self,

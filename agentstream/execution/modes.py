@@ -81,8 +81,8 @@ class Translator:
         # The requested modes whose chunks go out as they are: (mode, chunk) parts of these
         # the executor encodes itself, without part().
         self.plain = self.requested & _PLAIN
-        # Tokens asked for only as (message, metadata) pairs: each one encoded in part() itself.
-        self._pairs_only = "messages-tuple" in self.requested and "messages" not in self.requested
+        # Tokens asked for only as (message, metadata) pairs: each one encoded by pair() alone.
+        self.pairs_only = "messages-tuple" in self.requested and "messages" not in self.requested
 
     def part(self, part: Any) -> list[Item]:
         """translate() of what astream yields: (mode, chunk), or (namespace, mode, chunk) with
@@ -92,8 +92,8 @@ class Translator:
             mode, chunk = part
             if mode in self.plain:
                 return [(mode, mode, serde.dumps(chunk))]
-            if mode == "messages" and self._pairs_only:  # a token: a third of its cost was calls
-                return [("messages-tuple", "messages", self._pair(chunk))]
+            if mode == "messages" and self.pairs_only:  # a token: a third of its cost was calls
+                return [("messages-tuple", "messages", self.pair(chunk))]
             return self.translate((), mode, chunk)
         return self.translate(part[0], part[1], part[2])
 
@@ -125,11 +125,11 @@ class Translator:
     def _messages(self, ns: Sequence[str], chunk: Any) -> Iterable[Item]:
         if "messages-tuple" in self.requested:
             name = self._name("messages", ns) if ns else "messages"
-            yield "messages-tuple", name, self._pair(chunk)
+            yield "messages-tuple", name, self.pair(chunk)
         if "messages" in self.requested:
             yield from self._legacy(*chunk)
 
-    def _pair(self, chunk: tuple[BaseMessage, dict[str, Any]]) -> bytes:
+    def pair(self, chunk: tuple[BaseMessage, dict[str, Any]]) -> bytes:
         """A `messages-tuple` event's data: [message, metadata]."""
         # A join, not b"[%s,%s]" %: the format parsed for every token was a fifth of its cost.
         return b"".join((b"[", serde.dumps_message(chunk[0]), b",", self._encoded(chunk[1]), b"]"))
