@@ -973,3 +973,23 @@ async def test_a_burst_goes_out_on_redis_while_it_is_still_translated(
     assert len(read) == tokens, "every event, in order, once"
     assert [loads(e.data)["n"] for e in read] == [str(n) for n in range(tokens)]
     assert at_publish[0] < tokens // 2, f"first publish after {at_publish[0]} of {tokens}"
+
+
+async def test_a_live_log_past_its_bound_lets_its_evicted_blocks_go() -> None:
+    # A long run streaming past max_events, its reader keeping up (a block a read): the blocks
+    # evicted whole are dropped now and then, so what the log holds stays near its bound.
+    bus = MemoryEventBus(max_events=2_000)
+    seq = most = 0
+    for _ in range(1_000):
+        seq = await bus.publish("r", _items(*(str(n) for n in range(100))))
+        [b async for b in bus.subscribe("r", seq - 100, wait=False)]
+        most = max(most, sum(len(block) for block in bus._logs["r"].blocks))
+    assert seq == 100_000
+    assert 2_000 <= most <= 2_000 + 1_024 + 100
+    kept = [
+        e for batch in [b async for b in bus.subscribe("r", seq - 2_000, wait=False)] for e in batch
+    ]
+    assert [e.seq for e in kept] == list(range(seq - 1_999, seq + 1))
+    with pytest.raises(EventsEvicted):
+        [b async for b in bus.subscribe("r", seq - 2_001, wait=False)]
+    await bus.aclose()

@@ -84,6 +84,7 @@ class _Log:
         "closed",
         "expiry",
         "firsts",
+        "gone",
         "kept",
         "max_events",
         "next_seq",
@@ -98,6 +99,7 @@ class _Log:
         self.firsts: list[int] = []  # each block's first id, for bisect
         self.b0 = 0
         self.start = 0
+        self.gone = 0  # events of the evicted blocks before b0
         self.kept = 0  # events kept in blocks
         self.pending: list[tuple[str, str, bytes]] = []
         self.next_seq = 1  # the pending items' ids included
@@ -135,10 +137,11 @@ class _Log:
         blocks, b0, start = self.blocks, self.b0, self.start + n
         while start >= len(blocks[b0]):
             start -= len(blocks[b0])
+            self.gone += len(blocks[b0])
             b0 += 1
-        if b0 > 64 and 2 * b0 > len(blocks):  # dropped now and then, not each time
+        if self.gone > max(1024, self.max_events >> 3):  # dropped now and then, not each time
             del blocks[:b0], self.firsts[:b0]
-            b0 = 0
+            b0 = self.gone = 0
         self.b0, self.start = b0, start
 
     def pack(self) -> int:
@@ -148,7 +151,7 @@ class _Log:
         if self.start:
             blocks[0] = blocks[0].tail(self.start)
         self.blocks, self.firsts = blocks, [block.first for block in blocks]
-        self.b0 = self.start = 0
+        self.b0 = self.start = self.gone = 0
         return self.size()
 
     def size(self) -> int:
