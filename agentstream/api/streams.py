@@ -41,11 +41,9 @@ def run_frames(
         return RESULT_MODE not in kinds if sent is None else kinds <= sent
 
     def render(batch: Sequence[Event]) -> bytes:
-        if type(batch) is Frames:
-            if keeps_all(batch.kinds):
-                return batch.joined()
-            return b"".join(compress(batch.frames, map(keep, batch.modes)))
-        if type(batch) is Batch:
+        if type(batch) is Frames and keeps_all(batch.kinds):
+            return batch.joined()
+        if type(batch) is Frames or type(batch) is Batch:
             return b"".join(compress(batch.frames, map(keep, batch.modes)))
         return b"".join(e.frame for e in batch if keep(e.mode))
 
