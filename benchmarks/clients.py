@@ -6,6 +6,7 @@ Both yield `(event name, decoded data)` pairs, so every scenario runs unchanged 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, cast
@@ -272,12 +273,22 @@ class _Conn:
             yield chunk[:-2]
 
 
+# A frame as agentstream sends them (CRLFs made LFs): an event line, one data line, an id line.
+_FRAME = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n(?:id: [^\n]*\n)?\n")
+
+
 async def sse_parts(chunks: AsyncIterator[bytes]) -> AsyncIterator[Part]:
     """Frames separated by a blank line; `event:` and `data:` fields; comments skipped.
 
-    Accepts CRLF and LF line ends (agentstream sends CRLF; other servers may send LF).
+    Accepts CRLF and LF line ends (agentstream sends CRLF; other servers may send LF). Where
+    every frame a chunk completes is an event line, one data line and at most an id line
+    (agentstream's), they are found in one pass in C (_FRAME), each data line decoded alone:
+    the client must read a burst faster than a server sends it, or the figure is the client's
+    (line by line, 1.1 us an event against the server's 0.9, a 20,000-event burst).
     """
     pending = b""
+    names: dict[bytes, str] = {}
+    loads = orjson.loads
     async for chunk in chunks:
         data = pending + chunk
         if data.endswith(b"\r"):  # a CRLF may be split across two chunks
@@ -285,9 +296,20 @@ async def sse_parts(chunks: AsyncIterator[bytes]) -> AsyncIterator[Part]:
         else:
             held = b""
         data = data.replace(b"\r\n", b"\n")
-        frames = data.split(b"\n\n")
-        pending = frames.pop() + held
-        for frame in frames:
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            pending = data + held
+            continue
+        whole, pending = data[: cut + 2], data[cut + 2 :] + held
+        found = _FRAME.findall(whole)
+        if len(found) == whole.count(b"\n\n"):
+            for name, line in found:
+                event = names.get(name)
+                if event is None:
+                    event = names[name] = name.strip().decode()
+                yield event, loads(line)
+            continue
+        for frame in whole.split(b"\n\n")[:-1]:
             part = _parse_frame(frame)
             if part is not None:
                 yield part
