@@ -38,8 +38,8 @@ class _InRow(Sequence[Event]):
 
     __slots__ = ()
     first: int
-    modes: list[str]
-    names: list[str]
+    modes: Sequence[str]
+    names: Sequence[str]
 
     @property
     def frames(self) -> list[bytes]:
@@ -93,6 +93,8 @@ class Frames(_InRow):
     (joined()), where a list of frames cost it a join and a frame object each."""
 
     __slots__ = ("buf", "ends", "first", "kinds", "modes", "names", "start")
+    modes: tuple[str, ...]  # tuples of str: the collector stops tracking them (see memory.py)
+    names: tuple[str, ...]
 
     def __init__(
         self,
@@ -100,8 +102,8 @@ class Frames(_InRow):
         buf: bytes,
         start: int,
         ends: array[int],
-        modes: list[str],
-        names: list[str],
+        modes: tuple[str, ...],
+        names: tuple[str, ...],
         kinds: frozenset[str],
     ) -> None:
         self.first = first
