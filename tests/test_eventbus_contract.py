@@ -1011,3 +1011,29 @@ async def test_a_kept_log_leaves_the_collector_nothing_per_event() -> None:
     tracked = [s for block in blocks for s in (block.modes, block.names) if gc.is_tracked(s)]
     assert tracked == []
     await bus.aclose()
+
+
+async def test_kept_logs_go_when_their_time_is_up_oldest_first() -> None:
+    # One timer for every kept log, at the oldest's time: each log goes once keep_seconds
+    # have passed since its close, not before, and the later ones stay until theirs.
+    keep = 0.3
+    bus = MemoryEventBus(keep_seconds=keep)
+    loop = asyncio.get_running_loop()
+    closed: dict[str, float] = {}
+    for name in ("a", "b", "c"):
+        await bus.publish(name, _items("1", "2"))
+        await bus.close(name)
+        closed[name] = loop.time()
+        await asyncio.sleep(keep / 3)
+    gone: dict[str, float] = {}
+    async with asyncio.timeout(10):
+        while len(gone) < 3:
+            for name in closed:
+                if name not in gone and await bus.last_seq(name) == 0:
+                    gone[name] = loop.time()
+            await asyncio.sleep(0.01)
+    for name in closed:
+        assert gone[name] >= closed[name] + keep, f"{name} went before its time"
+    assert gone["a"] <= gone["b"] <= gone["c"]
+    assert bus.retained_bytes == 0
+    await bus.aclose()

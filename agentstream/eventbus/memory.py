@@ -82,7 +82,6 @@ class _Log:
         "b0",
         "blocks",
         "closed",
-        "expiry",
         "firsts",
         "gone",
         "kept",
@@ -105,7 +104,6 @@ class _Log:
         self.next_seq = 1  # the pending items' ids included
         self.closed = False
         self.waiters: list[asyncio.Future[None]] = []
-        self.expiry: asyncio.TimerHandle | None = None
 
     def add(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         pending = self.pending
@@ -267,9 +265,12 @@ class MemoryEventBus:
         self._max_events = max_events
         self._keep_seconds = keep_seconds
         self._max_retained = max_retained_bytes
-        # Finished logs still kept, oldest first, with the bytes each keeps.
-        self._retained: OrderedDict[str, int] = OrderedDict()
+        # Finished logs still kept, oldest first: the bytes each keeps, and the loop's time at
+        # which it goes. One timer for them all, at the oldest's time (a timer a log kept its
+        # handle, callback and context, a tenth of a short run's kept bytes, until it fired).
+        self._retained: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._retained_bytes = 0
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def retained_bytes(self) -> int:
@@ -297,7 +298,6 @@ class MemoryEventBus:
         log = self._log(run_id)
         if log.closed:  # a new attempt of the run reopens its log and continues its ids
             log.closed = False
-            self._cancel_expiry(log)
             self._forget(run_id)
         return log
 
@@ -323,34 +323,54 @@ class MemoryEventBus:
         log = self._log(run_id)
         log.closed = True
         log.notify()
-        self._cancel_expiry(log)
         self._forget(run_id)
-        self._retain(run_id, log.pack())
         loop = asyncio.get_running_loop()
-        log.expiry = loop.call_later(self._keep_seconds, self._drop, run_id)
+        self._retain(run_id, log.pack(), loop.time() + self._keep_seconds)
         if log.small():  # once its readers, woken above, have had its last events
             loop.call_soon(self._merge, run_id, log)
 
-    def _retain(self, run_id: str, size: int) -> None:
-        self._retained[run_id] = size
+    def _retain(self, run_id: str, size: int, until: float) -> None:
+        self._retained[run_id] = (size, until)
         self._retained_bytes += size
         while self._retained_bytes > self._max_retained and len(self._retained) > 1:
             oldest = next(iter(self._retained))
             self._drop(oldest)  # over the budget: the oldest finished log goes first
+        if self._sweep is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._retained:
+            _, until = next(iter(self._retained.values()))
+            self._sweep = asyncio.get_running_loop().call_at(until, self._expire)
+
+    def _expire(self) -> None:
+        """The kept logs whose time has come go (closed in order, so they are the oldest)."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        retained = self._retained
+        while retained:
+            run_id, (_, until) = next(iter(retained.items()))
+            if until > now:
+                break
+            self._drop(run_id)
+        self._arm()
 
     def _merge(self, run_id: str, log: _Log) -> None:
-        if self._logs.get(run_id) is log and log.closed and run_id in self._retained:
-            self._forget(run_id)
-            self._retain(run_id, log.merge())
+        kept = self._retained.get(run_id)
+        if kept is not None and self._logs.get(run_id) is log and log.closed:
+            size, until = kept
+            merged = log.merge()
+            self._retained[run_id] = (merged, until)  # in its place: it goes when it would have
+            self._retained_bytes += merged - size
 
     def _forget(self, run_id: str) -> None:
-        self._retained_bytes -= self._retained.pop(run_id, 0)
+        kept = self._retained.pop(run_id, None)
+        if kept is not None:
+            self._retained_bytes -= kept[0]
 
     def _drop(self, run_id: str) -> None:
-        log = self._logs.pop(run_id, None)
+        self._logs.pop(run_id, None)
         self._forget(run_id)
-        if log is not None:
-            self._cancel_expiry(log)
 
     async def last_seq(self, run_id: str) -> int:
         log = self._logs.get(run_id)
@@ -388,14 +408,9 @@ class MemoryEventBus:
             log.notify()
 
     async def aclose(self) -> None:
-        for log in self._logs.values():
-            self._cancel_expiry(log)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         self._logs.clear()
         self._retained.clear()
         self._retained_bytes = 0
-
-    @staticmethod
-    def _cancel_expiry(log: _Log) -> None:
-        if log.expiry is not None:
-            log.expiry.cancel()
-            log.expiry = None
