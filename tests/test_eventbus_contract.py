@@ -1032,8 +1032,8 @@ async def test_kept_logs_go_when_their_time_is_up_oldest_first() -> None:
                 if name not in gone and await bus.last_seq(name) == 0:
                     gone[name] = loop.time()
             await asyncio.sleep(0.01)
-    for name in closed:
-        assert gone[name] >= closed[name] + keep, f"{name} went before its time"
+    for name in closed:  # (a millisecond early at most: uvloop's timers run that early)
+        assert gone[name] >= closed[name] + keep - 0.001, f"{name} went before its time"
     assert gone["a"] <= gone["b"] <= gone["c"]
     assert bus.retained_bytes == 0
     await bus.aclose()

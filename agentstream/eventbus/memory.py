@@ -35,6 +35,9 @@ _EVENT_OVERHEAD = 24
 # they are, without a copy.
 _MERGE_UNDER = 16 * 1024
 
+# How early a kept log may go (see MemoryEventBus._expire).
+_EARLY = 0.001
+
 # One frozenset per set of modes, shared by every block that has them.
 _KINDS: dict[frozenset[str], frozenset[str]] = {}
 
@@ -346,7 +349,9 @@ class MemoryEventBus:
     def _expire(self) -> None:
         """The kept logs whose time has come go (closed in order, so they are the oldest)."""
         self._sweep = None
-        now = asyncio.get_running_loop().time()
+        # uvloop runs a timer up to half a millisecond early: a log due within _EARLY goes now,
+        # instead of the timer being armed again and again until its time.
+        now = asyncio.get_running_loop().time() + _EARLY
         retained = self._retained
         while retained:
             run_id, (_, until) = next(iter(retained.items()))
