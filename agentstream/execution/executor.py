@@ -26,6 +26,7 @@ from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus, InstantEventBus
 from agentstream.eventbus.base import Writer
 from agentstream.execution.bound import bound, interrupts_by_task
+from agentstream.execution.flights import PUBLISH_MOST, Flights
 from agentstream.execution.modes import Item, Translator, graph_modes
 from agentstream.execution.pace import YIELD_EVERY, Pace
 from agentstream.execution.tokens import SUPPORTED as TOKENS_SUPPORTED
@@ -41,8 +42,6 @@ from agentstream.users import rebuild as rebuild_user
 
 log = logging.getLogger("agentstream.executor")
 
-# The most events one publish to a bus that waits (Redis) carries; what is left goes next.
-PUBLISH_MOST = 256
 # YIELD_EVERY (pace.py): the loop is also handed over after this many events translated in a
 # row (a burst: a graph that emitted them without awaiting), so that they reach readers while
 # the rest is translated.
@@ -258,26 +257,30 @@ class Executor:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
-            write = None
+            sink: Writer | Flights
             if self.bus.instant:
-                write = cast(InstantEventBus, self.bus).writer(run["run_id"])
+                sink = cast(InstantEventBus, self.bus).writer(run["run_id"])
+            else:
+                sink = Flights(self.bus, run["run_id"], lambda: due(run))
+            # On Redis, as often as a publish fills: handing over every YIELD_EVERY tokens
+            # there split a burst into twice the publishes, 1-4 µs more of the worker's CPU a
+            # token, for no more tokens a second.
+            every = YIELD_EVERY if self.bus.instant else PUBLISH_MOST
             tokens = None
-            if write is not None and _by_handler(kwargs, requested):
+            if _by_handler(kwargs, requested):
                 tokens = Tokens(
                     translator,
-                    write.items,
-                    write.soon,
-                    write.flush,
+                    sink.items,
+                    sink.soon,
+                    sink.flush,
                     root=UUID(run["run_id"]),
                     subgraphs=bool(kwargs.get("subgraphs")),
+                    every=every,
                 )
                 if not _add_handler(config, tokens):
                     tokens = None
             if tokens is None and (is_v2(kwargs) or not _TOKENS.isdisjoint(requested)):
-                # On Redis, as often as a publish fills: handing over every YIELD_EVERY tokens
-                # there split a burst into twice the publishes, 1-4 µs more of the worker's CPU
-                # a token, for no more tokens a second.
-                _add_handler(config, Pace(YIELD_EVERY if self.bus.instant else PUBLISH_MOST))
+                _add_handler(config, Pace(every))
             graph_input = _input(kwargs)
             if claim["attempt"] > 1 and persist and await _wrote_checkpoints(graph, config):
                 graph_input = None  # a taken-over run continues from its own last checkpoint
@@ -302,9 +305,9 @@ class Executor:
                 tokens.reads(parts)
             try:
                 async with aclosing(parts):
-                    await self._publish_all(run, parts, translate, direct, write)
+                    await self._publish_all(run, parts, translate, direct, sink)
             finally:
-                if tokens is not None:
+                if tokens is not None and self.bus.instant:  # Flights counts what it sends
                     metrics.EVENTS_PUBLISHED.inc(tokens.count)
             return await self._outcome(graph, config, translator, persist)
 
@@ -314,16 +317,18 @@ class Executor:
         parts: AsyncIterator[Any],
         translate: Callable[[Any], list[Item]],
         direct: Translator | None = None,
-        write: Writer | None = None,
+        sink: Writer | Flights | None = None,
     ) -> None:
-        """Translates and publishes what the graph streams, in order. On the in-process bus in
-        place; otherwise with at most one publish in flight: what the graph yields while a
-        publish waits (on Redis, a round trip) goes out with the next one. `direct`: the
+        """Translates and publishes what the graph streams, in order, through `sink` (the run's
+        Tokens handler appends to it too). On the in-process bus in place, through its writer;
+        otherwise through Flights: at most one publish in flight, what the graph yields while
+        a publish waits (on Redis, a round trip) going out with the next one. `direct`: the
         translator of parts that are (mode, chunk) pairs, some of which the in-process bus's
         loop turns into events itself."""
         run_id = run["run_id"]
         published = 0
         if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
+            write = sink if sink is not None and not isinstance(sink, Flights) else None
             if write is None:
                 write = cast(InstantEventBus, self.bus).writer(run_id)
             items, soon = write.items, write.soon
@@ -377,34 +382,17 @@ class Executor:
                 write.flush()
                 metrics.EVENTS_PUBLISHED.inc(published)
             return
-        pending: list[Item] = []
-        flight: asyncio.Future[None] | None = None
-
-        async def send() -> None:
-            # What is pending when the publish starts (its task's first step, a loop turn
-            # after it was made), not when it was made: a burst the graph yielded in that turn
-            # (a node's events emitted without an await) goes out together instead of its
-            # first event alone, a round trip to Redis for it and one more for each reader.
-            # At most PUBLISH_MOST at a time, and then what came meanwhile: a model's whole
-            # reply at once (thousands of events) reaches its readers in pieces, the first soon.
-            nonlocal published
-            while pending:
-                batch = pending[:PUBLISH_MOST]
-                del pending[:PUBLISH_MOST]
-                if not published:
-                    metrics.TIME_TO_FIRST_EVENT.observe(max(0.0, time.time() - due(run)))
-                published += len(batch)
-                await self.bus.publish(run_id, batch)
-
+        flights = sink if isinstance(sink, Flights) else Flights(self.bus, run_id, lambda: due(run))
+        pending = flights.items
         since = 0  # events translated since the loop was last handed over here
         try:
             async for part in parts:
                 batch = translate(part)
-                pending.extend(batch)
-                if pending and (flight is None or flight.done()):
-                    if flight is not None:
-                        flight.result()  # a failed publish fails the run
-                    flight = asyncio.ensure_future(send())
+                if batch:
+                    if not pending:
+                        flights.soon()
+                    pending.extend(batch)
+                    flights.check()
                 since += len(batch)
                 if since >= YIELD_EVERY:
                     # A burst, as above: without this the publish started at its first event
@@ -414,12 +402,7 @@ class Executor:
                     since = 0
                     await asyncio.sleep(0)
         finally:
-            # However the stream ended, what it yielded is published, in order, before the end.
-            if flight is not None:
-                await flight
-            if pending:
-                await send()
-            metrics.EVENTS_PUBLISHED.inc(published)
+            await flights.finish()
 
     def _stream(
         self,
