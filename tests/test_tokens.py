@@ -128,7 +128,9 @@ async def test_a_runs_messages_are_langgraphs_in_its_order(
     assert served == expected
     nodes = {event[3] for event in served if len(event) == 4}
     # Every kind of message is there: the test graph still tests what it says.
-    assert {"speak", "whole", "quiet", "in_a_thread"} <= nodes
+    assert {"speak", "whole", "quiet", "in_a_thread", "blocking"} <= nodes
+    blocking = [event[2] for event in served if len(event) == 4 and event[3] == "blocking"]
+    assert len(blocking) == 22, "each of the synchronous call's tokens, then the last chunk"
     assert ("inner" in nodes) is subgraphs
     if "custom" in modes:  # the custom event a node emits before its model call comes first
         speak = [event[0] for event in served if event[-1] == "speak" or event == ("custom",)]
@@ -185,6 +187,6 @@ async def test_tokens_takes_what_langgraphs_queue_holds_before_its_own_events() 
     names = [name for _, name, _ in items]
     first_token = names.index("messages")
     assert names[:first_token] == ["custom"], "the custom event speak emits before its model"
-    assert names.count("messages") == 11
+    assert names.count("messages") == 33
     assert handler.count + looped == len(items)
     assert flushed, "a model call's tokens are handed to the log's readers on their way"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID, uuid4
@@ -40,6 +41,8 @@ from agentstream.execution.pace import YIELD_EVERY
 _QUEUE = "stream"
 _CODE = Pregel.astream.__code__
 SUPPORTED = _QUEUE in _CODE.co_varnames + _CODE.co_cellvars  # a cell: its closures use it
+
+_Chunk = tuple[tuple[str, ...], str, tuple[BaseMessage, dict[str, Any]]]  # (ns, mode, pair)
 
 
 class Tokens(StreamMessagesHandler):
@@ -84,6 +87,7 @@ class Tokens(StreamMessagesHandler):
         self._pair = translator.pair if translator.pairs_only else None
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._late: deque[_Chunk] = deque()  # messages from other threads, on their way
 
     def reads(self, parts: Any) -> None:
         """The graph's astream generator, whose queue holds what comes before a token."""
@@ -129,8 +133,8 @@ class Tokens(StreamMessagesHandler):
         if message.id is None:
             message.id = str(uuid4())
         self.seen.add(message.id)
-        if threading.get_ident() != self._thread:  # a synchronous model in a worker thread
-            self._loop.call_soon_threadsafe(self._late, message, meta)
+        if self._late or threading.get_ident() != self._thread:
+            self._defer((meta[0], "messages", (message, meta[1])))
             return
         queue = self._queue
         if queue is not None and queue._queue:  # type: ignore[attr-defined]
@@ -145,6 +149,11 @@ class Tokens(StreamMessagesHandler):
             self._append(self._translator.translate(ns, "messages", (message, meta[1])))
 
     async def _token_and_turn(self, token: Any, **kwargs: Any) -> None:
+        if threading.get_ident() != self._thread:
+            # A synchronous model called on the loop's thread: LangChain runs this coroutine
+            # in a loop of its own, in another thread (_token defers it to the loop's).
+            self._token(token, **kwargs)
+            return
         if self._fresh:  # what the node emitted before the call: in the queue after a turn
             self._fresh = False
             await asyncio.sleep(0)
@@ -155,17 +164,28 @@ class Tokens(StreamMessagesHandler):
         self._flush()
         await asyncio.sleep(0)
 
-    def _late(self, message: BaseMessage, meta: tuple[tuple[str, ...], dict[str, Any]]) -> None:
-        self._put((meta[0], "messages", (message, meta[1])))
-
-    def _put(self, chunk: tuple[tuple[str, ...], str, tuple[BaseMessage, dict[str, Any]]]) -> None:
-        # A whole message (a node's output, a reply not streamed; StreamMessagesHandler's
-        # _emit), or a token from another thread.
-        if threading.get_ident() != self._thread:
-            self._loop.call_soon_threadsafe(self._put, chunk)
+    def _put(self, chunk: _Chunk) -> None:
+        # A whole message: a node's output, a reply not streamed (StreamMessagesHandler._emit).
+        if self._late or threading.get_ident() != self._thread:
+            self._defer(chunk)
             return
+        self._add(chunk)
+
+    def _add(self, chunk: _Chunk) -> None:
         self._take(self._queue_now())
         self._append(self._translator.translate(chunk[0], chunk[1], chunk[2]))
+
+    # -- from other threads -----------------------------------------------------------------
+
+    def _defer(self, chunk: _Chunk) -> None:
+        """A message from another thread (a synchronous model in a worker thread, or in
+        LangChain's own thread for a coroutine of this handler) reaches the log on the loop's;
+        and while any is on its way, so do the ones after it, to keep their order."""
+        self._late.append(chunk)
+        self._loop.call_soon_threadsafe(self._undefer)
+
+    def _undefer(self) -> None:
+        self._add(self._late.popleft())
 
     # -- the order --------------------------------------------------------------------------
 

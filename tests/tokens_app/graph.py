@@ -1,8 +1,9 @@
 """Graphs with a message in every place LangGraph's `messages` mode takes one from: a model's
 tokens after a custom event, a message a node returns, a model call tagged `nostream`, a
 subgraph's model, a graph a node invokes outside its run (a thread of its own), a synchronous
-model in a worker thread, and (`pair`) two models streaming at once. tests/test_tokens.py
-holds the server's `messages` events equal to what LangGraph streams in-process."""
+model in a worker thread and one on the loop's thread, and (`pair`) two models streaming at
+once. tests/test_tokens.py holds the server's `messages` events equal to what LangGraph
+streams in-process."""
 
 import asyncio
 from typing import Any
@@ -58,6 +59,11 @@ def in_a_thread(state: MessagesState) -> dict[str, Any]:
     return {"messages": [EchoModel().invoke([HumanMessage("threaded")])]}
 
 
+async def blocking(state: MessagesState) -> dict[str, Any]:
+    # A synchronous call on the loop's thread: LangChain's synchronous callbacks, in place.
+    return {"messages": [EchoModel(repeat=20).invoke([HumanMessage("blocking")])]}
+
+
 builder = StateGraph(MessagesState)
 for name, node in [
     ("speak", speak),
@@ -66,6 +72,7 @@ for name, node in [
     ("child", child),
     ("detached", detached),
     ("in_a_thread", in_a_thread),
+    ("blocking", blocking),
 ]:
     builder.add_node(name, node)
 builder.add_edge(START, "speak")
@@ -74,6 +81,7 @@ builder.add_edge("whole", "quiet")
 builder.add_edge("quiet", "child")
 builder.add_edge("child", "detached")
 builder.add_edge("detached", "in_a_thread")
+builder.add_edge("in_a_thread", "blocking")
 tokens = builder.compile()
 
 
