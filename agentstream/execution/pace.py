@@ -1,5 +1,8 @@
 """Pace: a model's tokens reach the run's readers while the model is still producing them.
 
+For runs that stream `events` or protocol v2's events; a run streaming `messages` or
+`messages-tuple` is paced the same way by its Tokens handler instead (tokens.py).
+
 A chat model whose tokens come without a suspension in between (a local or cached model, a
 fake one in tests; LangChain's callbacks do not suspend) runs its whole reply in one step of
 the loop: LangGraph queues every token, and the executor, the run's log and its readers see
