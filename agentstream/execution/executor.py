@@ -257,11 +257,7 @@ class Executor:
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
-            sink: Writer | Flights
-            if self.bus.instant:
-                sink = cast(InstantEventBus, self.bus).writer(run["run_id"])
-            else:
-                sink = Flights(self.bus, run["run_id"], lambda: due(run))
+            sink = self._sink(run)
             # On Redis, as often as a publish fills: handing over every YIELD_EVERY tokens
             # there split a burst into twice the publishes, 1-4 µs more of the worker's CPU a
             # token, for no more tokens a second.
@@ -311,6 +307,13 @@ class Executor:
                     metrics.EVENTS_PUBLISHED.inc(tokens.count)
             return await self._outcome(graph, config, translator, persist)
 
+    def _sink(self, run: Run) -> Writer | Flights:
+        """Where a run's events go on their way to its log: the in-process bus's writer of it,
+        or, on a bus whose publish waits, its Flights."""
+        if self.bus.instant:
+            return cast(InstantEventBus, self.bus).writer(run["run_id"])
+        return Flights(self.bus, run["run_id"], lambda: due(run))
+
     async def _publish_all(
         self,
         run: Run,
@@ -325,12 +328,11 @@ class Executor:
         a publish waits (on Redis, a round trip) going out with the next one. `direct`: the
         translator of parts that are (mode, chunk) pairs, some of which the in-process bus's
         loop turns into events itself."""
-        run_id = run["run_id"]
+        if sink is None:
+            sink = self._sink(run)
         published = 0
-        if self.bus.instant:  # nothing to wait for: no task, nor coroutine, per publish
-            write = sink if sink is not None and not isinstance(sink, Flights) else None
-            if write is None:
-                write = cast(InstantEventBus, self.bus).writer(run_id)
+        if not isinstance(sink, Flights):  # nothing to wait for: no task nor coroutine a publish
+            write = sink
             items, soon = write.items, write.soon
             encode, first_try = orjson.dumps, serde.FIRST_TRY
             plain = direct.plain if direct is not None else frozenset()
@@ -382,7 +384,7 @@ class Executor:
                 write.flush()
                 metrics.EVENTS_PUBLISHED.inc(published)
             return
-        flights = sink if isinstance(sink, Flights) else Flights(self.bus, run_id, lambda: due(run))
+        flights = sink
         pending = flights.items
         since = 0  # events translated since the loop was last handed over here
         try:
