@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import httpx
 from langgraph_sdk.schema import StreamPart
+
+
+def import_file(path: Path, name: str, *, beside: Path) -> ModuleType:
+    """Imports a graph file the way a server would: by its path, with `beside` importable for
+    the while (the examples import their siblings, fake_model, by plain name, as with
+    "dependencies": ["."])."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(beside))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(beside))
+    return module
 
 
 def summary(values: Any) -> list[tuple[str, str]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,23 +16,15 @@ from langgraph.pregel import Pregel
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command
 
+from tests.helpers import import_file
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @functools.cache
 def load(name: str) -> ModuleType:
     """Import examples/<name>.py the way a server would: by file path, its folder importable."""
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    # The examples import their siblings (fake_model) by plain name, as with "dependencies": ["."].
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
+    return import_file(EXAMPLES / f"{name}.py", f"examples_{name}", beside=EXAMPLES)
 
 
 def graph_of(name: str) -> Pregel:

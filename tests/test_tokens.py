@@ -11,13 +11,10 @@ streaming at once.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,8 +24,8 @@ from langgraph_sdk.client import LangGraphClient
 
 from agentstream.execution.modes import Translator
 from agentstream.execution.tokens import Tokens
-from tests.cluster import running_cluster
-from tests.conftest import ServerProcess, start_server
+from tests.helpers import import_file
+from tests.servers import serving
 
 APP = Path(__file__).resolve().parent / "tokens_app"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -40,39 +37,21 @@ TASK = re.compile(r":[0-9a-f-]{36}")
 Event = tuple[Any, ...]
 
 
-def _graphs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tokens_app_graph", APP / "graph.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
-
-
-GRAPHS = _graphs()
+GRAPHS = import_file(APP / "graph.py", "tokens_app_graph", beside=EXAMPLES)
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
-def tokens_server(
+def tokens_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    if request.param == "embedded":
-        proc = start_server(
-            tmp_path_factory.mktemp("tokens") / "agentstream.sqlite", config=APP / "langgraph.json"
-        )
-        yield proc
-        proc.stop()
-        return
-    with running_cluster(APP / "langgraph.json", apis=1, workers=1) as cluster:
-        yield cluster.apis[0]
+) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("tokens") / "agentstream.sqlite"
+    with serving(request.param, APP / "langgraph.json", database) as urls:
+        yield urls[0]
 
 
 @pytest.fixture
-async def client(tokens_server: ServerProcess) -> AsyncIterator[LangGraphClient]:
-    c = get_client(url=tokens_server.url)
+async def client(tokens_url: str) -> AsyncIterator[LangGraphClient]:
+    c = get_client(url=tokens_url)
     yield c
     await c.http.client.aclose()
 
