@@ -133,7 +133,7 @@ def preflight(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    from agentstream.api import inspector
+    from agentstream.api import inspector, socket_writes
     from agentstream.app import create_app
     from agentstream.graphs import GraphLoadError, read_config
 
@@ -151,6 +151,7 @@ def serve(settings: Settings) -> None:
         # The grace is spent in app.drain, before uvicorn's own shutdown begins: by then what is
         # left open is what a drain cut.
         timeout_graceful_shutdown=1,
+        ws=socket_writes.Protocol,  # a v2 subscription's batch of events in one write
         ws_per_message_deflate=settings.ws_deflate,
         timeout_keep_alive=settings.keep_alive_seconds,
     )

@@ -39,6 +39,7 @@ from agentstream import serde
 from agentstream.api.context import ApiContext
 from agentstream.api.deployment import cors_options
 from agentstream.api.errors import storage_answer
+from agentstream.api.socket_writes import send_texts
 from agentstream.api.v2_commands import dispatch, error_envelope, well_formed
 from agentstream.api.v2_stream import (
     Out,
@@ -225,11 +226,13 @@ class Session:
                 continue
             end = held
             async with self._send_lock:
+                texts = []
                 for seq, _, envelope in batch[start:end]:
                     if seq and not self._first_time(seq, made):
                         continue
-                    await self.websocket.send_text(envelope.decode())
+                    texts.append(envelope)
                     self.sent_seq = max(self.sent_seq, seq)
+                await send_texts(self.websocket, texts)
             start = end
 
     def _held(self, batch: list[Out], start: int, end: int) -> int:
