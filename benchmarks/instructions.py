@@ -1,6 +1,7 @@
 """Instructions the server executes per run and per event, counted by valgrind's callgrind.
 
-    .venv/bin/python -m benchmarks.instructions [--scenario custom|messages|runs]
+    .venv/bin/python -m benchmarks.instructions
+        [--scenario custom|messages|runs|v2-sse|v2-websocket]
         [--tree DIR] [--rounds N] [--concurrent N] [--distributed]
 
 A count, not a time: the same code, inputs and hash seed give the same figure within a few
@@ -8,7 +9,9 @@ tenths of a percent whatever else the machine is doing, so an A/B of a change re
 machine whose timings drift by half within a run. Starts `agentstream dev` under callgrind
 (instrumentation off), warms it up with two rounds, counts the rounds that follow (raw HTTP,
 stateless runs: `custom`, one 20,000-event ticker run a round; `messages`, one 1,000-repeat
-agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round), and prints
+agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round; `v2-sse`,
+`v2-websocket`, the same reply through the Python client's protocol v2 `threads.stream`, per
+token, against `astream_events(version="v3")`), and prints
 the server's instructions per run and per event beside those of the same graph run in-process
 (`astream` on uvloop with the server's collector settings, also under callgrind), and their
 ratio. `--distributed` runs `agentstream dev` on PostgreSQL + Redis instead of SQLite (the
@@ -47,6 +50,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "custom": {"graph": "ticker", "size": 20_000, "concurrent": 1, "rounds": 2},
     "messages": {"graph": "agent", "size": 1_000, "concurrent": 1, "rounds": 3},
     "runs": {"graph": "ticker", "size": 20, "concurrent": 10, "rounds": 5},
+    # Protocol v2: the agent's reply through the Python client's `threads.stream`, per token
+    # (in-process: the same reply's text deltas through `astream_events(version="v3")`).
+    "v2-sse": {"graph": "agent", "size": 1_000, "concurrent": 1, "rounds": 3, "v2": "sse"},
+    "v2-websocket": {
+        "graph": "agent",
+        "size": 1_000,
+        "concurrent": 1,
+        "rounds": 3,
+        "v2": "websocket",
+    },
 }
 
 # The in-process side: `k` runs of the scenario's graph, as the benchmark's baseline runs it.
@@ -65,6 +78,48 @@ async def main():
         await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
 """
+
+
+# The in-process side of a v2 scenario: the reply's text deltas through astream_events v3.
+_INPROCESS_V2 = """
+import asyncio, gc, sys, warnings
+sys.path.insert(0, {examples!r})
+sys.path.insert(0, {root!r})
+import uvloop
+from {graph} import graph
+from benchmarks.scenarios import _tokens
+async def once():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stream = await graph.astream_events({input!r}, {config!r}, version="v3")
+    async with stream as run:
+        await _tokens(run.messages, 0.0)
+async def main():
+    gc.freeze()
+    gc.set_threshold(10_000)
+    for _ in range({rounds}):
+        await asyncio.gather(*(once() for _ in range({concurrent})))
+uvloop.run(main())
+"""
+
+
+async def _drive_v2(url: str, size: int, rounds: int, transport: str) -> int:
+    """`rounds` replies through the Python client's v2 `threads.stream`; the last one's tokens."""
+    from langgraph_sdk import get_client
+
+    from benchmarks.scenarios import _tokens
+
+    client = get_client(url=url, timeout=1200)
+    config = {"configurable": {"repeat": size}}
+    tokens = 0
+    try:
+        for _ in range(rounds):
+            async with client.threads.stream(assistant_id="agent", transport=transport) as thread:  # type: ignore[arg-type]
+                await thread.run.start(input=AGENT_INPUT, config=config)
+                tokens, _ = await _tokens(thread.messages, 0.0)
+    finally:
+        await client.http.client.aclose()
+    return tokens
 
 
 def _body(graph: str, size: int) -> dict[str, Any]:
@@ -127,6 +182,7 @@ def server_instructions(
     tree: str | None,
     services: dict[str, str] | None = None,
     keep: Path | None = None,
+    v2: str | None = None,
 ) -> tuple[int, int]:
     """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind;
     with `keep`, its callgrind files are copied there (for callgrind_annotate)."""
@@ -168,9 +224,15 @@ def server_instructions(
                 raise RuntimeError(f"the server did not start: {(work / 'server.log').read_text()}")
             time.sleep(0.5)
         body = _body(graph, size)
-        asyncio.run(_drive(url, body, 2, concurrent))  # warm-up, not counted
+
+        def drive(k: int) -> int:
+            if v2 is not None:
+                return asyncio.run(_drive_v2(url, size, k, v2))
+            return asyncio.run(_drive(url, body, k, concurrent))
+
+        drive(2)  # warm-up, not counted
         _control(proc.pid, "-i", "on")
-        events = asyncio.run(_drive(url, body, rounds, concurrent))
+        events = drive(rounds)
         _control(proc.pid, "-i", "off")
         _control(proc.pid, "-d")
         if keep is not None:
@@ -185,15 +247,18 @@ def server_instructions(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def inprocess_instructions(graph: str, size: int, rounds: int, concurrent: int) -> int:
+def inprocess_instructions(
+    graph: str, size: int, rounds: int, concurrent: int, v2: bool = False
+) -> int:
     """Instructions of `rounds` rounds in-process: two runs of the script, one round apart."""
     mode = "messages" if graph == "agent" else "custom"
     graph_input = AGENT_INPUT if graph == "agent" else {"n": size}
     config = {"configurable": {"repeat": size}} if graph == "agent" else {}
 
     def count(k: int) -> int:
-        script = _INPROCESS.format(
+        script = (_INPROCESS_V2 if v2 else _INPROCESS).format(
             examples=str(EXAMPLES),
+            root=str(ROOT),
             graph=graph,
             input=graph_input,
             config=config,
@@ -230,11 +295,12 @@ def main() -> None:
     concurrent = args.concurrent or scenario["concurrent"]
     graph, size = scenario["graph"], scenario["size"]
     services = asyncio.run(distributed_env("agentstream_bench_ir")) if args.distributed else None
+    v2 = scenario.get("v2")
     server, events = server_instructions(
-        graph, size, rounds, concurrent, args.tree, services, args.keep
+        graph, size, rounds, concurrent, args.tree, services, args.keep, v2
     )
     runs = rounds * concurrent
-    inprocess = inprocess_instructions(graph, size, rounds, concurrent)
+    inprocess = inprocess_instructions(graph, size, rounds, concurrent, v2=v2 is not None)
     print(f"{args.scenario}: {runs} runs of {events} events, {concurrent} at once")
     for side, total in (("server", server), ("in-process", inprocess)):
         per_run = total / runs
