@@ -1604,6 +1604,93 @@ async def test_postgres_saver_serialises_without_a_thread(pg_database: str) -> N
         await storage.aclose()
 
 
+def _chain_builder() -> StateGraph[_State]:
+    """Three nodes in a row, each adding its name: three tasks' writes, four checkpoints."""
+    builder = StateGraph(_State)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, lambda state, name=name: {"items": [name]})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    return builder
+
+
+async def _stored_writes(uri: str, thread_id: str) -> list[tuple[Any, ...]]:
+    """A thread's stored task writes, by the step of their checkpoint: (step, task path,
+    channel, idx), in order."""
+    async with await psycopg.AsyncConnection.connect(uri) as conn:
+        cur = await conn.execute(
+            "SELECT (c.metadata->>'step')::int, w.task_path, w.channel, w.idx"
+            " FROM checkpoint_writes w JOIN checkpoints c USING (thread_id, checkpoint_ns,"
+            " checkpoint_id) WHERE w.thread_id = %s ORDER BY 1, 2, 4",
+            (thread_id,),
+        )
+        return [tuple(row) for row in await cur.fetchall()]
+
+
+async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
+    pg_database: str,
+) -> None:
+    # LoopSaver holds a task's writes for the checkpoint after them (storage/pgsaver.py): the
+    # same rows as LangGraph's own saver stores, in fewer trips to the pool.
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=4)
+    await storage.setup()
+
+    async def run(saver: Any, thread_id: str) -> tuple[list[Any], int]:
+        graph = _chain_builder().compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": thread_id}}
+        before = storage.pool.get_stats()["requests_num"]
+        await graph.ainvoke({"items": ["start"]}, config)
+        trips = storage.pool.get_stats()["requests_num"] - before
+        history = [s.values async for s in graph.aget_state_history(config)]
+        return history, trips
+
+    try:
+        await _graph_run(storage, "t0", "r0", "warm")
+        async with storage.checkpointer() as saver:
+            ours, our_trips = await run(saver, "t1")
+        library, library_trips = await run(AsyncPostgresSaver(storage.pool), "t2")
+        assert ours == library
+        assert ours[0] == {"items": ["start", "a", "b", "c"]}
+        assert await _stored_writes(uri, "t1") == await _stored_writes(uri, "t2")
+        assert len(await _stored_writes(uri, "t1")) >= 6  # the input's and each node's
+        # The three nodes' writes (and the input's) went with the checkpoints after them.
+        assert our_trips <= library_trips - 3
+    finally:
+        await storage.aclose()
+
+
+async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str) -> None:
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=4)
+    await storage.setup()
+    config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+    try:
+        async with storage.checkpointer() as saver:
+            graph = _chain_builder().compile(checkpointer=saver)
+            await graph.ainvoke({"items": ["start"]}, config)
+            latest = await saver.aget_tuple(config)
+            assert latest is not None
+            stored = len(await _stored_writes(uri, "t1"))
+            await saver.aput_writes(latest.config, [("items", ["held"])], "task-1")
+            assert len(await _stored_writes(uri, "t1")) == stored  # held
+            # A read sees it (and stores it first).
+            again = await saver.aget_tuple(config)
+            assert again is not None
+            assert ("task-1", "items", ["held"]) in again.pending_writes
+            assert len(await _stored_writes(uri, "t1")) == stored + 1
+            # An interrupt's writes go at once.
+            await saver.aput_writes(latest.config, [("__interrupt__", ["asked"])], "task-2")
+            assert len(await _stored_writes(uri, "t1")) == stored + 2
+            # What is still held when the saver's use ends is stored then.
+            await saver.aput_writes(latest.config, [("items", ["last"])], "task-3")
+            assert len(await _stored_writes(uri, "t1")) == stored + 2
+        assert len(await _stored_writes(uri, "t1")) == stored + 3
+    finally:
+        await storage.aclose()
+
+
 async def test_postgres_rollback_drops_only_its_blobs(pg_database: str) -> None:
     uri = await _fresh_schema(pg_database)
     storage = PostgresStorage(uri, pool_min=1, pool_max=2)

@@ -174,7 +174,16 @@ class PostgresConnector:
         # One saver per run: a saver serialises its queries behind its own lock, so sharing one
         # would queue every run of the process behind it. Bound to the pool, it holds a
         # connection only while a query runs, so long runs never starve the pool.
-        yield LoopSaver(self.pool)
+        saver = LoopSaver(self.pool)
+        try:
+            yield saver
+        except BaseException:
+            try:
+                await saver.flush()
+            except Exception as exc:  # what the run raised says more
+                log.warning("a run's last checkpoint writes were not stored: %r", exc)
+            raise
+        await saver.flush()
 
     # --- running verbs -----------------------------------------------------------------------
     async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
