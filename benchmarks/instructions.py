@@ -1,7 +1,7 @@
 """Instructions the server executes per run and per event, counted by valgrind's callgrind.
 
     .venv/bin/python -m benchmarks.instructions
-        [--scenario custom|messages|runs|v2-sse|v2-websocket]
+        [--scenario custom|messages|runs|threaded|v2-sse|v2-websocket]
         [--tree DIR] [--rounds N] [--concurrent N] [--distributed]
 
 A count, not a time: the same code, inputs and hash seed give the same figure within a few
@@ -9,7 +9,8 @@ tenths of a percent whatever else the machine is doing, so an A/B of a change re
 machine whose timings drift by half within a run. Starts `agentstream dev` under callgrind
 (instrumentation off), warms it up with two rounds, counts the rounds that follow (raw HTTP,
 stateless runs: `custom`, one 20,000-event ticker run a round; `messages`, one 1,000-repeat
-agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round; `v2-sse`,
+agent reply a round; `runs`, `--concurrent` 20-event ticker runs at once a round; `threaded`,
+`--concurrent` clients at once each creating a thread and streaming the agent on it; `v2-sse`,
 `v2-websocket`, the same reply through the Python client's protocol v2 `threads.stream`, per
 token, against `astream_events(version="v3")`), and prints
 the server's instructions per run and per event beside those of the same graph run in-process
@@ -50,6 +51,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "custom": {"graph": "ticker", "size": 20_000, "concurrent": 1, "rounds": 2},
     "messages": {"graph": "agent", "size": 1_000, "concurrent": 1, "rounds": 3},
     "runs": {"graph": "ticker", "size": 20, "concurrent": 10, "rounds": 5},
+    # The benchmark's threaded scenario: each client creates a thread and streams the agent on
+    # it (`values`, every step checkpointed; in-process, to SQLite as the embedded server).
+    "threaded": {"graph": "agent", "size": 1, "concurrent": 10, "rounds": 5, "threaded": True},
     # Protocol v2: the agent's reply through the Python client's `threads.stream`, per token
     # (in-process: the same reply's text deltas through `astream_events(version="v3")`).
     "v2-sse": {"graph": "agent", "size": 1_000, "concurrent": 1, "rounds": 3, "v2": "sse"},
@@ -101,6 +105,52 @@ async def main():
         await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
 """
+
+
+# The in-process side of the threaded scenario.
+_INPROCESS_THREADED = """
+import asyncio, gc, sys, tempfile, uuid
+from pathlib import Path
+sys.path.insert(0, {examples!r})
+import uvloop
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from {graph} import graph
+async def main():
+    gc.freeze()
+    gc.set_threshold(10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with AsyncSqliteSaver.from_conn_string(str(Path(tmp) / "c.sqlite")) as saver:
+            threaded = graph.copy(update={{"checkpointer": saver}})
+            async def once():
+                config = {{"configurable": {{"thread_id": str(uuid.uuid4())}}}}
+                async for _ in threaded.astream({input!r}, config, stream_mode="values"):
+                    pass
+            await once()  # the saver's tables made
+            for _ in range({rounds}):
+                await asyncio.gather(*(once() for _ in range({concurrent})))
+uvloop.run(main())
+"""
+
+
+async def _drive_threaded(url: str, rounds: int, concurrent: int) -> int:
+    """`rounds` rounds of `concurrent` clients each creating a thread and streaming the agent
+    on it (`values`); returns the events of the last stream."""
+    body = {"assistant_id": "agent", "input": AGENT_INPUT, "stream_mode": ["values"]}
+    events = 0
+
+    async def one(client: httpx.AsyncClient) -> int:
+        thread_id = (await client.post("/threads", json={})).json()["thread_id"]
+        count = 0
+        async with client.stream("POST", f"/threads/{thread_id}/runs/stream", json=body) as r:
+            async for chunk in r.aiter_bytes():
+                count += chunk.count(b"\r\nid: ")
+        return count
+
+    limits = httpx.Limits(max_connections=concurrent)
+    async with httpx.AsyncClient(base_url=url, timeout=1200, limits=limits) as client:
+        for _ in range(rounds):
+            events = (await asyncio.gather(*(one(client) for _ in range(concurrent))))[-1]
+    return events
 
 
 async def _drive_v2(url: str, size: int, rounds: int, transport: str) -> int:
@@ -183,6 +233,7 @@ def server_instructions(
     services: dict[str, str] | None = None,
     keep: Path | None = None,
     v2: str | None = None,
+    threaded: bool = False,
 ) -> tuple[int, int]:
     """(instructions, events per run) of `rounds` rounds on a fresh server under callgrind;
     with `keep`, its callgrind files are copied there (for callgrind_annotate)."""
@@ -228,6 +279,8 @@ def server_instructions(
         def drive(k: int) -> int:
             if v2 is not None:
                 return asyncio.run(_drive_v2(url, size, k, v2))
+            if threaded:
+                return asyncio.run(_drive_threaded(url, k, concurrent))
             return asyncio.run(_drive(url, body, k, concurrent))
 
         drive(2)  # warm-up, not counted
@@ -248,7 +301,7 @@ def server_instructions(
 
 
 def inprocess_instructions(
-    graph: str, size: int, rounds: int, concurrent: int, v2: bool = False
+    graph: str, size: int, rounds: int, concurrent: int, v2: bool = False, threaded: bool = False
 ) -> int:
     """Instructions of `rounds` rounds in-process: two runs of the script, one round apart."""
     mode = "messages" if graph == "agent" else "custom"
@@ -256,7 +309,8 @@ def inprocess_instructions(
     config = {"configurable": {"repeat": size}} if graph == "agent" else {}
 
     def count(k: int) -> int:
-        script = (_INPROCESS_V2 if v2 else _INPROCESS).format(
+        template = _INPROCESS_V2 if v2 else _INPROCESS_THREADED if threaded else _INPROCESS
+        script = template.format(
             examples=str(EXAMPLES),
             root=str(ROOT),
             graph=graph,
@@ -295,12 +349,14 @@ def main() -> None:
     concurrent = args.concurrent or scenario["concurrent"]
     graph, size = scenario["graph"], scenario["size"]
     services = asyncio.run(distributed_env("agentstream_bench_ir")) if args.distributed else None
-    v2 = scenario.get("v2")
+    v2, threaded = scenario.get("v2"), bool(scenario.get("threaded"))
     server, events = server_instructions(
-        graph, size, rounds, concurrent, args.tree, services, args.keep, v2
+        graph, size, rounds, concurrent, args.tree, services, args.keep, v2, threaded
     )
     runs = rounds * concurrent
-    inprocess = inprocess_instructions(graph, size, rounds, concurrent, v2=v2 is not None)
+    inprocess = inprocess_instructions(
+        graph, size, rounds, concurrent, v2=v2 is not None, threaded=threaded
+    )
     print(f"{args.scenario}: {runs} runs of {events} events, {concurrent} at once")
     for side, total in (("server", server), ("in-process", inprocess)):
         per_run = total / runs
