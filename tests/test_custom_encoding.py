@@ -10,31 +10,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import running_cluster
-from tests.conftest import ServerProcess, start_server
+from tests.servers import serving
 from tests.sse import sse_events
 
 ODD_APP = Path(__file__).resolve().parent / "odd_app" / "langgraph.json"
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
-def odd_server(
+def odd_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    if request.param == "embedded":
-        proc = start_server(tmp_path_factory.mktemp("odd") / "agentstream.sqlite", config=ODD_APP)
-        yield proc
-        proc.stop()
-        return
-    with running_cluster(ODD_APP, apis=1, workers=1) as cluster:
-        yield cluster.apis[0]
+) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("odd") / "agentstream.sqlite"
+    with serving(request.param, ODD_APP, database) as urls:
+        yield urls[0]
 
 
 def test_custom_events_orjson_refuses_at_first_are_sent_as_serde_encodes_them(
-    odd_server: ServerProcess,
+    odd_url: str,
 ) -> None:
     body = {"assistant_id": "odd", "input": {}, "stream_mode": ["custom"]}
-    with httpx.Client(base_url=odd_server.url, timeout=30) as http:
+    with httpx.Client(base_url=odd_url, timeout=30) as http:
         response = http.post("/runs/stream", json=body)
     assert response.status_code == 200
     custom = [data for event, data in sse_events(response.text) if event == "custom"]

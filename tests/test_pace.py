@@ -22,31 +22,24 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from agentstream.execution.pace import YIELD_EVERY, Pace
-from tests.cluster import running_cluster
-from tests.conftest import ServerProcess, start_server
+from tests.servers import serving
 
 BURST_APP = Path(__file__).resolve().parent / "burst_app" / "langgraph.json"
 HI = {"messages": [{"role": "human", "content": "hi"}]}
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
-def burst_server(
+def burst_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    if request.param == "embedded":
-        proc = start_server(
-            tmp_path_factory.mktemp("burst") / "agentstream.sqlite", config=BURST_APP
-        )
-        yield proc
-        proc.stop()
-        return
-    with running_cluster(BURST_APP, apis=1, workers=1) as cluster:
-        yield cluster.apis[0]
+) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("burst") / "agentstream.sqlite"
+    with serving(request.param, BURST_APP, database) as urls:
+        yield urls[0]
 
 
 @pytest.fixture
-async def client(burst_server: ServerProcess) -> AsyncIterator[LangGraphClient]:
-    c = get_client(url=burst_server.url)
+async def client(burst_url: str) -> AsyncIterator[LangGraphClient]:
+    c = get_client(url=burst_url)
     yield c
     await c.http.client.aclose()
 
