@@ -40,7 +40,7 @@ from agentstream.storage.base import (
     utcnow,
 )
 from agentstream.storage.dialect import binder, match
-from agentstream.storage.pgsaver import HEAVY_SECONDS, HOLD_SECONDS, LoopSaver
+from agentstream.storage.pgsaver import HEAVY_SECONDS, LoopSaver
 from agentstream.storage.postgres import PostgresStorage
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
@@ -1687,61 +1687,6 @@ async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str)
             await saver.aput_writes(latest.config, [("items", ["last"])], "task-3")
             assert len(await _stored_writes(uri, "t1")) == stored + 2
         assert len(await _stored_writes(uri, "t1")) == stored + 3
-    finally:
-        await storage.aclose()
-
-
-async def test_postgres_a_runs_last_checkpoint_goes_with_its_end(pg_database: str) -> None:
-    # With hold_checkpoints (the executor's runs but `durability="sync"` ones), each checkpoint
-    # waits for the next; the last is handed to finish_run, which stores it and the run's end
-    # in one round trip on an ends connection (storage/pgsaver.py, QueueStore.finish_run).
-    uri = await _fresh_schema(pg_database)
-    storage = PostgresStorage(uri, pool_min=1, pool_max=4)
-    await storage.setup()
-    config: Any = {"configurable": {"thread_id": "t1"}}
-
-    async def checkpoints() -> int:
-        async with await psycopg.AsyncConnection.connect(uri) as conn:
-            cur = await conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 't1'")
-            row = await cur.fetchone()
-            return row[0] if row else 0
-
-    try:
-        run_id, _ = await _enqueue(storage, "t1")
-        await _claim_within(storage, "w")
-        async with storage.checkpointer() as saver:
-            assert isinstance(saver, LoopSaver)
-            saver.hold_checkpoints = True
-            graph = _chain_builder().compile(checkpointer=saver)
-            await graph.ainvoke({"items": ["start"]}, config)
-            assert await checkpoints() == 4  # all of its five but the last, held
-            held = await saver.take_held()
-        assert held and await checkpoints() == 4  # nothing left to send at the saver's end
-        apart = storage.connector._apart
-        assert apart is not None
-        before = apart.get_stats().get("requests_num", 0)
-        await storage.finish_run(
-            run_id, status="success", thread_status="idle", values={"items": ["x"]},
-            interrupts={}, error=None, delete_thread=False, checkpoint=held,
-        )  # fmt: skip
-        assert apart.get_stats().get("requests_num", 0) - before == 1
-        assert await checkpoints() == 5
-        assert (await storage.get_run("t1", run_id))["status"] == "success"
-        assert await _graph_items(storage, "t1") == ["start", "a", "b", "c"]
-        # Held no longer than HOLD_SECONDS: left alone, the last checkpoint is sent by itself.
-        async with storage.checkpointer() as saver:
-            assert isinstance(saver, LoopSaver)
-            saver.hold_checkpoints = True
-            graph = _chain_builder().compile(checkpointer=saver)
-            await graph.ainvoke({"items": ["again"]}, config)
-            assert saver._held  # its last checkpoint
-            # The time itself is what is tested: past it the saver's timer has fired and
-            # taken what was held; the send it started is awaited, not guessed at.
-            await asyncio.sleep(HOLD_SECONDS * 2)
-            assert saver._held is None
-            await saver._settled()
-            assert await checkpoints() == 10  # five a run
-            assert await saver.take_held() == []
     finally:
         await storage.aclose()
 

@@ -79,8 +79,6 @@ class RunOutcome:
     interrupts: dict[str, Any] = field(default_factory=dict)
     pending_interrupts: list[Any] = field(default_factory=list)
     error: dict[str, str] | None = None
-    # What the run's checkpoint saver still holds (its last checkpoint), stored with its end.
-    checkpoint: list[Any] = field(default_factory=list)
 
 
 def due(run: Run) -> float:
@@ -256,14 +254,6 @@ class Executor:
         persist = not stateless(claim)
         graph_id = assistant["graph_id"]
         async with bound(self.storage, self.graphs, graph_id, config, persist=persist) as graph:
-            # A saver that can hold each checkpoint for the next (PostgreSQL's, for up to
-            # pgsaver.HOLD_SECONDS) does, unless the run asked for each to be stored before
-            # its next step: its last one then goes with the run's end, a round trip and its
-            # turns of the loop fewer between its last event and the end of its stream.
-            saver = graph.checkpointer
-            holds = hasattr(saver, "take_held") and kwargs.get("durability") != "sync"
-            if holds:
-                saver.hold_checkpoints = True  # type: ignore[union-attr]
             context = {**(assistant.get("context") or {}), **(kwargs.get("context") or {})}
             requested = list(kwargs.get("stream_mode") or ["values"])
             translator = Translator(requested)
@@ -315,10 +305,7 @@ class Executor:
             finally:
                 if tokens is not None and self.bus.instant:  # Flights counts what it sends
                     metrics.EVENTS_PUBLISHED.inc(tokens.count)
-            outcome = await self._outcome(graph, config, translator, persist)
-            if holds:
-                outcome.checkpoint = await saver.take_held()  # type: ignore[union-attr]
-            return outcome
+            return await self._outcome(graph, config, translator, persist)
 
     def _sink(self, run: Run) -> Writer | Flights:
         """Where a run's events go on their way to its log: the in-process bus's writer of it,
@@ -529,25 +516,16 @@ class Executor:
         if cancellation.action == "rollback" and outcome.status == "interrupted":
             await self._settle_rolled_back(claim)
         else:
-            try:
-                cancellation.woken = await self.storage.finish_run(
-                    run_id,
-                    status=outcome.status,  # type: ignore[arg-type]
-                    thread_status=outcome.thread_status,
-                    values=serde.to_jsonable(outcome.values),
-                    interrupts=serde.to_jsonable(outcome.interrupts),
-                    error=outcome.error,
-                    delete_thread=delete_thread,
-                    checkpointed=not delete_thread,
-                    checkpoint=outcome.checkpoint,
-                )
-            except Exception as exc:
-                lost = service_unavailable(exc)
-                if lost is None or not outcome.checkpoint:
-                    raise
-                # Its last checkpoint was not stored either: as a checkpoint lost mid-run,
-                # the run goes again from the one before once the database is back.
-                raise ServiceLost(f"run {run_id} stopped at its end: {lost}") from exc
+            cancellation.woken = await self.storage.finish_run(
+                run_id,
+                status=outcome.status,  # type: ignore[arg-type]
+                thread_status=outcome.thread_status,
+                values=serde.to_jsonable(outcome.values),
+                interrupts=serde.to_jsonable(outcome.interrupts),
+                error=outcome.error,
+                delete_thread=delete_thread,
+                checkpointed=not delete_thread,
+            )
         # Only now that the run's end is stored does its stream end: a client may start the
         # thread's next run the moment it closes (under `reject`, refused were the run still
         # stored as running) or read the thread's state.

@@ -259,14 +259,12 @@ class RunQueue(Protocol):
         error: Any,
         delete_thread: bool,
         checkpointed: bool = True,
-        checkpoint: Sequence[Any] = (),
     ) -> bool:
         """Stores a run's end and settles its thread (or removes it). True when the backend
         itself tells the workers of a run left waiting on the thread (PostgreSQL notifies at
         commit, as for a queued run): the caller then wakes nobody. checkpointed=False: the
         thread it removes has no checkpoints to remove (the run kept none), so a backend may
-        skip looking for them. checkpoint: what the run's checkpoint saver still held (its
-        last checkpoint, `LoopSaver.take_held`), stored first, with the end."""
+        skip looking for them."""
         ...
 
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:

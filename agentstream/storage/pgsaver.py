@@ -26,18 +26,6 @@ error's writes (channels named `__...__`) are still sent at once: what resumes a
 crash, or its error handler, reads them. What changes: the writes of the task running when
 the process dies are lost with it, where they might have reached the database; the run, taken
 over, runs that task again as it would have had the task not finished.
-
-A run's checkpoints wait too where the executor asks (`hold_checkpoints`: every run but those
-asking for `durability="sync"`), each for the run's next checkpoint or for HOLD_SECONDS,
-whichever comes first, and the last goes with the statement that stores the run's end
-(`take_held`, `Storage.finish_run`'s `checkpoint`): between a threaded run's last event and
-the end of its stream, a round trip fewer and the turns of the loop it took (under load each
-a millisecond or more). What that changes: LangGraph's asynchronous durability already lets a
-step begin before the last one's checkpoint is stored; now for up to HOLD_SECONDS longer, so a
-reader of the thread's state during a run, or a run taken over after its process died, may
-find it that much further behind. What stays: a run's end is never stored before its last
-checkpoint (one implicit transaction, now), nor a checkpoint before an earlier one, and a
-read through the saver sees all it was given.
 """
 
 from __future__ import annotations
@@ -51,14 +39,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 T = TypeVar("T")
 
-
-# The longest a checkpoint waits for the run's next one, or its end, before it is sent alone.
-HOLD_SECONDS = 0.02
 
 # A (de)serialisation that held the loop longer than this (the interpreter's switch interval,
 # at which a thread would have let the loop in) sends the rest of its saver's to a thread.
@@ -105,44 +89,23 @@ log = logging.getLogger("agentstream.storage")
 _HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
 
 
-# A statement held: whether it is an executemany, its query, its parameters.
-Held = tuple[bool, Any, Any]
-
-
 class HeldWrites:
-    """The cursor a held write or checkpoint gets: it keeps what it is given."""
+    """The cursor aput_writes gets while its writes are held: it keeps what it is given."""
 
-    def __init__(self, held: list[Held]) -> None:
+    def __init__(self, held: list[tuple[Any, list[Any]]]) -> None:
         self.held = held
 
     async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        self.held.append((True, query, list(params_seq)))
-
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> None:
-        self.held.append((False, query, params))
-
-
-async def send_held(cur: Any, held: Sequence[Held]) -> None:
-    """Queues held statements on a cursor (of a pipeline: they go at its sync)."""
-    for many, query, params in held:
-        if many:
-            await cur.executemany(query, params)
-        else:
-            await cur.execute(query, params)
+        self.held.append((query, list(params_seq)))
 
 
 class LoopSaver(AsyncPostgresSaver):
     """The methods that hop to a thread, without the hop (one saver a run, storage's
     `checkpointer()`), until a (de)serialisation of its took longer than HEAVY_SECONDS; and a
-    task's writes held for the saver's next statement, and with `hold_checkpoints` each
-    checkpoint too, for up to HOLD_SECONDS (see the module's docstring)."""
+    task's writes held for the saver's next statement (see the module's docstring)."""
 
     heavy = False
-    hold_checkpoints = False
-    _held: list[Held] | None = None  # in order
-    _timer: asyncio.TimerHandle | None = None  # sends what is held when HOLD_SECONDS are up
-    _sending: asyncio.Future[None] | None = None  # that send, under way
-    _failed: BaseException | None = None  # what it failed with: the run's next step raises it
+    _held: list[tuple[Any, list[Any]]] | None = None  # (query, parameters) in order
 
     async def aput_writes(
         self,
@@ -160,22 +123,6 @@ class LoopSaver(AsyncPostgresSaver):
         finally:
             _HOLDING.reset(holding)
 
-    async def aput(
-        self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any
-    ) -> RunnableConfig:
-        if not (self.hold_checkpoints and HOLDS_CHECKPOINTS):
-            return await _aput(self, config, checkpoint, metadata, new_versions)
-        await self.flush()  # the last step's checkpoint (and writes) go now, this one waits
-        holding = _HOLDING.set(True)
-        try:
-            saved = await _aput(self, config, checkpoint, metadata, new_versions)
-        finally:
-            _HOLDING.reset(holding)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._due)
-        return saved
-
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
         if _HOLDING.get():
@@ -183,53 +130,17 @@ class LoopSaver(AsyncPostgresSaver):
                 self._held = []
             yield HeldWrites(self._held)
             return
-        await self._settled()
         async with super()._cursor(pipeline=pipeline) as cur:
             held, self._held = self._held, None
-            await send_held(cur, held or ())  # first, in the same pipeline
+            for query, params_seq in held or ():  # first, in the same pipeline
+                await cur.executemany(query, params_seq)
             yield cur
 
-    def _due(self) -> None:
-        self._timer = None
-        if self._held and self._sending is None:
-            self._sending = asyncio.ensure_future(self._send_due())
-
-    async def _send_due(self) -> None:
-        held, self._held = self._held, None
-        try:
-            async with super()._cursor(pipeline=True) as cur:
-                await send_held(cur, held or ())
-        except Exception as exc:
-            self._failed = exc
-        finally:
-            self._sending = None
-
-    async def _settled(self) -> None:
-        """After a send of what was held that is under way; raises what one failed with."""
-        if self._sending is not None:
-            await asyncio.shield(self._sending)
-        if self._failed is not None:
-            raise self._failed
-
     async def flush(self) -> None:
-        """Sends what is still held."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await self._settled()
+        """Sends the writes still held (the saver's use is over)."""
         if self._held:
             async with self._cursor(pipeline=True):
                 pass
-
-    async def take_held(self) -> list[Held]:
-        """What is held, for the caller to send (send_held) in a pipeline of its own, before
-        anything else of the thread's."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await self._settled()
-        held, self._held = self._held or [], None
-        return held
 
 
 # Each release of the 3.x range has these three; one a later release renames or drops keeps
@@ -238,17 +149,11 @@ for _name in ("aput", "aput_writes", "_load_checkpoint_tuple"):
     if _name in vars(AsyncPostgresSaver):
         setattr(
             LoopSaver,
-            "_inplace_" + _name if _name in ("aput", "aput_writes") else _name,
+            "_inplace_" + _name if _name == "aput_writes" else _name,
             _in_place(vars(AsyncPostgresSaver)[_name]),
         )
 _aput_writes = getattr(LoopSaver, "_inplace_aput_writes", AsyncPostgresSaver.aput_writes)
-_aput = getattr(LoopSaver, "_inplace_aput", AsyncPostgresSaver.aput)
 
 # The library's aput_writes sends its writes with one executemany on a `_cursor(pipeline=True)`:
 # a release that sends them otherwise has them sent at once, as it does.
 HOLDS = {"_cursor", "executemany"} <= set(AsyncPostgresSaver.aput_writes.__code__.co_names)
-# Its aput, a checkpoint's blobs and row on one `_cursor(pipeline=True)` and nothing it reads
-# back: held the same way.
-HOLDS_CHECKPOINTS = {"_cursor", "executemany", "execute"} <= set(
-    AsyncPostgresSaver.aput.__code__.co_names
-) and "fetchone" not in AsyncPostgresSaver.aput.__code__.co_names

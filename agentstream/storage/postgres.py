@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import select
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from agentstream import metrics, serde
 from agentstream.storage.dialect import Verb
 from agentstream.storage.pgfilters import jsonb
-from agentstream.storage.pgsaver import LoopSaver, send_held
+from agentstream.storage.pgsaver import LoopSaver
 from agentstream.storage.queue import ENDS_CONNECTIONS, Row
 from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import (
@@ -186,25 +186,11 @@ class PostgresConnector:
         await saver.flush()
 
     # --- running verbs -----------------------------------------------------------------------
-    async def write(
-        self,
-        verb: Verb[T],
-        *,
-        single: bool = False,
-        apart: bool = False,
-        before: Sequence[Any] = (),
-    ) -> T:
+    async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
         if single:  # autocommit: the statement is its own transaction
             pool = self._apart if apart and self._apart is not None else self.pool
             async with pool.connection() as conn:
-                if not before:
-                    return await _drive(conn, verb, single=True)
-                # The saver's statements, then the verb's, in one pipeline: one round trip,
-                # one implicit transaction.
-                async with conn.pipeline():
-                    async with conn.cursor(binary=True) as cur:
-                        await send_held(cur, before)
-                    return await _drive(conn, verb, single=True)
+                return await _drive(conn, verb, single=True)
         async with self.pool.connection() as conn, conn.transaction():
             return await _drive(conn, verb)
 

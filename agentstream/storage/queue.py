@@ -67,14 +67,7 @@ class Connector(Protocol):
 
     def load_ts(self, value: Any) -> datetime: ...
 
-    async def write(
-        self,
-        verb: Verb[T],
-        *,
-        single: bool = False,
-        apart: bool = False,
-        before: Sequence[Any] = (),
-    ) -> T:
+    async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
         """Run the verb's statements in one write transaction, committed before this returns.
 
         single: the verb is one statement that is atomic by itself (a function of several
@@ -82,10 +75,7 @@ class Connector(Protocol):
         BEGIN and COMMIT were a round trip each, more than the statement's own.
         apart: a statement of one (single) that must not wait behind the others, on a
         connection kept apart for such (the ends of runs, see QueueStore._finishes), where
-        the backend has connections to keep.
-        before: statements a run's checkpoint saver held (its last checkpoint), sent first in
-        the same round trip and the same transaction; only a saver of this backend's makes
-        them (PostgreSQL's, storage/pgsaver.py)."""
+        the backend has connections to keep."""
         ...
 
     async def read(self, verb: Verb[T]) -> T:
@@ -379,19 +369,13 @@ class QueueStore:
         error: Any,
         delete_thread: bool,
         checkpointed: bool = True,
-        checkpoint: Sequence[Any] = (),
     ) -> bool:
         p = self._params(run_id=run_id, status=status)
         settle = None if delete_thread else self._settled(thread_status, values, interrupts, error)
         if self._finishes is not None:  # one statement, shared by the runs ending together
             cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}
             state = {f"thread_{k}": v for k, v in cached.items()}
-            call = {**p, **state, "remove": settle is None}
-            if checkpoint:  # the run's last checkpoint first, in the same round trip
-                verb = rows(self.d["finish_run"], call)
-                await self.c.write(verb, single=True, apart=True, before=checkpoint)
-            else:
-                await self._finishes(call)
+            await self._finishes({**p, **state, "remove": settle is None})
             return True  # the statement notifies of the thread's next run (sql_pgverbs)
         await self.c.write(self._finish(p, settle, checkpointed))
         return False

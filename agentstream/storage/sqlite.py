@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -215,18 +215,9 @@ class SqliteConnector:
         yield self._saver
 
     # --- running verbs -----------------------------------------------------------------------
-    async def write(
-        self,
-        verb: Verb[T],
-        *,
-        single: bool = False,
-        apart: bool = False,
-        before: Sequence[Any] = (),
-    ) -> T:
+    async def write(self, verb: Verb[T], *, single: bool = False, apart: bool = False) -> T:
         # Every write joins a group-committed batch here, one statement or many: one writer,
-        # nothing to keep apart. (Nothing comes `before`: SQLite's saver holds nothing.)
-        if before:
-            raise ValueError("the SQLite backend takes no held checkpoint statements")
+        # nothing to keep apart.
         return await self._enqueue(verb, True)
 
     async def read(self, verb: Verb[T]) -> T:
