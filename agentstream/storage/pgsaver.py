@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -82,8 +81,6 @@ def _in_place(method: Callable[..., Any]) -> Callable[..., Any]:
     function.__doc__ = method.__doc__
     return function
 
-
-log = logging.getLogger("agentstream.storage")
 
 # Set while the library's aput_writes runs for writes to hold: its cursor then keeps them.
 _HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
@@ -145,14 +142,12 @@ class LoopSaver(AsyncPostgresSaver):
 
 # Each release of the 3.x range has these three; one a later release renames or drops keeps
 # the library's own (hopping) behaviour, which the test that counts the hops reports.
-for _name in ("aput", "aput_writes", "_load_checkpoint_tuple"):
+for _name in ("aput", "_load_checkpoint_tuple"):
     if _name in vars(AsyncPostgresSaver):
-        setattr(
-            LoopSaver,
-            "_inplace_" + _name if _name == "aput_writes" else _name,
-            _in_place(vars(AsyncPostgresSaver)[_name]),
-        )
-_aput_writes = getattr(LoopSaver, "_inplace_aput_writes", AsyncPostgresSaver.aput_writes)
+        setattr(LoopSaver, _name, _in_place(vars(AsyncPostgresSaver)[_name]))
+# The third, which LoopSaver.aput_writes calls.
+_own = vars(AsyncPostgresSaver).get("aput_writes")
+_aput_writes = AsyncPostgresSaver.aput_writes if _own is None else _in_place(_own)
 
 # The library's aput_writes sends its writes with one executemany on a `_cursor(pipeline=True)`:
 # a release that sends them otherwise has them sent at once, as it does.
