@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
 import httpx
+import pytest
 from langgraph_sdk.schema import StreamPart
+
+from tests.servers import serving
+
+
+def url_on_each_deployment(name: str, config: Path) -> Any:
+    """A module-scoped fixture named `name`: the URL of `config` served on each deployment in
+    turn (embedded, then API and worker on PostgreSQL and Redis)."""
+
+    @pytest.fixture(scope="module", params=["embedded", "distributed"], name=name)
+    def url(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[str]:
+        database = tmp_path_factory.mktemp(name) / "agentstream.sqlite"
+        with serving(request.param, config, database) as urls:
+            yield urls[0]
+
+    return url
 
 
 def import_file(path: Path, name: str, *, beside: Path) -> ModuleType:

@@ -4,25 +4,17 @@ both deployments."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.servers import serving
+from tests.helpers import url_on_each_deployment
 from tests.sse import sse_events
 
 ODD_APP = Path(__file__).resolve().parent / "odd_app" / "langgraph.json"
 
 
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
-def odd_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("odd") / "agentstream.sqlite"
-    with serving(request.param, ODD_APP, database) as urls:
-        yield urls[0]
+odd_url = url_on_each_deployment("odd_url", ODD_APP)
 
 
 def test_custom_events_orjson_refuses_at_first_are_sent_as_serde_encodes_them(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,13 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from agentstream.execution.pace import YIELD_EVERY, Pace
-from tests.servers import serving
+from tests.helpers import url_on_each_deployment
 
 BURST_APP = Path(__file__).resolve().parent / "burst_app" / "langgraph.json"
 HI = {"messages": [{"role": "human", "content": "hi"}]}
 
 
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
-def burst_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("burst") / "agentstream.sqlite"
-    with serving(request.param, BURST_APP, database) as urls:
-        yield urls[0]
+burst_url = url_on_each_deployment("burst_url", BURST_APP)
 
 
 @pytest.fixture

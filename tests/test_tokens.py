@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from agentstream.execution.modes import Translator
 from agentstream.execution.tokens import Tokens
-from tests.helpers import import_file
-from tests.servers import serving
+from tests.helpers import import_file, url_on_each_deployment
 
 APP = Path(__file__).resolve().parent / "tokens_app"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -40,13 +39,7 @@ Event = tuple[Any, ...]
 GRAPHS = import_file(APP / "graph.py", "tokens_app_graph", beside=EXAMPLES)
 
 
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
-def tokens_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("tokens") / "agentstream.sqlite"
-    with serving(request.param, APP / "langgraph.json", database) as urls:
-        yield urls[0]
+tokens_url = url_on_each_deployment("tokens_url", APP / "langgraph.json")
 
 
 @pytest.fixture
