@@ -86,6 +86,17 @@ async def _fresh_schema(database: str) -> str:
     return make_conninfo(database, options=f"-c search_path={schema}")
 
 
+@contextlib.asynccontextmanager
+async def _postgres(database: str) -> AsyncIterator[PostgresStorage]:
+    """A PostgreSQL storage set up on a fresh schema of `database`, closed after."""
+    storage = PostgresStorage(await _fresh_schema(database), pool_min=1, pool_max=4)
+    await storage.setup()
+    try:
+        yield storage
+    finally:
+        await storage.aclose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def make_storage(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -1538,9 +1549,7 @@ async def test_finish_says_whether_the_backend_woke_the_workers(storage: Storage
 
 
 async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None:
-    storage = PostgresStorage(await _fresh_schema(pg_database), pool_min=1, pool_max=4)
-    await storage.setup()
-    try:
+    async with _postgres(pg_database) as storage:
         await _graph_run(storage, "t1", "r1", "one")
         async with storage.checkpointer() as busy, storage.checkpointer() as other:
             async with busy.lock:  # type: ignore[attr-defined]
@@ -1548,8 +1557,6 @@ async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None
                     other.aget_tuple({"configurable": {"thread_id": "t1"}}), 5
                 )
         assert found is not None
-    finally:
-        await storage.aclose()
 
 
 class _SlowSerde(JsonPlusSerializer):
@@ -1633,20 +1640,18 @@ async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
 ) -> None:
     # LoopSaver holds a task's writes for the checkpoint after them (storage/pgsaver.py): the
     # same rows as LangGraph's own saver stores, in fewer trips to the pool.
-    uri = await _fresh_schema(pg_database)
-    storage = PostgresStorage(uri, pool_min=1, pool_max=4)
-    await storage.setup()
+    async with _postgres(pg_database) as storage:
+        uri = storage.uri
 
-    async def run(saver: Any, thread_id: str) -> tuple[list[Any], int]:
-        graph = _chain_builder().compile(checkpointer=saver)
-        config: Any = {"configurable": {"thread_id": thread_id}}
-        before = storage.pool.get_stats()["requests_num"]
-        await graph.ainvoke({"items": ["start"]}, config)
-        trips = storage.pool.get_stats()["requests_num"] - before
-        history = [s.values async for s in graph.aget_state_history(config)]
-        return history, trips
+        async def run(saver: Any, thread_id: str) -> tuple[list[Any], int]:
+            graph = _chain_builder().compile(checkpointer=saver)
+            config: Any = {"configurable": {"thread_id": thread_id}}
+            before = storage.pool.get_stats()["requests_num"]
+            await graph.ainvoke({"items": ["start"]}, config)
+            trips = storage.pool.get_stats()["requests_num"] - before
+            history = [s.values async for s in graph.aget_state_history(config)]
+            return history, trips
 
-    try:
         await _graph_run(storage, "t0", "r0", "warm")
         async with storage.checkpointer() as saver:
             ours, our_trips = await run(saver, "t1")
@@ -1657,16 +1662,12 @@ async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
         assert len(await _stored_writes(uri, "t1")) >= 6  # the input's and each node's
         # The three nodes' writes (and the input's) went with the checkpoints after them.
         assert our_trips <= library_trips - 3
-    finally:
-        await storage.aclose()
 
 
 async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str) -> None:
-    uri = await _fresh_schema(pg_database)
-    storage = PostgresStorage(uri, pool_min=1, pool_max=4)
-    await storage.setup()
-    config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
-    try:
+    async with _postgres(pg_database) as storage:
+        uri = storage.uri
+        config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
         async with storage.checkpointer() as saver:
             graph = _chain_builder().compile(checkpointer=saver)
             await graph.ainvoke({"items": ["start"]}, config)
@@ -1687,8 +1688,6 @@ async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str)
             await saver.aput_writes(latest.config, [("items", ["last"])], "task-3")
             assert len(await _stored_writes(uri, "t1")) == stored + 2
         assert len(await _stored_writes(uri, "t1")) == stored + 3
-    finally:
-        await storage.aclose()
 
 
 async def test_postgres_rollback_drops_only_its_blobs(pg_database: str) -> None:
