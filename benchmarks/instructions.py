@@ -132,27 +132,6 @@ uvloop.run(main())
 """
 
 
-async def _drive_threaded(url: str, rounds: int, concurrent: int) -> int:
-    """`rounds` rounds of `concurrent` clients each creating a thread and streaming the agent
-    on it (`values`); returns the events of the last stream."""
-    body = {"assistant_id": "agent", "input": AGENT_INPUT, "stream_mode": ["values"]}
-    events = 0
-
-    async def one(client: httpx.AsyncClient) -> int:
-        thread_id = (await client.post("/threads", json={})).json()["thread_id"]
-        count = 0
-        async with client.stream("POST", f"/threads/{thread_id}/runs/stream", json=body) as r:
-            async for chunk in r.aiter_bytes():
-                count += chunk.count(b"\r\nid: ")
-        return count
-
-    limits = httpx.Limits(max_connections=concurrent)
-    async with httpx.AsyncClient(base_url=url, timeout=1200, limits=limits) as client:
-        for _ in range(rounds):
-            events = (await asyncio.gather(*(one(client) for _ in range(concurrent))))[-1]
-    return events
-
-
 async def _drive_v2(url: str, size: int, rounds: int, transport: str) -> int:
     """`rounds` replies through the Python client's v2 `threads.stream`; the last one's tokens."""
     from langgraph_sdk import get_client
@@ -172,7 +151,9 @@ async def _drive_v2(url: str, size: int, rounds: int, transport: str) -> int:
     return tokens
 
 
-def _body(graph: str, size: int) -> dict[str, Any]:
+def _body(graph: str, size: int, threaded: bool = False) -> dict[str, Any]:
+    if threaded:  # the benchmark's threaded scenario: the agent's every step
+        return {"assistant_id": graph, "input": AGENT_INPUT, "stream_mode": ["values"]}
     if graph == "agent":
         return {
             "assistant_id": "agent",
@@ -183,13 +164,20 @@ def _body(graph: str, size: int) -> dict[str, Any]:
     return {"assistant_id": "ticker", "input": {"n": size}, "stream_mode": ["custom"]}
 
 
-async def _drive(url: str, body: dict[str, Any], rounds: int, concurrent: int) -> int:
-    """Runs `rounds` rounds of `concurrent` streams; returns the events of the last stream."""
+async def _drive(
+    url: str, body: dict[str, Any], rounds: int, concurrent: int, threaded: bool = False
+) -> int:
+    """Runs `rounds` rounds of `concurrent` streams (threaded: each on a thread it creates
+    first); returns the events of the last stream."""
     events = 0
 
     async def one(client: httpx.AsyncClient) -> int:
         count = 0
-        async with client.stream("POST", "/runs/stream", json=body) as response:
+        path = "/runs/stream"
+        if threaded:
+            thread_id = (await client.post("/threads", json={})).json()["thread_id"]
+            path = f"/threads/{thread_id}/runs/stream"
+        async with client.stream("POST", path, json=body) as response:
             async for chunk in response.aiter_bytes():
                 count += chunk.count(b"\r\nid: ")
         return count
@@ -274,14 +262,12 @@ def server_instructions(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start: {(work / 'server.log').read_text()}")
             time.sleep(0.5)
-        body = _body(graph, size)
+        body = _body(graph, size, threaded)
 
         def drive(k: int) -> int:
             if v2 is not None:
                 return asyncio.run(_drive_v2(url, size, k, v2))
-            if threaded:
-                return asyncio.run(_drive_threaded(url, k, concurrent))
-            return asyncio.run(_drive(url, body, k, concurrent))
+            return asyncio.run(_drive(url, body, k, concurrent, threaded))
 
         drive(2)  # warm-up, not counted
         _control(proc.pid, "-i", "on")
