@@ -5,10 +5,15 @@ and a reader that stops leaves the others reading."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import pytest
+from redis.asyncio import Redis
+
 from agentstream.eventbus.redis import RedisEventBus
+from tests.services import RedisServer
 from tests.test_eventbus_contract import _items, redis_bus, redis_namespace
 
 __all__ = ["redis_bus", "redis_namespace"]
@@ -117,3 +122,94 @@ async def test_redis_a_joiner_behind_a_read_in_flight_gets_every_event_after_its
         assert [e[0] for e in await ahead_reads] == [b"3-0"]
     reads.stop(ahead)
     reads.stop(joiner)
+
+
+# --- a log closed by this process ends its readers here at once ------------------------------
+RESULT = frozenset({"result"})
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own: its writes are paused (CLIENT PAUSE), no one else's."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+@contextlib.asynccontextmanager
+async def writes_paused(server: RedisServer) -> AsyncIterator[None]:
+    """Redis takes no write (no publish, no close) until the block ends; reads go on."""
+    admin = Redis.from_url(server.url)
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+        yield
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+
+
+def _result() -> list[tuple[str, str, bytes]]:
+    return [("result", "result", b'{"values":null}')]
+
+
+async def test_redis_a_reader_hiding_the_result_ends_at_its_close_here_before_redis_has_it(
+    own_redis: RedisServer,
+) -> None:
+    """The closing process (`dev` on Redis: the run's executor and its stream in one process)
+    ends its own readers that would not show the close's events once they have every event
+    before it: without the close's round trip to Redis and back."""
+    bus = RedisEventBus(own_redis.url)
+    try:
+        await bus.publish("r", _items("a", "b"))
+        stream = bus.subscribe("r", 0, hidden=RESULT)
+        assert [e.seq for e in await anext(stream)] == [1, 2]
+        await bus.publish("r", _items("c"))  # event 3, not yet read
+        async with writes_paused(own_redis):
+            closing = asyncio.create_task(bus.close("r", _result()))
+            async with asyncio.timeout(10):
+                rest = [e.seq for batch in [b async for b in stream] for e in batch]
+            assert rest == [3]  # read through the last event first, then ended
+            assert not closing.done()  # Redis has no close yet
+        await closing
+        # Every other reader still reads the close from Redis: the result, then the end.
+        whole = [b async for b in bus.subscribe("r", 0)]
+        assert [(e.seq, e.mode) for batch in whole for e in batch][-2:] == [
+            (3, "custom"),
+            (4, "result"),
+        ]
+    finally:
+        await bus.aclose()
+
+
+async def test_redis_a_close_here_that_adds_what_a_reader_shows_reaches_it(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    bus = redis_bus()
+    await bus.publish("r", _items("a"))
+    shown = asyncio.create_task(_read_hiding(bus, "r", RESULT))
+    everything = asyncio.create_task(_read_hiding(bus, "r", frozenset()))
+    await _started()
+    await bus.close("r", [*_items("last"), *_result()])
+    async with asyncio.timeout(10):
+        assert await shown == [(1, "custom"), (2, "custom"), (3, "result")]
+        assert await everything == [(1, "custom"), (2, "custom"), (3, "result")]
+
+
+async def test_redis_a_close_in_another_process_reaches_a_hiding_reader_through_redis(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    """serve + worker: the worker closes the log, the API's reader hears of it from Redis."""
+    api, worker = redis_bus(), redis_bus()
+    await worker.publish("r", _items("a", "b"))
+    reader = asyncio.create_task(_read_hiding(api, "r", RESULT))
+    await _started()
+    await worker.close("r", _result())
+    async with asyncio.timeout(10):
+        assert await reader == [(1, "custom"), (2, "custom"), (3, "result")]
+    assert not api._hiding  # its reader's watch forgotten with it
+
+
+async def _read_hiding(bus: RedisEventBus, run_id: str, hidden: frozenset[str]) -> list[Any]:
+    batches = [b async for b in bus.subscribe(run_id, 0, hidden=hidden)]
+    return [(e.seq, e.mode) for batch in batches for e in batch]

@@ -16,6 +16,9 @@ from agentstream.execution.runs import thread_log
 from agentstream.protocol import END_MODES, RESULT_MODE
 from agentstream.storage.base import Storage
 
+# What no SSE stream of a run shows: its result (for runs.wait and joiners' outcomes).
+_HIDDEN = frozenset({RESULT_MODE})
+
 
 def run_frames(
     bus: EventBus,
@@ -82,7 +85,7 @@ async def _rendered(
     """render(batch) for each batch of a log, empty chunks left out; a log the reader cannot
     follow to its end (events evicted, the bus away too long) ends in an error frame."""
     try:
-        async for batch in bus.subscribe(log_id, after, wait=wait, held=held):
+        async for batch in bus.subscribe(log_id, after, wait=wait, held=held, hidden=_HIDDEN):
             chunk = render(batch)
             if chunk:
                 yield chunk

@@ -198,13 +198,23 @@ class EventBus(Protocol):
         ...
 
     def subscribe(
-        self, run_id: str, after: int | None, *, wait: bool = True, held: bool = False
+        self,
+        run_id: str,
+        after: int | None,
+        *,
+        wait: bool = True,
+        held: bool = False,
+        hidden: frozenset[str] = frozenset(),
     ) -> AsyncIterator[Sequence[Event]]:
         """Batches of events with id > after (None: from now on) until the log is closed.
 
         With wait=False it returns what the log holds now and stops (for finished runs).
         held=True says event `after` is in the log (its caller just published it): a reader
         that waits may then wait at once, without first looking whether the log ended before.
+        hidden: modes the reader leaves out (an SSE stream never shows a run's result). A
+        close that adds only such events may end the reader without them, once it has every
+        event before: the Redis bus ends its readers in the closing process so, without
+        waiting for Redis to hand them the close.
 
         Raises EventsEvicted when `after` is older than what the log keeps.
         """

@@ -383,7 +383,13 @@ class MemoryEventBus:
         return 0 if log is None else log.next_seq - 1
 
     async def subscribe(
-        self, run_id: str, after: int | None, *, wait: bool = True, held: bool = False
+        self,
+        run_id: str,
+        after: int | None,
+        *,
+        wait: bool = True,
+        held: bool = False,
+        hidden: frozenset[str] = frozenset(),  # a close here reaches readers at once anyway
     ) -> AsyncIterator[Sequence[Event]]:
         if not wait and run_id not in self._logs:
             return

@@ -55,10 +55,25 @@ def stream_entries(reply: Any) -> list[tuple[bytes, list[Entry]]]:
 class Watch:
     """One reader's wait on one log: what its lane read after `pos`, not yet taken."""
 
-    __slots__ = ("error", "heard", "key", "lane", "paused", "pos", "taken", "waiter")
+    __slots__ = (
+        "end",
+        "error",
+        "heard",
+        "hidden",
+        "key",
+        "lane",
+        "paused",
+        "pos",
+        "taken",
+        "waiter",
+    )
 
-    def __init__(self, key: str, pos: bytes) -> None:
+    def __init__(self, key: str, pos: bytes, hidden: frozenset[str] = frozenset()) -> None:
         self.key = key
+        self.hidden = hidden  # modes its reader leaves out (EventBus.subscribe)
+        # The last event of its log, once this process closed the log with only hidden events
+        # after it (RedisEventBus.close): its reader ends once it has read through it.
+        self.end: int | None = None
         self.pos = pos  # read through (by the lane, or by the reader itself)
         self.taken: list[Entry] = []  # read, waiting for the reader
         self.lane: _Lane | None = None
@@ -111,18 +126,21 @@ class Reads:
         self._home: dict[str, _Lane] = {}  # a watched log's lane
         self._tasks: set[asyncio.Task[None]] = set()  # wake-ups and checks in flight
 
-    def watch(self, key: str, pos: bytes) -> Watch:
-        watch = Watch(key, pos)
+    def watch(self, key: str, pos: bytes, hidden: frozenset[str] = frozenset()) -> Watch:
+        watch = Watch(key, pos, hidden)
         self._attach(watch)
         return watch
 
     async def read(self, watch: Watch, pos: bytes) -> list[Entry]:
-        """The entries after pos (the reader's position), waiting for some if there are none."""
+        """The entries after pos (the reader's position), waiting for some if there are none;
+        none once the reader has read through its log's end (Watch.end)."""
         if parse_id(pos) > parse_id(watch.pos):  # the reader read on by itself
             watch.taken, watch.pos = [], pos
         else:
             watch.taken = _after(watch.taken, pos)
         while not watch.taken:
+            if watch.end is not None and parse_id(watch.pos)[0] >= watch.end:
+                return []
             if watch.error is not None:
                 error, watch.error = watch.error, None
                 raise error
