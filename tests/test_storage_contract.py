@@ -1664,6 +1664,90 @@ async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
         assert our_trips <= library_trips - 3
 
 
+async def _stored_rows(uri: str, thread_id: str) -> tuple[list[Any], list[Any]]:
+    """A thread's checkpoint writes and blobs as stored, but for the ids a run makes afresh:
+    (step, task path, idx, channel, type, blob) and (channel, version number, type, blob),
+    sorted."""
+    async with await psycopg.AsyncConnection.connect(uri) as conn:
+        cur = await conn.execute(
+            "SELECT (c.metadata->>'step')::int, w.task_path, w.idx, w.channel, w.type, w.blob"
+            " FROM checkpoint_writes w JOIN checkpoints c USING (thread_id, checkpoint_ns,"
+            " checkpoint_id) WHERE w.thread_id = %s ORDER BY 1, 2, 3",
+            (thread_id,),
+        )
+        writes = [tuple(row) for row in await cur.fetchall()]
+        cur = await conn.execute(  # a version is its number and a random fraction
+            "SELECT channel, split_part(version, '.', 1), type, blob FROM checkpoint_blobs"
+            " WHERE thread_id = %s ORDER BY 1, 2",
+            (thread_id,),
+        )
+        return writes, [tuple(row) for row in await cur.fetchall()]
+
+
+def _fan_builder() -> StateGraph[_State]:
+    """Three nodes at once, then one after them: a step of three tasks' writes together."""
+    builder = StateGraph(_State)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, lambda state, name=name: {"items": [name]})
+        builder.add_edge(START, name)
+    builder.add_node("d", lambda state: {"items": ["d"]})
+    builder.add_edge(["a", "b", "c"], "d")
+    return builder
+
+
+async def test_postgres_saver_stores_a_tables_rows_in_one_statement(pg_database: str) -> None:
+    # LoopSaver sends the rows the library inserts one statement each (a task's writes, a
+    # checkpoint's blobs) as one statement a table (storage/pgsaver.py): the same rows, in
+    # fewer statements.
+    async with _postgres(pg_database) as storage:
+        uri = storage.uri
+
+        async def run(saver: Any, thread_id: str) -> tuple[list[Any], float]:
+            graph = _fan_builder().compile(checkpointer=saver)
+            config: Any = {"configurable": {"thread_id": thread_id}}
+            before = metrics.POSTGRES_STATEMENTS._value.get()
+            await graph.ainvoke({"items": ["start"]}, config)
+            await graph.ainvoke({"items": ["again"]}, config)
+            sent = metrics.POSTGRES_STATEMENTS._value.get() - before
+            return [s.values async for s in graph.aget_state_history(config)], sent
+
+        await _graph_run(storage, "t0", "r0", "warm")
+        async with storage.checkpointer() as saver:
+            ours, our_statements = await run(saver, "t1")
+        library, library_statements = await run(AsyncPostgresSaver(storage.pool), "t2")
+        assert ours == library
+        assert sorted(ours[0]["items"][1:4]) == ["a", "b", "c"]
+        our_writes, our_blobs = await _stored_rows(uri, "t1")
+        assert (our_writes, our_blobs) == await _stored_rows(uri, "t2")
+        assert len(our_writes) >= 10 and len(our_blobs) >= 4
+        # Each step's three writes, and the input's, went with the checkpoint after them in
+        # one statement, where the library sent a statement a row (psycopg's executemany).
+        assert our_statements <= library_statements - 6
+
+
+async def test_postgres_saver_rows_of_one_key_in_one_statement_keep_the_first(
+    pg_database: str,
+) -> None:
+    # A statement a row left a row already stored as it was; one statement of them must too.
+    async with _postgres(pg_database) as storage:
+        uri = storage.uri
+        config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+        async with storage.checkpointer() as saver:
+            graph = _chain_builder().compile(checkpointer=saver)
+            await graph.ainvoke({"items": ["start"]}, config)
+            latest = await saver.aget_tuple(config)
+            assert latest is not None
+            await saver.aput_writes(latest.config, [("items", ["first"]), ("x", 1)], "task-1")
+            await saver.aput_writes(latest.config, [("items", ["second"])], "task-1")
+            again = await saver.aget_tuple(config)  # the held writes stored first, together
+            assert again is not None
+            mine = [(channel, value) for task, channel, value in again.pending_writes]
+            assert mine.count(("items", ["first"])) == 1
+            assert ("items", ["second"]) not in mine and ("x", 1) in mine
+        writes, _ = await _stored_rows(uri, "t1")
+        assert len([row for row in writes if row[3] == "items" and row[2] == 0]) >= 1
+
+
 async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str) -> None:
     async with _postgres(pg_database) as storage:
         uri = storage.uri

@@ -26,12 +26,19 @@ error's writes (channels named `__...__`) are still sent at once: what resumes a
 crash, or its error handler, reads them. What changes: the writes of the task running when
 the process dies are lost with it, where they might have reached the database; the run, taken
 over, runs that task again as it would have had the task not finished.
+
+Rows go in one statement a table (`AllAtOnce`): the library inserts a task's writes, and a
+checkpoint's blobs, with `executemany`, a statement a row, which PostgreSQL parses, plans and
+runs one by one and psycopg sends one by one; the same rows in one VALUES list are one
+statement, and the writes held for a checkpoint, whichever tasks made them, one with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import re
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -82,6 +89,63 @@ def _in_place(method: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+# The library's inserts of a row per parameter set that may go as one statement: those that
+# leave a row already there as it is (a row of the same key later in the same statement too,
+# as a statement a row did), a task's writes and a checkpoint's blobs. The writes that replace
+# (an interrupt's, an error's: UPSERT_CHECKPOINT_WRITES_SQL) stay a statement a row, and so
+# does any statement a later release words otherwise.
+_VALUES = re.compile(r"\bVALUES\s*(\((?:%s,\s*)*%s\))", re.IGNORECASE)
+
+
+def _all_at_once(query: str) -> tuple[str, str, str] | None:
+    """(up to its VALUES, the row's placeholders, after them) of an insert of one row that
+    may be given many rows, or None."""
+    if not re.search(r"\bDO\s+NOTHING\s*;?\s*$", query, re.IGNORECASE):
+        return None
+    found = _VALUES.search(query)
+    if found is None or query.count("%") != found.group(1).count("%"):
+        return None
+    return query[: found.start(1)], found.group(1), query[found.end(1) :]
+
+
+_ALL_AT_ONCE = {
+    query: parts
+    for query in (
+        AsyncPostgresSaver.INSERT_CHECKPOINT_WRITES_SQL,
+        AsyncPostgresSaver.UPSERT_CHECKPOINT_BLOBS_SQL,
+    )
+    if (parts := _all_at_once(query)) is not None
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_sql(query: str, rows: int) -> str:
+    """The insert of `rows` rows in one statement: its VALUES row that many times."""
+    head, row, tail = _ALL_AT_ONCE[query]
+    return head + ", ".join([row] * rows) + tail
+
+
+class AllAtOnce:
+    """The saver's cursor of a pipeline, its inserts of many rows sent as one statement each
+    (_ALL_AT_ONCE); anything else as the cursor does it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        return await self.cursor.execute(query, params, **kwargs)
+
+    async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        rows = list(params_seq)
+        if len(rows) < 2 or kwargs or query not in _ALL_AT_ONCE:
+            await self.cursor.executemany(query, rows, **kwargs)
+            return
+        await self.cursor.execute(_rows_sql(query, len(rows)), [v for row in rows for v in row])
+
+
 # Set while the library's aput_writes runs for writes to hold: its cursor then keeps them.
 _HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
 
@@ -129,9 +193,18 @@ class LoopSaver(AsyncPostgresSaver):
             return
         async with super()._cursor(pipeline=pipeline) as cur:
             held, self._held = self._held, None
-            for query, params_seq in held or ():  # first, in the same pipeline
-                await cur.executemany(query, params_seq)
-            yield cur
+            # First, in the same pipeline: the rows of one statement's held runs together.
+            batches: list[tuple[Any, list[Any]]] = []
+            for query, rows in held or ():
+                if batches and batches[-1][0] == query:
+                    batches[-1][1].extend(rows)
+                else:
+                    batches.append((query, list(rows)))
+            ours = AllAtOnce(cur)
+            for query, rows in batches:
+                await ours.executemany(query, rows)
+            # The writes' (and blobs') cursor; a read's iterates the cursor itself.
+            yield ours if pipeline else cur
 
     async def flush(self) -> None:
         """Sends the writes still held (the saver's use is over)."""

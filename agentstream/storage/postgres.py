@@ -261,8 +261,9 @@ class _CountedCursor(AsyncCursor[Any]):
         return await super().execute(query, params, **kwargs)
 
     async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        metrics.POSTGRES_STATEMENTS.inc()
-        await super().executemany(query, params_seq, **kwargs)
+        rows = list(params_seq)  # a statement a row, for PostgreSQL as for psycopg
+        metrics.POSTGRES_STATEMENTS.inc(len(rows))
+        await super().executemany(query, rows, **kwargs)
 
 
 async def _configure(conn: AsyncConnection[DictRow]) -> None:
