@@ -1725,12 +1725,12 @@ async def test_postgres_saver_stores_a_tables_rows_in_one_statement(pg_database:
         assert our_statements <= library_statements - 6
 
 
-async def test_postgres_saver_rows_of_one_key_in_one_statement_keep_the_first(
+async def test_postgres_saver_rows_sent_together_keep_the_first_of_a_key_and_any_count(
     pg_database: str,
 ) -> None:
-    # A statement a row left a row already stored as it was; one statement of them must too.
+    # A statement a row left a row already stored as it was; one statement of them must too,
+    # and rows past what one statement takes parameters for go in more.
     async with _postgres(pg_database) as storage:
-        uri = storage.uri
         config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
         async with storage.checkpointer() as saver:
             graph = _chain_builder().compile(checkpointer=saver)
@@ -1744,8 +1744,13 @@ async def test_postgres_saver_rows_of_one_key_in_one_statement_keep_the_first(
             mine = [(channel, value) for task, channel, value in again.pending_writes]
             assert mine.count(("items", ["first"])) == 1
             assert ("items", ["second"]) not in mine and ("x", 1) in mine
-        writes, _ = await _stored_rows(uri, "t1")
-        assert len([row for row in writes if row[3] == "items" and row[2] == 0]) >= 1
+            # More rows than one statement takes parameters for: stored all the same.
+            many = [(f"channel-{i}", i) for i in range(8_000)]
+            await saver.aput_writes(latest.config, many, "task-2")
+            again = await saver.aget_tuple(config)
+            assert again is not None
+            stored = sorted(v for task, _, v in again.pending_writes if task == "task-2")
+            assert stored == list(range(8_000))
 
 
 async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str) -> None:

@@ -118,6 +118,10 @@ _ALL_AT_ONCE = {
 }
 
 
+# The most rows one statement inserts (nine parameters a write's row).
+_MOST_ROWS = 1_000
+
+
 @functools.lru_cache(maxsize=64)
 def _rows_sql(query: str, rows: int) -> str:
     """The insert of `rows` rows in one statement: its VALUES row that many times."""
@@ -143,7 +147,11 @@ class AllAtOnce:
         if len(rows) < 2 or kwargs or query not in _ALL_AT_ONCE:
             await self.cursor.executemany(query, rows, **kwargs)
             return
-        await self.cursor.execute(_rows_sql(query, len(rows)), [v for row in rows for v in row])
+        for at in range(0, len(rows), _MOST_ROWS):  # PostgreSQL takes 65,535 parameters at most
+            chunk = rows[at : at + _MOST_ROWS]
+            await self.cursor.execute(
+                _rows_sql(query, len(chunk)), [v for row in chunk for v in row]
+            )
 
 
 # Set while the library's aput_writes runs for writes to hold: its cursor then keeps them.
