@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.cpu [--concurrent 200] [--ticks 20] [--seconds 8]
         [--client http|sdk] [--messages | --threaded] [--py-spy out.txt] [--distributed]
-        [--split]
+        [--split] [--tree DIR]
 
 Starts `agentstream dev` pinned to one core, drives it from the other with rounds of
 `--concurrent` stateless `ticker` runs (`--ticks` custom events each, 20 by default; the
@@ -21,6 +21,10 @@ dependency: `pip install py-spy`) records the server meanwhile, `--gil` samples 
 `agentstream worker` on PostgreSQL + Redis instead, both on the server's core: the CPU and the
 counters are both processes' (the worker serves its /metrics on AGENTSTREAM_METRICS_PORT), and
 each one's share of the CPU is printed too; --py-spy then records the worker into out.1.txt.
+With --tree, the server runs another checkout's `agentstream` (`git worktree add /tmp/old
+<commit>`): the other side of an A/B, driven by this checkout's client. (Run from the main
+checkout, `PYTHONPATH=/tmp/old` alone does not do it: the server's working directory, this
+checkout, comes first on its path.)
 """
 
 from __future__ import annotations
@@ -122,14 +126,15 @@ def _start(
     the server's core(s)."""
     # A fresh database and a flushed Redis database, as the benchmark's distributed columns.
     env = asyncio.run(distributed_env("agentstream_cpu")) if args.distributed else {}
+    tree = None if args.tree is None else args.tree.resolve()
     if not args.split:
-        server = start_server(Path(tmp) / "cpu.sqlite", cpus=cpus, env=env)
+        server = start_server(Path(tmp) / "cpu.sqlite", cpus=cpus, env=env, tree=tree)
         return [(server, server.url)]
     port = free_port()
     worker_env = {**env, "AGENTSTREAM_METRICS_PORT": str(port)}
-    worker = start_server(None, cpus=cpus, env=worker_env, command="worker")
+    worker = start_server(None, cpus=cpus, env=worker_env, command="worker", tree=tree)
     try:
-        api = start_server(None, cpus=cpus, env=env, command="serve")
+        api = start_server(None, cpus=cpus, env=env, command="serve", tree=tree)
     except BaseException:
         worker.stop()
         raise
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy")
     parser.add_argument("--distributed", action="store_true")
     parser.add_argument("--split", action="store_true", help="serve + worker (with --distributed)")
+    parser.add_argument("--tree", type=Path, default=None, help="the checkout the server runs")
     args = parser.parse_args(argv)
     args.distributed = args.distributed or args.split
     server_cpus, bench_cpus = cpu_split()

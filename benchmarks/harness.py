@@ -43,12 +43,18 @@ def start_server(
     env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
     command: str = "dev",
+    tree: Path | None = None,
 ) -> ServerProcess:
     """`python -m agentstream dev` (or `command`) on a free loopback port, pinned to `cpus`
     from its first instruction (so its SQLite threads inherit the pinning too): the tests' own
-    server."""
+    server. With `tree`, the server runs that checkout's `agentstream` (an A/B's other side)."""
     return servers.start_server(
-        database, cpus=cpus, env=env, extra_args=extra_args, command=command
+        database,
+        cpus=cpus,
+        env=env,
+        extra_args=extra_args,
+        command=command,
+        cwd=servers.ROOT if tree is None else tree,
     )
 
 

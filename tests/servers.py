@@ -81,9 +81,11 @@ def start_server(
     env: dict[str, str] | None = None,
     command: str = "dev",
     cpus: set[int] | None = None,
+    cwd: Path = ROOT,
 ) -> ServerProcess:
     """`dev` and `serve` print the URL they listen on; `worker` prints when it is ready. With
-    `cpus`, the process is pinned to them from its first instruction (its threads too)."""
+    `cpus`, the process is pinned to them from its first instruction (its threads too). `cwd`
+    is first on the server's path: the checkout whose `agentstream` it runs."""
     cmd = [sys.executable, "-m", "agentstream", command, "--config", str(config)]
     if command != "worker":
         cmd += ["--port", "0"]
@@ -102,7 +104,7 @@ def start_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         # A stopped test server hands its runs back within a second unless a test says otherwise.
         env={**os.environ, "AGENTSTREAM_SHUTDOWN_GRACE_SECONDS": "1", **(env or {})},
         preexec_fn=preexec,
