@@ -331,10 +331,11 @@ class RedisEventBus:
         A run's stream (SSE) hides its result, the only event of a v1 run's close: those of a
         run executed here (`dev` on Redis, API and worker in one process) end as soon as the run's
         end is stored, without the close's round trip to Redis and the wake-up of the lane
-        that reads it (`benchmarks.cpu --threaded --concurrent 50 --distributed`: the
-        stream's close after its last event 6.7 -> 5.4 ms p50, 21.0 -> 12.9 ms p99). The last
-        publish is the run's: the executor publishes nothing after its graph's events, and
-        its stream ends with the log's other readers' once Redis has the close."""
+        that reads it (`benchmarks.cpu --threaded --concurrent 50 --distributed`, two pairs:
+        the stream's close after its last event 5.7 / 6.5 -> 4.7 / 4.9 ms p50, 19.2 / 20.5 ->
+        14.2 / 14.0 ms p99). A log's closer published its last event: the run's executor, or
+        the API process cancelling a run no worker took (its log holds that process's first
+        event alone, if anything); a process that published nothing to it ends nobody here."""
         for watch in self._hiding.get(run_id, ()):
             if modes <= watch.hidden:
                 watch.end = last

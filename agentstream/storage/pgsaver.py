@@ -139,9 +139,6 @@ class AllAtOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cursor, name)
 
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        return await self.cursor.execute(query, params, **kwargs)
-
     async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
         rows = list(params_seq)
         if len(rows) < 2 or kwargs or query not in _ALL_AT_ONCE:
