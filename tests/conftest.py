@@ -16,6 +16,7 @@ from agentstream.settings import Settings
 
 # Test modules import these from here too.
 from tests.servers import EXAMPLES, LIVE, ROOT, ServerProcess, running_cluster, start_server
+from tests.services import RedisServer
 
 __all__ = ["EXAMPLES", "ROOT", "ServerProcess", "start_server"]
 
@@ -74,6 +75,16 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield factory
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of the test's own, on its own port: stopped, restarted or paused (CLIENT PAUSE)
+    without touching anyone else's."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture

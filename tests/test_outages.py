@@ -29,14 +29,6 @@ DOWN_SECONDS = 2.0  # how long each outage lasts: part of the scenario, not a sy
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 async def bus(redis_server: RedisServer) -> AsyncIterator[RedisEventBus]:
     made = RedisEventBus(redis_server.url, outage_seconds=30)
     yield made

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from agentstream.eventbus.redis import RedisEventBus
@@ -128,15 +127,6 @@ async def test_redis_a_joiner_behind_a_read_in_flight_gets_every_event_after_its
 RESULT = frozenset({"result"})
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own: its writes are paused (CLIENT PAUSE), no one else's."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.kill()
-
-
 @contextlib.asynccontextmanager
 async def writes_paused(server: RedisServer) -> AsyncIterator[None]:
     """Redis takes no write (no publish, no close) until the block ends; reads go on."""
@@ -154,18 +144,18 @@ def _result() -> list[tuple[str, str, bytes]]:
 
 
 async def test_redis_a_reader_hiding_the_result_ends_at_its_close_here_before_redis_has_it(
-    own_redis: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     """The closing process (`dev` on Redis: the run's executor and its stream in one process)
     ends its own readers that would not show the close's events once they have every event
     before it: without the close's round trip to Redis and back."""
-    bus = RedisEventBus(own_redis.url)
+    bus = RedisEventBus(redis_server.url)
     try:
         await bus.publish("r", _items("a", "b"))
         stream = bus.subscribe("r", 0, hidden=RESULT)
         assert [e.seq for e in await anext(stream)] == [1, 2]
         await bus.publish("r", _items("c"))  # event 3, not yet read
-        async with writes_paused(own_redis):
+        async with writes_paused(redis_server):
             closing = asyncio.create_task(bus.close("r", _result()))
             async with asyncio.timeout(10):
                 rest = [e.seq for batch in [b async for b in stream] for e in batch]
