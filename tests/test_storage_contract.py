@@ -1622,17 +1622,30 @@ def _chain_builder() -> StateGraph[_State]:
     return builder
 
 
-async def _stored_writes(uri: str, thread_id: str) -> list[tuple[Any, ...]]:
-    """A thread's stored task writes, by the step of their checkpoint: (step, task path,
-    channel, idx), in order."""
+async def _stored_rows(uri: str, thread_id: str) -> tuple[list[Any], list[Any]]:
+    """A thread's checkpoint writes and blobs as stored, but for the ids a run makes afresh:
+    (step, task path, idx, channel, type, blob) and (channel, version number, type, blob),
+    sorted."""
     async with await psycopg.AsyncConnection.connect(uri) as conn:
         cur = await conn.execute(
-            "SELECT (c.metadata->>'step')::int, w.task_path, w.channel, w.idx"
+            "SELECT (c.metadata->>'step')::int, w.task_path, w.idx, w.channel, w.type, w.blob"
             " FROM checkpoint_writes w JOIN checkpoints c USING (thread_id, checkpoint_ns,"
-            " checkpoint_id) WHERE w.thread_id = %s ORDER BY 1, 2, 4",
+            " checkpoint_id) WHERE w.thread_id = %s ORDER BY 1, 2, 3",
             (thread_id,),
         )
-        return [tuple(row) for row in await cur.fetchall()]
+        writes = [tuple(row) for row in await cur.fetchall()]
+        cur = await conn.execute(  # a version is its number and a random fraction
+            "SELECT channel, split_part(version, '.', 1), type, blob FROM checkpoint_blobs"
+            " WHERE thread_id = %s ORDER BY 1, 2",
+            (thread_id,),
+        )
+        return writes, [tuple(row) for row in await cur.fetchall()]
+
+
+async def _stored_writes(uri: str, thread_id: str) -> list[Any]:
+    """A thread's checkpoint writes as _stored_rows gives them."""
+    writes, _ = await _stored_rows(uri, thread_id)
+    return writes
 
 
 async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
@@ -1662,26 +1675,6 @@ async def test_postgres_saver_sends_a_tasks_writes_with_its_next_statement(
         assert len(await _stored_writes(uri, "t1")) >= 6  # the input's and each node's
         # The three nodes' writes (and the input's) went with the checkpoints after them.
         assert our_trips <= library_trips - 3
-
-
-async def _stored_rows(uri: str, thread_id: str) -> tuple[list[Any], list[Any]]:
-    """A thread's checkpoint writes and blobs as stored, but for the ids a run makes afresh:
-    (step, task path, idx, channel, type, blob) and (channel, version number, type, blob),
-    sorted."""
-    async with await psycopg.AsyncConnection.connect(uri) as conn:
-        cur = await conn.execute(
-            "SELECT (c.metadata->>'step')::int, w.task_path, w.idx, w.channel, w.type, w.blob"
-            " FROM checkpoint_writes w JOIN checkpoints c USING (thread_id, checkpoint_ns,"
-            " checkpoint_id) WHERE w.thread_id = %s ORDER BY 1, 2, 3",
-            (thread_id,),
-        )
-        writes = [tuple(row) for row in await cur.fetchall()]
-        cur = await conn.execute(  # a version is its number and a random fraction
-            "SELECT channel, split_part(version, '.', 1), type, blob FROM checkpoint_blobs"
-            " WHERE thread_id = %s ORDER BY 1, 2",
-            (thread_id,),
-        )
-        return writes, [tuple(row) for row in await cur.fetchall()]
 
 
 def _fan_builder() -> StateGraph[_State]:
