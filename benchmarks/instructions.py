@@ -66,16 +66,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
 }
 
-# The in-process side: `k` runs of the scenario's graph, as the benchmark's baseline runs it.
-_INPROCESS = """
-import asyncio, gc, sys
-sys.path.insert(0, {examples!r})
-import uvloop
-from {graph} import graph
-async def once():
-    async for _ in graph.astream({input!r}, {config!r}, stream_mode={mode!r}):
-        pass
-async def main():
+# How an in-process script drives its once(): `rounds` of `concurrent` at a time, on uvloop
+# with the server's collector settings (app.tune_gc).
+_ROUNDS = """async def main():
     gc.freeze()
     gc.set_threshold(10_000)
     for _ in range({rounds}):
@@ -84,8 +77,24 @@ uvloop.run(main())
 """
 
 
+# The in-process side: `k` runs of the scenario's graph, as the benchmark's baseline runs it.
+_INPROCESS = (
+    """
+import asyncio, gc, sys
+sys.path.insert(0, {examples!r})
+import uvloop
+from {graph} import graph
+async def once():
+    async for _ in graph.astream({input!r}, {config!r}, stream_mode={mode!r}):
+        pass
+"""
+    + _ROUNDS
+)
+
+
 # The in-process side of a v2 scenario: the reply's text deltas through astream_events v3.
-_INPROCESS_V2 = """
+_INPROCESS_V2 = (
+    """
 import asyncio, gc, sys, warnings
 sys.path.insert(0, {examples!r})
 sys.path.insert(0, {root!r})
@@ -98,13 +107,9 @@ async def once():
         stream = await graph.astream_events({input!r}, {config!r}, version="v3")
     async with stream as run:
         await _tokens(run.messages, 0.0)
-async def main():
-    gc.freeze()
-    gc.set_threshold(10_000)
-    for _ in range({rounds}):
-        await asyncio.gather(*(once() for _ in range({concurrent})))
-uvloop.run(main())
 """
+    + _ROUNDS
+)
 
 
 # The in-process side of the threaded scenario.
