@@ -7,7 +7,8 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests import servers
@@ -127,17 +128,33 @@ class Busy:
 
     def __enter__(self) -> Busy:
         self._start = self._now()
+        self._left_out = (0.0, 0.0, 0.0, 0.0)
         return self
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """What happens inside is left out of the phase's reading (a baseline measured in the
+        middle of a client's figures, the client and the server idle meanwhile)."""
+        start = self._now()
+        try:
+            yield
+        finally:
+            end = self._now()
+            self._left_out = tuple(  # type: ignore[assignment]
+                out + (b - a) for out, a, b in zip(self._left_out, start, end, strict=True)
+            )
 
     def __exit__(self, *exc: object) -> None:
         end = self._now()
-        wall = end[0] - self._start[0]
+        wall, client, server, machine = (
+            b - a - out for a, b, out in zip(self._start, end, self._left_out, strict=True)
+        )
         if wall > 0:
-            server = round(100 * (end[2] - self._start[2]) / wall) if self.pids else None
             self.figures = {
-                "client_pct": round(100 * (end[1] - self._start[1]) / wall),
-                "server_pct": server,  # None: a server not ours to read (the reference)
-                "machine_pct": round(100 * (end[3] - self._start[3]) / wall),
+                "client_pct": round(100 * client / wall),
+                # None: a server not ours to read (the reference)
+                "server_pct": round(100 * server / wall) if self.pids else None,
+                "machine_pct": round(100 * machine / wall),
             }
 
 

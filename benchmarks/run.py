@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,20 +42,21 @@ from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
 from agentstream.settings import Settings
 from benchmarks import scenarios
-from benchmarks.clients import RawClient, make_client
+from benchmarks.baseline import Beside
+from benchmarks.clients import BenchClient, RawClient, make_client
 from benchmarks.harness import (
     EXAMPLES,
-    ROOT,
     Busy,
     RssSampler,
     cpu_split,
     free_port,
+    median,
     pin_self,
     rss_kb,
     start_server,
     wait_ready,
 )
-from benchmarks.scenarios import Sizes
+from benchmarks.scenarios import Pace, Sizes
 
 CLIENTS = ("sdk", "http")
 V2_TRANSPORTS = ("sse", "websocket")
@@ -80,29 +82,23 @@ def _log(message: str) -> None:
 # --- measuring ----------------------------------------------------------------------------------
 
 
-async def measure_inprocess(
-    sizes: Sizes, label: str = "in-process", *, beside: bool = False
-) -> dict[str, Any]:
-    """Every baseline figure; with beside, only those measured again beside each client's
-    figures (first event, throughput, concurrent runs), quietly."""
+async def measure_inprocess(sizes: Sizes, label: str = "in-process") -> dict[str, Any]:
+    """Every baseline figure."""
     registry = GraphRegistry(read_config(EXAMPLES))
     ticker = await registry.get("ticker")
     agent = await registry.get("agent")
-    log = (lambda message: None) if beside else _log
-    log(f"{label}: time to first event")
+    _log(f"{label}: time to first event")
     out: dict[str, Any] = {"ttfe": await scenarios.ttfe_inprocess(ticker, sizes)}
-    log(f"{label}: throughput")
+    _log(f"{label}: throughput")
     out["ticker_throughput"] = await scenarios.ticker_throughput_inprocess(ticker, sizes)
     messages = await scenarios.agent_messages_inprocess(agent, sizes)
     out["agent_throughput"] = await scenarios.agent_throughput_inprocess(agent, sizes, messages)
     out["concurrency"] = {}
     for n, rounds in sizes.concurrency:
-        log(f"{label}: {n} concurrent runs")
+        _log(f"{label}: {n} concurrent runs")
         out["concurrency"][str(n)] = await scenarios.concurrency_inprocess(
             ticker, n, rounds, sizes.ticks_per_run
         )
-    if beside:
-        return out
     out["threaded"] = {}
     with tempfile.TemporaryDirectory(prefix="agentstream-bench-") as tmp:
         # Like for like: every step's checkpoint written to SQLite, as the embedded server does.
@@ -117,26 +113,17 @@ async def measure_inprocess(
     return out
 
 
-def measure_inprocess_like_server(
-    sizes: Sizes, *, beside: bool = False, cpus: set[int] | None = None
-) -> dict[str, Any]:
+def measure_inprocess_like_server(sizes: Sizes) -> dict[str, Any]:
     """The baseline again, as the server itself runs the graphs: on uvloop, with the garbage
     collector tuned as `agentstream` tunes it (app.tune_gc). In a thread of its own, with its
-    own loop; the collector's settings are put back afterwards. With beside, only the figures
-    measured beside each client's (see measure_server)."""
+    own loop; the collector's settings are put back afterwards."""
     before = gc.get_threshold()
-    # With cpus, this thread alone runs on them (the server's core, beside its figures), and
-    # goes back to where it ran before.
-    home = os.sched_getaffinity(0) if cpus is not None else None
-    pin_self(cpus)
     tune_gc(Settings.from_env().gc_threshold)
     try:
-        label = "in-process (uvloop, server GC)"
-        return uvloop.run(measure_inprocess(sizes, label, beside=beside))
+        return uvloop.run(measure_inprocess(sizes, "in-process (uvloop, server GC)"))
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-        pin_self(home)
 
 
 async def measure_server(
@@ -155,76 +142,103 @@ async def measure_server(
     and how busy the client's core and the server's processes (`pids`) were during each.
 
     With beside ("like" or "plain"), that baseline of the first event, throughput and
-    concurrent runs is measured again just before and just after each client's figures of
-    them (`like_beside` or `plain_beside`), on the server's core (`cpus`): seconds away, where
-    the baselines measured before and after every server are minutes away, and this machine's
-    speed moves by up to half in minutes."""
+    concurrent runs is measured in a process of its own (benchmarks.baseline) on the server's
+    core (`cpus`), once before each of a client's repetitions of those figures and once after
+    the last (`like_beside` or `plain_beside`): each repetition is then judged against the
+    baseline's a fraction of a second away (paired_ratios), where the baselines measured
+    before and after every server are minutes away, and this machine's speed moves by up to
+    half in seconds."""
     out: dict[str, Any] = {}
     counted = [url, *metrics_urls]
-    for kind in CLIENTS:
-        client = make_client(kind, url)
-        try:
-            figures: dict[str, Any] = {}
-            if beside:
-                _log(f"{label} ({kind}): the {beside} baseline, before")
-                base_before = await _baseline_beside(beside, sizes, cpus)
-            _log(f"{label} ({kind}): time to first event")
-            with Busy(pids) as busy:
-                figures["ttfe"] = await scenarios.ttfe_client(client, sizes)
-            figures["ttfe"]["busy"] = busy.figures
-            _log(f"{label} ({kind}): throughput")
-            with Busy(pids) as busy:
-                figures["ticker_throughput"] = await scenarios.ticker_throughput_client(
-                    client, sizes
+    async with Beside(beside, sizes, cpus) if beside else nullcontext() as base:
+        for kind in CLIENTS:
+            client = make_client(kind, url)
+            try:
+                out[kind] = await _client_figures(
+                    client, kind, sizes, agent_messages, label, pids, counted, base
                 )
-            figures["ticker_throughput"]["busy"] = busy.figures
-            with Busy(pids) as busy:
-                figures["agent_throughput"] = await scenarios.agent_throughput_client(
-                    client, sizes, agent_messages
-                )
-            figures["agent_throughput"]["busy"] = busy.figures
-            figures["concurrency"] = {}
-            for n, rounds in sizes.concurrency:
-                _log(f"{label} ({kind}): {n} concurrent runs")
-                before = await service_requests(*counted)
-                with Busy(pids) as busy:
-                    c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run)
-                c["busy"] = busy.figures
-                c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
-                figures["concurrency"][str(n)] = c
-            if beside:
-                _log(f"{label} ({kind}): the {beside} baseline, after")
-                base_after = await _baseline_beside(beside, sizes, cpus)
-                figures[f"{beside}_beside"] = {
-                    "before_after": [base_before, base_after],
-                    "mean": mean_figures(base_before, base_after),
-                }
-            figures["threaded"] = {}
-            for n, rounds in sizes.threaded:
-                _log(f"{label} ({kind}): {n} concurrent threaded runs")
-                before = await service_requests(*counted)
-                seen = await metric_samples(url)  # the closes and the requests so far
-                with Busy(pids) as busy:
-                    t = await scenarios.threaded_client(client, n, rounds)
-                t["busy"] = busy.figures
-                later = await metric_samples(url)
-                asked, answered = http_requests(seen), http_requests(later)
-                t["requests_per_run"] = requests_per_run(asked, answered, t["runs"])
-                closes, closed = close_buckets(seen), close_buckets(later)
-                t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
-                t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
-                t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
-                figures["threaded"][str(n)] = t
-            figures["join"] = {}
-            for joiners in sizes.joiners:
-                _log(f"{label} ({kind}): {joiners} joiner(s)")
-                figures["join"][str(joiners)] = await scenarios.joiners_client(
-                    client, joiners, sizes
-                )
-        finally:
-            await client.aclose()
-        out[kind] = figures
+            finally:
+                await client.aclose()
     return out
+
+
+async def _client_figures(
+    client: BenchClient,
+    kind: str,
+    sizes: Sizes,
+    agent_messages: int,
+    label: str,
+    pids: Sequence[int],
+    counted: Sequence[str],
+    base: Beside | None,
+) -> dict[str, Any]:
+    """measure_server's figures with one client."""
+    figures: dict[str, Any] = {}
+    # The baseline's repetitions beside the client's, by figure (see measure_server).
+    reps: dict[str, Any] = {"concurrency": {}}
+
+    def pace(busy: Busy, key: str, request: dict[str, Any]) -> Pace | None:
+        if base is None:
+            return None
+        into: list[dict[str, Any]] = []
+        if key.startswith("concurrency/"):
+            reps["concurrency"][key.split("/")[1]] = into
+        else:
+            reps[key] = into
+        return base.pacer(into, request, busy)
+
+    _log(f"{label} ({kind}): time to first event")
+    with Busy(pids) as busy:
+        block = {"figure": "ttfe", "samples": scenarios.ttfe_block(sizes)}
+        figures["ttfe"] = await scenarios.ttfe_client(client, sizes, pace(busy, "ttfe", block))
+    figures["ttfe"]["busy"] = busy.figures
+    _log(f"{label} ({kind}): throughput")
+    with Busy(pids) as busy:
+        figures["ticker_throughput"] = await scenarios.ticker_throughput_client(
+            client, sizes, pace(busy, "ticker_throughput", {"figure": "ticker_throughput"})
+        )
+    figures["ticker_throughput"]["busy"] = busy.figures
+    with Busy(pids) as busy:
+        request = {"figure": "agent_throughput", "expected": agent_messages}
+        figures["agent_throughput"] = await scenarios.agent_throughput_client(
+            client, sizes, agent_messages, pace(busy, "agent_throughput", request)
+        )
+    figures["agent_throughput"]["busy"] = busy.figures
+    figures["concurrency"] = {}
+    for n, rounds in sizes.concurrency:
+        _log(f"{label} ({kind}): {n} concurrent runs")
+        before = await service_requests(*counted)
+        with Busy(pids) as busy:
+            request = {"figure": "concurrency", "n": n}
+            c = await scenarios.concurrency_client(
+                client, n, rounds, sizes.ticks_per_run, pace(busy, f"concurrency/{n}", request)
+            )
+        c["busy"] = busy.figures
+        c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
+        figures["concurrency"][str(n)] = c
+    if base is not None:
+        figures[f"{base.which}_beside"] = {"reps": reps, "figures": pooled_figures(reps)}
+    figures["threaded"] = {}
+    for n, rounds in sizes.threaded:
+        _log(f"{label} ({kind}): {n} concurrent threaded runs")
+        before = await service_requests(*counted)
+        seen = await metric_samples(counted[0])  # the closes and the requests so far
+        with Busy(pids) as busy:
+            t = await scenarios.threaded_client(client, n, rounds)
+        t["busy"] = busy.figures
+        later = await metric_samples(counted[0])
+        asked, answered = http_requests(seen), http_requests(later)
+        t["requests_per_run"] = requests_per_run(asked, answered, t["runs"])
+        closes, closed = close_buckets(seen), close_buckets(later)
+        t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
+        t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
+        t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
+        figures["threaded"][str(n)] = t
+    figures["join"] = {}
+    for joiners in sizes.joiners:
+        _log(f"{label} ({kind}): {joiners} joiner(s)")
+        figures["join"][str(joiners)] = await scenarios.joiners_client(client, joiners, sizes)
+    return figures
 
 
 SERVICE_COUNTERS = {
@@ -330,32 +344,6 @@ def per_run(
     if before is None or after is None or not runs:
         return None
     return {key: round((after[key] - before[key]) / runs, 2) for key in after}
-
-
-async def _baseline_beside(which: str, sizes: Sizes, cpus: set[int] | None) -> dict[str, Any]:
-    """The baseline figures measured beside a client's, on the server's core (`cpus`; the
-    server idle meanwhile): the two cores of a shared machine do not always run at the same
-    speed. Like for like (in a thread of its own, on uvloop, the server's collector settings)
-    or plain (a script: benchmarks.baseline)."""
-    if which == "like":
-        return await asyncio.to_thread(measure_inprocess_like_server, sizes, beside=True, cpus=cpus)
-    # A script of its own: this process holds clients and figures by now, which made the same
-    # loop slower (the collector walks them) or, frozen out of its sight, faster than a script
-    # (its graphs' and libraries' objects frozen too).
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.baseline",
-        json.dumps(asdict(sizes)),
-        json.dumps(sorted(cpus) if cpus is not None else None),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode:
-        raise RuntimeError(f"the plain baseline's process exited with {proc.returncode}")
-    figures: dict[str, Any] = json.loads(out)
-    return figures
 
 
 async def measure_fresh_server(
@@ -521,6 +509,86 @@ def mean_figures(a: Any, b: Any) -> Any:
     return a
 
 
+def median_figures(measured: Sequence[Any]) -> Any:
+    """Several measurements of the same figures as one: each number the median of theirs
+    (error counts added), anything else taken from the first."""
+    first = measured[0]
+    if isinstance(first, dict):
+        return {
+            k: (
+                sum(m[k] for m in measured)
+                if k == "errors"
+                else median_figures([m.get(k) for m in measured])
+            )
+            for k in first
+        }
+    numbers = [m for m in measured if isinstance(m, (int, float)) and not isinstance(m, bool)]
+    if numbers and len(numbers) == len(measured):
+        middle = median(numbers)
+        if all(isinstance(m, int) for m in numbers):
+            return round(middle)  # counts and rates measured as whole numbers stay so
+        return round(middle, 3)
+    return first
+
+
+def pooled_figures(reps: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's repetitions beside a client's figures (measure_server) as one set of
+    figures, in the shape of measure_inprocess's."""
+    return {
+        **{key: median_figures(reps[key]) for key in PAIRED if key in reps},
+        "concurrency": {n: median_figures(r) for n, r in reps["concurrency"].items()},
+    }
+
+
+# The figures judged against a baseline beside them: (the key its repetitions are kept under,
+# the client's figure's value for each repetition, the baseline's figure, the ratio's name).
+PAIRED = {
+    "ttfe": ("median_ms_blocks", "median_ms", "ttfe_median"),
+    "ticker_throughput": ("events_per_s_reps", "events_per_s", "ticker_throughput"),
+    "agent_throughput": ("events_per_s_reps", "events_per_s", "agent_throughput"),
+}
+CONCURRENCY_PAIRED = ("runs_per_s_rounds", "runs_per_s", "concurrency_runs_per_s")
+
+
+def paired(client: Sequence[float | None], baseline: Sequence[float | None]) -> dict[str, Any]:
+    """A client's repetitions of a figure against the baseline's measured around them (one
+    before each, one after the last): the ratio of their medians, both taken over the same
+    seconds turn about; and the noise around it, each repetition over the mean of the
+    baseline's just before and just after it (baseline[i], baseline[i + 1]), lowest and
+    highest. Medians, not the pairs' own ratios: the plain baseline's collector stops a
+    repetition now and then for longer than the repetition itself (2,003 tokens at 14,000/s
+    where its others read 41,000), and such a repetition moved both its pairs."""
+    ours = [c for c in client if c is not None]
+    theirs = [b for b in baseline if b]
+    each = [
+        c / ((a + b) / 2)
+        for c, a, b in zip(client, baseline, baseline[1:], strict=False)
+        if c is not None and a and b
+    ]
+    if not ours or not theirs or not each:
+        return {"ratio": None, "low": None, "high": None, "pairs": 0}
+    return {
+        "ratio": round(median(ours) / median(theirs), 3),
+        "low": round(min(each), 3),
+        "high": round(max(each), 3),
+        "pairs": len(each),
+    }
+
+
+def paired_ratios(figures: dict[str, Any], reps: dict[str, Any]) -> dict[str, Any]:
+    """A client's figures against the baseline's repetitions beside them, pair by pair."""
+    out: dict[str, Any] = {}
+    for key, (each, field, name) in PAIRED.items():
+        if key in reps:
+            out[name] = paired(figures[key][each], [r[field] for r in reps[key]])
+    each, field, name = CONCURRENCY_PAIRED
+    out[name] = {
+        n: paired(figures["concurrency"][n][each], [r[field] for r in r_n])
+        for n, r_n in reps["concurrency"].items()
+    }
+    return out
+
+
 DRIFT_FIGURES = (
     ("custom events/s", ("ticker_throughput", "events_per_s")),
     ("tokens/s", ("agent_throughput", "events_per_s")),
@@ -558,18 +626,34 @@ def drift_line(result: dict[str, Any]) -> str:
         *((key, label, "plain") for key, label in EXTRA_DEPLOYMENTS),
     ):
         beside = [
-            (kind, figures[f"{which}_beside"]["before_after"])
+            (kind, figures[f"{which}_beside"]["reps"])
             for kind, figures in (result.get(key) or {}).items()
             if figures.get(f"{which}_beside")
         ]
         if not beside:
             continue
-        moved = [f"{kind}: " + _moved(before, after) for kind, (before, after) in beside]
+        spread = [f"{kind}: " + _spread(reps) for kind, reps in beside]
         line += (
             f"\n{label}: the {'like-for-like' if which == 'like' else 'plain'} baseline beside "
-            "each client's figures, before -> after them: " + "; ".join(moved)
+            "each client's figures, its lowest - highest repetition: " + "; ".join(spread)
         )
     return line
+
+
+def _spread(reps: dict[str, Any]) -> str:
+    """The lowest and highest of the baseline's repetitions beside a client's figures, for
+    each of DRIFT_FIGURES."""
+    said = []
+    for name, path in DRIFT_FIGURES:
+        measured = (
+            reps["concurrency"].get(path[1], [])
+            if path[0] == "concurrency"
+            else reps.get(path[0], [])
+        )
+        values = [m[path[-1]] for m in measured if m.get(path[-1]) is not None]
+        if values:
+            said.append(f"{name} {_f(min(values))} - {_f(max(values))}")
+    return ", ".join(said)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -622,13 +706,24 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 
 def beside_ratios(server: dict[str, Any], which: str = "like") -> dict[str, Any]:
-    """Each client's figures over the baseline measured beside them (`like` or `plain`: the
-    mean of its measurements just before and just after); {} where there is none."""
-    return {
-        kind: ratios({kind: f}, f[f"{which}_beside"]["mean"])[kind]
-        for kind, f in server.items()
-        if f.get(f"{which}_beside")
-    }
+    """Each client's figures over the baseline measured beside them (`like` or `plain`): the
+    first event, throughput and concurrent runs pair by pair (`paired`: the median of the
+    pairs' ratios, with their range), the rest against the baseline's repetitions pooled;
+    {} where there is none."""
+    out: dict[str, Any] = {}
+    for kind, f in server.items():
+        beside = f.get(f"{which}_beside")
+        if not beside:
+            continue
+        r = ratios({kind: f}, beside["figures"])[kind]
+        r["paired"] = pairs = paired_ratios(f, beside["reps"])
+        for name, pair in pairs.items():
+            if name == CONCURRENCY_PAIRED[2]:
+                r[name] = {n: p["ratio"] for n, p in pair.items()}
+            else:
+                r[name] = pair["ratio"]
+        out[kind] = r
+    return out
 
 
 def _judge(value: float | None, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
@@ -792,6 +887,13 @@ def _f(value: Any, digits: int = 2) -> str:
 
 def _x(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+def _range(pair: dict[str, Any]) -> str:
+    """A paired ratio (paired()) with the range of its pairs' ratios: the noise around it."""
+    if pair["ratio"] is None:
+        return "-"
+    return f"{_x(pair['ratio'])} ({pair['low']:.2f}-{pair['high']:.2f})"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -1076,13 +1178,13 @@ def _like_table(result: dict[str, Any]) -> str:
     kinds = [k for k in CLIENTS if k in beside]
 
     def base_of(kind: str) -> dict[str, Any]:
-        mean: dict[str, Any] = server[kind]["like_beside"]["mean"]
-        return mean
+        pooled: dict[str, Any] = server[kind]["like_beside"]["figures"]
+        return pooled
 
     def row(name: str, value: Any, digits: int, ratio: Any) -> list[str]:
         cells = [name, _f(value(like), digits), *(_x(ratio(lratio[k])) for k in CLIENTS)]
         for k in kinds:
-            cells += [_f(value(base_of(k)), digits), _x(ratio(beside[k]))]
+            cells += [_f(value(base_of(k)), digits), _range(ratio(beside[k]["paired"]))]
         return cells
 
     rows = [
@@ -1123,21 +1225,36 @@ def _plain_beside_table(result: dict[str, Any]) -> str | None:
     ]
     if not columns:
         return None
-    picks: list[tuple[str, Any, int]] = [
-        ("custom events/s", lambda f: f["ticker_throughput"]["events_per_s"], 0),
-        ("messages-tuple events/s", lambda f: f["agent_throughput"]["events_per_s"], 0),
+    picks: list[tuple[str, Any, int, Any]] = [
+        (
+            "custom events/s",
+            lambda f: f["ticker_throughput"]["events_per_s"],
+            0,
+            lambda r: r["ticker_throughput"],
+        ),
+        (
+            "messages-tuple events/s",
+            lambda f: f["agent_throughput"]["events_per_s"],
+            0,
+            lambda r: r["agent_throughput"],
+        ),
     ]
     for n, _ in result["sizes"]["concurrency"]:
         picks.append(
-            (f"{n} concurrent: runs/s", lambda f, n=str(n): f["concurrency"][n]["runs_per_s"], 1)
+            (
+                f"{n} concurrent: runs/s",
+                lambda f, n=str(n): f["concurrency"][n]["runs_per_s"],
+                1,
+                lambda r, n=str(n): r["concurrency_runs_per_s"][n],
+            )
         )
     rows = []
-    for name, pick, digits in picks:
+    for name, pick, digits, pick_ratio in picks:
         cells = [name]
         for key, _, kind in columns:
-            figures = result[key][kind]
-            base = pick(figures["plain_beside"]["mean"])
-            cells.append(f"{_f(base, digits)} / {_x(_ratio(pick(figures), base))}")
+            base = pick(result[key][kind]["plain_beside"]["figures"])
+            pair = pick_ratio(result[f"{key}_ratios_beside"][kind]["paired"])
+            cells.append(f"{_f(base, digits)} / {_range(pair)}")
         rows.append(cells)
     headers = ["against in-process measured beside: baseline / ratio"]
     headers += [f"{label} {kind}" for _, label, kind in columns]

@@ -22,6 +22,11 @@ from benchmarks.clients import BenchClient, Part
 from benchmarks.harness import median, percentile
 
 AGENT_INPUT = {"messages": [{"role": "human", "content": "hi there"}]}
+# A call between a client's repetitions of a figure (benchmarks.baseline: the in-process
+# baseline's own repetition, beside each of them), made before each and after the last.
+Pace = Callable[[], Awaitable[None]]
+# The first event's samples are timed in this many blocks, each between two such calls.
+TTFE_BLOCKS = 6
 Graph = Pregel[Any, Any, Any, Any]
 
 
@@ -98,11 +103,20 @@ def _ms(seconds: float) -> float:
 # --- time to first event ----------------------------------------------------------------------
 
 
-async def ttfe_client(client: BenchClient, sizes: Sizes) -> dict[str, Any]:
-    """A trivial stateless run (ticker n=1): request sent -> first SSE frame (`metadata`)."""
+async def ttfe_client(
+    client: BenchClient, sizes: Sizes, pace: Pace | None = None
+) -> dict[str, Any]:
+    """A trivial stateless run (ticker n=1): request sent -> first SSE frame (`metadata`).
+    With pace, the samples are taken in TTFE_BLOCKS blocks with pace() around each, and each
+    block's median is kept too (`median_ms_blocks`)."""
     samples: list[float] = []
+    size = ttfe_block(sizes)
+    blocks: list[list[float]] = []
     errors = 0
     for i in range(sizes.ttfe_warmup + sizes.ttfe_samples):
+        if pace is not None and i >= sizes.ttfe_warmup and (i - sizes.ttfe_warmup) % size == 0:
+            await pace()
+            blocks.append([])
         start = time.perf_counter()
         first: float | None = None
         first_event = ""
@@ -121,7 +135,18 @@ async def ttfe_client(client: BenchClient, sizes: Sizes) -> dict[str, Any]:
             errors += 1
         elif i >= sizes.ttfe_warmup:
             samples.append(first)
-    return _ttfe_figures(samples, errors)
+            if blocks:
+                blocks[-1].append(first)
+    figures = _ttfe_figures(samples, errors)
+    if pace is not None:
+        await pace()
+        figures["median_ms_blocks"] = [_ms(median(b)) if b else None for b in blocks]
+    return figures
+
+
+def ttfe_block(sizes: Sizes) -> int:
+    """How many of the first event's samples ttfe_client takes between two paces."""
+    return max(1, -(-sizes.ttfe_samples // TTFE_BLOCKS))
 
 
 async def ttfe_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
@@ -167,37 +192,52 @@ async def _timed_stream(
 
 
 async def _best_of(
-    reps: int, once: Callable[[], Awaitable[tuple[int, float, int]]], expected: int
+    reps: int,
+    once: Callable[[], Awaitable[tuple[int, float, int]]],
+    expected: int,
+    pace: Pace | None = None,
 ) -> dict[str, Any]:
+    """`reps` repetitions: the median rate, every rate, and each repetition's rate in turn
+    (None for one that raised), with pace() before each and after the last."""
     rates: list[float] = []
+    per_rep: list[float | None] = []
     counts: list[int] = []
     errors = 0
     for _ in range(reps):
+        if pace is not None:
+            await pace()
         try:
             count, seconds, errs = await once()
         except Exception:
             errors += 1
+            per_rep.append(None)
             continue
         errors += errs + (count != expected)
         counts.append(count)
         rates.append(count / seconds)
+        per_rep.append(round(count / seconds))
+    if pace is not None:
+        await pace()
     return {
         "events": counts[0] if counts else 0,
         "reps": reps,
         "events_per_s": round(median(rates)),
         "events_per_s_all": [round(r) for r in rates],
+        "events_per_s_reps": per_rep,
         "errors": errors,
     }
 
 
-async def ticker_throughput_client(client: BenchClient, sizes: Sizes) -> dict[str, Any]:
+async def ticker_throughput_client(
+    client: BenchClient, sizes: Sizes, pace: Pace | None = None
+) -> dict[str, Any]:
     """One run emitting `ticker_events` custom events, `stream_mode=custom`."""
     n = sizes.ticker_events
 
     async def once() -> tuple[int, float, int]:
         return await _timed_stream(client.stream("ticker", _ticker(n), ["custom"]), "custom")
 
-    return await _best_of(sizes.throughput_reps, once, n)
+    return await _best_of(sizes.throughput_reps, once, n, pace)
 
 
 async def ticker_throughput_inprocess(graph: Graph, sizes: Sizes) -> dict[str, Any]:
@@ -220,7 +260,7 @@ async def agent_messages_inprocess(graph: Graph, sizes: Sizes) -> int:
 
 
 async def agent_throughput_client(
-    client: BenchClient, sizes: Sizes, expected: int
+    client: BenchClient, sizes: Sizes, expected: int, pace: Pace | None = None
 ) -> dict[str, Any]:
     """One agent run streaming a long reply, `stream_mode=messages-tuple`: `messages` events,
     and how soon the first of them came (the model makes its reply in one burst)."""
@@ -231,7 +271,7 @@ async def agent_throughput_client(
         parts = client.stream("agent", AGENT_INPUT, ["messages-tuple"], config)
         return await _timed_stream(parts, "messages", firsts)
 
-    return _with_first(await _best_of(sizes.throughput_reps, once, expected), firsts)
+    return _with_first(await _best_of(sizes.throughput_reps, once, expected, pace), firsts)
 
 
 async def agent_throughput_inprocess(graph: Graph, sizes: Sizes, expected: int) -> dict[str, Any]:
@@ -272,16 +312,22 @@ def _short(count: int, expected: int, errors: int) -> str | None:
 
 
 async def _concurrent(
-    one: Callable[[], Awaitable[tuple[float, str | None]]], n: int, rounds: int
+    one: Callable[[], Awaitable[tuple[float, str | None]]],
+    n: int,
+    rounds: int,
+    pace: Pace | None = None,
 ) -> dict[str, Any]:
-    """`rounds` rounds of `n` runs at once. The rate is the median of the rounds' rates: one
-    round that a garbage collection or the machine's neighbours slowed down moves it little
-    (in-process rounds of 200 ranged 924-1,582 runs/s in one process, pooled)."""
+    """`rounds` rounds of `n` runs at once, with pace() before each and after the last. The
+    rate is the median of the rounds' rates: one round that a garbage collection or the
+    machine's neighbours slowed down moves it little (in-process rounds of 200 ranged
+    924-1,582 runs/s in one process, pooled)."""
     latencies: list[float] = []
     rates: list[float] = []
     errors = 0
     kinds: Counter[str] = Counter()  # what went wrong, each kind with its count
     for _ in range(rounds):
+        if pace is not None:
+            await pace()
         start = time.perf_counter()
         results = await asyncio.gather(*(one() for _ in range(n)))
         wall = time.perf_counter() - start
@@ -294,6 +340,8 @@ async def _concurrent(
                 errors += 1
                 kinds[problem] += 1
         rates.append(completed / wall if wall else 0.0)
+    if pace is not None:
+        await pace()
     return {
         "concurrent": n,
         "runs": n * rounds,
@@ -307,7 +355,7 @@ async def _concurrent(
 
 
 async def concurrency_client(
-    client: BenchClient, n: int, rounds: int, ticks: int
+    client: BenchClient, n: int, rounds: int, ticks: int, pace: Pace | None = None
 ) -> dict[str, Any]:
     """`n` stateless ticker runs streamed at once; latency = request sent -> stream ended."""
 
@@ -321,7 +369,7 @@ async def concurrency_client(
             return time.perf_counter() - start, _raised(exc)
         return time.perf_counter() - start, _short(count, ticks, errs)
 
-    return await _concurrent(one, n, rounds)
+    return await _concurrent(one, n, rounds, pace)
 
 
 async def concurrency_inprocess(graph: Graph, n: int, rounds: int, ticks: int) -> dict[str, Any]:

@@ -122,15 +122,27 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             server_busy += _number(busy, "server_pct", f"{where}.busy")
         assert server_busy > 0
         assert "cores busy during the figure" in proc.stdout
-        # The like-for-like baseline measured again just before and after this client's
-        # figures, and the embedded targets judged against it.
-        beside = server["like_beside"]["mean"]
-        _check(beside["ttfe"], TTFE, f"{where}.like_beside.ttfe")
+        # The like-for-like baseline measured before each of this client's repetitions and
+        # after the last, and the embedded targets judged against it pair by pair.
+        beside = server["like_beside"]
+        _check(beside["figures"]["ttfe"], TTFE, f"{where}.like_beside.ttfe")
+        paired = result["ratios_like_beside"][kind]["paired"]
+        blocks = server["ttfe"]["median_ms_blocks"]
+        assert len(beside["reps"]["ttfe"]) == len(blocks) + 1, beside["reps"]["ttfe"]
+        assert paired["ttfe_median"]["pairs"] == len(blocks)
         for key in ("ticker_throughput", "agent_throughput"):
-            _check(beside[key], THROUGHPUT, f"{where}.like_beside.{key}")
-            _number(result["ratios_like_beside"][kind], key, f"ratios_like_beside.{kind}")
-        for n in levels:
-            _check(beside["concurrency"][n], CONCURRENCY, f"{where}.like_beside.concurrency")
+            _check(beside["figures"][key], THROUGHPUT, f"{where}.like_beside.{key}")
+            reps = server[key]["events_per_s_reps"]
+            assert len(beside["reps"][key]) == len(reps) + 1 == sizes["throughput_reps"] + 1
+            ratio = _number(result["ratios_like_beside"][kind], key, f"ratios_like_beside.{kind}")
+            assert ratio == paired[key]["ratio"]
+            assert paired[key]["pairs"] == sizes["throughput_reps"]
+            assert 0 < paired[key]["low"] <= paired[key]["high"]
+        for n, rounds in sizes["concurrency"]:
+            figures = beside["figures"]["concurrency"][str(n)]
+            _check(figures, CONCURRENCY, f"{where}.like_beside.concurrency")
+            assert len(beside["reps"]["concurrency"][str(n)]) == rounds + 1
+            assert paired["concurrency_runs_per_s"][str(n)]["pairs"] == rounds
         for j in sizes["joiners"]:
             join = server["join"][str(j)]
             _check(join, JOIN, f"{where}.join.{j}")
