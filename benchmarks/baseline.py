@@ -86,13 +86,16 @@ def main(argv: list[str]) -> None:
         gc.collect()
     print(READY, flush=True)
     for line in sys.stdin:
-        # Each repetition starts with the collector's generations empty, what the last one
-        # left collected (and, like for like, frozen out of sight with the rest, as the
-        # server's startup froze what it had built). The server's process gets no such
-        # fresh start between requests: the baseline is the stricter for it (200 runs at once
-        # read 1,071 runs/s without it, 1,225 in a thread that froze before each).
-        gc.collect()
         if which == "like":
+            # Each repetition starts with what the last one left collected and frozen out of
+            # the collector's sight with the rest, as the thread this baseline ran in before
+            # froze the process just before it measured. The server's process gets no such
+            # fresh start between requests: the baseline is the stricter for it (200 runs at
+            # once read 1,071 runs/s without it, 1,225 in that thread, measured turn about).
+            # The plain baseline's collector runs as a script's does, through its repetitions:
+            # collected before each, 200 runs at once read 1,300 runs/s where a script reads
+            # 700-800, its full collections left out.
+            gc.collect()
             gc.freeze()
         figures = loop.run_until_complete(_measure(graphs, sizes, json.loads(line)))
         print(json.dumps(figures), flush=True)
