@@ -177,31 +177,29 @@ async def _client_figures(
     # The baseline's repetitions beside the client's, by figure (see measure_server).
     reps: dict[str, Any] = {"concurrency": {}}
 
-    def pace(busy: Busy, key: str, request: dict[str, Any]) -> Pace | None:
+    def pace(busy: Busy, request: dict[str, Any], where: dict[str, Any], key: str) -> Pace | None:
+        """The baseline's Pace for one figure, its repetitions kept as where[key]."""
         if base is None:
             return None
-        into: list[dict[str, Any]] = []
-        if key.startswith("concurrency/"):
-            reps["concurrency"][key.split("/")[1]] = into
-        else:
-            reps[key] = into
-        return base.pacer(into, request, busy)
+        where[key] = []
+        return base.pacer(where[key], request, busy)
 
     _log(f"{label} ({kind}): time to first event")
     with Busy(pids) as busy:
         block = {"figure": "ttfe", "samples": scenarios.ttfe_block(sizes)}
-        figures["ttfe"] = await scenarios.ttfe_client(client, sizes, pace(busy, "ttfe", block))
+        paced = pace(busy, block, reps, "ttfe")
+        figures["ttfe"] = await scenarios.ttfe_client(client, sizes, paced)
     figures["ttfe"]["busy"] = busy.figures
     _log(f"{label} ({kind}): throughput")
     with Busy(pids) as busy:
         figures["ticker_throughput"] = await scenarios.ticker_throughput_client(
-            client, sizes, pace(busy, "ticker_throughput", {"figure": "ticker_throughput"})
+            client, sizes, pace(busy, {"figure": "ticker_throughput"}, reps, "ticker_throughput")
         )
     figures["ticker_throughput"]["busy"] = busy.figures
     with Busy(pids) as busy:
         request = {"figure": "agent_throughput", "expected": agent_messages}
         figures["agent_throughput"] = await scenarios.agent_throughput_client(
-            client, sizes, agent_messages, pace(busy, "agent_throughput", request)
+            client, sizes, agent_messages, pace(busy, request, reps, "agent_throughput")
         )
     figures["agent_throughput"]["busy"] = busy.figures
     figures["concurrency"] = {}
@@ -210,9 +208,8 @@ async def _client_figures(
         before = await service_requests(*counted)
         with Busy(pids) as busy:
             request = {"figure": "concurrency", "n": n}
-            c = await scenarios.concurrency_client(
-                client, n, rounds, sizes.ticks_per_run, pace(busy, f"concurrency/{n}", request)
-            )
+            paced = pace(busy, request, reps["concurrency"], str(n))
+            c = await scenarios.concurrency_client(client, n, rounds, sizes.ticks_per_run, paced)
         c["busy"] = busy.figures
         c["services_per_run"] = per_run(before, await service_requests(*counted), c["runs"])
         figures["concurrency"][str(n)] = c
@@ -645,11 +642,7 @@ def _spread(reps: dict[str, Any]) -> str:
     each of DRIFT_FIGURES."""
     said = []
     for name, path in DRIFT_FIGURES:
-        measured = (
-            reps["concurrency"].get(path[1], [])
-            if path[0] == "concurrency"
-            else reps.get(path[0], [])
-        )
+        measured = _at(reps, path[:-1]) or []  # the figure's repetitions, by its path's head
         values = [m[path[-1]] for m in measured if m.get(path[-1]) is not None]
         if values:
             said.append(f"{name} {_f(min(values))} - {_f(max(values))}")
@@ -707,9 +700,9 @@ def ratios(server: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 def beside_ratios(server: dict[str, Any], which: str = "like") -> dict[str, Any]:
     """Each client's figures over the baseline measured beside them (`like` or `plain`): the
-    first event, throughput and concurrent runs pair by pair (`paired`: the median of the
-    pairs' ratios, with their range), the rest against the baseline's repetitions pooled;
-    {} where there is none."""
+    first event, throughput and concurrent runs turn about (`paired`: the ratio of the two
+    medians, with the pairs' range), the rest against the baseline's repetitions pooled; {}
+    where there is none."""
     out: dict[str, Any] = {}
     for kind, f in server.items():
         beside = f.get(f"{which}_beside")

@@ -199,7 +199,6 @@ async def _best_of(
 ) -> dict[str, Any]:
     """`reps` repetitions: the median rate, every rate, and each repetition's rate in turn
     (None for one that raised), with pace() before each and after the last."""
-    rates: list[float] = []
     per_rep: list[float | None] = []
     counts: list[int] = []
     errors = 0
@@ -214,16 +213,16 @@ async def _best_of(
             continue
         errors += errs + (count != expected)
         counts.append(count)
-        rates.append(count / seconds)
-        per_rep.append(round(count / seconds))
+        per_rep.append(count / seconds)
     if pace is not None:
         await pace()
+    rates = [r for r in per_rep if r is not None]
     return {
         "events": counts[0] if counts else 0,
         "reps": reps,
         "events_per_s": round(median(rates)),
         "events_per_s_all": [round(r) for r in rates],
-        "events_per_s_reps": per_rep,
+        "events_per_s_reps": [None if r is None else round(r) for r in per_rep],
         "errors": errors,
     }
 
