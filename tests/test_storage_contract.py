@@ -1718,6 +1718,14 @@ async def test_postgres_saver_stores_a_tables_rows_in_one_statement(pg_database:
         assert our_statements <= library_statements - 6
 
 
+async def _after_one_run(saver: Any, config: Any) -> Any:
+    """The checkpoint the chain graph leaves on config's thread after one run with `saver`."""
+    await _chain_builder().compile(checkpointer=saver).ainvoke({"items": ["start"]}, config)
+    latest = await saver.aget_tuple(config)
+    assert latest is not None
+    return latest
+
+
 async def test_postgres_saver_rows_sent_together_keep_the_first_of_a_key_and_any_count(
     pg_database: str,
 ) -> None:
@@ -1726,10 +1734,7 @@ async def test_postgres_saver_rows_sent_together_keep_the_first_of_a_key_and_any
     async with _postgres(pg_database) as storage:
         config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
         async with storage.checkpointer() as saver:
-            graph = _chain_builder().compile(checkpointer=saver)
-            await graph.ainvoke({"items": ["start"]}, config)
-            latest = await saver.aget_tuple(config)
-            assert latest is not None
+            latest = await _after_one_run(saver, config)
             await saver.aput_writes(latest.config, [("items", ["first"]), ("x", 1)], "task-1")
             await saver.aput_writes(latest.config, [("items", ["second"])], "task-1")
             again = await saver.aget_tuple(config)  # the held writes stored first, together
@@ -1751,10 +1756,7 @@ async def test_postgres_saver_held_writes_are_read_and_flushed(pg_database: str)
         uri = storage.uri
         config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
         async with storage.checkpointer() as saver:
-            graph = _chain_builder().compile(checkpointer=saver)
-            await graph.ainvoke({"items": ["start"]}, config)
-            latest = await saver.aget_tuple(config)
-            assert latest is not None
+            latest = await _after_one_run(saver, config)
             stored = len(await _stored_writes(uri, "t1"))
             await saver.aput_writes(latest.config, [("items", ["held"])], "task-1")
             assert len(await _stored_writes(uri, "t1")) == stored  # held
