@@ -226,8 +226,15 @@ class QueueStore:
             thread_metadata = {**thread_metadata, **graph}
             p["metadata"] = self.c.json(dict(thread_metadata))
         created: Sequence[Row] = ()
-        if insert:
+        # A stateless run's own thread, where the dialect makes it busy with its run counted:
+        # no thread_takes_run after the run's insert (SQLite; PostgreSQL creates in one
+        # statement).
+        own = new.temporary and not new.filters and "insert_temporary_thread" in self.d.queries
+        if own:
+            created, _ = yield self.d["insert_temporary_thread"], p
+        elif insert:
             created, _ = yield self.d["insert_thread"], p
+        own = own and bool(created)
         ahead: list[str] = []
         merged = thread_metadata
         if not (new.temporary and created and not new.filters):
@@ -242,8 +249,9 @@ class QueueStore:
             if ahead and p["strategy"] == "reject":
                 raise ThreadBusy(p["thread_id"])
             merged = {**self.c.load(thread[0][0]), **thread_metadata}
-        yield self.d["insert_run"], p
-        yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(dict(merged))}
+        yield self.d["insert_run"], {**p, "number": 1 if own else None}
+        if not own:
+            yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(dict(merged))}
         started = False
         if p["worker_id"] is not None and not ahead:
             _, changed = yield self.d["start_new_run"], p
@@ -398,11 +406,20 @@ class QueueStore:
     def _finish(
         self, p: Params, settle: dict[str, Any] | None, checkpointed: bool = True
     ) -> Verb[None]:
+        """A run's end where it is not one statement (SQLite, whose write transaction excludes
+        every other writer: its locks are plain reads)."""
+        if settle is None and not checkpointed:
+            # A stateless run's end: its thread goes, and the run with it, and the tables of
+            # checkpoints hold nothing of it. Two statements where there were three.
+            found, _ = yield self.d["delete_runs_of_thread_of_run"], p
+            if found:
+                yield self.d["delete_thread"], {**p, "thread_id": found[0][0]}
+            return
         thread = yield from self._lock_thread_of(p)
         if thread is None:
             return
         if settle is None:  # its thread goes, and the run with it: no end to record first
-            yield from self._delete_thread_rows(p, checkpointed)
+            yield from self._delete_thread_rows(p)
             return
         yield self.d["end_run"], p
         yield self.d["settle_thread"], {**p, **settle}
@@ -416,14 +433,9 @@ class QueueStore:
         p["thread_id"], *thread = found[0]
         return thread if thread[3] is not None else ()
 
-    def _delete_thread_rows(self, p: Mapping[str, Any], checkpointed: bool = True) -> Verb[None]:
+    def _delete_thread_rows(self, p: Mapping[str, Any]) -> Verb[None]:
         yield self.d["delete_thread_runs"], p
         yield self.d["delete_thread"], p
-        if not checkpointed:
-            # A stateless run's thread: its run had no checkpointer, so the tables hold nothing
-            # of it. Two statements of a stateless run's ten on SQLite (PostgreSQL ends runs in
-            # one statement, sql_pgverbs).
-            return
         for sql in self.d.scripts["delete_checkpoints"]:
             yield sql, p
 

@@ -262,6 +262,12 @@ INSERT OR IGNORE INTO threads ({_THREAD}, temporary) VALUES (:thread_id, :at, :a
     :metadata, 'idle', '{{"configurable": {{}}}}', NULL, '{{}}', NULL, :temporary)
 RETURNING thread_id
 """,
+    # A stateless run's thread, made busy with its one run counted (no thread_takes_run).
+    "insert_temporary_thread": f"""
+INSERT OR IGNORE INTO threads ({_THREAD}, temporary, run_count) VALUES (:thread_id, :at, :at,
+    :at, :metadata, 'busy', '{{"configurable": {{}}}}', NULL, '{{}}', NULL, 1, 1)
+RETURNING thread_id
+""",
     # A thread the caller may see.
     "get_thread": f"SELECT {_THREAD} FROM threads WHERE thread_id = :thread_id AND {{cond}}",
     # A thread the caller may see, to change it or its runs (the write transaction already
@@ -295,6 +301,9 @@ WHERE thread_id = :thread_id
     "delete_thread": "DELETE FROM threads WHERE thread_id = :thread_id",
     # Delete every run of a thread.
     "delete_thread_runs": "DELETE FROM runs WHERE thread_id = :thread_id",
+    # Delete every run of a run's thread (a stateless run's end: no lock_thread_of_run first).
+    "delete_runs_of_thread_of_run": "DELETE FROM runs WHERE thread_id = "
+    "(SELECT thread_id FROM runs WHERE run_id = :run_id) RETURNING thread_id",
     # A page of matching threads.
     "search_threads": f"SELECT {_THREAD} FROM threads WHERE {{where}} "
     "ORDER BY {order} LIMIT :limit OFFSET :offset",
@@ -316,12 +325,13 @@ WHERE thread_id = :thread_id
     # The runs of a thread that are queued or running, oldest first.
     "thread_inflight": f"SELECT run_id FROM runs WHERE thread_id = :thread_id AND {_INFLIGHT} "
     "ORDER BY seq",
-    # Queue a run; it becomes due after its kwargs' after_seconds.
+    # Queue a run; it becomes due after its kwargs' after_seconds. Its number on the thread:
+    # :number, or one more than the thread's count of runs (thread_takes_run counts it).
     "insert_run": f"""
 INSERT INTO runs ({_RUN}, temporary, auth_user, due_at, number) VALUES (:run_id, :thread_id,
     :assistant_id, :run_metadata, 'pending', :kwargs, :strategy, :created_at, :updated_at,
     :temporary, :auth_user, :now + :after,
-    (SELECT run_count + 1 FROM threads WHERE thread_id = :thread_id))
+    coalesce(:number, (SELECT run_count + 1 FROM threads WHERE thread_id = :thread_id)))
 """,
     # Mark a thread busy with a new run, with its metadata merged, and count the run.
     "thread_takes_run": """
