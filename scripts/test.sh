@@ -21,4 +21,6 @@ fi
 .venv/bin/ruff check agentstream tests examples benchmarks
 .venv/bin/ruff format --check agentstream tests examples benchmarks
 .venv/bin/mypy agentstream benchmarks
-.venv/bin/python -m pytest "$@"
+# Two test processes, each with its own servers (clusters on databases of their own): the
+# suite spends much of its time waiting on them, so two keep both cores busy.
+.venv/bin/python -m pytest -n "${AGENTSTREAM_TEST_PROCESSES:-2}" "$@"
