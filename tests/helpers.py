@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
+import os
 import sys
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -15,6 +19,25 @@ import pytest
 from langgraph_sdk.schema import StreamPart
 
 from tests.servers import serving
+
+
+def once_per_run(where: Path, step: Callable[[], None]) -> None:
+    """Runs `step` (an npm install or build in `where`) once per test run, in whichever test
+    process comes first; under pytest-xdist the others wait for it here, so none of them
+    installs into, or rebuilds, a folder another one is installing into or reading. Without
+    xdist, once per process."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid {os.getpid()}"
+    key = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:16]
+    marker = Path(tempfile.gettempdir()) / f"agentstream-tests-{key}"
+    with marker.open("a+") as done:
+        fcntl.flock(done, fcntl.LOCK_EX)  # held until closed
+        done.seek(0)
+        if done.read() == run:
+            return
+        step()
+        done.seek(0)
+        done.truncate()
+        done.write(run)
 
 
 def url_on_each_deployment(name: str, config: Path) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import BYE
+from tests.helpers import once_per_run
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
@@ -25,9 +26,15 @@ def node() -> str:
     """The node binary, with the pinned SDK installed into tests/js/node_modules if missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node is not None and npm is not None, "the JS SDK tests need node and npm"
-    if not (JS / "node_modules" / "@langchain" / "langgraph-sdk").is_dir():
-        command = "ci" if (JS / "package-lock.json").exists() else "install"
-        subprocess.run([npm, command, "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=110)
+
+    def install() -> None:
+        if not (JS / "node_modules" / "@langchain" / "langgraph-sdk").is_dir():
+            command = "ci" if (JS / "package-lock.json").exists() else "install"
+            subprocess.run(
+                [npm, command, "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=110
+            )
+
+    once_per_run(JS, install)
     return node
 
 
