@@ -20,6 +20,10 @@ from agentstream.ids import uuid7
 from agentstream.storage.base import NewRun
 from tests.test_start_at_creation import on_sqlite
 
+# An idle loop reads busy when other processes take its core (its timers fire late): these
+# tests run after the rest, with no other test process beside them (scripts/test.sh).
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(autouse=True)
 def _a_workers_heap() -> Iterator[None]:
