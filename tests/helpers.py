@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -38,6 +39,20 @@ def once_per_run(where: Path, step: Callable[[], None]) -> None:
         done.seek(0)
         done.truncate()
         done.write(run)
+
+
+def npm_built(where: Path, npm: str) -> None:
+    """A page's npm folder (`where`) with its pinned packages installed if missing and its bundle
+    built, once per test run (once_per_run)."""
+
+    def build() -> None:
+        if not (where / "node_modules" / "playwright-core").is_dir():
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=where, check=True, timeout=300
+            )
+        subprocess.run([npm, "run", "build"], cwd=where, check=True, timeout=120)
+
+    once_per_run(where, build)
 
 
 def url_on_each_deployment(name: str, config: Path) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.helpers import once_per_run
+from tests.helpers import npm_built
 
 BROWSER = Path(__file__).resolve().parent / "browser"
 
@@ -29,15 +29,7 @@ def page_bundle() -> Path:
     assert npm is not None, "the browser tests need node and npm"
     chromium = Path("/usr/bin/chromium")
     assert chromium.exists(), "the browser tests need Debian's chromium (scripts/test.sh)"
-
-    def build() -> None:
-        if not (BROWSER / "node_modules" / "playwright-core").is_dir():
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER, check=True, timeout=300
-            )
-        subprocess.run([npm, "run", "build"], cwd=BROWSER, check=True, timeout=120)
-
-    once_per_run(BROWSER, build)
+    npm_built(BROWSER, npm)
     return BROWSER / "dist" / "use_stream.js"
 
 

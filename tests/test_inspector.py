@@ -20,7 +20,7 @@ from agentstream.api.inspector import InspectorFiles
 from agentstream.app import create_app
 from agentstream.settings import Settings
 from tests.conftest import EXAMPLES, ROOT, ServerProcess
-from tests.helpers import once_per_run
+from tests.helpers import npm_built
 from tests.servers import serving
 
 INSPECTOR = ROOT / "inspector"
@@ -33,15 +33,7 @@ def build_inspector() -> None:
     npm = shutil.which("npm")
     assert npm is not None, "the inspector tests need node and npm"
     assert Path("/usr/bin/chromium").exists(), "they need Debian's chromium (scripts/test.sh)"
-
-    def build() -> None:
-        if not (INSPECTOR / "node_modules" / "playwright-core").is_dir():
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"], cwd=INSPECTOR, check=True, timeout=300
-            )
-        subprocess.run([npm, "run", "build"], cwd=INSPECTOR, check=True, timeout=120)
-
-    once_per_run(INSPECTOR, build)
+    npm_built(INSPECTOR, npm)
 
 
 class Browser:
