@@ -229,12 +229,14 @@ class QueueStore:
         # A stateless run's own thread, where the dialect makes it busy with its run counted:
         # no thread_takes_run after the run's insert (SQLite; PostgreSQL creates in one
         # statement).
-        own = new.temporary and not new.filters and "insert_temporary_thread" in self.d.queries
-        if own:
+        made_busy = (
+            new.temporary and not new.filters and "insert_temporary_thread" in self.d.queries
+        )
+        if made_busy:
             created, _ = yield self.d["insert_temporary_thread"], p
         elif insert:
             created, _ = yield self.d["insert_thread"], p
-        own = own and bool(created)
+        counted = made_busy and bool(created)  # (an id already taken: the steps below, as ever)
         ahead: list[str] = []
         merged = thread_metadata
         if not (new.temporary and created and not new.filters):
@@ -249,8 +251,8 @@ class QueueStore:
             if ahead and p["strategy"] == "reject":
                 raise ThreadBusy(p["thread_id"])
             merged = {**self.c.load(thread[0][0]), **thread_metadata}
-        yield self.d["insert_run"], {**p, "number": 1 if own else None}
-        if not own:
+        yield self.d["insert_run"], {**p, "number": 1 if counted else None}
+        if not counted:
             yield self.d["thread_takes_run"], {**p, "metadata": self.c.json(dict(merged))}
         started = False
         if p["worker_id"] is not None and not ahead:
