@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -410,27 +411,42 @@ async def test_enqueued_background_runs_accumulate_in_order(client: LangGraphCli
 
 
 async def test_many_stateless_runs_execute_concurrently(client: LangGraphClient) -> None:
-    runs, ticks = 20, 8
-    timeline: list[tuple[str, int, int]] = []
+    # Each run would tick for minutes; a client leaves its stream only once every run has
+    # ticked. Run one after another, the first would never make room for the twentieth,
+    # and the wait below times out; no run's pace decides the outcome.
+    runs = 20
+    ticking: set[int] = set()
+    all_ticking = asyncio.Event()
 
-    async def one(index: int) -> None:
-        async for part in client.runs.stream(
-            None, "ticker", input={"n": ticks, "delay": 0.1}, stream_mode="custom"
-        ):
-            if part.event == "custom":
-                timeline.append(("tick", index, part.data["tick"]))
-        timeline.append(("end", index, -1))
+    async def one(index: int) -> list[int]:
+        ticks: list[int] = []
+        stream = client.runs.stream(
+            None,
+            "ticker",
+            input={"n": 10_000, "delay": 0.02},
+            stream_mode="custom",
+            on_disconnect="cancel",
+        )
+        async with aclosing(stream):
+            async for part in stream:
+                if part.event != "custom":
+                    continue
+                ticks.append(part.data["tick"])
+                ticking.add(index)
+                if len(ticking) == runs:
+                    all_ticking.set()
+                if all_ticking.is_set():
+                    return ticks
+                await asyncio.wait_for(all_ticking.wait(), 60)
+        return ticks
 
-    await asyncio.gather(*(one(i) for i in range(runs)))
+    seen = await asyncio.gather(*(one(i) for i in range(runs)))
 
-    for index in range(runs):
-        seen = [t for kind, i, t in timeline if kind == "tick" and i == index]
-        assert seen == list(range(ticks))
-    first_ticks = [pos for pos, (kind, _, t) in enumerate(timeline) if kind == "tick" and t == 0]
-    ends = [pos for pos, (kind, _, _) in enumerate(timeline) if kind == "end"]
-    assert len(first_ticks) == len(ends) == runs
-    # Every run had started before any run finished: they overlapped.
-    assert max(first_ticks) < min(ends)
+    assert ticking == set(range(runs))
+    # Every stream was left mid-run, in order: none had ended before the last one began.
+    for ticks in seen:
+        assert ticks == list(range(len(ticks)))
+        assert 0 < len(ticks) < 10_000
 
 
 # --- if_not_exists -------------------------------------------------------------------------
