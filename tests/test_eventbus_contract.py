@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import secrets
 import sys
@@ -18,11 +19,13 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection as RedisConnection
 
+from agentstream.api.streams import from_start
 from agentstream.eventbus import Event, EventBus, EventsEvicted, Frames
 from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus, _shared_ends
 from agentstream.execution.executor import YIELD_EVERY, Executor
 from agentstream.graphs import GraphRegistry
+from agentstream.protocol import metadata_item, result_item
 from agentstream.serde import loads
 from agentstream.storage.base import Run, Storage
 
@@ -283,6 +286,77 @@ async def test_a_reader_from_an_event_it_holds_gets_what_follows_and_the_end(
     assert await bus.publish_first("done", _items("meta")) == 1
     await bus.close("done")  # ended before the reader began: the end is after its event
     assert await asyncio.wait_for(_read_held(bus, "done", 1), 10) == []
+
+
+async def test_a_stream_from_its_runs_start_says_the_metadata_once_whoever_published_it(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    """api/streams.from_start sends the metadata before the log has it, then publishes it: the
+    client sees it once, at id 1, then the run's events, whether the request's publish or the
+    executor's led copy came first; a run that ended before it began still says why."""
+    bus = make_bus()
+    worker = bus if bus.instant else make_bus()  # on Redis, another process's bus
+    result = result_item(None, None, "success", [])
+
+    def ran(run_id: str) -> list[tuple[str | None, str, Any]]:
+        return [("1", "metadata", {"run_id": run_id, "attempt": 1}), ("2", "custom", {"n": "a"})]
+
+    # The request first: its frame goes out while the log is still empty.
+    told = _Told(bus)
+    stream = from_start(cast(EventBus, told), "request-first")
+    assert _frames(await anext(stream)) == ran("request-first")[:1]
+    assert await bus.last_seq("request-first") == 0
+    rest = asyncio.create_task(_body(stream))
+    await asyncio.wait_for(told.published.wait(), 10)  # the executor's lead is then dropped
+    worker.lead("request-first", [metadata_item("request-first", 1)])
+    await worker.publish("request-first", _items("a"))
+    await worker.close("request-first", [result])
+    assert _frames(await asyncio.wait_for(rest, 10)) == ran("request-first")[1:]
+
+    # The executor first: its copy of the frame is left out of what follows.
+    worker.lead("executor-first", [metadata_item("executor-first", 1)])
+    await worker.publish("executor-first", _items("a"))
+    await worker.close("executor-first", [result])
+    body = await asyncio.wait_for(_body(from_start(bus, "executor-first")), 10)
+    assert _frames(body) == ran("executor-first")
+
+    # A run that failed before it began (Executor.abandon): its error follows the metadata.
+    error = {"error": "RunUnreadable", "message": "x"}
+    await worker.publish("abandoned", [("error", "error", json.dumps(error).encode()), result])
+    await worker.close("abandoned")
+    body = await asyncio.wait_for(_body(from_start(bus, "abandoned")), 10)
+    assert _frames(body) == [*ran("abandoned")[:1], ("1", "error", error)]
+
+
+class _Told:
+    """A bus that says when a publish_first of its has come back."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.published = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus, name)
+
+    async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        try:
+            return await self.bus.publish_first(run_id, items)
+        finally:
+            self.published.set()
+
+
+async def _body(frames: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in frames])
+
+
+def _frames(body: bytes) -> list[tuple[str | None, str, Any]]:
+    """(id, event, data) of each frame of an SSE body."""
+    frames = []
+    for frame in body.decode().split("\r\n\r\n"):
+        fields = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)
+        if "event" in fields:
+            frames.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
+    return frames
 
 
 async def _read_held(bus: EventBus, run_id: str, after: int) -> list[int]:

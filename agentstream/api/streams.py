@@ -57,18 +57,42 @@ def run_frames(
 
 async def from_start(bus: EventBus, run_id: str) -> AsyncIterator[bytes]:
     """run_frames() of a run just created, from its start: its first event (the metadata the
-    executor would publish when it starts the run) published and sent here at once, unless
+    executor would publish when it starts the run) sent here at once, then published unless
     the executor was first, so that the client hears of its run without waiting for a worker
-    to claim it (on `serve` + `worker`, a notification and a statement away)."""
+    to claim it (on `serve` + `worker`, a notification and a statement away).
+
+    The frame goes out before the publish comes back: on Redis that round trip was a third of
+    the first event's time on `serve` + `worker`, taken while the worker, told of the run at
+    the create's commit, had the core. The frame is what the log's first event is either way:
+    the first attempt's metadata, at id 1, ours or the executor's. Should the executor have
+    been first, the log is read from its start and its own copy of that frame left out; any
+    other first event (a run that failed or was cancelled before it began) is sent as it is.
+    """
     _, name, data = first = protocol.metadata_item(run_id, 1)
+    frame = protocol.encode_frame(1, name, data)
+    yield frame
     try:
         seq = await bus.publish_first(run_id, [first])
     except BusUnavailable as exc:
         yield protocol.unavailable_frame(exc)
         return
     if seq:
-        yield protocol.encode_frame(seq, name, data)
-    async for chunk in run_frames(bus, run_id, seq, None, wait=True, held=seq > 0):
+        rest = run_frames(bus, run_id, seq, None, wait=True, held=True)
+    else:
+        rest = _without_first(frame, run_frames(bus, run_id, 0, None, wait=True))
+    async for chunk in rest:
+        yield chunk
+
+
+async def _without_first(frame: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """chunks, the first one without `frame` where it begins with it."""
+    first = True
+    async for chunk in chunks:
+        if first:
+            first = False
+            chunk = chunk.removeprefix(frame)
+            if not chunk:
+                continue
         yield chunk
 
 
