@@ -70,7 +70,7 @@ class PostgresConnector:
         # The ends of runs, apart (Connector.write): under load every connection of the pool
         # can be busy with the checkpoint writes of the process's other runs, and a run's end
         # waited behind them while its stream stayed open (a threaded run's close after its
-        # last event, 50 clients, serve + worker: p99 30-47 ms before, 15-31 after). Both
+        # last event, 50 clients, serve + worker: p99 30-47 ms before, 15-31 after). All
         # opened at once (in the background), so that no early end waits for a connect.
         self._apart = self._new_pool(ENDS_CONNECTIONS, ENDS_CONNECTIONS)
         await self._apart.open()
