@@ -39,8 +39,9 @@ log = logging.getLogger("agentstream.storage")
 T = TypeVar("T")
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
-# Of the ENDS_CONNECTIONS, how many a process keeps open when idle.
-ENDS_HELD = 2
+# Of the ENDS_CONNECTIONS, how many a process keeps open when idle: a deployment's processes
+# each hold theirs whether or not they run anything (a test run holds several deployments).
+ENDS_HELD = 1
 
 
 def _json(value: Any) -> Any:
@@ -73,7 +74,7 @@ class PostgresConnector:
         # The ends of runs, apart (Connector.write): under load every connection of the pool
         # can be busy with the checkpoint writes of the process's other runs, and a run's end
         # waited behind them while its stream stayed open (a threaded run's close after its
-        # last event, 50 clients, serve + worker: p99 30-47 ms before, 15-31 after). Two
+        # last event, 50 clients, serve + worker: p99 30-47 ms before, 15-31 after). One
         # opened at once (in the background), so that no early end waits for a connect; the
         # rest once ends wait for them, kept while they are used: an idle process holds no
         # more connections than it needs.
