@@ -28,6 +28,7 @@ from agentstream.graphs import GraphRegistry
 from agentstream.protocol import metadata_item, result_item
 from agentstream.serde import loads
 from agentstream.storage.base import Run, Storage
+from tests.sse import sse_frames
 
 # Database 15 of the test server; every test gets its own key prefix there, so parallel runs
 # never see each other's logs and nothing needs flushing.
@@ -350,13 +351,7 @@ async def _body(frames: AsyncIterator[bytes]) -> bytes:
 
 
 def _frames(body: bytes) -> list[tuple[str | None, str, Any]]:
-    """(id, event, data) of each frame of an SSE body."""
-    frames = []
-    for frame in body.decode().split("\r\n\r\n"):
-        fields = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)
-        if "event" in fields:
-            frames.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
-    return frames
+    return sse_frames(body.decode())
 
 
 async def _read_held(bus: EventBus, run_id: str, after: int) -> list[int]:
