@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.asyncio.client import connect
 
 from agentstream.api import socket_writes
+from agentstream.api.responses import EventStreamResponse
 
 TEXTS = [f'{{"n":{n},"text":"é{"x" * n}"}}'.encode() for n in range(100)]
 
@@ -165,3 +167,44 @@ async def test_what_a_turn_held_goes_out_without_waiting_for_the_next_write() ->
     # until a next write or the end, the first turn's last chunk would never come.
     body, _ = await asyncio.wait_for(_get(CountedHttp, "?after=1"), 30)
     assert body == b"".join(CHUNKS) + b"later\n"
+
+
+async def test_an_event_streams_first_chunk_goes_out_at_once_and_the_rest_together() -> None:
+    """Its headers and first chunk (a run's metadata) are sent at once, not a turn later; the
+    chunks after it are held for the turn, so a run's last events go with the closing chunk.
+    The body looks at the connection's transport after each chunk is written."""
+    seen: dict[str, Any] = {}
+
+    async def body(turn: socket_writes.TurnWrites) -> AsyncIterator[bytes]:
+        yield b"data: first\n\n"
+        seen["after the first"] = turn.held
+        yield b"data: second\n\n"
+        seen["after the second"] = None if turn.held is None else list(turn.held)
+        seen["held"] = turn.held  # what is appended to it later in the turn goes out with it
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        flush = socket_writes.flusher(scope)
+        assert flush is not None
+        turn = flush.__self__  # type: ignore[attr-defined]
+        response = EventStreamResponse(body(turn), headers={}, heartbeat_seconds=0)
+        await response(scope, receive, send)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, http=socket_writes.HttpProtocol, log_level="warning")
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/")
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+    assert response.text == "data: first\n\ndata: second\n\n"
+    assert seen["after the first"] is None  # nothing held: sent with the headers
+    assert seen["after the second"] == [b"e\r\ndata: second\n\n\r\n"]  # a chunk, held
+    assert seen["held"] == seen["after the second"] + [b"0\r\n\r\n"]  # with the closing chunk

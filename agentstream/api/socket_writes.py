@@ -20,8 +20,8 @@ end). Each write to a loopback socket costs the sender the receiver's TCP work t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from starlette.websockets import WebSocket
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -71,15 +71,18 @@ async def send_texts(websocket: WebSocket, texts: Sequence[bytes]) -> None:
         await websocket.send_text(text.decode())
 
 
-# Past this much held in a turn, what is held goes out at once: a turn's writes stay bounded,
-# and the transport's flow control (pausing the protocol at its high-water mark) sees them.
+# Past this much held, what is held goes out at once: held writes stay bounded, and the
+# transport's flow control (pausing the protocol at its high-water mark) sees them.
 HOLD_AT_MOST = 64 * 1024
+
+# In an HTTP scope served by HttpProtocol: {"flush": a callable sending what is held now}.
+FLUSH = "agentstream.http.flush"
 
 
 class TurnWrites(asyncio.Transport):
-    """A transport whose writes of one loop turn reach the socket in one `writelines` (a
-    single `writev` on uvloop), at the start of the next turn: never later than that, and
-    at once before a close or an end of writing."""
+    """A transport that holds its writes and sends them in one `writelines` (a single
+    `writev` on uvloop) at the start of the loop's next turn: sooner when told to (`flush`),
+    before a close or an end of writing, and past HOLD_AT_MOST."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(None)
@@ -87,6 +90,7 @@ class TurnWrites(asyncio.Transport):
         self.loop = loop
         self.held: list[bytes | bytearray | memoryview] | None = None
         self.held_size = 0
+        self.turn_ends: asyncio.Handle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.held is not None:
@@ -98,11 +102,16 @@ class TurnWrites(asyncio.Transport):
             self.transport.write(data)  # nothing gained by holding it, or as a write after close
         elif data:
             self.held, self.held_size = [data], len(data)
-            self.loop.call_soon(self.flush)
+            if self.turn_ends is None:
+                self.turn_ends = self.loop.call_soon(self._turn_ended)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
             self.write(data)
+
+    def _turn_ended(self) -> None:
+        self.turn_ends = None
+        self.flush()
 
     def flush(self) -> None:
         held, self.held = self.held, None
@@ -141,7 +150,7 @@ class TurnWrites(asyncio.Transport):
         return self.transport.get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.transport.set_protocol(protocol)  # a WebSocket upgrade: its protocol reads now
+        self.transport.set_protocol(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self.transport.get_protocol()
@@ -157,8 +166,26 @@ class TurnWrites(asyncio.Transport):
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its connection's writes a turn's at a time (TurnWrites),
-    and so a WebSocket's after an upgrade of the connection."""
+    """uvicorn's httptools protocol on TurnWrites, which the app may flush (FLUSH in the
+    scope). A WebSocket, once the connection is upgraded, writes to the socket itself: its
+    protocol sends its own batches."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(TurnWrites(transport, self.loop))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        turn = cast(TurnWrites, self.transport)
+        self.scope["extensions"] = {FLUSH: {"flush": turn.flush}}
+
+    def handle_websocket_upgrade(self) -> None:
+        turn = cast(TurnWrites, self.transport)
+        turn.flush()
+        self.transport = turn.transport
+        super().handle_websocket_upgrade()
+
+
+def flusher(scope: Mapping[str, Any]) -> Callable[[], None] | None:
+    """FLUSH's callable in an HTTP scope, where the server offers it."""
+    offered = scope.get("extensions", {}).get(FLUSH)
+    return None if offered is None else cast(Callable[[], None], offered["flush"])
