@@ -151,7 +151,6 @@ def serve(settings: Settings) -> None:
         # The grace is spent in app.drain, before uvicorn's own shutdown begins: by then what is
         # left open is what a drain cut.
         timeout_graceful_shutdown=1,
-        http=socket_writes.HttpProtocol,  # a connection's writes of a loop turn in one
         ws=socket_writes.Protocol,  # a v2 subscription's batch of events in one write
         ws_per_message_deflate=settings.ws_deflate,
         timeout_keep_alive=settings.keep_alive_seconds,

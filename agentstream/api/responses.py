@@ -12,7 +12,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from agentstream import metrics, serde
-from agentstream.api import socket_writes
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
 
@@ -100,15 +99,9 @@ class EventStreamResponse(Response):
         stream.arm()
         _LIVE.add(stream)
         written = 0.0  # when the last chunk of events was written
-        # Under our server the writes of a loop turn go out together at the next (a run's
-        # last events with the closing chunk, api/socket_writes.py); the headers and the first
-        # chunk (a run's metadata: the client hears its run was taken) at once.
-        flush = socket_writes.flusher(scope)
         try:
             async for chunk in self.body_iterator:
                 await stream.write(chunk)
-                if not written and flush is not None:
-                    flush()
                 written = time.perf_counter()
         except OSError:
             stream.gone = True
