@@ -8,6 +8,7 @@ import operator
 import os
 import secrets
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -1304,6 +1305,115 @@ async def test_sqlite_an_unreadable_run_never_blocks_the_queue(tmp_path: Path) -
         assert caught.value.run_id == broken
         claim = await storage.claim_run("w", 30)
         assert claim is not None and claim["run"]["run_id"] == fine
+    finally:
+        await storage.aclose()
+
+
+def _where(seen: list[tuple[int | None, bool]], release: threading.Event) -> Any:
+    """A verb recording the thread it runs on and whether `release` was set by then."""
+    seen.append((threading.get_ident(), release.is_set()))
+    rows, _ = yield "SELECT 1 AS one", {}
+    return rows
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async def turns() -> None:
+        # Looked at each turn of the loop: what it waits for sets no event.
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(turns(), 30)  # a bound for a failure, never a pace
+
+
+async def test_sqlite_verbs_run_on_the_loop_while_the_connections_thread_is_idle(
+    tmp_path: Path,
+) -> None:
+    """The connection is shared with LangGraph's checkpoint saver, whose calls run on
+    aiosqlite's thread: a batch of verbs runs on the loop only while that thread has nothing
+    to do, and otherwise on the thread, after what it was given, never beside it."""
+    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+    await storage.setup()
+    release = threading.Event()
+    try:
+        connector: Any = storage.c
+        db = connector._db
+        seen: list[tuple[int | None, bool]] = []
+        assert await connector.write(_where(seen, release)) == [(1,)]
+        assert seen == [(threading.get_ident(), False)]  # the loop's own thread
+
+        seen.clear()
+        held = asyncio.ensure_future(db._execute(release.wait))  # as a saver's call would
+        await _until(lambda: not db.idle())
+        verb = asyncio.ensure_future(connector.write(_where(seen, release)))
+        handed = db.handed
+        await _until(lambda: db.handed > handed or verb.done())
+        release.set()
+        assert await verb == [(1,)]
+        await held
+        assert seen == [(db._thread.ident, True)]  # on the thread, once it was free
+    finally:
+        release.set()  # the thread's held call ends, failed or not
+        await storage.aclose()
+
+
+async def test_sqlite_a_cancelled_call_keeps_the_connection_from_the_loop_until_it_ran(
+    tmp_path: Path,
+) -> None:
+    # A saver's call cancelled (its run was) goes on running on aiosqlite's thread: the
+    # loop's next batch must wait for it there, not run beside it.
+    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+    await storage.setup()
+    release = threading.Event()
+    try:
+        connector: Any = storage.c
+        db = connector._db
+        held = asyncio.ensure_future(db._execute(release.wait))
+        await _until(lambda: not db.idle())
+        held.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
+        assert not db.idle()
+        seen: list[tuple[int | None, bool]] = []
+        verb = asyncio.ensure_future(connector.write(_where(seen, release)))
+        handed = db.handed
+        await _until(lambda: db.handed > handed or verb.done())
+        release.set()
+        await verb
+        assert seen == [(db._thread.ident, True)]
+        assert db.idle()
+    finally:
+        release.set()  # the thread's held call ends, failed or not
+        await storage.aclose()
+
+
+async def test_sqlite_the_log_is_checkpointed_on_the_connections_thread(tmp_path: Path) -> None:
+    """SQLite's own checkpoints are off (they would run in a commit, some on the loop); ours
+    run on aiosqlite's thread as the rows written add up, and keep the log short."""
+    path = tmp_path / "agentstream.sqlite"
+    storage = SqliteStorage(path)
+    await storage.setup()
+    try:
+        connector: Any = storage.c
+        db = connector._db
+        checkpoints_on: list[int | None] = []
+        traced = db._execute  # every call its thread runs, the checkpoints' among them
+
+        async def execute(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(fn, "__name__", "") == "_checkpoint_now":
+                checkpoints_on.append(db._thread.ident)
+            return await traced(fn, *args, **kwargs)
+
+        db._execute = execute
+        for _ in range(5000):  # each a thread and a run, in a commit of its own
+            await _enqueue(storage)
+            if len(checkpoints_on) == 3:
+                break
+        await _until(lambda: connector._checkpointing is None)
+        assert checkpoints_on == [db._thread.ident] * 3
+        # What a commit leaves in the log is checkpointed: nothing past the last checkpoint's
+        # rows and the next one's.
+        left = sqlite3.connect(path).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert left[1] < 2 * 1000, left
     finally:
         await storage.aclose()
 

@@ -1,9 +1,11 @@
-"""The embedded backend: the run store over one SQLite file, through one connection's thread.
+"""The embedded backend: the run store over one SQLite file, on one writing connection.
 
-Its connector runs each verb in one hand-off to aiosqlite's thread, and batches the verbs that
-wait meanwhile into one transaction (group commit). Point reads by key run on the event loop.
-Driving the run store's generator verbs there costs what the per-backend closures did: server
-CPU per run within the noise of benchmarks.cpu (about 3 ms either way on 2 shared cores).
+The connection is aiosqlite's, shared with LangGraph's checkpoint saver. Its connector batches
+the verbs that wait together into one transaction (group commit) and runs the batch on the
+event loop's thread while aiosqlite's thread has nothing of the connection's to do (no saver
+call in flight), else in one hand-off to that thread, behind the saver's calls. Point reads by
+key run on the event loop, on a connection of their own. WAL checkpoints run on aiosqlite's
+thread, never in a commit on the loop (`_Tracked`, `SqliteConnector._checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +36,13 @@ T = TypeVar("T")
 _Call = tuple[Verb[Any], bool, "asyncio.Future[Any]"]
 # What became of one verb of a batch: (True, result) or (False, exception).
 _Outcome = tuple[bool, Any]
+
+# Rows written (the connection's total_changes) between two WAL checkpoints, ours: SQLite's
+# own (at 1,000 pages) would run inside a commit, some on the event loop. 200 stateless runs at
+# once log about 500 pages in 1,000 rows, checkpointed in 3-7 ms; 50 threaded runs, whose
+# checkpoints are larger, 2,200 in 8-9 ms. Every 2,000 rows cost 4 % more of the server's CPU
+# a run (stateless), and every 500 5 % more: the log's pages stay in the cache between two.
+CHECKPOINT_AFTER = 1000
 
 
 def _drive(conn: sqlite3.Connection, verb: Verb[T]) -> T:
@@ -108,8 +117,46 @@ def _load(value: str | None) -> Any:
     return None if value is None else serde.loads(value)
 
 
+def _checkpoint_now(conn: sqlite3.Connection) -> None:
+    """A PASSIVE checkpoint: past nobody's read, blocking no one."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _iso(value: datetime) -> str:
     return value.isoformat()
+
+
+class _Tracked(aiosqlite.Connection):
+    """aiosqlite's connection, counting the calls handed to its thread and the calls its thread
+    has finished (each count written by one thread only). When they are equal its thread is
+    waiting for work, and since every call comes from the event loop's thread (the saver's
+    too), the loop may use the connection itself meanwhile. A caller cancelled while its call
+    runs does not make them equal early: the thread counts what it finished."""
+
+    handed = 0
+    finished = 0
+
+    def idle(self) -> bool:
+        return self.handed == self.finished
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.finished += 1
+
+        self.handed += 1
+        return await super()._execute(call)  # type: ignore[no-untyped-call]
+
+
+def _tracked(path: str) -> _Tracked:
+    # Not the thread that made it: the loop's thread uses it too, never at once with the
+    # other (see _Tracked).
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    return _Tracked(connect, iter_chunk_size=64)
 
 
 class SplitSaver(AsyncSqliteSaver):
@@ -141,11 +188,13 @@ class SplitSaver(AsyncSqliteSaver):
 class SqliteConnector:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db: aiosqlite.Connection | None = None
+        self._db: _Tracked | None = None
         self._saver: AsyncSqliteSaver | None = None
         self._saver_reads: aiosqlite.Connection | None = None
         self._pending: list[_Call] = []
         self._flusher: asyncio.Future[None] | None = None
+        self._checkpointed = 0  # total_changes at the last checkpoint
+        self._checkpointing: asyncio.Future[None] | None = None
         # Point reads by key run here, on the event loop's thread: a few microseconds of SQLite
         # instead of a hand-off to aiosqlite's thread and back (about 80 us of CPU each).
         self._reader: sqlite3.Connection | None = None
@@ -164,16 +213,20 @@ class SqliteConnector:
         memory = self.path == ":memory:"
         if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db = db = _tracked(self.path)
+        await db
+        # No checkpoint in a commit: a commit may run on the event loop, and a checkpoint of
+        # SQLite's default 1,000 pages took about 4 ms here, with its fsync (see _checkpoint).
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                       "busy_timeout=10000"):  # fmt: skip
+                       "busy_timeout=10000", "wal_autocheckpoint=0"):  # fmt: skip
             await self._db.execute(f"PRAGMA {pragma}")
         await self._migrate(self._db)
-        # One connection writes, ours, for the verbs and the checkpoints alike: its thread takes
-        # them in turn. A second writing connection (as before) raced ours for SQLite's write
-        # lock, and the loser slept in SQLite's busy handler (1, 2, 5, 10... ms): with 50 threaded
-        # runs at once, 50 runs/s and a stream closing 27 / 82 ms (p50 / p99) after its last
-        # event; with one writer 79 runs/s and 11 / 33 ms (A/B, alternating, a loaded machine).
+        # One connection writes, ours, for the verbs and the checkpoints alike, never two calls
+        # at once (the loop takes a batch only while its thread is idle). A second writing
+        # connection (as before) raced ours for SQLite's write lock, and the loser slept in
+        # SQLite's busy handler (1, 2, 5, 10... ms): with 50 threaded runs at once, 50 runs/s
+        # and a stream closing 27 / 82 ms (p50 / p99) after its last event; with one writer 79
+        # runs/s and 11 / 33 ms (A/B, alternating, a loaded machine).
         if not memory:
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._reader.execute("PRAGMA query_only=ON")
@@ -200,6 +253,9 @@ class SqliteConnector:
                 )
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            with suppress(Exception):
+                await self._checkpointing
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -256,6 +312,7 @@ class SqliteConnector:
                 for (*_, future), outcome in zip(batch, outcomes, strict=True):
                     _settle(future, outcome)
                 batch = []
+                self._checkpoint_if_due()
         except BaseException:
             # Cancelled (the loop is shutting down): nobody may wait forever on a verb.
             for *_, future in batch + self._pending:
@@ -270,12 +327,39 @@ class SqliteConnector:
         if self._db is None:
             return [(False, RuntimeError("storage is not set up"))] * len(calls)
         db = self._db
-        run: Callable[..., Any] = db._execute  # type: ignore[attr-defined]
         try:
-            outcomes: list[_Outcome] = await run(_run_batch, db._conn, calls)
+            if db.idle():
+                # Its thread is idle: here and now, without two thread switches and a wake-up
+                # of the loop (6 % of the server's CPU a run, 200 stateless runs at once).
+                return _run_batch(db._conn, calls)
+            outcomes: list[_Outcome] = await db._execute(_run_batch, db._conn, calls)
         except Exception as exc:  # the connection is gone, and the verbs with it
             outcomes = [(False, exc)] * len(calls)
         return outcomes
+
+    def _checkpoint_if_due(self) -> None:
+        db = self._db
+        if db is None or self._checkpointing is not None or self.path == ":memory:":
+            return
+        try:
+            changes = db._conn.total_changes
+        except ValueError:  # closed meanwhile
+            return
+        if changes - self._checkpointed >= CHECKPOINT_AFTER:
+            self._checkpointed = changes
+            self._checkpointing = asyncio.ensure_future(self._checkpoint(db))
+
+    async def _checkpoint(self, db: _Tracked) -> None:
+        """What the WAL holds, copied into the database on aiosqlite's thread; the verbs
+        meanwhile wait there behind it, as they did behind a commit's own checkpoint."""
+        try:
+            # In one call, its row read: a statement left in progress between two calls would
+            # keep the loop's next batch from its savepoint and commit.
+            await db._execute(_checkpoint_now, db._conn)
+        except Exception:  # closed meanwhile; the close checkpoints
+            pass
+        finally:
+            self._checkpointing = None
 
 
 def _settle(future: asyncio.Future[Any], outcome: _Outcome) -> None:
