@@ -1325,6 +1325,20 @@ async def _until(check: Callable[[], bool]) -> None:
     await asyncio.wait_for(turns(), 30)  # a bound for a failure, never a pace
 
 
+async def _written_while_held(
+    connector: Any, db: Any, release: threading.Event
+) -> list[tuple[int | None, bool]]:
+    """Where a verb written while the connection's thread holds a call until `release` ran:
+    `release` is set once the verb's batch is handed to the thread (or, wrongly, done)."""
+    seen: list[tuple[int | None, bool]] = []
+    verb = asyncio.ensure_future(connector.write(_where(seen, release)))
+    handed = db.handed
+    await _until(lambda: db.handed > handed or verb.done())
+    release.set()
+    assert await verb == [(1,)]
+    return seen
+
+
 async def test_sqlite_verbs_run_on_the_loop_while_the_connections_thread_is_idle(
     tmp_path: Path,
 ) -> None:
@@ -1341,14 +1355,9 @@ async def test_sqlite_verbs_run_on_the_loop_while_the_connections_thread_is_idle
         assert await connector.write(_where(seen, release)) == [(1,)]
         assert seen == [(threading.get_ident(), False)]  # the loop's own thread
 
-        seen.clear()
         held = asyncio.ensure_future(db._execute(release.wait))  # as a saver's call would
         await _until(lambda: not db.idle())
-        verb = asyncio.ensure_future(connector.write(_where(seen, release)))
-        handed = db.handed
-        await _until(lambda: db.handed > handed or verb.done())
-        release.set()
-        assert await verb == [(1,)]
+        seen = await _written_while_held(connector, db, release)
         await held
         assert seen == [(db._thread.ident, True)]  # on the thread, once it was free
     finally:
@@ -1373,12 +1382,7 @@ async def test_sqlite_a_cancelled_call_keeps_the_connection_from_the_loop_until_
         with contextlib.suppress(asyncio.CancelledError):
             await held
         assert not db.idle()
-        seen: list[tuple[int | None, bool]] = []
-        verb = asyncio.ensure_future(connector.write(_where(seen, release)))
-        handed = db.handed
-        await _until(lambda: db.handed > handed or verb.done())
-        release.set()
-        await verb
+        seen = await _written_while_held(connector, db, release)
         assert seen == [(db._thread.ident, True)]
         assert db.idle()
     finally:
