@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from langgraph.store.base import BaseStore
@@ -63,6 +64,9 @@ from agentstream.storage.base import Assistant, Storage, utcnow
 from agentstream.storage.memstore import StoreOptions, sqlite_store
 from agentstream.storage.sqlite import SqliteStorage
 from agentstream.storeconfig import custom_store, custom_store_spec, store_options
+
+if TYPE_CHECKING:  # FastAPI 0.16x's; an older one takes the argument as an extra
+    from fastapi.telemetry import TelemetryConfig
 
 log = logging.getLogger("agentstream")
 
@@ -272,6 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         default_response_class=JsonResponse,
+        telemetry=fastapi_telemetry(os.environ),
     )
     errors.install(app)
     families = {
@@ -313,6 +318,33 @@ def create_app(settings: Settings) -> FastAPI:
     if "meta" not in disabled:
         app.add_middleware(RequestMetrics)
     return app
+
+
+def fastapi_telemetry(
+    environ: Mapping[str, str], providers: Sequence[object] | None = None
+) -> TelemetryConfig | None:
+    """FastAPI's own OpenTelemetry hooks (its defaults, None) where OpenTelemetry is set up as
+    the server starts: an `OTEL_` variable (what `opentelemetry-instrument` and the SDK read),
+    or a provider already set (say by the module of a custom app, loaded before this; the
+    global tracer, meter and logger providers unless `providers` are given). Else off: with
+    nothing set up, FastAPI still asked at every request whether anything was, three lookups
+    of the environment, each a KeyError raised and caught (9 us a request)."""
+    if any(name.startswith(("OTEL_", "FASTAPI_OTEL_")) for name in environ):
+        return None
+    if providers is None:
+        try:
+            from opentelemetry import _logs, metrics, trace
+        except ImportError:  # an older FastAPI, without the hooks
+            return None
+        providers = (
+            trace.get_tracer_provider(),
+            metrics.get_meter_provider(),
+            _logs.get_logger_provider(),
+        )
+    # Unset, each is OpenTelemetry's proxy (ProxyTracerProvider, _ProxyMeterProvider, ...).
+    if any(not type(p).__name__.lstrip("_").startswith("Proxy") for p in providers):
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 async def drain(app: FastAPI, grace: float) -> None:

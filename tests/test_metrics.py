@@ -210,3 +210,22 @@ def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
             ticks = [data["tick"] for name, data in sse_events(streamed) if name == "custom"]
             assert ticks == list(range(1000))
             assert trips() - before >= 1 + math.ceil(1000 / PUBLISH_MOST)
+
+
+def test_fastapis_opentelemetry_hooks_are_on_only_where_opentelemetry_is_set_up() -> None:
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+
+    from agentstream.app import fastapi_telemetry
+
+    class ProxyLoggerProvider:  # OpenTelemetry's unset providers are all proxies by name
+        pass
+
+    unset = [ProxyTracerProvider(), ProxyLoggerProvider()]
+    off = {"tracing": False, "metrics": False, "logs": False}
+    assert fastapi_telemetry({"PATH": "/bin"}, unset) == off
+    # FastAPI's defaults (None) wherever a user has OpenTelemetry running:
+    assert fastapi_telemetry({"OTEL_SERVICE_NAME": "agents"}, unset) is None
+    assert fastapi_telemetry({"FASTAPI_OTEL_AUTO_CONFIGURE": "true"}, unset) is None
+    assert fastapi_telemetry({}, [ProxyTracerProvider(), NoOpTracerProvider()]) is None
+    # And with nothing set up in this process, the global providers read as unset.
+    assert fastapi_telemetry({}) == off
