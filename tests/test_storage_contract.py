@@ -1465,6 +1465,27 @@ async def test_sqlite_runs_stored_before_run_numbers_get_theirs_in_order(
         await storage.aclose()
 
 
+def test_sqlite_timestamps_are_written_as_isoformat_writes_them() -> None:
+    """The stored text is what ordering and filters compare: any datetime, microseconds or
+    none, UTC or another offset or none, reads as `isoformat()` would write it."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from agentstream.storage.sqlite import _iso
+
+    moments = [
+        datetime(2026, 12, 6, 18, 29, 10, 123456, tzinfo=UTC),
+        datetime(2026, 12, 6, 18, 29, 10, tzinfo=UTC),
+        datetime(2026, 12, 6, 18, 29, 10, 5, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 12, 6, 18, 29, 10, 120000, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2026, 12, 6, 18, 29, 10, 120000),
+        datetime.fromisoformat("2026-12-06T18:29:10.000001+00:00"),
+    ]
+    for moment in moments:
+        assert _iso(moment) == moment.isoformat()
+
+
 async def test_sqlite_thread_search_page_walks_an_index(tmp_path: Path) -> None:
     """The default order (newest first) reads threads off an index and stops at the page's
     end: without it every search sorted all threads (benchmarks.scale, many threads)."""
