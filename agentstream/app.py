@@ -341,10 +341,17 @@ def fastapi_telemetry(
             metrics.get_meter_provider(),
             _logs.get_logger_provider(),
         )
-    # Unset, each is OpenTelemetry's proxy (ProxyTracerProvider, _ProxyMeterProvider, ...).
-    if any(not type(p).__name__.lstrip("_").startswith("Proxy") for p in providers):
+    # Unset, each is OpenTelemetry's own proxy (ProxyTracerProvider, _ProxyMeterProvider, ...);
+    # anything else, a vendor's proxy included, is a provider someone set.
+    if not all(_otel_proxy(type(p)) for p in providers):
         return None
     return {"tracing": False, "metrics": False, "logs": False}
+
+
+def _otel_proxy(cls: type) -> bool:
+    return cls.__module__.startswith("opentelemetry.") and cls.__name__.lstrip("_").startswith(
+        "Proxy"
+    )
 
 
 async def drain(app: FastAPI, grace: float) -> None:

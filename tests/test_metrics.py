@@ -213,19 +213,22 @@ def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
 
 
 def test_fastapis_opentelemetry_hooks_are_on_only_where_opentelemetry_is_set_up() -> None:
+    from opentelemetry._logs._internal import ProxyLoggerProvider
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
     from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
 
     from agentstream.app import fastapi_telemetry
 
-    class ProxyLoggerProvider:  # OpenTelemetry's unset providers are all proxies by name
+    class ProxyTracerOfAVendor:  # not OpenTelemetry's own: someone set it
         pass
 
-    unset = [ProxyTracerProvider(), ProxyLoggerProvider()]
+    unset = [ProxyTracerProvider(), _ProxyMeterProvider(), ProxyLoggerProvider()]
     off = {"tracing": False, "metrics": False, "logs": False}
     assert fastapi_telemetry({"PATH": "/bin"}, unset) == off
     # FastAPI's defaults (None) wherever a user has OpenTelemetry running:
     assert fastapi_telemetry({"OTEL_SERVICE_NAME": "agents"}, unset) is None
     assert fastapi_telemetry({"FASTAPI_OTEL_AUTO_CONFIGURE": "true"}, unset) is None
-    assert fastapi_telemetry({}, [ProxyTracerProvider(), NoOpTracerProvider()]) is None
+    assert fastapi_telemetry({}, [*unset[:2], NoOpTracerProvider()]) is None
+    assert fastapi_telemetry({}, [*unset[:2], ProxyTracerOfAVendor()]) is None
     # And with nothing set up in this process, the global providers read as unset.
     assert fastapi_telemetry({}) == off
