@@ -1325,6 +1325,28 @@ async def _until(check: Callable[[], bool]) -> None:
     await asyncio.wait_for(turns(), 30)  # a bound for a failure, never a pace
 
 
+@contextlib.asynccontextmanager
+async def _shared_connection(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, threading.Event]]:
+    """A SQLite storage's connector, its aiosqlite connection (the saver's too), and the event
+    that releases a call held on that connection's thread: set at the end, failed or not."""
+    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
+    await storage.setup()
+    release = threading.Event()
+    try:
+        connector: Any = storage.c
+        yield connector, connector._db, release
+    finally:
+        release.set()
+        await storage.aclose()
+
+
+async def _held(db: Any, release: threading.Event) -> asyncio.Future[Any]:
+    """A call on the connection's thread, as a saver's would be, running until `release`."""
+    held = asyncio.ensure_future(db._execute(release.wait))
+    await _until(lambda: not db.idle())
+    return held
+
+
 async def _written_while_held(
     connector: Any, db: Any, release: threading.Event
 ) -> list[tuple[int | None, bool]]:
@@ -1345,24 +1367,15 @@ async def test_sqlite_verbs_run_on_the_loop_while_the_connections_thread_is_idle
     """The connection is shared with LangGraph's checkpoint saver, whose calls run on
     aiosqlite's thread: a batch of verbs runs on the loop only while that thread has nothing
     to do, and otherwise on the thread, after what it was given, never beside it."""
-    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
-    await storage.setup()
-    release = threading.Event()
-    try:
-        connector: Any = storage.c
-        db = connector._db
+    async with _shared_connection(tmp_path) as (connector, db, release):
         seen: list[tuple[int | None, bool]] = []
         assert await connector.write(_where(seen, release)) == [(1,)]
         assert seen == [(threading.get_ident(), False)]  # the loop's own thread
 
-        held = asyncio.ensure_future(db._execute(release.wait))  # as a saver's call would
-        await _until(lambda: not db.idle())
+        held = await _held(db, release)
         seen = await _written_while_held(connector, db, release)
         await held
         assert seen == [(db._thread.ident, True)]  # on the thread, once it was free
-    finally:
-        release.set()  # the thread's held call ends, failed or not
-        await storage.aclose()
 
 
 async def test_sqlite_a_cancelled_call_keeps_the_connection_from_the_loop_until_it_ran(
@@ -1370,14 +1383,8 @@ async def test_sqlite_a_cancelled_call_keeps_the_connection_from_the_loop_until_
 ) -> None:
     # A saver's call cancelled (its run was) goes on running on aiosqlite's thread: the
     # loop's next batch must wait for it there, not run beside it.
-    storage = SqliteStorage(tmp_path / "agentstream.sqlite")
-    await storage.setup()
-    release = threading.Event()
-    try:
-        connector: Any = storage.c
-        db = connector._db
-        held = asyncio.ensure_future(db._execute(release.wait))
-        await _until(lambda: not db.idle())
+    async with _shared_connection(tmp_path) as (connector, db, release):
+        held = await _held(db, release)
         held.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await held
@@ -1385,9 +1392,6 @@ async def test_sqlite_a_cancelled_call_keeps_the_connection_from_the_loop_until_
         seen = await _written_while_held(connector, db, release)
         assert seen == [(db._thread.ident, True)]
         assert db.idle()
-    finally:
-        release.set()  # the thread's held call ends, failed or not
-        await storage.aclose()
 
 
 async def test_sqlite_the_log_is_checkpointed_on_the_connections_thread(tmp_path: Path) -> None:
