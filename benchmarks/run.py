@@ -554,7 +554,11 @@ def paired(client: Sequence[float | None], baseline: Sequence[float | None]) -> 
     baseline's just before and just after it (baseline[i], baseline[i + 1]), lowest and
     highest. Medians, not the pairs' own ratios: the plain baseline's collector stops a
     repetition now and then for longer than the repetition itself (2,003 tokens at 14,000/s
-    where its others read 41,000), and such a repetition moved both its pairs."""
+    where its others read 41,000), and such a repetition moved both its pairs. The pairs'
+    median is given too: on a machine whose speed changes for seconds at a time, both sides
+    alike, each median may land in another state, and the ratio of the two then falls far
+    from the pairs, even outside their range (see benchmarks/README.md, "The twenty-eighth
+    session")."""
     ours = [c for c in client if c is not None]
     theirs = [b for b in baseline if b]
     each = [
@@ -563,11 +567,12 @@ def paired(client: Sequence[float | None], baseline: Sequence[float | None]) -> 
         if c is not None and a and b
     ]
     if not ours or not theirs or not each:
-        return {"ratio": None, "low": None, "high": None, "pairs": 0}
+        return {"ratio": None, "low": None, "high": None, "median": None, "pairs": 0}
     return {
         "ratio": round(median(ours) / median(theirs), 3),
         "low": round(min(each), 3),
         "high": round(max(each), 3),
+        "median": round(median(each), 3),
         "pairs": len(each),
     }
 
@@ -883,10 +888,11 @@ def _x(value: Any) -> str:
 
 
 def _range(pair: dict[str, Any]) -> str:
-    """A paired ratio (paired()) with the range of its pairs' ratios: the noise around it."""
+    """A paired ratio (paired()) with the range of its pairs' ratios, the noise around it, and
+    their median."""
     if pair["ratio"] is None:
         return "-"
-    return f"{_x(pair['ratio'])} ({pair['low']:.2f}-{pair['high']:.2f})"
+    return f"{_x(pair['ratio'])} ({pair['low']:.2f}-{pair['high']:.2f}, {pair['median']:.2f})"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

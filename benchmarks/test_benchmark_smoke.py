@@ -137,7 +137,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             ratio = _number(result["ratios_like_beside"][kind], key, f"ratios_like_beside.{kind}")
             assert ratio == paired[key]["ratio"]
             assert paired[key]["pairs"] == sizes["throughput_reps"]
-            assert 0 < paired[key]["low"] <= paired[key]["high"]
+            assert 0 < paired[key]["low"] <= paired[key]["median"] <= paired[key]["high"]
         for n, rounds in sizes["concurrency"]:
             figures = beside["figures"]["concurrency"][str(n)]
             _check(figures, CONCURRENCY, f"{where}.like_beside.concurrency")
