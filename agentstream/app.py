@@ -58,6 +58,7 @@ from agentstream.execution.scheduler import Scheduler
 from agentstream.execution.webhooks import WebhookPolicy, WebhookSender
 from agentstream.execution.worker import Worker
 from agentstream.graphs import Config, GraphRegistry, default_assistant_id, read_config
+from agentstream.looplag import LoopWatch
 from agentstream.reload import watching
 from agentstream.settings import Settings
 from agentstream.storage.base import Assistant, Storage, utcnow
@@ -164,6 +165,10 @@ async def running(
             scheduler.start()
             stack.push_async_callback(scheduler.stop)
         tune_gc(settings.gc_threshold)
+        # Watched from here: startup's imports and collection are not a stall.
+        watch = LoopWatch(settings.loop_blocked_seconds)
+        watch.start()
+        stack.callback(watch.stop)
         yield backends, started
 
 

@@ -27,7 +27,8 @@ _IGNORED = {
     "(python -m debugpy --listen PORT -m agentstream dev)",
     "wait_for_client": "--wait-for-client: start agentstream under your debugger instead",
     "studio_url": "--studio-url: there is no Studio; clients reach this server directly",
-    "allow_blocking": "--allow-blocking: agentstream never raises on blocking calls",
+    "allow_blocking": "--allow-blocking: agentstream never raises on blocking calls; it warns, "
+    "saying where, when one holds the event loop (AGENTSTREAM_LOOP_BLOCKED_SECONDS)",
     "tunnel": "--tunnel: no tunnel is opened; expose the port with a tool of your choice",
 }
 

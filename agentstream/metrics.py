@@ -98,6 +98,14 @@ EVICTIONS = Counter(
     registry=REGISTRY,
 )  # fmt: skip
 
+# How long a callback made ready waited for the event loop that every stream and run of the
+# process share (looplag.py: one handed over twenty times a second).
+EVENT_LOOP_LAG = Histogram(
+    "agentstream_event_loop_lag_seconds",
+    "How long a callback made ready waited for this process's event loop to run it.",
+    buckets=_SECONDS, registry=REGISTRY,
+)  # fmt: skip
+
 # What the distributed path costs per run, in requests to its services (benchmarks.cpu reports
 # them per run): every statement sent to PostgreSQL, ours and LangGraph's checkpointer's, and
 # every request to Redis (a command or a whole pipeline: one round trip each).

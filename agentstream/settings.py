@@ -58,6 +58,8 @@ class Settings:
     # event is a small message of its own, compressed for a few bytes at the cost of about 3 us
     # of CPU on each side and a compressor's memory per socket (SSE is not compressed either).
     ws_deflate: bool = False
+    # Warn, saying where, when the event loop has been held this long (looplag.py); 0: never.
+    loop_blocked_seconds: float = 0.5
     # How long an idle keep-alive connection stays open. Longer than clients keep theirs
     # (httpx, so the Python SDK: 5 s; Node's fetch: 4 s; load balancers: 60 s): at uvicorn's
     # 5 s a client reusing a connection as the server closed it got a reset instead of an
@@ -92,6 +94,7 @@ class Settings:
             gc_threshold=_env_int("AGENTSTREAM_GC_THRESHOLD", 10_000),
             ws_deflate=_env_int("AGENTSTREAM_WS_DEFLATE", 0) > 0,
             keep_alive_seconds=_env_int("AGENTSTREAM_KEEP_ALIVE_SECONDS", 75),
+            loop_blocked_seconds=_env_float("AGENTSTREAM_LOOP_BLOCKED_SECONDS", 0.5),
         )
 
     def database_path(self) -> str:

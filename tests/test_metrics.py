@@ -46,6 +46,7 @@ STREAM_NAMES = {
     "agentstream_stream_resumes_total",
     "agentstream_stream_evictions_total",
     "agentstream_stream_close_seconds_count",
+    "agentstream_event_loop_lag_seconds_count",
 }
 
 
