@@ -220,13 +220,20 @@ async def _client_figures(
         _log(f"{label} ({kind}): {n} concurrent threaded runs")
         before = await service_requests(*counted)
         seen = await metric_samples(counted[0])  # the closes and the requests so far
+        lag_seen = await metric_samples(counted[-1])  # the runs' process: the worker, if apart
         with Busy(pids) as busy:
             t = await scenarios.threaded_client(client, n, rounds)
         t["busy"] = busy.figures
         later = await metric_samples(counted[0])
+        lags = (
+            buckets(lag_seen, LAG_BUCKETS),
+            buckets(await metric_samples(counted[-1]), LAG_BUCKETS),
+        )
+        t["loop_lag_p50_ms"] = bucket_bound_ms(*lags, 50)
+        t["loop_lag_p99_ms"] = bucket_bound_ms(*lags, 99)
         asked, answered = http_requests(seen), http_requests(later)
         t["requests_per_run"] = requests_per_run(asked, answered, t["runs"])
-        closes, closed = close_buckets(seen), close_buckets(later)
+        closes, closed = buckets(seen, CLOSE_BUCKETS), buckets(later, CLOSE_BUCKETS)
         t["server_close_p50_ms"] = bucket_bound_ms(closes, closed, 50)
         t["server_close_p99_ms"] = bucket_bound_ms(closes, closed, 99)
         t["services_per_run"] = per_run(before, await service_requests(*counted), t["runs"])
@@ -306,14 +313,16 @@ def requests_per_run(
 
 
 CLOSE_BUCKETS = "agentstream_stream_close_seconds_bucket"
+LAG_BUCKETS = "agentstream_event_loop_lag_seconds_bucket"
 
 
-def close_buckets(samples: list[Sample] | None) -> dict[float, float] | None:
-    """The API's histogram of streams' closes after their last event: count by upper bound
-    (seconds, cumulative); None when it has none (the reference server)."""
+def buckets(samples: list[Sample] | None, name: str) -> dict[float, float] | None:
+    """A histogram's buckets (`name`: the API's streams' closes after their last event, or a
+    process's event loop lag): count by upper bound (seconds, cumulative); None when it has
+    none (the reference server)."""
     found: dict[float, float] = {}
     for sample in samples or ():
-        if sample.name == CLOSE_BUCKETS:
+        if sample.name == name:
             found[float(sample.labels["le"])] = sample.value
     return found or None
 
@@ -321,8 +330,8 @@ def close_buckets(samples: list[Sample] | None) -> dict[float, float] | None:
 def bucket_bound_ms(
     before: dict[float, float] | None, after: dict[float, float] | None, pct: float
 ) -> float | None:
-    """The smallest bucket bound under which at least pct % of the closes between the two
-    readings fell (ms): the server's own side of the close, to a bucket's precision."""
+    """The smallest bucket bound under which at least pct % of the observations between the
+    two readings fell (ms), to a bucket's precision."""
     if before is None or after is None:
         return None
     added = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
@@ -1021,6 +1030,15 @@ def report(result: dict[str, Any]) -> str:
             lambda f, n=n: (
                 f"{_f(f['threaded'][n].get('server_close_p50_ms'), 0)} / "
                 f"{_f(f['threaded'][n].get('server_close_p99_ms'), 0)}"
+            ),
+            lambda r: "",
+        )
+        row(
+            f"{n} threaded: the runs' event loop lag p50 / p99 (ms, within a bucket: <=)",
+            "-",
+            lambda f, n=n: (
+                f"{_f(f['threaded'][n].get('loop_lag_p50_ms'), 1)} / "
+                f"{_f(f['threaded'][n].get('loop_lag_p99_ms'), 1)}"
             ),
             lambda r: "",
         )

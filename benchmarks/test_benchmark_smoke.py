@@ -99,6 +99,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             server_close = ("server_close_p50_ms", "server_close_p99_ms")
             _check(threaded, server_close, f"{where}.threaded")
             assert threaded["server_close_p50_ms"] <= threaded["server_close_p99_ms"]
+            # How long the runs' event loop kept a callback waiting meanwhile (its histogram).
+            _check(threaded, ("loop_lag_p50_ms", "loop_lag_p99_ms"), f"{where}.threaded")
+            assert threaded["loop_lag_p50_ms"] <= threaded["loop_lag_p99_ms"]
             # The API's requests a threaded run took: its thread, its stream, and with the
             # SDK its check of the run after a stream that ended without an `end` event.
             asked = threaded["requests_per_run"]
