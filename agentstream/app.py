@@ -165,11 +165,23 @@ async def running(
             scheduler.start()
             stack.push_async_callback(scheduler.stop)
         tune_gc(settings.gc_threshold)
+        if worker and os.environ.get("BG_JOB_ISOLATED_LOOPS", "").lower() in _TRUE:
+            log.warning(ISOLATED_LOOPS)
         # Watched from here: startup's imports and collection are not a stall.
         watch = LoopWatch(settings.loop_blocked_seconds)
         watch.start()
         stack.callback(watch.stop)
         yield backends, started
+
+
+_TRUE = ("1", "true", "yes", "on")
+# LangGraph Server's variable for running background runs on event loops apart from the API's.
+ISOLATED_LOOPS = (
+    "BG_JOB_ISOLATED_LOOPS is set, but agentstream has no isolated loops: every run shares this "
+    "process's event loop. Blocking code in an async node holds it (a warning then says where; "
+    "AGENTSTREAM_LOOP_BLOCKED_SECONDS): move such calls to a thread (asyncio.to_thread), or "
+    "make the node synchronous (def), which LangGraph runs in a thread."
+)
 
 
 def _store_path(database: str) -> str:

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.samples import Sample
 
 from agentstream import looplag, metrics
+from agentstream.app import ISOLATED_LOOPS
 from agentstream.looplag import LoopWatch
 from tests.servers import ServerProcess, running_cluster, start_server
 from tests.services import free_port
@@ -23,6 +24,8 @@ from tests.test_metrics import samples, value
 
 BLOCKING_APP = Path(__file__).resolve().parent / "blocking_app" / "langgraph.json"
 LAG = "agentstream_event_loop_lag_seconds"
+# LangGraph Server's variable asking for runs on event loops of their own: said to be absent.
+ISOLATED = {"BG_JOB_ISOLATED_LOOPS": "true"}
 
 
 class Runner:
@@ -50,14 +53,14 @@ def runner(
 ) -> Iterator[Runner]:
     if request.param == "embedded":
         database = tmp_path_factory.mktemp("lag") / "agentstream.sqlite"
-        proc = start_server(database, config=BLOCKING_APP)
+        proc = start_server(database, config=BLOCKING_APP, env=ISOLATED)
         try:
             yield Runner(proc.url, proc, f"{proc.url}/metrics")
         finally:
             proc.stop()
         return
     port = free_port()
-    env = {"AGENTSTREAM_METRICS_PORT": str(port)}
+    env = {"AGENTSTREAM_METRICS_PORT": str(port), **ISOLATED}
     with running_cluster(config=BLOCKING_APP, apis=1, workers=1, env=env) as cluster:
         worker = cluster.workers[0]
         yield Runner(cluster.apis[0].url, worker, f"http://127.0.0.1:{port}/metrics")
@@ -86,6 +89,11 @@ def test_a_node_holding_the_loop_is_reported_with_where_it_holds_it(runner: Runn
     # The callback handed over as the stall began waited over a second.
     assert above(after, 1.0) - above(before, 1.0) >= 1
     assert value(after, f"{LAG}_count") > value(before, f"{LAG}_count")
+
+
+def test_isolated_loops_asked_for_are_said_to_be_absent(runner: Runner) -> None:
+    # By the process that runs the graphs (the API process alone has none to isolate).
+    assert ISOLATED_LOOPS in runner.logged(ISOLATED_LOOPS)
 
 
 # --- LoopWatch on a loop of the test's own --------------------------------------------------
