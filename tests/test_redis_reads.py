@@ -203,3 +203,44 @@ async def test_redis_a_close_in_another_process_reaches_a_hiding_reader_through_
 async def _read_hiding(bus: RedisEventBus, run_id: str, hidden: frozenset[str]) -> list[Any]:
     batches = [b async for b in bus.subscribe(run_id, 0, hidden=hidden)]
     return [(e.seq, e.mode) for batch in batches for e in batch]
+
+
+async def test_redis_a_stream_answered_after_its_runs_events_still_reads_them_all_here(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    """`dev` on Redis: the request streaming a new run publishes its first event
+    (publish_first) while the run's executor, in the same process, publishes the run's events
+    after it. Read in the other order (the request's task resumed later, a busy loop), the
+    request's answer lowered the log's end this process remembers, and the executor's close
+    here then ended the stream's reader there: a stateless stream of 20 events closed with
+    none of them (1 in some thousands, benchmarks.run, `dev`, 50 at once)."""
+    bus = redis_bus()
+    landed, answered = asyncio.Event(), asyncio.Event()
+    script = bus._publish_first
+
+    async def read_late(**kwargs: Any) -> Any:
+        seq = await script(**kwargs)
+        landed.set()  # in Redis: event 1
+        await answered.wait()
+        return seq
+
+    bus._publish_first = read_late  # type: ignore[method-assign]
+    first = asyncio.create_task(bus.publish_first("r", _items("metadata")))
+    await landed.wait()
+    bus.lead("r", _items("metadata"))  # as the executor does; the log has it already
+    await bus.publish("r", _items("a", "b", "c"))  # events 2-4
+    answered.set()
+    assert await first == 1
+
+    async def stream() -> list[Any]:  # as api/streams.from_start reads on after its event 1
+        batches = [b async for b in bus.subscribe("r", 1, held=True, hidden=RESULT)]
+        return [(e.seq, e.mode) for batch in batches for e in batch]
+
+    reader = asyncio.create_task(stream())
+    await _started()  # its watch made, its lane's read not yet answered
+    await bus.close("r", _result())
+    async with asyncio.timeout(10):
+        got = await reader
+    # Every event after its first (the result after them too, if the lane read the close).
+    assert got[:3] == [(2, "custom"), (3, "custom"), (4, "custom")]
+    assert got[3:] in ([], [(5, "result")])

@@ -434,7 +434,10 @@ class RedisEventBus:
         return f"{self._prefix}{run_id}:publishers"
 
     def _remember(self, run_id: str, seq: int) -> None:
-        self._floors[run_id] = seq
+        # Never lower: a log's ids only grow, and two publishes to it from this process (the
+        # request streaming a run, its first event; the run's executor, the rest) may be
+        # answered in either order. Lowered, the close here ended its readers early (_end_here).
+        self._floors[run_id] = max(seq, self._floors.get(run_id, 0))
         self._floors.move_to_end(run_id)
         if len(self._floors) > _FLOORS:
             self._floors.popitem(last=False)
