@@ -11,7 +11,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,11 +303,23 @@ def _raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _short(count: int, expected: int, errors: int) -> str | None:
-    """None for a run that streamed every event and no error event; else what it lacked."""
+def _short(count: int, expected: int, errors: int, others: Sequence[str] = ()) -> str | None:
+    """None for a run that streamed every event and no error event; else what it lacked, and
+    the names of its other events (a stream that ended after its `metadata` alone says so)."""
     if count == expected and not errors:
         return None
-    return f"{count} of {expected} events, {errors} error events"
+    besides = f"; besides: {', '.join(others)}" if others else ""
+    return f"{count} of {expected} events, {errors} error events{besides}"
+
+
+async def _noting(
+    parts: AsyncIterator[Part], counted: str, others: list[str]
+) -> AsyncIterator[Part]:
+    """parts, the names of those not named `counted` noted in `others` (at most 10)."""
+    async for part in parts:
+        if part[0] != counted and len(others) < 10:
+            others.append(part[0])
+        yield part
 
 
 async def _concurrent(
@@ -360,13 +372,13 @@ async def concurrency_client(
 
     async def one() -> tuple[float, str | None]:
         start = time.perf_counter()
+        others: list[str] = []
         try:
-            count, _, errs = await _timed_stream(
-                client.stream("ticker", _ticker(ticks), ["custom"]), "custom"
-            )
+            parts = _noting(client.stream("ticker", _ticker(ticks), ["custom"]), "custom", others)
+            count, _, errs = await _timed_stream(parts, "custom")
         except Exception as exc:
             return time.perf_counter() - start, _raised(exc)
-        return time.perf_counter() - start, _short(count, ticks, errs)
+        return time.perf_counter() - start, _short(count, ticks, errs, others)
 
     return await _concurrent(one, n, rounds, pace)
 
