@@ -165,7 +165,7 @@ async def running(
             scheduler.start()
             stack.push_async_callback(scheduler.stop)
         tune_gc(settings.gc_threshold)
-        if worker and os.environ.get("BG_JOB_ISOLATED_LOOPS", "").lower() in _TRUE:
+        if worker and settings.isolated_loops:
             log.warning(ISOLATED_LOOPS)
         # Watched from here: startup's imports and collection are not a stall.
         watch = LoopWatch(settings.loop_blocked_seconds)
@@ -174,8 +174,7 @@ async def running(
         yield backends, started
 
 
-_TRUE = ("1", "true", "yes", "on")
-# LangGraph Server's variable for running background runs on event loops apart from the API's.
+# Said where settings.isolated_loops asks for what agentstream does not have.
 ISOLATED_LOOPS = (
     "BG_JOB_ISOLATED_LOOPS is set, but agentstream has no isolated loops: every run shares this "
     "process's event loop. Blocking code in an async node holds it (a warning then says where; "

@@ -17,6 +17,10 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
@@ -60,6 +64,9 @@ class Settings:
     ws_deflate: bool = False
     # Warn, saying where, when the event loop has been held this long (looplag.py); 0: never.
     loop_blocked_seconds: float = 0.5
+    # LangGraph Server's BG_JOB_ISOLATED_LOOPS (runs on event loops apart from the API's), which
+    # agentstream does not have: a process that runs graphs says so when it is set.
+    isolated_loops: bool = False
     # How long an idle keep-alive connection stays open. Longer than clients keep theirs
     # (httpx, so the Python SDK: 5 s; Node's fetch: 4 s; load balancers: 60 s): at uvicorn's
     # 5 s a client reusing a connection as the server closed it got a reset instead of an
@@ -95,6 +102,7 @@ class Settings:
             ws_deflate=_env_int("AGENTSTREAM_WS_DEFLATE", 0) > 0,
             keep_alive_seconds=_env_int("AGENTSTREAM_KEEP_ALIVE_SECONDS", 75),
             loop_blocked_seconds=_env_float("AGENTSTREAM_LOOP_BLOCKED_SECONDS", 0.5),
+            isolated_loops=_env_bool("BG_JOB_ISOLATED_LOOPS"),
         )
 
     def database_path(self) -> str:
