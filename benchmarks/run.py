@@ -220,15 +220,14 @@ async def _client_figures(
         _log(f"{label} ({kind}): {n} concurrent threaded runs")
         before = await service_requests(*counted)
         seen = await metric_samples(counted[0])  # the closes and the requests so far
-        lag_seen = await metric_samples(counted[-1])  # the runs' process: the worker, if apart
+        runner = counted[-1]  # the runs' process: the worker, if apart; else the API itself
+        lag_seen = seen if runner == counted[0] else await metric_samples(runner)
         with Busy(pids) as busy:
             t = await scenarios.threaded_client(client, n, rounds)
         t["busy"] = busy.figures
         later = await metric_samples(counted[0])
-        lags = (
-            buckets(lag_seen, LAG_BUCKETS),
-            buckets(await metric_samples(counted[-1]), LAG_BUCKETS),
-        )
+        lag_later = later if runner == counted[0] else await metric_samples(runner)
+        lags = buckets(lag_seen, LAG_BUCKETS), buckets(lag_later, LAG_BUCKETS)
         t["loop_lag_p50_ms"] = bucket_bound_ms(*lags, 50)
         t["loop_lag_p99_ms"] = bucket_bound_ms(*lags, 99)
         asked, answered = http_requests(seen), http_requests(later)
