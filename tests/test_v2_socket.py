@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerProcess
 from tests.servers import running_cluster, start_server
-from tests.test_v2 import _contents, _is_root_end, _same, _texts
+from tests.test_v2 import _contents, _is_root_end, _same, _texts, _values_until_paused
 
 
 def socket_url(server_url: str, thread_id: str) -> str:
@@ -62,8 +62,7 @@ async def test_v2_sdk_over_websocket_reply_interrupt_and_second_turn(
         assert await _texts(again) == [["echo:", " more"]]
     async with client.threads.stream(assistant_id="hitl", transport="websocket") as hitl:
         await hitl.run.start(input={"question": "ok?"})
-        assert [v async for v in hitl.values][-1] == {"question": "ok?"}
-        assert hitl.interrupted
+        await _values_until_paused(hitl, client, {"question": "ok?"})
         await hitl.run.respond("yes")
         assert await hitl.output == {"question": "ok?", "answer": "yes!"}
 
