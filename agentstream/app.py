@@ -313,9 +313,10 @@ def create_app(settings: Settings) -> FastAPI:
     # The last added runs first: CORS answers preflights and labels even a refusal; the body
     # limit also counts what an authenticate handler reads; then the user's own routes
     # (http.app); then the inspector's files; then the gate; then the lane for well-formed
-    # run-creating requests (runlane.py); then FastAPI's routes.
-    if "runs" not in disabled:
-        app.add_middleware(RunLane)
+    # run-creating and thread-creating requests (runlane.py); then FastAPI's routes.
+    lane = {"runs", "threads"} - set(disabled)
+    if lane:
+        app.add_middleware(RunLane, families=lane)
     if gate is not None:
         app.add_middleware(Authenticate, gate=gate, router=app.router)
     if inspector.enabled(config):

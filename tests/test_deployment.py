@@ -144,7 +144,16 @@ def test_disabled_route_families_are_not_served(
         assert http.post("/runs/stream", json=body).status_code == 404
         assert http.post("/assistants/search", json={}).status_code == 404
         assert http.post("/threads/search", json={}).status_code == 200
+        assert http.post("/threads", json={}).status_code == 200
         assert http.get("/ok").status_code == 200
+    # Thread creation is the run lane's too (api/runlane.py): off with its family, alone.
+    config = write_config(tmp_path, {"disable_threads": True})
+    proc = server_factory(config=config)
+    with httpx.Client(base_url=proc.url, timeout=30) as http:
+        assert http.post("/threads", json={}).status_code == 404
+        assert http.post("/threads/search", json={}).status_code == 404
+        body = {"assistant_id": "headers", "input": {}}
+        assert http.post("/runs/wait", json=body).status_code == 200
 
 
 def test_a_broken_http_app_is_one_clear_startup_line(

@@ -1,5 +1,5 @@
-"""The lane for run-creating requests (agentstream/api/runlane.py) answers exactly as the
-FastAPI routes it stands in front of: same routes, same results, same errors.
+"""The lane for run-creating and thread-creating requests (agentstream/api/runlane.py) answers
+exactly as the FastAPI routes it stands in front of: same routes, same results, same errors.
 
 A body sent as `application/json` takes the lane; the same body sent as `application/x+json`
 (which FastAPI also reads as JSON) is one the lane leaves to FastAPI. Each case is sent both
@@ -32,6 +32,7 @@ RUN_CREATING = {
     "stream_threaded", "stream_stateless", "wait_threaded", "wait_stateless",
     "create_threaded", "create_stateless",
 }  # fmt: skip
+TAKEN = RUN_CREATING | {"create_thread"}
 
 
 def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
@@ -46,13 +47,13 @@ def test_the_lane_takes_exactly_the_run_creating_routes() -> None:
         path = route.path.replace("{thread_id}", str(uuid.uuid4()))
         path = path.replace("{run_id}", str(uuid.uuid4())).replace("{assistant_id}", "a")
         lane = match(path)
-        if route.name in RUN_CREATING:
+        if route.name in TAKEN:
             assert "POST" in route.methods
             assert lane is not None, route.path
             taken.append(route.path)
         elif "POST" in route.methods:
             assert lane is None, route.path
-    assert len(taken) == len(RUN_CREATING)
+    assert len(taken) == len(TAKEN)
     for odd in (
         "/runs/", "/runs/stream/", "/threads//runs", "/threads/x/runs/", "/runs/batch",
         "/runs/cancel", "/threads/x/runs/y/stream", "/threads/x/runs/stream/x", "runs",
@@ -69,7 +70,9 @@ def test_the_run_creating_routes_depend_on_nothing_but_ctx() -> None:
     taken = [r for r in runs.router.routes if isinstance(r, APIRoute) and r.name in RUN_CREATING]
     assert {route.name for route in taken} == RUN_CREATING
     assert {route.name for route in runs.RUN_CREATE} == RUN_CREATING
-    for route in taken:
+    [create_thread] = [r for r in threads.router.routes if r.name == "create_thread"]
+    assert isinstance(create_thread, APIRoute)
+    for route in [*taken, create_thread]:
         assert [d.call for d in route.dependant.dependencies] == [ctx], route.path
 
 
@@ -140,6 +143,36 @@ async def test_create_gives_the_same_run_either_way(http: httpx.AsyncClient) -> 
     stateless_lane, stateless_fastapi = await both(http, "/runs", body)
     assert stateless_lane.status_code == stateless_fastapi.status_code == 200
     assert set(stateless_lane.json()) == set(stateless_fastapi.json())
+
+
+async def test_threads_are_created_the_same_way_either_way(http: httpx.AsyncClient) -> None:
+    body = {"metadata": {"lane": "x"}, "ttl": {"strategy": "delete", "ttl": 5}}
+    lane, fastapi = await both(http, "/threads", body)
+    assert lane.status_code == fastapi.status_code == 200
+    a, b = lane.json(), fastapi.json()
+    assert a["thread_id"] != b["thread_id"]
+    different = {"thread_id", "created_at", "updated_at", "state_updated_at"}
+    assert {k: v for k, v in a.items() if k not in different} == {
+        k: v for k, v in b.items() if k not in different
+    }
+    assert a["metadata"] == {"lane": "x"} and a["status"] == "idle"
+    for thread in (a, b):
+        got = await http.get(f"/threads/{thread['thread_id']}")
+        assert got.status_code == 200
+        assert got.json()["thread_id"] == thread["thread_id"]
+    # A given id: created once, then refused the same way, or kept with do_nothing.
+    thread_id = str(uuid.uuid4())
+    created = await http.post("/threads", json={"thread_id": thread_id}, headers=LANE)
+    assert created.status_code == 200
+    same_error(*await both(http, "/threads", {"thread_id": thread_id}), 409)
+    kept = await both(http, "/threads", {"thread_id": thread_id, "if_exists": "do_nothing"})
+    assert [r.json()["thread_id"] for r in kept] == [thread_id, thread_id]
+    same_error(*await both(http, "/threads", {"thread_id": "nope"}), 422)
+    same_error(*await both(http, "/threads", {"supersteps": [{"updates": []}]}), 422)
+    for content in (b"[]", b"{", b'{"if_exists": "sometimes"}', b'{"metadata": 5}'):
+        lane = await http.post("/threads", content=content, headers=LANE)
+        fastapi = await http.post("/threads", content=content, headers=FASTAPI)
+        same_error(lane, fastapi, 422)
 
 
 @pytest.mark.parametrize("route", ["stream", "wait", ""])

@@ -65,7 +65,7 @@ def _template(scope: Scope) -> str:
         return str(route.path)
     found = runlane.match(scope["path"])  # the lane answers without FastAPI's router
     if found is not None:
-        _, thread_id = found
+        thread_id = found[1]
         path: str = scope["path"]
         return path.replace(thread_id, "{thread_id}", 1) if thread_id else path
     return "other"

@@ -1,64 +1,89 @@
-"""The run lane: the run-creating routes, taken before FastAPI's router for well-formed bodies.
+"""The run lane: the run-creating routes, and thread creation, taken before FastAPI's router
+for well-formed bodies.
 
 `POST /runs/stream`, `/runs/wait`, `/runs` and their `/threads/{thread_id}/runs...` forms start
 every run. Through FastAPI each one went through route matching over every route, dependency
 solving, a second body parse and validation, and three more middleware layers wrapping each
 frame sent: about 0.2 ms of the server's CPU per run, an eighth of a short stateless run.
+`POST /threads` comes before most threaded runs (a client creates its thread, then streams a
+run on it), and paid the same.
 
 This middleware sits inside ours (CORS, body limit, authentication) and outside FastAPI's
-router. It takes a request only when the body parses and validates as `RunCreate`; anything
+router. It takes a request only when the body parses and validates as the route's model; anything
 else (bad JSON, a wrong content type, a validation error) goes on to FastAPI with the body
 replayed, so every error is worded exactly as before. The handlers are the routes' own
-(runs.RUN_CREATE, the one table FastAPI's routes are built from too), and their errors
-are answered by errors.response_for, as FastAPI's exception handlers answer them.
+(runs.RUN_CREATE, the one table FastAPI's routes are built from too; threads.create_thread),
+and their errors are answered by errors.response_for, as FastAPI's exception handlers answer
+them. Each route is the lane's only while its family of routes is served (`families`).
 """
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import serde
-from agentstream.api import errors
+from agentstream.api import errors, threads
 from agentstream.api.context import ApiContext
-from agentstream.api.models import RunCreate
+from agentstream.api.models import RunCreate, ThreadCreate
 from agentstream.api.requests import too_deep
-from agentstream.api.runs import RUN_CREATE, Handler
+from agentstream.api.runs import RUN_CREATE
 
-# The lane's view of runs.RUN_CREATE: stateless paths as they are; threaded ones by what
-# follows "/threads/{thread_id}/".
-_STATELESS = {route.path: route.handle for route in RUN_CREATE if not route.threaded}
-_THREADED = {
-    route.path.removeprefix("/threads/{thread_id}/"): route.handle
+# (context, request, body, thread_id or None): runs.Handler, and thread creation's the same way.
+Handler = Callable[[ApiContext, Request, Any, "str | None"], Awaitable[Response]]
+# A route the lane takes: its handler, the model its body must validate as, its family.
+Route = tuple[Handler, type[BaseModel], str]
+
+
+async def _create_thread(
+    c: ApiContext, request: Request, body: ThreadCreate, thread_id: str | None
+) -> Response:
+    return await threads.create_thread(request, body, c)
+
+
+# The lane's routes: paths without a thread as they are; a thread's by what follows
+# "/threads/{thread_id}/".
+_EXACT: dict[str, Route] = {
+    route.path: (route.handle, RunCreate, "runs") for route in RUN_CREATE if not route.threaded
+}
+_EXACT["/threads"] = (_create_thread, ThreadCreate, "threads")
+_THREADED: dict[str, Route] = {
+    route.path.removeprefix("/threads/{thread_id}/"): (route.handle, RunCreate, "runs")
     for route in RUN_CREATE
     if route.threaded
 }
 
 
-def match(path: str) -> tuple[Handler, str | None] | None:
-    """(handler, thread_id) for a run-creating path, else None."""
-    handler = _STATELESS.get(path)
-    if handler is not None:
-        return handler, None
+def match(path: str) -> tuple[Route, str | None] | None:
+    """(route, thread_id) for a path the lane takes, else None."""
+    route = _EXACT.get(path)
+    if route is not None:
+        return route, None
     # "/threads/T/runs/stream" -> ["", "threads", "T", "runs/stream"]
     parts = path.split("/", 3)
     if len(parts) == 4 and parts[0] == "" and parts[1] == "threads" and parts[2]:
-        handler = _THREADED.get(parts[3])
-        if handler is not None:
-            return handler, parts[2]
+        route = _THREADED.get(parts[3])
+        if route is not None:
+            return route, parts[2]
     return None
 
 
 class RunLane:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, families: Collection[str] = ("runs", "threads")) -> None:
         self.app = app
+        self.families = frozenset(families)  # the families of routes the server serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = match(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        found = match(scope["path"]) if scope["type"] == "http" else None
+        if found is None or scope["method"] != "POST" or found[0][2] not in self.families:
             await self.app(scope, receive, send)
             return
+        (handler, model, _), thread_id = found
         try:
             body = await _read_body(receive)  # over the size limit: BodyLimit raises 413 here
         except Exception as exc:
@@ -66,11 +91,10 @@ class RunLane:
             return
         if body is None:
             return  # the client left before its body was in; nobody to answer
-        parsed = _parse(scope, body)
+        parsed = _parse(scope, body, model)
         if parsed is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        handler, thread_id = route
         # The route's only dependency, `ctx`, as FastAPI would give it. The request's body
         # can be read again, as in a FastAPI route.
         context: ApiContext = scope["app"].state.ctx
@@ -102,8 +126,8 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _parse(scope: Scope, body: bytes) -> RunCreate | None:
-    """The body as RunCreate, or None for anything FastAPI should answer itself."""
+def _parse(scope: Scope, body: bytes, model: type[BaseModel]) -> BaseModel | None:
+    """The body as `model`, or None for anything FastAPI should answer itself."""
     if not body or not _json_content(scope):
         return None
     try:
@@ -113,7 +137,7 @@ def _parse(scope: Scope, body: bytes) -> RunCreate | None:
     if not isinstance(value, dict) or too_deep(value):
         return None
     try:
-        return RunCreate.model_validate(value)
+        return model.model_validate(value)
     except ValidationError:
         return None
 
