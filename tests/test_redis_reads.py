@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from agentstream import metrics
 from agentstream.eventbus.redis import RedisEventBus
 from tests.services import RedisServer
 from tests.test_eventbus_contract import _items, redis_bus, redis_namespace
@@ -244,3 +245,26 @@ async def test_redis_a_stream_answered_after_its_runs_events_still_reads_them_al
     # Every event after its first (the result after them too, if the lane read the close).
     assert got[:3] == [(2, "custom"), (3, "custom"), (4, "custom")]
     assert got[3:] in ([], [(5, "result")])
+
+
+async def test_redis_a_first_event_published_here_already_costs_no_round_trip(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    """`dev` on Redis: when the run's executor, in this process, has published before the
+    request streaming the run gets to publish its first event, publish_first answers from what
+    this process knows (the log has an event), without asking Redis."""
+    bus, other = redis_bus(), redis_bus()
+    bus.lead("r", _items("metadata"))  # as the executor does
+    assert await bus.publish("r", _items("a")) == 2
+    sent = metrics.REDIS_ROUND_TRIPS._value.get()
+    assert await bus.publish_first("r", _items("metadata")) == 0
+    assert metrics.REDIS_ROUND_TRIPS._value.get() == sent
+    # Another process (`serve` + `worker`'s API) asks, and is told the same.
+    assert await other.publish_first("r", _items("metadata")) == 0
+    asked = metrics.REDIS_ROUND_TRIPS._value.get()
+    assert asked > sent
+    # A log this process has not published to is asked about, as before.
+    assert await bus.publish_first("new", _items("metadata")) == 1
+    assert metrics.REDIS_ROUND_TRIPS._value.get() > asked
+    assert [e.seq for batch in [b async for b in bus.subscribe("r", 0, wait=False)]
+            for e in batch] == [1, 2]  # fmt: skip

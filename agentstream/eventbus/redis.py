@@ -302,6 +302,10 @@ class RedisEventBus:
         self._leads[run_id] = items
 
     async def publish_first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
+        if self._floors.get(run_id, 0) > 0:
+            # This process has published to the log (`dev`: the run's executor was first), so
+            # the log has an event: the round trip would only say so.
+            return 0
         args = self._batch(run_id, items)
         keys = [self.key(run_id), self._meta(run_id)]
         seq: int = await self._retrying(lambda: self._publish_first(keys=keys, args=args))
