@@ -20,7 +20,7 @@ them. Each route is the lane's only while its family of routes is served (`famil
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -36,8 +36,14 @@ from agentstream.api.runs import RUN_CREATE
 
 # (context, request, body, thread_id or None): runs.Handler, and thread creation's the same way.
 Handler = Callable[[ApiContext, Request, Any, "str | None"], Awaitable[Response]]
-# A route the lane takes: its handler, the model its body must validate as, its family.
-Route = tuple[Handler, type[BaseModel], str]
+
+
+class Route(NamedTuple):
+    """A route the lane takes."""
+
+    handle: Handler
+    model: type[BaseModel]  # what its body must validate as
+    family: str  # its family of routes (http.disable_<family> turns it off)
 
 
 async def _create_thread(
@@ -49,11 +55,11 @@ async def _create_thread(
 # The lane's routes: paths without a thread as they are; a thread's by what follows
 # "/threads/{thread_id}/".
 _EXACT: dict[str, Route] = {
-    route.path: (route.handle, RunCreate, "runs") for route in RUN_CREATE if not route.threaded
+    route.path: Route(route.handle, RunCreate, "runs") for route in RUN_CREATE if not route.threaded
 }
-_EXACT["/threads"] = (_create_thread, ThreadCreate, "threads")
+_EXACT["/threads"] = Route(_create_thread, ThreadCreate, "threads")
 _THREADED: dict[str, Route] = {
-    route.path.removeprefix("/threads/{thread_id}/"): (route.handle, RunCreate, "runs")
+    route.path.removeprefix("/threads/{thread_id}/"): Route(route.handle, RunCreate, "runs")
     for route in RUN_CREATE
     if route.threaded
 }
@@ -74,16 +80,16 @@ def match(path: str) -> tuple[Route, str | None] | None:
 
 
 class RunLane:
-    def __init__(self, app: ASGIApp, families: Collection[str] = ("runs", "threads")) -> None:
+    def __init__(self, app: ASGIApp, families: Collection[str]) -> None:
         self.app = app
         self.families = frozenset(families)  # the families of routes the server serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = match(scope["path"]) if scope["type"] == "http" else None
-        if found is None or scope["method"] != "POST" or found[0][2] not in self.families:
+        if found is None or scope["method"] != "POST" or found[0].family not in self.families:
             await self.app(scope, receive, send)
             return
-        (handler, model, _), thread_id = found
+        route, thread_id = found
         try:
             body = await _read_body(receive)  # over the size limit: BodyLimit raises 413 here
         except Exception as exc:
@@ -91,7 +97,7 @@ class RunLane:
             return
         if body is None:
             return  # the client left before its body was in; nobody to answer
-        parsed = _parse(scope, body, model)
+        parsed = _parse(scope, body, route.model)
         if parsed is None:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -99,7 +105,7 @@ class RunLane:
         # can be read again, as in a FastAPI route.
         context: ApiContext = scope["app"].state.ctx
         try:
-            response = await handler(
+            response = await route.handle(
                 context, Request(scope, _replay(body, receive)), parsed, thread_id
             )
         except Exception as exc:
