@@ -1,7 +1,7 @@
-"""A worker past a quarter of its slots takes another run only while its event loop has time to
+"""A worker past its share of its slots takes another run only while its event loop has time to
 spare (worker.LoopLoad, BUSY_LAG / BUSY_CPU, BUSY_SHARE): runs that wait (on a model, a timer)
-take every slot; while the loop computes flat out, the worker holds at its share, and takes more
-once it calms."""
+take every slot; while the loop computes flat out, the worker holds at a quarter, while it is only
+late (another process has the core) at half, and takes more once it calms."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from agentstream.execution.control import LocalControl
 from agentstream.execution.runs import RunService, new_run
-from agentstream.execution.worker import BUSY_CPU, BUSY_LAG, BUSY_SHARE, LoopLoad
+from agentstream.execution.worker import BUSY_CPU, BUSY_LAG, BUSY_SHARE, LoopLoad, Worker
 from agentstream.graphs import default_assistant_id
 from agentstream.ids import uuid7
 from agentstream.storage.base import NewRun
@@ -112,10 +112,44 @@ async def test_a_worker_takes_every_slot_for_waiting_runs_and_its_share_while_co
             await asyncio.sleep(0.3)
             assert worker.load.busy()
             await round_of(slots)
-            assert peaks[-1] == 2  # its share of its slots, all the while
+            assert peaks[-1] == 2  # a quarter of its slots, all the while
         finally:
             computing.cancel()
         # Once it calms, every slot again.
         await calm()
         await round_of(slots)
         assert peaks[-1] == slots
+
+
+class _Reported:
+    """What a LoopLoad reports, as given: a loop that computes, or one that is only late."""
+
+    def __init__(self, lag: float, cpu: float) -> None:
+        self.lag = lag
+        self.cpu = cpu
+
+    def busy(self) -> bool:
+        return self.lag > BUSY_LAG or self.cpu > BUSY_CPU
+
+    def stop(self) -> None:
+        pass
+
+
+def _holds_at(worker: Worker, load: _Reported) -> int:
+    """How many runs the worker, running none, would take at once under `load`."""
+    worker.load = load  # type: ignore[assignment]
+    return next(n for n in range(worker.max_concurrency + 1) if worker._crowded(n))
+
+
+async def test_a_busy_worker_holds_at_a_quarter_while_computing_and_half_while_only_late(
+    tmp_path: Path,
+) -> None:
+    slots = 4 * BUSY_SHARE
+    async with on_sqlite(tmp_path / "agentstream.sqlite", LocalControl(), slots) as (_, _, worker):
+        computing = _holds_at(worker, _Reported(lag=0.0, cpu=BUSY_CPU + 0.1))
+        late = _holds_at(worker, _Reported(lag=2 * BUSY_LAG, cpu=BUSY_CPU - 0.2))
+        both = _holds_at(worker, _Reported(lag=2 * BUSY_LAG, cpu=BUSY_CPU + 0.1))
+        assert (computing, late, both) == (slots // BUSY_SHARE, slots // 2, slots // BUSY_SHARE)
+        idle = _Reported(lag=0.0001, cpu=0.05)
+        worker.load = idle  # type: ignore[assignment]
+        assert not worker._crowded(slots)  # a calm loop: every slot

@@ -32,10 +32,10 @@ Took = Literal["spawned", "spawned all", "ended"] | None
 _MAX_BACKOFF = 2.0
 # The most runs one claim takes at once (each needs a free slot).
 MOST_CLAIMS = 16
-# Past a quarter of its slots (BUSY_SHARE), a worker takes another run only while its event loop
-# has time to spare: a loop that runs its timers late (another process has the core) or keeps its
-# thread busy (it has the core to itself) is saturated, and a run more would make every run slower
-# without making the whole any faster. Measured (benchmarks.cpu --threaded --concurrent 50, serve +
+# Past its share of its slots, a worker takes another run only while its event loop has time to
+# spare: a loop that runs its timers late (another process has the core) or keeps its thread busy
+# (it has the core to itself) is saturated, and a run more would make every run slower without
+# making the whole any faster. Measured (benchmarks.cpu --threaded --concurrent 50, serve +
 # worker): 16 runs at once against 32, more runs a second and the stream's close after its last
 # event p99 40 -> 17 ms. Runs that wait on a model (an idle loop) still take every slot. A
 # saturated loop that has its core to itself (`dev`, embedded) computes 70-90 % of the time (the
@@ -48,16 +48,20 @@ MOST_CLAIMS = 16
 # 155-167 against 147-155 runs/s, close p99 14-18 against 17-22 ms; `dev` on PostgreSQL + Redis 172
 # against 162; embedded 200 stateless at once the same (five pairs). An idle loop is 0.1 ms late or
 # less.
-# The share it holds at was half until the thirty-first session. A busy loop's turns are as long
-# as the work of the runs in them, and every await of a run waits a turn: the fewer runs at once,
-# the shorter. Measured (benchmarks.cpu --threaded --concurrent 50, a quarter / half, alternating):
-# `dev` on PostgreSQL + Redis, three pairs, close p99 8.8 / 24.7, 6.9 / 20.4, 6.6 / 22.6 ms, runs/s
-# 135 / 127, 159 / 147, 154 / 134; serve + worker, two pairs, close p99 13.8 / 17.3, 14.9 / 19.5
-# ms, runs/s 139 / 129, 129 / 119; embedded (threaded, and 200 stateless at once) and `dev`'s 200
-# stateless at once within the noise. An eighth held serve + worker's worker to 115 runs/s.
+# Its share: a quarter (BUSY_SHARE) while its loop computes most of the time (its own runs fill
+# it), half while it is only late (another process has the core: a worker beside `serve`).
+# Until the thirty-first session it was half either way. A busy loop's turns are as long as the
+# work of the runs in them, and every await of a run waits a turn: the fewer runs at once, the
+# shorter. Measured (benchmarks.cpu --threaded --concurrent 50, new / old alternating, three
+# pairs): `dev` on PostgreSQL + Redis, close p99 6.9 / 17.4, 9.6 / 17.7, 8.7 / 23.0 ms at 156 /
+# 155, 135 / 146, 150 / 129 runs/s; serve + worker 139 / 128, 138 / 106, 131 / 116 runs/s, close
+# p99 17.3 / 20.1, 20.2 / 35.0, 16.2 / 20.5 ms; its 200 stateless at once the same (368 / 354,
+# 347 / 425, 398 / 328 runs/s). A quarter either way cost serve + worker's 200 stateless at once
+# about a tenth (305 / 391, 319 / 370, 367 / 341): its worker's loop, late because `serve` has
+# the core, is not what its runs wait on.
 BUSY_LAG = 0.0005  # seconds late, on average
 BUSY_CPU = 0.7  # of the thread's time, on average
-BUSY_SHARE = 4  # a busy worker holds at 1/BUSY_SHARE of its slots
+BUSY_SHARE = 4  # a worker whose loop computes holds at 1/BUSY_SHARE of its slots
 
 
 class LoopLoad:
@@ -126,7 +130,8 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._floor = max(1, max_concurrency // BUSY_SHARE)  # see BUSY_LAG
+        # What a busy worker holds at (see BUSY_SHARE): its loop computing, or only late.
+        self._floors = (max(1, max_concurrency // BUSY_SHARE), max(1, max_concurrency // 2))
         self.load = LoopLoad()
         self._ended = asyncio.Event()  # a run ended: room for another, maybe
         self._reserved = 0  # slots reserved for runs being created started (reserve)
@@ -259,9 +264,12 @@ class Worker:
             await self._wait_for_work()
 
     def _crowded(self, pending: int = 0) -> bool:
-        """Past its share of slots (BUSY_SHARE) with its event loop saturated (BUSY_LAG)."""
-        busy = self.load.busy()  # asked at every take, so it is watched while runs come
-        return busy and len(self._running) + self._reserved + pending >= self._floor
+        """Past its share of its slots with its event loop saturated (BUSY_LAG, BUSY_SHARE)."""
+        load = self.load
+        if not load.busy():  # asked at every take, so it is watched while runs come
+            return False
+        floor = self._floors[0] if load.cpu > BUSY_CPU else self._floors[1]
+        return len(self._running) + self._reserved + pending >= floor
 
     async def _until_room(self) -> None:
         while self._crowded():
