@@ -128,8 +128,12 @@ class _Reported:
         self.lag = lag
         self.cpu = cpu
 
+    @property
+    def computing(self) -> bool:
+        return self.cpu > BUSY_CPU
+
     def busy(self) -> bool:
-        return self.lag > BUSY_LAG or self.cpu > BUSY_CPU
+        return self.lag > BUSY_LAG or self.computing
 
     def stop(self) -> None:
         pass

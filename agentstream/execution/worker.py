@@ -88,7 +88,12 @@ class LoopLoad:
             self._at = (loop.time(), time.thread_time())
             self._fresh = True
             self._arm(loop)
-        return self.lag > BUSY_LAG or self.cpu > BUSY_CPU
+        return self.lag > BUSY_LAG or self.computing
+
+    @property
+    def computing(self) -> bool:
+        """Its thread computes most of the time (its own work fills the loop), as last measured."""
+        return self.cpu > BUSY_CPU
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due = loop.time() + self.INTERVAL
@@ -131,7 +136,8 @@ class Worker:
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         # What a busy worker holds at (see BUSY_SHARE): its loop computing, or only late.
-        self._floors = (max(1, max_concurrency // BUSY_SHARE), max(1, max_concurrency // 2))
+        self._computing_floor = max(1, max_concurrency // BUSY_SHARE)
+        self._late_floor = max(1, max_concurrency // 2)
         self.load = LoopLoad()
         self._ended = asyncio.Event()  # a run ended: room for another, maybe
         self._reserved = 0  # slots reserved for runs being created started (reserve)
@@ -268,7 +274,7 @@ class Worker:
         load = self.load
         if not load.busy():  # asked at every take, so it is watched while runs come
             return False
-        floor = self._floors[0] if load.cpu > BUSY_CPU else self._floors[1]
+        floor = self._computing_floor if load.computing else self._late_floor
         return len(self._running) + self._reserved + pending >= floor
 
     async def _until_room(self) -> None:
