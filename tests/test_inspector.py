@@ -65,7 +65,19 @@ class Browser:
         self("until", expression="document.querySelectorAll('#assistant option').length > 0")
 
     def until(self, expression: str, timeout: int = 20000) -> None:
-        self("until", expression=expression, timeout=timeout)
+        try:
+            self("until", expression=expression, timeout=timeout)
+        except AssertionError as failed:
+            # Say what the page shows, so a timeout tells a lost run from a stream that ended
+            # in an error (its status is then "error", not "ended") or a refused request.
+            shown = self.js(
+                "({status: document.querySelector('#status')?.dataset.status,"
+                " run: document.querySelector('#watch-run')?.textContent,"
+                " error: document.querySelector('#error')?.textContent,"
+                " runError: document.querySelector('#run-error')?.textContent,"
+                " events: document.querySelectorAll('.event').length})"
+            )
+            raise AssertionError(f"{failed}; the page shows {shown}") from None
 
     def js(self, expression: str) -> Any:
         return self("eval", expression=expression)
@@ -228,8 +240,12 @@ def test_join_a_background_run_live_then_from_its_first_event_then_cancel_one(
         browser.start("ticker", {"n": 2000, "delay": 0.01})
         browser.until("document.querySelectorAll('.lane[data-lane=custom] .event').length >= 3")
         browser("click", selector="#cancel")
-        browser.until(ENDED)
         thread, run = browser.text("#watch-thread"), browser.text("#watch-run")
+        try:
+            browser.until(ENDED)
+        except AssertionError as failed:  # was the cancel lost, or the stream's end?
+            stored = http.get(f"/threads/{thread}/runs/{run}").json().get("status")
+            raise AssertionError(f"{failed}; the server has the run {stored}") from None
         http.get(f"/threads/{thread}/runs/{run}/join")  # settled, as storage has it
         assert http.get(f"/threads/{thread}/runs/{run}").json()["status"] == "interrupted"
         assert browser.count("custom") < 2000
