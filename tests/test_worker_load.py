@@ -121,28 +121,21 @@ async def test_a_worker_takes_every_slot_for_waiting_runs_and_its_share_while_co
         assert peaks[-1] == slots
 
 
-class _Reported:
-    """What a LoopLoad reports, as given: a loop that computes, or one that is only late."""
-
-    def __init__(self, lag: float, cpu: float) -> None:
-        self.lag = lag
-        self.cpu = cpu
-
-    @property
-    def computing(self) -> bool:
-        return self.cpu > BUSY_CPU
-
-    def busy(self) -> bool:
-        return self.lag > BUSY_LAG or self.computing
-
-    def stop(self) -> None:
-        pass
+def _loaded(lag: float, cpu: float) -> LoopLoad:
+    """A LoopLoad that last measured `lag` and `cpu`: read at once (no await lets its timer
+    tick), it reports them as a loop that computes, or one that is only late."""
+    load = LoopLoad()
+    load.lag, load.cpu = lag, cpu
+    return load
 
 
-def _holds_at(worker: Worker, load: _Reported) -> int:
+def _holds_at(worker: Worker, load: LoopLoad) -> int:
     """How many runs the worker, running none, would take at once under `load`."""
-    worker.load = load  # type: ignore[assignment]
-    return next(n for n in range(worker.max_concurrency + 1) if worker._crowded(n))
+    worker.load = load
+    try:
+        return next(n for n in range(worker.max_concurrency + 1) if worker._crowded(n))
+    finally:
+        load.stop()
 
 
 async def test_a_busy_worker_holds_at_a_quarter_while_computing_and_half_while_only_late(
@@ -150,10 +143,12 @@ async def test_a_busy_worker_holds_at_a_quarter_while_computing_and_half_while_o
 ) -> None:
     slots = 4 * BUSY_SHARE
     async with on_sqlite(tmp_path / "agentstream.sqlite", LocalControl(), slots) as (_, _, worker):
-        computing = _holds_at(worker, _Reported(lag=0.0, cpu=BUSY_CPU + 0.1))
-        late = _holds_at(worker, _Reported(lag=2 * BUSY_LAG, cpu=BUSY_CPU - 0.2))
-        both = _holds_at(worker, _Reported(lag=2 * BUSY_LAG, cpu=BUSY_CPU + 0.1))
+        computing = _holds_at(worker, _loaded(lag=0.0, cpu=BUSY_CPU + 0.1))
+        late = _holds_at(worker, _loaded(lag=2 * BUSY_LAG, cpu=BUSY_CPU - 0.2))
+        both = _holds_at(worker, _loaded(lag=2 * BUSY_LAG, cpu=BUSY_CPU + 0.1))
         assert (computing, late, both) == (slots // BUSY_SHARE, slots // 2, slots // BUSY_SHARE)
-        idle = _Reported(lag=0.0001, cpu=0.05)
-        worker.load = idle  # type: ignore[assignment]
-        assert not worker._crowded(slots)  # a calm loop: every slot
+        worker.load = idle = _loaded(lag=0.0001, cpu=0.05)
+        try:
+            assert not worker._crowded(slots)  # a calm loop: every slot
+        finally:
+            idle.stop()
