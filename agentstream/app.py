@@ -219,6 +219,12 @@ def tune_gc(threshold: int) -> None:
     modules, graphs and app. Measured with 200 concurrent runs: 1.15 -> 1.02 ms of server CPU
     per run. Cyclic garbage waits a little longer (at most `threshold` allocations);
     everything else is freed at once by reference counting, as before.
+
+    What a collection of the youngest generation costs is the young objects still alive, and
+    under load most of them are the runs in flight: at 10,000, 200 stateless runs at once set
+    one off every 200 runs or so, each walking some 10,000 objects in 20-27 ms, 8.5 % of the
+    server's CPU; at settings.GC_THRESHOLD, above what the worker's runs hold, two in 4,800
+    runs (about 1 %).
     """
     if threshold <= 0:
         return

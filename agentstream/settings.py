@@ -6,6 +6,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The youngest generation's threshold the CLI's servers run with (app.tune_gc): above what a
+# busy worker holds in flight (its 32 runs and their streams, some 20,000-40,000 objects), so
+# that collections are rare under load; each one walks every young object, in-flight ones
+# included, at about 2 us an object on these hosts.
+GC_THRESHOLD = 50_000
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -52,7 +58,7 @@ class Settings:
     run_workers: bool = True
     # Collections of the youngest generation every this many allocations (Python: 700), with
     # what startup built frozen out of every collection; 0 leaves Python's defaults. The CLI
-    # sets 10,000 (see app.tune_gc); in-process uses of create_app keep their own.
+    # sets GC_THRESHOLD (see app.tune_gc); in-process uses of create_app keep their own.
     gc_threshold: int = 0
     # Shared keys a client must send when langgraph.json names no auth file.
     api_keys: list[str] = field(default_factory=list)
@@ -98,7 +104,7 @@ class Settings:
             shutdown_grace_seconds=_env_float("AGENTSTREAM_SHUTDOWN_GRACE_SECONDS", 20.0),
             metrics_port=_env_int("AGENTSTREAM_METRICS_PORT", 0),
             api_keys=_env_list("AGENTSTREAM_API_KEYS"),
-            gc_threshold=_env_int("AGENTSTREAM_GC_THRESHOLD", 10_000),
+            gc_threshold=_env_int("AGENTSTREAM_GC_THRESHOLD", GC_THRESHOLD),
             ws_deflate=_env_int("AGENTSTREAM_WS_DEFLATE", 0) > 0,
             keep_alive_seconds=_env_int("AGENTSTREAM_KEEP_ALIVE_SECONDS", 75),
             loop_blocked_seconds=_env_float("AGENTSTREAM_LOOP_BLOCKED_SECONDS", 0.5),

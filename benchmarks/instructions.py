@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from agentstream.settings import GC_THRESHOLD
 from benchmarks.harness import free_port
 from benchmarks.run import distributed_env
 from benchmarks.scenarios import AGENT_INPUT
@@ -70,7 +71,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 # with the server's collector settings (app.tune_gc).
 _ROUNDS = """async def main():
     gc.freeze()
-    gc.set_threshold(10_000)
+    gc.set_threshold({threshold})
     for _ in range({rounds}):
         await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
@@ -122,7 +123,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from {graph} import graph
 async def main():
     gc.freeze()
-    gc.set_threshold(10_000)
+    gc.set_threshold({threshold})
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncSqliteSaver.from_conn_string(str(Path(tmp) / "c.sqlite")) as saver:
             threaded = graph.copy(update={{"checkpointer": saver}})
@@ -310,6 +311,7 @@ def inprocess_instructions(
             mode=mode,
             rounds=k,
             concurrent=concurrent,
+            threshold=GC_THRESHOLD,
         )
         work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
         out = work / "callgrind.out"

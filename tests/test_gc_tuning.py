@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from agentstream.app import tune_gc
-from agentstream.settings import Settings
+from agentstream.settings import GC_THRESHOLD, Settings
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def restore_gc() -> Iterator[None]:
 
 def test_the_cli_environment_tunes_and_zero_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGENTSTREAM_GC_THRESHOLD", raising=False)
-    assert Settings.from_env().gc_threshold == 10_000
+    assert Settings.from_env().gc_threshold == GC_THRESHOLD > 700
     monkeypatch.setenv("AGENTSTREAM_GC_THRESHOLD", "0")
     assert Settings.from_env().gc_threshold == 0
     assert Settings().gc_threshold == 0
