@@ -6,10 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The youngest generation's threshold the CLI's servers run with (app.tune_gc): above what a
-# busy worker holds in flight (its 32 runs and their streams, some 20,000-40,000 objects), so
-# that collections are rare under load; each one walks every young object, in-flight ones
-# included, at about 2 us an object on these hosts.
+# The youngest generation's threshold the CLI's servers run with: above what a busy worker
+# holds in flight, so that collections are rare under load (app.tune_gc says what they cost).
 GC_THRESHOLD = 50_000
 
 

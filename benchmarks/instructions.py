@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from agentstream.settings import GC_THRESHOLD
+from agentstream.settings import Settings
 from benchmarks.harness import free_port
 from benchmarks.run import distributed_env
 from benchmarks.scenarios import AGENT_INPUT
@@ -68,10 +68,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 # How an in-process script drives its once(): `rounds` of `concurrent` at a time, on uvloop
-# with the server's collector settings (app.tune_gc).
+# with the server's collector settings (app.tune_gc, AGENTSTREAM_GC_THRESHOLD read as the
+# server reads it).
 _ROUNDS = """async def main():
-    gc.freeze()
-    gc.set_threshold({threshold})
+    if {threshold} > 0:
+        gc.freeze()
+        gc.set_threshold({threshold})
     for _ in range({rounds}):
         await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
@@ -122,8 +124,9 @@ import uvloop
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from {graph} import graph
 async def main():
-    gc.freeze()
-    gc.set_threshold({threshold})
+    if {threshold} > 0:
+        gc.freeze()
+        gc.set_threshold({threshold})
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncSqliteSaver.from_conn_string(str(Path(tmp) / "c.sqlite")) as saver:
             threaded = graph.copy(update={{"checkpointer": saver}})
@@ -311,7 +314,7 @@ def inprocess_instructions(
             mode=mode,
             rounds=k,
             concurrent=concurrent,
-            threshold=GC_THRESHOLD,
+            threshold=Settings.from_env().gc_threshold,
         )
         work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
         out = work / "callgrind.out"
