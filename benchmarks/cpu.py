@@ -8,23 +8,23 @@ Starts `agentstream dev` pinned to one core, drives it from the other with round
 `--concurrent` stateless `ticker` runs (`--ticks` custom events each, 20 by default; the
 benchmark's custom-event figure is `--concurrent 1 --ticks 20000`) for `--seconds`, and prints
 runs/s, the server's CPU use and its CPU time per run, read from /proc/<pid>/stat (user +
-system, all threads). With --messages, one `agent` run after another streaming a 1,000-token
-`messages-tuple` reply instead, per event. With --threaded, rounds of `--concurrent` clients
-each creating a thread and streaming the `agent` graph on it (`values`: every step
-checkpointed), the benchmark's threaded scenario, per run, and how long after its last event
-each stream closed (and its first event and its close after its request: a worker that holds
-fewer runs moves the wait from the one to the other). With --py-spy, py-spy (not a
-dependency: `pip install py-spy`) records the server meanwhile, `--gil` samples in raw
-(collapsed) form. With
---distributed, also the PostgreSQL statements and Redis round trips per run (the server's
-/metrics counters, ours and LangGraph's checkpointer's). With --split, `agentstream serve` and
-`agentstream worker` on PostgreSQL + Redis instead, both on the server's core: the CPU and the
-counters are both processes' (the worker serves its /metrics on AGENTSTREAM_METRICS_PORT), and
-each one's share of the CPU is printed too; --py-spy then records the worker into out.1.txt.
-With --tree, the server runs another checkout's `agentstream` (`git worktree add /tmp/old
-<commit>`): the other side of an A/B, driven by this checkout's client. (Run from the main
-checkout, `PYTHONPATH=/tmp/old` alone does not do it: the server's working directory, this
-checkout, comes first on its path.)
+system, all threads), and the system calls that read and write per run (/proc/<pid>/io:
+sockets, SQLite's files, the loop's wake-ups alike). With --messages, one `agent` run after
+another streaming a 1,000-token `messages-tuple` reply instead, per event. With --threaded,
+rounds of `--concurrent` clients each creating a thread and streaming the `agent` graph on it
+(`values`: every step checkpointed), the benchmark's threaded scenario, per run, and how long
+after its last event each stream closed (and its first event and its close after its request: a
+worker that holds fewer runs moves the wait from the one to the other). With --py-spy, py-spy
+(not a dependency: `pip install py-spy`) records the server meanwhile, `--gil` samples in raw
+(collapsed) form. With --distributed, also the PostgreSQL statements and Redis round trips per
+run (the server's /metrics counters, ours and LangGraph's checkpointer's). With --split,
+`agentstream serve` and `agentstream worker` on PostgreSQL + Redis instead, both on the
+server's core: the CPU and the counters are both processes' (the worker serves its /metrics on
+AGENTSTREAM_METRICS_PORT), and each one's share of the CPU is printed too; --py-spy then
+records the worker into out.1.txt. With --tree, the server runs another checkout's
+`agentstream` (`git worktree add /tmp/old <commit>`): the other side of an A/B, driven by this
+checkout's client. (Run from the main checkout, `PYTHONPATH=/tmp/old` alone does not do it: the
+server's working directory, this checkout, comes first on its path.)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from benchmarks.harness import (
     cpu_split,
     cpu_times,
     free_port,
+    io_calls,
     median,
     percentile,
     pin_self,
@@ -153,6 +154,11 @@ def _all_cpu(processes: list[tuple[ServerProcess, str]]) -> list[tuple[float, fl
     return [cpu_times(process.pid) for process, _ in processes]
 
 
+def _all_io(processes: list[tuple[ServerProcess, str]]) -> tuple[int, int]:
+    calls = [io_calls(process.pid) for process, _ in processes]
+    return sum(r for r, _ in calls), sum(w for _, w in calls)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__)
     parser.add_argument("--concurrent", type=int, default=200)
@@ -201,9 +207,11 @@ def main(argv: list[str] | None = None) -> None:
             for figures in timings.values():
                 figures.clear()
             counted = _all_counters(processes)
+            io_before = _all_io(processes)
             before, start = _all_cpu(processes), time.perf_counter()
             done = drive(args.seconds)
             after, wall = _all_cpu(processes), time.perf_counter() - start
+            io_after = _all_io(processes)
             requests = {k: v - counted.get(k, 0.0) for k, v in _all_counters(processes).items()}
             for spy in spies:
                 spy.send_signal(2)
@@ -221,6 +229,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{per} of server CPU per {unit} ({100 * system / cpu if cpu else 0:.0f}% of it in the "
         "kernel)"
     )
+    if done:
+        reads, writes = (b - a for a, b in zip(io_before, io_after, strict=True))
+        calls = f"{reads / done:.3g} reading and {writes / done:.3g} writing system calls"
+        print(f"per {unit}: {calls}")
     if args.split and done:
         named = zip(("serve", "worker"), spent, strict=True)
         shares = ", ".join(f"{name} {1e3 * (u + s) / done:.3f} ms" for name, (u, s) in named)

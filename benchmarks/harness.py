@@ -99,6 +99,14 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def io_calls(pid: int) -> tuple[int, int]:
+    """(read, write) system calls of a process so far, all its threads (/proc/<pid>/io's syscr
+    and syscw: read(v), pread, write(v), pwrite, on sockets and files alike), counted without
+    slowing it as strace would."""
+    fields = dict(line.split(": ", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
 def cpu_seconds(pid: int) -> float:
     """A process's CPU time so far, user and system together."""
     return sum(cpu_times(pid))
