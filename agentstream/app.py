@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from langgraph.store.base import BaseStore
 from prometheus_client import start_http_server
-from starlette.types import ASGIApp
 
 from agentstream import __version__, metrics
 from agentstream.api import (
@@ -47,7 +46,7 @@ from agentstream.api.deployment import (
 )
 from agentstream.api.limits import BodyLimit
 from agentstream.api.metrics import RequestMetrics
-from agentstream.api.responses import JsonResponse, ServerSend, abort_streams
+from agentstream.api.responses import JsonResponse, abort_streams
 from agentstream.api.runlane import RunLane
 from agentstream.eventbus import EventBus
 from agentstream.eventbus.memory import MemoryEventBus
@@ -294,7 +293,7 @@ def create_app(settings: Settings) -> FastAPI:
             async with _user_lifespan(user_app):
                 yield
 
-    app = _App(
+    app = FastAPI(
         title="agentstream",
         version=__version__,
         lifespan=lifespan,
@@ -342,11 +341,6 @@ def create_app(settings: Settings) -> FastAPI:
     if "meta" not in disabled:
         app.add_middleware(RequestMetrics)
     return app
-
-
-class _App(FastAPI):
-    def build_middleware_stack(self) -> ASGIApp:
-        return ServerSend(super().build_middleware_stack())
 
 
 def fastapi_telemetry(

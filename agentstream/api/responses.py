@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from agentstream import metrics, serde
 
@@ -38,28 +38,6 @@ async def _wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-# Where ServerSend leaves the server's own send in a request's scope.
-SERVER_SEND = "agentstream.server_send"
-
-
-class ServerSend:
-    """The app's outermost layer, outside Starlette's error middleware: an HTTP request's scope
-    carries the ASGI server's own `send`, so that an event stream's frames go straight to it.
-    Every layer in between (the error middleware, ours: metrics, CORS, the body limit) wraps
-    `send` only to read a response's start, and a stream's start and its last message still
-    go through them all (FastAPI's telemetry, when on, ends its span at the last). A frame
-    passed through six such wrappers: a tenth of the server's CPU per frame with 1,000
-    joiners of one run, and of an idle stream's heartbeat."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await self.app(scope, receive, send)
 
 
 # The streams this process is writing, so a graceful stop can cut them (see abort_streams).
@@ -115,8 +93,7 @@ class EventStreamResponse(Response):
                 "headers": _raw_headers(self.extra_headers),
             }
         )
-        # Frames and heartbeats past the middlewares' wrappers (see ServerSend).
-        stream = _Stream(streaming, scope.get(SERVER_SEND, send), self.heartbeat_seconds)
+        stream = _Stream(streaming, send, self.heartbeat_seconds)
         listener = asyncio.ensure_future(_wait_disconnect(receive))
         listener.add_done_callback(stream.listener_done)
         stream.arm()
