@@ -40,7 +40,6 @@ from typing import Any
 
 import httpx
 
-from agentstream.settings import Settings
 from benchmarks.harness import free_port
 from benchmarks.run import distributed_env
 from benchmarks.scenarios import AGENT_INPUT
@@ -67,23 +66,29 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The server's collector settings, as the server sets them (app.tune_gc, with
+# AGENTSTREAM_GC_THRESHOLD read as the server reads it): the in-process scripts' first step.
+_TUNE_GC = """from agentstream.app import tune_gc
+from agentstream.settings import Settings
+tune_gc(Settings.from_env().gc_threshold)
+"""
+
 # How an in-process script drives its once(): `rounds` of `concurrent` at a time, on uvloop
-# with the server's collector settings (app.tune_gc, AGENTSTREAM_GC_THRESHOLD read as the
-# server reads it).
-_ROUNDS = """async def main():
-    if {threshold} > 0:
-        gc.freeze()
-        gc.set_threshold({threshold})
+# with the server's collector settings.
+_ROUNDS = (
+    _TUNE_GC
+    + """async def main():
     for _ in range({rounds}):
         await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
 """
+)
 
 
 # The in-process side: `k` runs of the scenario's graph, as the benchmark's baseline runs it.
 _INPROCESS = (
     """
-import asyncio, gc, sys
+import asyncio, sys
 sys.path.insert(0, {examples!r})
 import uvloop
 from {graph} import graph
@@ -98,7 +103,7 @@ async def once():
 # The in-process side of a v2 scenario: the reply's text deltas through astream_events v3.
 _INPROCESS_V2 = (
     """
-import asyncio, gc, sys, warnings
+import asyncio, sys, warnings
 sys.path.insert(0, {examples!r})
 sys.path.insert(0, {root!r})
 import uvloop
@@ -116,17 +121,17 @@ async def once():
 
 
 # The in-process side of the threaded scenario.
-_INPROCESS_THREADED = """
-import asyncio, gc, sys, tempfile, uuid
+_INPROCESS_THREADED = (
+    """
+import asyncio, sys, tempfile, uuid
 from pathlib import Path
 sys.path.insert(0, {examples!r})
 import uvloop
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from {graph} import graph
-async def main():
-    if {threshold} > 0:
-        gc.freeze()
-        gc.set_threshold({threshold})
+"""
+    + _TUNE_GC
+    + """async def main():
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncSqliteSaver.from_conn_string(str(Path(tmp) / "c.sqlite")) as saver:
             threaded = graph.copy(update={{"checkpointer": saver}})
@@ -139,6 +144,7 @@ async def main():
                 await asyncio.gather(*(once() for _ in range({concurrent})))
 uvloop.run(main())
 """
+)
 
 
 async def _drive_v2(url: str, size: int, rounds: int, transport: str) -> int:
@@ -314,7 +320,6 @@ def inprocess_instructions(
             mode=mode,
             rounds=k,
             concurrent=concurrent,
-            threshold=Settings.from_env().gc_threshold,
         )
         work = Path(tempfile.mkdtemp(prefix="agentstream-ir-"))
         out = work / "callgrind.out"
