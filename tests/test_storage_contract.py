@@ -156,10 +156,12 @@ async def _enqueue(
     temporary: bool = False,
     filters: dict[str, Any] | None = None,
     thread_metadata: dict[str, Any] | None = None,
+    assistant_id: str = "asst",
 ) -> tuple[str, list[str]]:
     """Queue a run (creating its thread when needed); its id and the ids to preempt."""
     run_id = str(uuid.uuid4())
-    run = new_run(run_id, thread_id or str(uuid.uuid4()), "asst", kwargs or {}, {"m": 1}, strategy)
+    thread_id = thread_id or str(uuid.uuid4())
+    run = new_run(run_id, thread_id, assistant_id, kwargs or {}, {"m": 1}, strategy)
     queued = await storage.create_run(
         NewRun(run, temporary, "create", {"identity": "u1"}, thread_metadata or {}, filters)
     )
@@ -653,6 +655,20 @@ async def test_a_claim_brings_the_run_assistant_unless_it_is_gone(
     await _enqueue(storage, "t4")
     claims = await storage.claim_runs("w", 30, 3)
     assert [c["assistant"] for c in claims] == [stored, stored]  # type: ignore[index]
+    # Each its own, when the runs taken together have different ones (SQLite reads each
+    # assistant once a claim).
+    other = await storage.put_assistant(_assistant("other", graph_id="ticker"), if_exists="raise")
+    for thread_id, assistant_id in (
+        ("t5", "asst"),
+        ("t6", "other"),
+        ("t7", "asst"),
+        ("t8", "other"),
+    ):
+        await _enqueue(storage, thread_id, assistant_id=assistant_id)
+    claims = await storage.claim_runs("w", 30, 4)
+    brought = [(c["run"]["assistant_id"], c["assistant"]) for c in claims]  # type: ignore[index]
+    expected = [("asst", stored), ("other", other), ("asst", stored), ("other", other)]
+    assert brought == expected
     await storage.delete_assistant("asst")
     await _enqueue(storage, "t2")
     assert (await _claim_within(storage, "w"))["assistant"] is None  # gone: looked up, NotFound

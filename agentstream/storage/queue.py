@@ -299,15 +299,16 @@ class QueueStore:
 
     def _claim_many(self, p: Params, most: int) -> Verb[list[Row]]:
         found: list[Row] = []
+        assistants: dict[str, Row] = {}  # read once a claim: its runs mostly share one
         for _ in range(most):
-            row = yield from self._claim(p)
+            row = yield from self._claim(p, assistants)
             if row is None:
                 break
             if row is not _GONE:
                 found.append(row)
         return found
 
-    def _claim(self, p: Params) -> Verb[Any]:
+    def _claim(self, p: Params, assistants: dict[str, Row] | None = None) -> Verb[Any]:
         # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
         # ever pick two runs of one thread, the thread's advisory lock orders them and the
         # second one's start, a new statement and so a fresh snapshot, sees what the first did.
@@ -324,8 +325,18 @@ class QueueStore:
             return _GONE
         # With its assistant, as a one-statement claim has it (_claim_of); a run whose
         # assistant is gone claims without, and the executor's own read of it fails the run.
-        found, _ = yield self.d["claimed_assistant"], {"assistant_id": started[0][2]}
-        return (*started[0], *found[0]) if found else started[0]
+        # `assistants`: those this claim's transaction read already, which nothing else can
+        # have changed since (SQLite's write transaction excludes every other writer).
+        assistant_id = started[0][2]
+        assistant = None if assistants is None else assistants.get(assistant_id)
+        if assistant is None:
+            found, _ = yield self.d["claimed_assistant"], {"assistant_id": assistant_id}
+            if not found:
+                return started[0]
+            assistant = found[0]
+            if assistants is not None:
+                assistants[assistant_id] = assistant
+        return (*started[0], *assistant)
 
     def _claim_of(self, r: Row) -> RunClaim:
         # Decoded after the claim commits: a row that fails to decode is then a running run of
