@@ -1733,11 +1733,22 @@ async def test_postgres_runs_do_not_share_a_saver_lock(pg_database: str) -> None
         assert found is not None
 
 
-class _SlowSerde(JsonPlusSerializer):
-    """Serialises as LangGraph does, each value taking longer than HEAVY_SECONDS."""
+class _WaitingSerde(JsonPlusSerializer):
+    """Serialises as LangGraph does, each value longer than HEAVY_SECONDS on the wall clock
+    but not on the CPU."""
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        time.sleep(HEAVY_SECONDS * 1.2)  # the work of a heavy state, not a wait for anything
+        time.sleep(HEAVY_SECONDS * 1.2)  # as a process the machine left unscheduled
+        return super().dumps_typed(obj)
+
+
+class _SlowSerde(JsonPlusSerializer):
+    """Serialises as LangGraph does, each value taking more than HEAVY_SECONDS of CPU."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        done = time.thread_time() + HEAVY_SECONDS * 1.2
+        while time.thread_time() < done:  # the work of a heavy state: CPU, not a wait
+            pass
         return super().dumps_typed(obj)
 
 
@@ -1780,6 +1791,13 @@ async def test_postgres_saver_serialises_without_a_thread(pg_database: str) -> N
         assert [hop for hop in hops if isinstance(hop, AsyncPostgresSaver)] == [heavy] * (
             library - 1
         )
+        # Time spent off the CPU (the process unscheduled on a loaded machine; here, a sleep)
+        # is not a heavy state: that saver stays on the loop.
+        hops.clear()
+        waited = LoopSaver(storage.pool, serde=_WaitingSerde())
+        assert await steps(waited, "t4") == ["one", "echo", "two", "echo"]
+        assert not waited.heavy
+        assert [hop for hop in hops if isinstance(hop, AsyncPostgresSaver)] == []
     finally:
         loop.run_in_executor = run_in_executor  # type: ignore[method-assign]
         await storage.aclose()

@@ -50,8 +50,9 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 T = TypeVar("T")
 
 
-# A (de)serialisation that held the loop longer than this (the interpreter's switch interval,
-# at which a thread would have let the loop in) sends the rest of its saver's to a thread.
+# A (de)serialisation that held the loop longer than this, on the CPU (the interpreter's switch
+# interval, at which a thread would have let the loop in), sends the rest of its saver's to a
+# thread.
 HEAVY_SECONDS = 0.005
 
 
@@ -68,9 +69,11 @@ class _InPlace:
         saver = getattr(func, "__self__", None)
         if not isinstance(saver, LoopSaver) or saver.heavy:  # not one of ours, or heavy
             return await asyncio.to_thread(func, *args, **kwargs)
-        started = time.perf_counter()
+        # The call's own work, in the thread's CPU time: on the wall clock a loaded machine
+        # that left the process unscheduled meanwhile made a small state read as heavy.
+        started = time.thread_time()
         result = func(*args, **kwargs)
-        saver.heavy = time.perf_counter() - started > HEAVY_SECONDS
+        saver.heavy = time.thread_time() - started > HEAVY_SECONDS
         return result
 
 
@@ -167,7 +170,7 @@ class HeldWrites:
 
 class LoopSaver(AsyncPostgresSaver):
     """The methods that hop to a thread, without the hop (one saver a run, storage's
-    `checkpointer()`), until a (de)serialisation of its took longer than HEAVY_SECONDS; and a
+    `checkpointer()`), until a (de)serialisation of its took more than HEAVY_SECONDS of CPU; and a
     task's writes held for the saver's next statement (see the module's docstring)."""
 
     heavy = False
