@@ -266,7 +266,7 @@ class QueueStore:
         p = self._params(worker_id=worker_id, lease=float(lease_seconds))
         single = "claim_run" in self.d.queries
         for _ in range(CLAIM_TRIES):
-            row = await self.c.write(self._claim(p), single=single)
+            row = await self.c.write(self._claim(p, {}), single=single)
             if row is None:
                 return None
             if row is not _GONE:
@@ -308,7 +308,7 @@ class QueueStore:
                 found.append(row)
         return found
 
-    def _claim(self, p: Params, assistants: dict[str, Row] | None = None) -> Verb[Any]:
+    def _claim(self, p: Params, assistants: dict[str, Row]) -> Verb[Any]:
         # SKIP LOCKED lets PostgreSQL claimers pass over each other's picks. Should two of them
         # ever pick two runs of one thread, the thread's advisory lock orders them and the
         # second one's start, a new statement and so a fresh snapshot, sees what the first did.
@@ -328,15 +328,12 @@ class QueueStore:
         # `assistants`: those this claim's transaction read already, which nothing else can
         # have changed since (SQLite's write transaction excludes every other writer).
         assistant_id = started[0][2]
-        assistant = None if assistants is None else assistants.get(assistant_id)
-        if assistant is None:
+        if assistant_id not in assistants:
             found, _ = yield self.d["claimed_assistant"], {"assistant_id": assistant_id}
             if not found:
                 return started[0]
-            assistant = found[0]
-            if assistants is not None:
-                assistants[assistant_id] = assistant
-        return (*started[0], *assistant)
+            assistants[assistant_id] = found[0]
+        return (*started[0], *assistants[assistant_id])
 
     def _claim_of(self, r: Row) -> RunClaim:
         # Decoded after the claim commits: a row that fails to decode is then a running run of
