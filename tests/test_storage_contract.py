@@ -905,6 +905,25 @@ async def test_negative_lease_expires_at_once(storage: Storage) -> None:
     assert again is not None and (again["run"]["run_id"], again["attempt"]) == (run_id, 2)
 
 
+async def test_a_claim_takes_the_older_of_a_lapsed_run_and_the_queues_head(
+    storage: Storage,
+) -> None:
+    """A run whose lease ran out and the oldest runnable pending run are both candidates;
+    the older goes first, whichever kind it is."""
+    lapsed, _ = await _enqueue(storage, "t1")
+    assert await storage.claim_run("w1", -1) is not None  # lapsed at once
+    pending, _ = await _enqueue(storage, "t2")
+    first = await storage.claim_run("w2", 30)
+    assert first is not None and (first["run"]["run_id"], first["attempt"]) == (lapsed, 2)
+    second = await storage.claim_run("w2", -1)  # lapsed at once, and now the younger
+    assert second is not None and second["run"]["run_id"] == pending
+    newer, _ = await _enqueue(storage, "t3")
+    third = await storage.claim_run("w3", 30)
+    assert third is not None and (third["run"]["run_id"], third["attempt"]) == (pending, 2)
+    fourth = await storage.claim_run("w3", 30)
+    assert fourth is not None and fourth["run"]["run_id"] == newer
+
+
 async def test_renewed_lease_keeps_the_run(storage: Storage) -> None:
     run_id, _ = await _enqueue(storage, "t1")
     assert await storage.claim_run("w1", -1) is not None

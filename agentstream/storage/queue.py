@@ -317,12 +317,9 @@ class QueueStore:
             if not found:
                 return None
             return found[0] if found[0][0] is not None else _GONE
-        picked, _ = yield self.d["pick_run"], p
-        if not picked:
-            return None
-        started, _ = yield self.d["start_run"], {**p, "seq": min(r[0] for r in picked)}
+        started, _ = yield self.d["start_next_run"], p  # its pick and start in one (SQLite)
         if not started:
-            return _GONE
+            return None
         # With its assistant, as a one-statement claim has it (_claim_of); a run whose
         # assistant is gone claims without, and the executor's own read of it fails the run.
         # `assistants`: those this claim's transaction read already, which nothing else can

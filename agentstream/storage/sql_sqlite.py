@@ -370,13 +370,14 @@ WHERE r.{_INFLIGHT} AND {{where}} ORDER BY r.seq
     # Runs with one status.
     "run_status_is": "r.status = :status",
     # --- the queue ---
-    # The claim's candidates (see _NEXT_PENDING); the store takes the older.
-    "pick_run": f"SELECT * FROM ({_NEXT_PENDING}) UNION ALL SELECT * FROM ({_NEXT_EXPIRED})",
-    # Start (or restart) the picked run under a lease.
-    "start_run": f"""
+    # Start (or restart) under a lease the older of the claim's two candidates (see
+    # _NEXT_PENDING), if any. One statement where a pick and a start were two: the write
+    # transaction excludes every other claimer, so nothing can come between them anyway.
+    "start_next_run": f"""
 UPDATE runs SET status = 'running', attempt = attempt + 1, worker_id = :worker_id,
     lease_expires_at = :now + :lease, updated_at = :at
-WHERE seq = :seq
+WHERE seq = (SELECT min(seq) FROM (
+    SELECT * FROM ({_NEXT_PENDING}) UNION ALL SELECT * FROM ({_NEXT_EXPIRED})))
 RETURNING {_RUN}, attempt, temporary, auth_user
 """,
     # The assistant of a run just started, read in the claim's own transaction and hand-off:
