@@ -9,6 +9,11 @@ from uuid import UUID
 from agentstream.ids import uuid7
 
 
+def _random_bits(value: str) -> int:
+    """The 62 random bits of a UUIDv7 (after its variant)."""
+    return UUID(value).int & ((1 << 62) - 1)
+
+
 def test_uuid7_is_a_version_7_uuid_of_now() -> None:
     before = time.time_ns() // 1_000_000
     value = uuid7()
@@ -26,7 +31,7 @@ def test_uuid7_strictly_increases_and_never_repeats() -> None:
     values = [uuid7() for _ in range(5_000)]
     assert values == sorted(values)
     assert len(set(values)) == len(values)
-    assert len({UUID(v).int & ((1 << 62) - 1) for v in values}) == len(values)
+    assert len({_random_bits(v) for v in values}) == len(values)
 
 
 def test_a_forked_child_draws_random_bits_of_its_own() -> None:
@@ -44,10 +49,6 @@ def test_a_forked_child_draws_random_bits_of_its_own() -> None:
         child = pipe.read().split("\n")
     os.waitpid(pid, 0)
     assert len(child) == 50
-
-    def random_bits(values: list[str]) -> set[int]:
-        return {UUID(v).int & ((1 << 62) - 1) for v in values}
-
     # Had the child drawn from the parent's block, its k-th id would carry the parent's k-th
     # random bits.
-    assert random_bits(parent).isdisjoint(random_bits(child))
+    assert {_random_bits(v) for v in parent}.isdisjoint({_random_bits(v) for v in child})
