@@ -1,16 +1,19 @@
 """A run that ends while its worker renews leases ends normally: the renewal finds its row no
 longer running (its end is stored), which must not read as "taken over by another worker"
 and stop the run between storing its end and closing its stream (the stream then never
-ended). A lease of a fraction of a second renews many times while hundreds of runs end."""
+ended). Nor must a rolled-back run's, whose row is deleted before it settles. A lease of a
+second renews many times while hundreds of runs end."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from langgraph_sdk import get_client
 
 from tests.servers import ServerProcess, running_cluster, start_server
 from tests.sse import sse_events
@@ -49,3 +52,45 @@ async def test_runs_ending_during_lease_renewals_all_end_their_streams(
     logs = "".join(line for proc in short_lease for line in proc.output)
     assert "taken over" not in logs
     assert "Traceback" not in logs
+
+
+async def test_runs_rolled_back_during_lease_renewals_all_end_their_streams(
+    short_lease: list[ServerProcess],
+) -> None:
+    """A rollback deletes the run's row before the run settles: a renewal in between found it
+    gone, read that as "taken over", and stopped the run unsettled (its stream never ended)."""
+    api = short_lease[0]
+    client = get_client(url=api.url)
+
+    async def rolled_back() -> list[str]:
+        thread_id = (await client.threads.create())["thread_id"]
+        stream = client.runs.stream(
+            thread_id, "ticker", input={"n": 200, "delay": 0.05}, stream_mode="custom"
+        )
+        events = [part.event async for part in _until_first_custom(stream)]
+        second = await client.runs.create(
+            thread_id, "ticker", input={"n": 2}, multitask_strategy="rollback"
+        )
+        async with asyncio.timeout(30):  # on the bug: forever
+            events += [part.event async for part in stream]
+            assert await client.runs.join(thread_id, second["run_id"]) == {"n": 2, "count": 2}
+        return events
+
+    try:
+        for _ in range(6):
+            for events in await asyncio.gather(*(rolled_back() for _ in range(20))):
+                assert events[:2] == ["metadata", "custom"]
+                assert len(events) < 201
+    finally:
+        await client.http.client.aclose()
+    logs = "".join(line for proc in short_lease for line in proc.output)
+    assert "taken over" not in logs
+    assert "Traceback" not in logs
+
+
+async def _until_first_custom(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The stream's parts up to its first custom event, the stream left open after it."""
+    async for part in stream:
+        yield part
+        if part.event == "custom":
+            return

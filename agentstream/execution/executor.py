@@ -486,6 +486,9 @@ class Executor:
     async def _cancelled(self, claim: RunClaim, cancellation: Cancellation) -> RunOutcome:
         run = claim["run"]
         if cancellation.action == "rollback":
+            # Settling from here: its row is gone, and a lease renewal in between would read
+            # that as the run taken over and stop it before its stream ends.
+            cancellation.settling = True
             await self.storage.rollback_run(run["run_id"], run["thread_id"])
             return RunOutcome("interrupted", "idle", values=await self._state_values(claim))
         values = await self._current_values(claim)
