@@ -82,14 +82,20 @@ async def test_with_its_one_slot_taken_a_new_run_waits_and_every_run_ends(one_sl
 
 
 class WatchedControl(LocalControl):
-    """The in-process control plane, saying when the claim loop is parked (holding no slot)."""
+    """The in-process control plane, saying when the claim loop is parked (holding no slot)
+    with no wake-up pending (a woken loop is about to claim, with every free slot)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.parked = asyncio.Event()
 
+    async def wake(self) -> None:
+        self.parked.clear()
+        await super().wake()
+
     async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
-        self.parked.set()
+        if not self._event.is_set():
+            self.parked.set()
         try:
             await super().wait(timeout)
         finally:
@@ -147,8 +153,11 @@ async def test_a_run_stored_started_by_a_cancelled_create_is_handed_back_and_run
     starts = [json.loads(e.data) for e in events if e.mode == "metadata"]
     assert starts == [{"run_id": run["run_id"], "attempt": 2}]
     assert worker.active == 0
-    # Both slots are free again: two runs created at once are both started at creation. (The
-    # loop's load gate is told the loop is idle: a loaded test machine must not queue one.)
+    # Both slots are free again: two runs created at once are both started at creation. (Once
+    # the claim loop woken by the run's end has looked and parked again: claiming, it holds
+    # every free slot. The loop's load gate is told the loop is idle: a loaded test machine
+    # must not queue one.)
+    await control.parked.wait()
     worker.load.busy = lambda: False  # type: ignore[method-assign]
     again = [new_run(uuid7(), uuid7(), assistant, {}, {}, "enqueue") for _ in range(2)]
     created = await asyncio.gather(
@@ -221,3 +230,53 @@ async def test_an_unreadable_run_among_those_claimed_together_ends_as_error_alon
         async with asyncio.timeout(10):
             for run in after:  # three slots free again: all three run
                 assert (await runs.result(run["run_id"]) or {}).get("status") == "success"
+
+
+async def test_a_cancel_that_reaches_the_worker_before_its_claim_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    """A cancel can reach the worker while its claim of the run is in flight (the run was
+    pending when the cancel was sent): the worker keeps it, and the run is cancelled as it
+    starts. A task cancelled before it first runs never runs at all, its `finally` neither:
+    the run stayed `running` under a lease its worker renewed forever, its slot taken, and
+    its thread's next run waited behind it."""
+    path, control = tmp_path / "agentstream.sqlite", LocalControl()
+    async with on_sqlite(path, control, 1) as (storage, bus, worker):
+        runs = RunService(storage, bus, control)  # every run is queued
+        ticker, thread_id = default_assistant_id("ticker"), uuid7()
+        kwargs = {"input": {"n": 3}, "stream_mode": ["custom"]}
+        first, second = (new_run(uuid7(), thread_id, ticker, kwargs, {}, "enqueue") for _ in "ab")
+        for run in (first, second):
+            await runs.create(NewRun(run, False, "create", None, {}))
+        # Sent now, it finds no task of the run: the worker keeps it for the run's start.
+        await control.cancel(first["run_id"], "interrupt")
+        await worker.start()
+        async with asyncio.timeout(10):
+            ended = await runs.result(first["run_id"])
+            after = await runs.result(second["run_id"])
+        assert ended is not None and ended["status"] == "interrupted"
+        assert after is not None and after["status"] == "success"
+        listed = await storage.list_runs(thread_id, limit=9, offset=0, status=None)
+        stored = {r["run_id"]: r["status"] for r in listed}
+        assert stored == {first["run_id"]: "interrupted", second["run_id"]: "success"}
+        assert worker.active == 0
+
+
+async def test_a_run_cancelled_as_its_create_returns_ends_interrupted(
+    service: tuple[RunService, Worker, WatchedControl],
+) -> None:
+    """Started at creation, a stateless run's task has not run yet when the create returns
+    (nothing after the store suspends): a cancel sent at once reaches a task that has not
+    begun. It ends the run as interrupted, as a cancel of a running run does."""
+    runs, worker, control = service
+    await control.parked.wait()
+    worker.load.busy = lambda: False  # type: ignore[method-assign]
+    kwargs = {"input": {"n": 3, "delay": 0.05}, "stream_mode": ["custom"]}
+    run = new_run(uuid7(), uuid7(), default_assistant_id("ticker"), kwargs, {}, "enqueue")
+    created = await runs.create(NewRun(run, True, "create", None, {}))
+    assert created.started is not None
+    await control.cancel(run["run_id"], "interrupt")  # no suspension since the create
+    async with asyncio.timeout(10):
+        ended = await runs.result(run["run_id"])
+    assert ended is not None and ended["status"] == "interrupted"
+    assert worker.active == 0

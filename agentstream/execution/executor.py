@@ -66,6 +66,10 @@ class Cancellation:
 
     action: str = "interrupt"
     settling: bool = False
+    # Whether the run's task has begun, and whether a cancel was asked for before it had (the
+    # worker's _cancel: the task then cancels itself as it begins).
+    started: bool = False
+    asked: bool = False
     # Whether storing the run's end told the workers of the thread's next run itself
     # (Storage.finish_run): then the worker wakes nobody when the run is done.
     woken: bool = False

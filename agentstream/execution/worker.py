@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Literal
+from typing import Literal, cast
 
 from agentstream import metrics
 from agentstream.execution.control import Control
@@ -342,11 +342,14 @@ class Worker:
         early = self._early_cancels.pop(run_id, None)
         if early is not None:
             cancellation.action = early[0]
-            task.cancel()
+            _cancel(task, cancellation)
 
     async def _execute(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run_id = claim["run"]["run_id"]
         try:
+            cancellation.started = True
+            if cancellation.asked:  # before this task first ran (see _cancel)
+                cast(asyncio.Task[None], asyncio.current_task()).cancel()
             await self.executor.run(claim, cancellation)
         except ServiceLost as lost:
             log.warning("%s; it runs again once the service is back", lost)
@@ -427,7 +430,7 @@ class Worker:
         if entry is not None:
             task, cancellation = entry
             cancellation.action = "release"
-            task.cancel()
+            _cancel(task, cancellation)
 
     async def cancel(self, run_id: str, action: str) -> bool:
         entry = self._running.get(run_id)
@@ -440,8 +443,19 @@ class Worker:
         if cancellation.settling:  # too late: it has ended and is closing its stream
             return True
         cancellation.action = action
-        task.cancel()
+        _cancel(task, cancellation)
         return True
+
+
+def _cancel(task: asyncio.Task[None], cancellation: Cancellation) -> None:
+    """Cancels a run's task; one that has not run yet cancels itself as it starts, so that the
+    executor settles the run (or hands it back). A task cancelled before it first runs never
+    runs at all, nor its `finally`: the run stayed running, its lease renewed for good, its
+    slot taken, and the runs queued behind it on its thread never ran."""
+    if cancellation.started:
+        task.cancel()
+    else:
+        cancellation.asked = True
 
 
 def _thread_removed(claim: RunClaim, cancellation: Cancellation) -> bool:
