@@ -178,6 +178,10 @@ def running_cluster(
         "DATABASE_URI": database_uri,
         "REDIS_URI": REDIS_URI,
         "AGENTSTREAM_LEASE_SECONDS": "2",
+        # Each process's pool grows to 20 under load, and keeps what it opened for ten idle
+        # minutes: with two test processes each holding clusters, the suite reached 97 of
+        # PostgreSQL's default 100 connections, and once ran out ("too many clients").
+        "LANGGRAPH_POSTGRES_POOL_MAX_SIZE": "8",
         **(env or {}),
     }
     started: list[ServerProcess] = []
