@@ -155,6 +155,45 @@ async def test_killed_worker_run_is_taken_over_and_finishes(
     cluster.workers[cluster.workers.index(killed)] = replacement
 
 
+async def test_a_run_cancelled_while_its_worker_is_dead_ends_when_taken_over(
+    cluster: Cluster, clients: list[LangGraphClient]
+) -> None:
+    """Its worker killed, the run is cancelled: nobody runs it, so the surviving worker keeps
+    the cancel, and the run, taken over once its lease ends, is cancelled as it begins. (It
+    used to be cancelled before its task first ran, which then never ran: the run stayed
+    running for good under a lease its new worker renewed, and its thread's next run waited.)"""
+    client = clients[0]
+    t = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(
+        t, "ticker", input={"n": 300, "delay": 0.02}, stream_mode=["custom"]
+    )
+    killed: ServerProcess | None = None
+    ticks = 0
+    async with asyncio.timeout(60):
+        async for part in clients[1].runs.join_stream(t, run["run_id"], last_event_id="0"):
+            ticks += part.event == "custom"
+            if part.event == "custom" and part.data["tick"] == 10 and killed is None:
+                [(worker_id,)] = cluster.rows(
+                    "SELECT worker_id FROM runs WHERE run_id = %s", run["run_id"]
+                )
+                killed = next(w for w in cluster.workers if w.url == worker_id)
+                killed.kill()
+                await client.runs.cancel(t, run["run_id"])
+    assert killed is not None
+    assert ticks < 300
+    assert (await client.runs.get(t, run["run_id"]))["status"] == "interrupted"
+    # The thread is free: its next run runs.
+    after = await client.runs.wait(t, "ticker", input={"n": 1})
+    assert isinstance(after, dict) and after["n"] == 1
+    left = cluster.rows("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")
+    assert left == [(0,)]
+    env = {"DATABASE_URI": cluster.database_uri, "REDIS_URI": REDIS_URI}
+    replacement = start_server(
+        None, command="worker", env={**env, "AGENTSTREAM_LEASE_SECONDS": "2"}
+    )
+    cluster.workers[cluster.workers.index(killed)] = replacement
+
+
 def test_workers_run_on_uvloop_as_the_api_does(cluster: Cluster) -> None:
     """`serve` and `dev` run on uvloop (uvicorn picks it); a worker, started with asyncio's own
     loop, spent about a tenth more CPU on each token it published."""
