@@ -280,3 +280,33 @@ async def test_a_run_cancelled_as_its_create_returns_ends_interrupted(
         ended = await runs.result(run["run_id"])
     assert ended is not None and ended["status"] == "interrupted"
     assert worker.active == 0
+
+
+async def test_a_run_cancelled_again_while_it_handles_its_cancel_ends_interrupted(
+    service: tuple[RunService, Worker, WatchedControl],
+) -> None:
+    """A stop clicked twice: a cancel at every turn of the loop until the run has ended, so
+    that some land while the run reads its state to settle as interrupted. One that stopped
+    it there left it unsettled (its stream open, its row running until a lease later another
+    worker ran it again)."""
+    runs, worker, control = service
+    await control.parked.wait()
+    worker.load.busy = lambda: False  # type: ignore[method-assign]
+    kwargs = {"input": {"n": 100, "delay": 0.05}, "stream_mode": ["custom"]}
+    run = new_run(uuid7(), uuid7(), default_assistant_id("ticker"), kwargs, {}, "enqueue")
+    created = await runs.create(NewRun(run, False, "create", None, {}))
+    assert created.started is not None
+    ticking = runs.bus.subscribe(run["run_id"], 0)
+    async for batch in ticking:  # once it ticks, it runs its node
+        if any(e.mode == "custom" for e in batch):
+            break
+    await ticking.aclose()
+    result = asyncio.ensure_future(runs.result(run["run_id"]))
+    async with asyncio.timeout(10):
+        while not result.done():
+            await control.cancel(run["run_id"], "interrupt")
+            await asyncio.sleep(0)  # a turn of the loop: the run goes on to its next step
+    ended = result.result()
+    assert ended is not None and ended["status"] == "interrupted"
+    assert (await runs.storage.get_run(run["thread_id"], run["run_id"]))["status"] == "interrupted"
+    assert worker.active == 0

@@ -228,6 +228,10 @@ class Executor:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            # Settling from here: a second cancel (a stop clicked twice, a lease renewal that
+            # finds a rolled-back run's row gone) landing in _cancelled's reads stopped the run
+            # unsettled, its stream open until another worker ran it again a lease later.
+            cancellation.settling = True
             outcome = await self._cancelled(claim, cancellation)
         except Exception as exc:
             lost = service_unavailable(exc)
@@ -490,9 +494,6 @@ class Executor:
     async def _cancelled(self, claim: RunClaim, cancellation: Cancellation) -> RunOutcome:
         run = claim["run"]
         if cancellation.action == "rollback":
-            # Settling from here: its row is gone, and a lease renewal in between would read
-            # that as the run taken over and stop it before its stream ends.
-            cancellation.settling = True
             await self.storage.rollback_run(run["run_id"], run["thread_id"])
             return RunOutcome("interrupted", "idle", values=await self._state_values(claim))
         values = await self._current_values(claim)
