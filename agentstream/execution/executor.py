@@ -60,9 +60,9 @@ class ServiceLost(Exception):
 @dataclass
 class Cancellation:
     """Why a run's task was cancelled; set before the task is cancelled. And whether the run
-    is settling: from the moment its end is being stored, nothing may stop it (its row is no
-    longer running, so a lease renewal finds it gone, and a cancel comes too late) before
-    its stream is closed, or that stream would never end."""
+    is settling: from the moment it handles a cancel, or its end is being stored, nothing may
+    stop it (its row may be gone or no longer running, so a lease renewal finds it so, and a
+    cancel comes too late) before its stream is closed, or that stream would never end."""
 
     action: str = "interrupt"
     settling: bool = False
