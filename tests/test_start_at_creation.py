@@ -232,14 +232,15 @@ async def test_an_unreadable_run_among_those_claimed_together_ends_as_error_alon
                 assert (await runs.result(run["run_id"]) or {}).get("status") == "success"
 
 
+@pytest.mark.parametrize("action", ["interrupt", "rollback"])
 async def test_a_cancel_that_reaches_the_worker_before_its_claim_ends_the_run(
-    tmp_path: Path,
+    tmp_path: Path, action: str
 ) -> None:
     """A cancel can reach the worker while its claim of the run is in flight (the run was
     pending when the cancel was sent): the worker keeps it, and the run is cancelled as it
-    starts. A task cancelled before it first runs never runs at all, its `finally` neither:
-    the run stayed `running` under a lease its worker renewed forever, its slot taken, and
-    its thread's next run waited behind it."""
+    starts (a rollback deletes it). A task cancelled before it first runs never runs at all,
+    its `finally` neither: the run stayed `running` under a lease its worker renewed forever,
+    its slot taken, and its thread's next run waited behind it."""
     path, control = tmp_path / "agentstream.sqlite", LocalControl()
     async with on_sqlite(path, control, 1) as (storage, bus, worker):
         runs = RunService(storage, bus, control)  # every run is queued
@@ -249,7 +250,7 @@ async def test_a_cancel_that_reaches_the_worker_before_its_claim_ends_the_run(
         for run in (first, second):
             await runs.create(NewRun(run, False, "create", None, {}))
         # Sent now, it finds no task of the run: the worker keeps it for the run's start.
-        await control.cancel(first["run_id"], "interrupt")
+        await control.cancel(first["run_id"], action)
         await worker.start()
         async with asyncio.timeout(10):
             ended = await runs.result(first["run_id"])
@@ -258,7 +259,8 @@ async def test_a_cancel_that_reaches_the_worker_before_its_claim_ends_the_run(
         assert after is not None and after["status"] == "success"
         listed = await storage.list_runs(thread_id, limit=9, offset=0, status=None)
         stored = {r["run_id"]: r["status"] for r in listed}
-        assert stored == {first["run_id"]: "interrupted", second["run_id"]: "success"}
+        kept = {} if action == "rollback" else {first["run_id"]: "interrupted"}
+        assert stored == {**kept, second["run_id"]: "success"}
         assert worker.active == 0
 
 
