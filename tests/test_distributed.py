@@ -134,11 +134,7 @@ async def test_killed_worker_run_is_taken_over_and_finishes(
         if part.event == "metadata":
             attempts.append(part.data["attempt"])
         if part.event == "custom" and part.data["tick"] == 10 and killed is None:
-            [(worker_id,)] = cluster.rows(
-                "SELECT worker_id FROM runs WHERE run_id = %s", run["run_id"]
-            )
-            killed = next(w for w in cluster.workers if w.url == worker_id)
-            killed.kill()
+            killed = _kill_the_worker_of(cluster, run["run_id"])
     assert killed is not None
     assert attempts == [1, 2], "the other worker took the run over after its lease expired"
     final = await client.runs.get(t, run["run_id"])
@@ -147,12 +143,7 @@ async def test_killed_worker_run_is_taken_over_and_finishes(
     assert state["values"]["count"] == 100
     left = cluster.rows("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")
     assert left == [(0,)]
-    # Bring the cluster back to two workers for whatever runs next.
-    env = {"DATABASE_URI": cluster.database_uri, "REDIS_URI": REDIS_URI}
-    replacement = start_server(
-        None, command="worker", env={**env, "AGENTSTREAM_LEASE_SECONDS": "2"}
-    )
-    cluster.workers[cluster.workers.index(killed)] = replacement
+    _replace_worker(cluster, killed)
 
 
 async def test_a_run_cancelled_while_its_worker_is_dead_ends_when_taken_over(
@@ -173,11 +164,7 @@ async def test_a_run_cancelled_while_its_worker_is_dead_ends_when_taken_over(
         async for part in clients[1].runs.join_stream(t, run["run_id"], last_event_id="0"):
             ticks += part.event == "custom"
             if part.event == "custom" and part.data["tick"] == 10 and killed is None:
-                [(worker_id,)] = cluster.rows(
-                    "SELECT worker_id FROM runs WHERE run_id = %s", run["run_id"]
-                )
-                killed = next(w for w in cluster.workers if w.url == worker_id)
-                killed.kill()
+                killed = _kill_the_worker_of(cluster, run["run_id"])
                 await client.runs.cancel(t, run["run_id"])
     assert killed is not None
     assert ticks < 300
@@ -187,6 +174,19 @@ async def test_a_run_cancelled_while_its_worker_is_dead_ends_when_taken_over(
     assert isinstance(after, dict) and after["n"] == 1
     left = cluster.rows("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")
     assert left == [(0,)]
+    _replace_worker(cluster, killed)
+
+
+def _kill_the_worker_of(cluster: Cluster, run_id: str) -> ServerProcess:
+    """Kills (SIGKILL) the worker that holds the run's lease."""
+    [(worker_id,)] = cluster.rows("SELECT worker_id FROM runs WHERE run_id = %s", run_id)
+    killed = next(w for w in cluster.workers if w.url == worker_id)
+    killed.kill()
+    return killed
+
+
+def _replace_worker(cluster: Cluster, killed: ServerProcess) -> None:
+    """Brings the cluster back to two workers for whatever runs next."""
     env = {"DATABASE_URI": cluster.database_uri, "REDIS_URI": REDIS_URI}
     replacement = start_server(
         None, command="worker", env={**env, "AGENTSTREAM_LEASE_SECONDS": "2"}

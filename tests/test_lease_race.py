@@ -7,9 +7,8 @@ second renews many times while hundreds of runs end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from langgraph_sdk import get_client
 
 from tests.servers import ServerProcess, running_cluster, start_server
 from tests.sse import sse_events
+from tests.test_runs_api import LiveTicker
 
 SHORT_LEASE = {"AGENTSTREAM_LEASE_SECONDS": "1"}  # renewed every third of a second
 
@@ -64,17 +64,14 @@ async def test_runs_rolled_back_during_lease_renewals_all_end_their_streams(
 
     async def rolled_back() -> list[str]:
         thread_id = (await client.threads.create())["thread_id"]
-        stream = client.runs.stream(
-            thread_id, "ticker", input={"n": 200, "delay": 0.05}, stream_mode="custom"
-        )
-        events = [part.event async for part in _until_first_custom(stream)]
+        live = await LiveTicker(client, thread_id, n=200, delay=0.05).running()
         second = await client.runs.create(
             thread_id, "ticker", input={"n": 2}, multitask_strategy="rollback"
         )
         async with asyncio.timeout(30):  # on the bug: forever
-            events += [part.event async for part in stream]
+            await live.closed()
             assert await client.runs.join(thread_id, second["run_id"]) == {"n": 2, "count": 2}
-        return events
+        return live.events
 
     try:
         for _ in range(6):
@@ -86,11 +83,3 @@ async def test_runs_rolled_back_during_lease_renewals_all_end_their_streams(
     logs = "".join(line for proc in short_lease for line in proc.output)
     assert "taken over" not in logs
     assert "Traceback" not in logs
-
-
-async def _until_first_custom(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The stream's parts up to its first custom event, the stream left open after it."""
-    async for part in stream:
-        yield part
-        if part.event == "custom":
-            return

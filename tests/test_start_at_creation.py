@@ -25,7 +25,7 @@ from agentstream.execution.runs import RunService, new_run
 from agentstream.execution.worker import Worker
 from agentstream.graphs import GraphRegistry, default_assistant_id, read_config
 from agentstream.ids import uuid7
-from agentstream.storage.base import NewRun
+from agentstream.storage.base import NewRun, Run
 from agentstream.storage.sqlite import SqliteStorage
 from tests.servers import EXAMPLES, running_cluster, start_server
 
@@ -271,12 +271,7 @@ async def test_a_run_cancelled_as_its_create_returns_ends_interrupted(
     (nothing after the store suspends): a cancel sent at once reaches a task that has not
     begun. It ends the run as interrupted, as a cancel of a running run does."""
     runs, worker, control = service
-    await control.parked.wait()
-    worker.load.busy = lambda: False  # type: ignore[method-assign]
-    kwargs = {"input": {"n": 3, "delay": 0.05}, "stream_mode": ["custom"]}
-    run = new_run(uuid7(), uuid7(), default_assistant_id("ticker"), kwargs, {}, "enqueue")
-    created = await runs.create(NewRun(run, True, "create", None, {}))
-    assert created.started is not None
+    run = await _created_started(service, {"n": 3, "delay": 0.05}, temporary=True)
     await control.cancel(run["run_id"], "interrupt")  # no suspension since the create
     async with asyncio.timeout(10):
         ended = await runs.result(run["run_id"])
@@ -292,12 +287,7 @@ async def test_a_run_cancelled_again_while_it_handles_its_cancel_ends_interrupte
     it there left it unsettled (its stream open, its row running until a lease later another
     worker ran it again)."""
     runs, worker, control = service
-    await control.parked.wait()
-    worker.load.busy = lambda: False  # type: ignore[method-assign]
-    kwargs = {"input": {"n": 100, "delay": 0.05}, "stream_mode": ["custom"]}
-    run = new_run(uuid7(), uuid7(), default_assistant_id("ticker"), kwargs, {}, "enqueue")
-    created = await runs.create(NewRun(run, False, "create", None, {}))
-    assert created.started is not None
+    run = await _created_started(service, {"n": 100, "delay": 0.05}, temporary=False)
     ticking = runs.bus.subscribe(run["run_id"], 0)
     async for batch in ticking:  # once it ticks, it runs its node
         if any(e.mode == "custom" for e in batch):
@@ -312,3 +302,21 @@ async def test_a_run_cancelled_again_while_it_handles_its_cancel_ends_interrupte
     assert ended is not None and ended["status"] == "interrupted"
     assert (await runs.storage.get_run(run["thread_id"], run["run_id"]))["status"] == "interrupted"
     assert worker.active == 0
+
+
+async def _created_started(
+    service: tuple[RunService, Worker, WatchedControl],
+    graph_input: dict[str, Any],
+    *,
+    temporary: bool,
+) -> Run:
+    """A ticker run created started for the service's idle worker (its claim loop parked,
+    its load gate told the loop is idle), on a new thread."""
+    runs, worker, control = service
+    await control.parked.wait()
+    worker.load.busy = lambda: False  # type: ignore[method-assign]
+    kwargs = {"input": graph_input, "stream_mode": ["custom"]}
+    run = new_run(uuid7(), uuid7(), default_assistant_id("ticker"), kwargs, {}, "enqueue")
+    created = await runs.create(NewRun(run, temporary, "create", None, {}))
+    assert created.started is not None
+    return run
