@@ -1,8 +1,9 @@
 """A run that ends while its worker renews leases ends normally: the renewal finds its row no
 longer running (its end is stored), which must not read as "taken over by another worker"
 and stop the run between storing its end and closing its stream (the stream then never
-ended). Nor must a rolled-back run's, whose row is deleted before it settles. A lease of a
-second renews many times while hundreds of runs end."""
+ended). Nor must a rolled-back run's, whose row is deleted before it settles, nor a run's
+whose thread was deleted while it still cleaned up after its cancel. A lease of a second
+renews many times while hundreds of runs end."""
 
 from __future__ import annotations
 
@@ -14,23 +15,34 @@ import httpx
 import pytest
 from langgraph_sdk import get_client
 
-from tests.servers import ServerProcess, running_cluster, start_server
+from agentstream.execution.runs import SETTLE_SECONDS
+from tests.servers import EXAMPLES, ServerProcess, running_cluster, start_server
 from tests.sse import sse_events
 from tests.test_runs_api import LiveTicker
 
 SHORT_LEASE = {"AGENTSTREAM_LEASE_SECONDS": "1"}  # renewed every third of a second
+STUBBORN = Path(__file__).parent / "stubborn_app" / "langgraph.json"
+
+
+def _deployment(kind: str, tmp_path: Path, config: Path) -> Iterator[list[ServerProcess]]:
+    """(the server to call, every process of the deployment), on a short lease."""
+    if kind == "embedded":
+        proc = start_server(tmp_path / "agentstream.sqlite", config=config, env=SHORT_LEASE)
+        yield [proc]
+        proc.stop()
+        return
+    with running_cluster(config=config, apis=1, workers=1, env=SHORT_LEASE) as cluster:
+        yield [*cluster.apis, *cluster.workers]
 
 
 @pytest.fixture(params=["embedded", "distributed"])
 def short_lease(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    """(the server to call, every process of the deployment)."""
-    if request.param == "embedded":
-        proc = start_server(tmp_path / "agentstream.sqlite", env=SHORT_LEASE)
-        yield [proc]
-        proc.stop()
-        return
-    with running_cluster(apis=1, workers=1, env=SHORT_LEASE) as cluster:
-        yield [*cluster.apis, *cluster.workers]
+    yield from _deployment(request.param, tmp_path, EXAMPLES)
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def stubborn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    yield from _deployment(request.param, tmp_path, STUBBORN)
 
 
 async def test_runs_ending_during_lease_renewals_all_end_their_streams(
@@ -81,5 +93,45 @@ async def test_runs_rolled_back_during_lease_renewals_all_end_their_streams(
     finally:
         await client.http.client.aclose()
     logs = "".join(line for proc in short_lease for line in proc.output)
+    assert "taken over" not in logs
+    assert "Traceback" not in logs
+
+
+async def test_a_run_outliving_its_thread_s_delete_ends_its_stream(
+    stubborn: list[ServerProcess],
+) -> None:
+    """A thread's delete cancels its runs and waits SETTLE_SECONDS for them to stop, then
+    deletes their rows. A graph still cleaning up after its cancel then had a renewal find its
+    row gone, read that as "taken over", and was stopped unsettled: its stream never ended."""
+    api = stubborn[0]
+    client = get_client(url=api.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    waiting = asyncio.Event()
+    events: list[str] = []
+
+    async def follow() -> None:
+        body = {"cleanup": SETTLE_SECONDS + 2}
+        async for part in client.runs.stream(
+            thread_id, "stubborn", input=body, stream_mode="custom"
+        ):
+            events.append(part.event)
+            if part.event == "custom":
+                waiting.set()
+
+    follower = asyncio.create_task(follow())
+    try:
+        async with asyncio.timeout(30):
+            await waiting.wait()
+        await client.threads.delete(thread_id)  # waits SETTLE_SECONDS, then deletes the rows
+        async with asyncio.timeout(30):  # the cleanup's last 2 s; on the bug: forever
+            await follower
+        assert events == ["metadata", "custom"]
+        with pytest.raises(httpx.HTTPStatusError) as gone:
+            await client.threads.get(thread_id)  # the run's end did not bring its thread back
+        assert gone.value.response.status_code == 404
+    finally:
+        follower.cancel()
+        await client.http.client.aclose()
+    logs = "".join(line for proc in stubborn for line in proc.output)
     assert "taken over" not in logs
     assert "Traceback" not in logs

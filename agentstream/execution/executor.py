@@ -66,8 +66,8 @@ class Cancellation:
 
     action: str = "interrupt"
     settling: bool = False
-    # Whether the run's task has begun, and whether a cancel was asked for before it had (the
-    # worker's _cancel: the task then cancels itself as it begins).
+    # Whether the run's task has begun, and whether a cancel was asked for (the worker's
+    # _cancel: one asked before the task began, the task asks of itself as it begins).
     started: bool = False
     asked: bool = False
     # Whether storing the run's end told the workers of the thread's next run itself

@@ -19,7 +19,7 @@ from agentstream.execution.executor import (
     ride_out,
     stateless,
 )
-from agentstream.storage.base import RunClaim, RunQueue, UnreadableRun
+from agentstream.storage.base import NotFound, RunClaim, RunQueue, UnreadableRun
 
 log = logging.getLogger("agentstream.worker")
 
@@ -406,6 +406,9 @@ class Worker:
                 elif result is False:
                     if self._stoppable(run_id) is None:
                         continue  # it ended meanwhile: its row is no longer running
+                    if await self._gone(run_id):
+                        self._end_gone(run_id)
+                        continue
                     log.warning("run %s was taken over by another worker; stopping it", run_id)
                     self._drop(run_id)
                 elif now - renewed[run_id] >= self.lease_seconds:
@@ -415,6 +418,29 @@ class Worker:
                     self.hand_back(run_id)
                 else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
+
+    async def _gone(self, run_id: str) -> bool:
+        """Whether the run's row is deleted: its thread was deleted while it ran. That waits
+        SETTLE_SECONDS for the thread's cancelled runs to stop, and a graph may take longer to
+        clean up after its cancel. Read only when a renewal fails."""
+        try:
+            await self.storage.get_run(None, run_id)
+        except NotFound:
+            return True
+        except Exception:  # the database is away: the renewal's failure decides
+            return False
+        return False
+
+    def _end_gone(self, run_id: str) -> None:
+        """Ends a run whose row is deleted, as cancelled, unless it is ending already: there is
+        nothing to hand back, and stopping it unsettled left its stream open for good (a
+        renewal took the missing row for another worker's claim). A run still cleaning up
+        after its cancel is left to finish that."""
+        entry = self._stoppable(run_id)
+        if entry is not None and not entry[1].asked:
+            log.warning("run %s: its row is deleted (its thread was); ending it", run_id)
+            entry[1].action = "interrupt"
+            _cancel(*entry)
 
     def _stoppable(self, run_id: str) -> tuple[asyncio.Task[None], Cancellation] | None:
         """The run's task and cancellation, unless it does not run here or is settling: once
@@ -452,10 +478,9 @@ def _cancel(task: asyncio.Task[None], cancellation: Cancellation) -> None:
     executor settles the run (or hands it back). A task cancelled before it first runs never
     runs at all, nor its `finally`: the run stayed running, its lease renewed for good, its
     slot taken, and the runs queued behind it on its thread never ran."""
+    cancellation.asked = True
     if cancellation.started:
         task.cancel()
-    else:
-        cancellation.asked = True
 
 
 def _thread_removed(claim: RunClaim, cancellation: Cancellation) -> bool:

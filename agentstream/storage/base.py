@@ -248,6 +248,13 @@ class RunQueue(Protocol):
 
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
 
+    async def get_run(
+        self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
+    ) -> Run:
+        """The run (raises NotFound). The worker reads it when a renewal fails: a run whose row
+        is gone was deleted with its thread, not taken over."""
+        ...
+
     async def finish_run(
         self,
         run_id: str,
@@ -387,10 +394,6 @@ class Storage(RunQueue, Protocol):
         ...
 
     # --- runs ------------------------------------------------------------------------------
-    async def get_run(
-        self, thread_id: str | None, run_id: str, *, filters: Filter | None = None
-    ) -> Run: ...
-
     async def list_runs(
         self,
         thread_id: str,
