@@ -177,6 +177,42 @@ async def test_a_run_cancelled_while_its_worker_is_dead_ends_when_taken_over(
     _replace_worker(cluster, killed)
 
 
+async def test_a_run_whose_only_worker_died_ends_its_stream_when_its_thread_is_deleted() -> None:
+    """Nobody takes the run over while the delete waits for it (its one worker is dead), and
+    then its row is gone: no worker would ever end its log. The delete ends it: its stream
+    (and every /join, /wait) waited for good before."""
+    with running_cluster(apis=1, workers=1) as alone:
+        client = get_client(url=alone.apis[0].url)
+        t = (await client.threads.create())["thread_id"]
+        killed = asyncio.Event()
+        ticks = 0
+
+        async def follow() -> None:
+            nonlocal ticks
+            body, run_id = {"n": 300, "delay": 0.02}, ""
+            async for part in client.runs.stream(t, "ticker", input=body, stream_mode="custom"):
+                if part.event == "metadata":
+                    run_id = part.data["run_id"]
+                ticks += part.event == "custom"
+                if ticks == 10 and not killed.is_set():
+                    _kill_the_worker_of(alone, run_id)
+                    killed.set()
+
+        follower = asyncio.create_task(follow())
+        try:
+            async with asyncio.timeout(30):
+                await killed.wait()
+            await client.threads.delete(t)  # waits SETTLE_SECONDS for the run, in vain
+            async with asyncio.timeout(10):  # on the bug: forever
+                await follower
+            assert 10 <= ticks < 300
+            assert alone.rows("SELECT count(*) FROM runs") == [(0,)]
+        finally:
+            follower.cancel()
+            await client.http.client.aclose()
+        assert any("did not stop" in line for line in alone.apis[0].output)
+
+
 def _kill_the_worker_of(cluster: Cluster, run_id: str) -> ServerProcess:
     """Kills (SIGKILL) the worker that holds the run's lease."""
     [(worker_id,)] = cluster.rows("SELECT worker_id FROM runs WHERE run_id = %s", run_id)

@@ -101,8 +101,9 @@ async def test_a_run_outliving_its_thread_s_delete_ends_its_stream(
     stubborn: list[ServerProcess],
 ) -> None:
     """A thread's delete cancels its runs and waits SETTLE_SECONDS for them to stop, then
-    deletes their rows. A graph still cleaning up after its cancel then had a renewal find its
-    row gone, read that as "taken over", and was stopped unsettled: its stream never ended."""
+    deletes their rows and ends the streams of those still going. A graph still cleaning up
+    after its cancel then had a renewal find its row gone, read that as "taken over", and was
+    stopped unsettled, its cleanup cut short; its stream never ended."""
     api = stubborn[0]
     client = get_client(url=api.url)
     thread_id = (await client.threads.create())["thread_id"]
@@ -123,7 +124,7 @@ async def test_a_run_outliving_its_thread_s_delete_ends_its_stream(
         async with asyncio.timeout(30):
             await waiting.wait()
         await client.threads.delete(thread_id)  # waits SETTLE_SECONDS, then deletes the rows
-        async with asyncio.timeout(30):  # the cleanup's last 2 s; on the bug: forever
+        async with asyncio.timeout(30):  # on the bug: forever
             await follower
         assert events == ["metadata", "custom"]
         with pytest.raises(httpx.HTTPStatusError) as gone:
@@ -133,5 +134,6 @@ async def test_a_run_outliving_its_thread_s_delete_ends_its_stream(
         follower.cancel()
         await client.http.client.aclose()
     logs = "".join(line for proc in stubborn for line in proc.output)
+    assert "did not stop" in logs  # the delete ended its stream: its graph had not stopped yet
     assert "taken over" not in logs
     assert "Traceback" not in logs

@@ -127,15 +127,19 @@ class RunService:
         if run["status"] == "pending" and await self.storage.cancel_pending(
             run_id, status="interrupted"
         ):
-            ending = [result_item(None, None, "interrupted", [])]
-            if is_v2(run["kwargs"]):  # its v2 readers wait for a root terminal
-                ending.insert(0, cancelled_before_start(run_id, await self._graph(run)))
             if action == "rollback":
                 await self.storage.rollback_run(run_id, run["thread_id"])
-            await self.bus.close(run_id, ending)
+            await self._end_log(run)
             await self.control.wake()
             return
         await self.control.cancel(run_id, action)
+
+    async def _end_log(self, run: Run) -> None:
+        """Ends the log of a run that no worker will end, as cancelled."""
+        ending = [result_item(None, None, "interrupted", [])]
+        if is_v2(run["kwargs"]):  # its v2 readers wait for a root terminal
+            ending.insert(0, cancelled_before_start(run["run_id"], await self._graph(run)))
+        await self.bus.close(run["run_id"], ending)
 
     async def _graph(self, run: Run) -> str:
         try:
@@ -152,18 +156,25 @@ class RunService:
         it: a run being cancelled may still have a checkpoint write in flight, and if that
         lands after the delete, a new thread with the same id starts from the old one's state.
         A run that does not stop in SETTLE_SECONDS (its worker died: it holds the run until
-        the lease runs out) does not hold the delete up longer."""
+        the lease runs out; its graph is slow to stop) does not hold the delete up longer, and
+        its log is ended here: with its row gone no worker takes it over to end it, and its
+        readers waited for good."""
         inflight = await self.storage.inflight_runs(
             thread_id=thread_id, run_ids=None, status=None, filters=filters
         )
         for run in inflight:
             await self.cancel(run, "interrupt")
-        if inflight:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SETTLE_SECONDS):
-                    for run in inflight:
-                        await self.wait_closed(run["run_id"])
+        unsettled = list(inflight)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_SECONDS):
+                while unsettled:
+                    await self.wait_closed(unsettled[0]["run_id"])
+                    unsettled.pop(0)
         await self.storage.delete_thread(thread_id, filters=filters)
+        for run in unsettled:
+            log.warning("run %s did not stop within %.0f s of its thread's delete; its stream "
+                        "is ended", run["run_id"], SETTLE_SECONDS)  # fmt: skip
+            await self._end_log(run)
 
     async def result(self, run_id: str, *, wait: bool = True) -> dict[str, Any] | None:
         """The run's final result event, waiting for it; None if the log ends without one.
