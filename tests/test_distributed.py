@@ -213,6 +213,31 @@ async def test_a_run_whose_only_worker_died_ends_its_stream_when_its_thread_is_d
         assert any("did not stop" in line for line in alone.apis[0].output)
 
 
+async def test_a_cancel_sent_while_no_worker_listens_still_ends_the_run() -> None:
+    """Its only worker dead, the run is cancelled: the message reaches no worker. The worker
+    started after it takes the run over and finds the cancel kept on the run's row at its
+    first renewal. It ran the run to its end before, a cancel answered 202 and lost."""
+    with running_cluster(apis=1, workers=1) as alone:
+        client = get_client(url=alone.apis[0].url)
+        try:
+            t = (await client.threads.create())["thread_id"]
+            body = {"n": 500, "delay": 0.02}  # 10 s, from its start again when taken over
+            run = await client.runs.create(t, "ticker", input=body, stream_mode=["custom"])
+            async with asyncio.timeout(30):
+                async for part in client.runs.join_stream(t, run["run_id"], last_event_id="0"):
+                    if part.event == "custom" and part.data["tick"] == 5:
+                        break
+            killed = _kill_the_worker_of(alone, run["run_id"])
+            await client.runs.cancel(t, run["run_id"])
+            _replace_worker(alone, killed)
+            async with asyncio.timeout(30):
+                await client.runs.join(t, run["run_id"])
+            assert (await client.runs.get(t, run["run_id"]))["status"] == "interrupted"
+        finally:
+            await client.http.client.aclose()
+        assert any("kept on its row" in line for line in alone.workers[0].output)
+
+
 def _kill_the_worker_of(cluster: Cluster, run_id: str) -> ServerProcess:
     """Kills (SIGKILL) the worker that holds the run's lease."""
     [(worker_id,)] = cluster.rows("SELECT worker_id FROM runs WHERE run_id = %s", run_id)

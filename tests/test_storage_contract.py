@@ -933,6 +933,27 @@ async def test_renewed_lease_keeps_the_run(storage: Storage) -> None:
     assert await storage.renew_lease(run_id, "w1", 30) is False
 
 
+async def test_a_cancel_kept_on_a_running_run_comes_back_with_each_renewal(
+    storage: Storage,
+) -> None:
+    """What a worker that missed a cancel's message finds when it next renews the lease, the
+    new holder too once the run is taken over; a run not running keeps none."""
+    run_id, _ = await _enqueue(storage, "t1")
+    queued_id, _ = await _enqueue(storage, "t2")
+    assert await storage.ask_cancel(queued_id, "interrupt") is False  # pending: not kept
+    assert await storage.claim_run("w1", -1) is not None
+    assert await storage.renew_lease(run_id, "w1", -1) is True
+    assert await storage.ask_cancel(run_id, "rollback") is True
+    assert await storage.renew_lease(run_id, "w1", -1) == "rollback"
+    taken = await storage.claim_run("w2", 30)  # its lease ran out: a new attempt
+    assert taken is not None and taken["run"]["run_id"] == run_id
+    assert await storage.renew_lease(run_id, "w1", 30) is False
+    assert await storage.renew_lease(run_id, "w2", 30) == "rollback"
+    await _finish(storage, run_id)
+    assert await storage.renew_lease(run_id, "w2", 30) is False
+    assert await storage.ask_cancel(run_id, "interrupt") is False  # ended: not kept
+
+
 async def test_expire_leases_frees_running_runs(storage: Storage) -> None:
     run_id, _ = await _enqueue(storage, "t1")
     await _enqueue(storage, "t2")

@@ -132,6 +132,10 @@ class RunService:
             await self._end_log(run)
             await self.control.wake()
             return
+        # Kept on the run's row first: its worker finds it at its next renewal should the
+        # message miss it (the cancel was lost when no worker listened, and one started later,
+        # or this server restarted, ran the run to its end).
+        await self.storage.ask_cancel(run_id, action)
         await self.control.cancel(run_id, action)
 
     async def _end_log(self, run: Run) -> None:

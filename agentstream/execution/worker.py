@@ -192,7 +192,7 @@ class Worker:
         released = 0
         for run_id in run_ids:
             try:
-                released += await self.storage.renew_lease(run_id, self.worker_id, -1.0)
+                released += bool(await self.storage.renew_lease(run_id, self.worker_id, -1.0))
             except Exception:
                 log.exception("releasing run %s failed; it is resumed when its lease ends", run_id)
         if released:
@@ -403,6 +403,9 @@ class Worker:
             for run_id, result in zip(held, results, strict=True):
                 if result is True:
                     renewed[run_id] = now
+                elif isinstance(result, str):  # renewed, and a cancel is kept on its row
+                    renewed[run_id] = now
+                    self._cancel_kept(run_id, result)
                 elif result is False:
                     if self._stoppable(run_id) is None:
                         continue  # it ended meanwhile: its row is no longer running
@@ -418,6 +421,16 @@ class Worker:
                     self.hand_back(run_id)
                 else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
+
+    def _cancel_kept(self, run_id: str, action: str) -> None:
+        """Cancels a run whose row keeps a cancel (Storage.ask_cancel) this worker did not
+        hear of: its message was sent while no worker listened (this one took the run over
+        later) or while this one's listener was reconnecting."""
+        entry = self._stoppable(run_id)
+        if entry is not None and not entry[1].asked:
+            log.warning("run %s: a cancel (%s) kept on its row; cancelling it", run_id, action)
+            entry[1].action = action
+            _cancel(*entry)
 
     async def _gone(self, run_id: str) -> bool:
         """Whether the run's row is deleted: its thread was deleted while it ran. That waits

@@ -246,7 +246,18 @@ class RunQueue(Protocol):
         was queued while nobody listened. A store whose creates never notify calls it never."""
         ...
 
-    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool: ...
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool | str:
+        """Extends the run's lease if this worker holds it (a lease of -1 hands it back): False
+        when it does not (the run ended, was taken over or deleted); else the action of a
+        cancel kept on the run's row (ask_cancel), or True when none was."""
+        ...
+
+    async def ask_cancel(self, run_id: str, action: str) -> bool:
+        """Keeps a cancel of a running run on its row (whether the run was running), for its
+        worker to find at its next renewal should the cancel's message miss it: none listened
+        (its only worker was down, and one started later takes the run over), or its
+        listener was reconnecting to Redis."""
+        ...
 
     async def get_run(
         self, thread_id: str | None, run_id: str, *, filters: Filter | None = None

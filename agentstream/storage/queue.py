@@ -351,9 +351,14 @@ class QueueStore:
         due = found[0][0] if found else None
         return None if due is None else self.c.load_ts(due)
 
-    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+    async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool | str:
         p = self._params(run_id=run_id, worker_id=worker_id, lease=float(lease_seconds))
-        return await self.c.write(count(self.d["renew_lease"], p), single=True) > 0
+        found = await self.c.write(rows(self.d["renew_lease"], p), single=True)
+        return (found[0][0] or True) if found else False
+
+    async def ask_cancel(self, run_id: str, action: str) -> bool:
+        p = self._params(run_id=run_id, action=action)
+        return await self.c.write(count(self.d["ask_cancel"], p), single=True) > 0
 
     async def expire_leases(self) -> int:
         return await self.c.write(count(self.d["expire_leases"], self._params()), single=True)

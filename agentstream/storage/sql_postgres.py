@@ -138,6 +138,10 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS runs_thread_inflight ON runs (thread_id, seq)
         WHERE status IN ('pending', 'running');
     """,
+    # 7: a cancel asked of a running run, kept on its row (see the SQLite dialect's migration 8)
+    """
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS cancel_action TEXT;
+    """,
 ]
 
 # Which migrations this database has had.
@@ -370,10 +374,15 @@ AND NOT EXISTS (SELECT 1 FROM runs r WHERE {_RUNNABLE} AND r.seq < n.seq)
 SELECT min(least(due_at, '9999-01-01Z')) FROM runs
 WHERE status = 'pending' AND due_at > now()
 """,
-    # Extend a lease, only for the worker holding it.
+    # Extend a lease, only for the worker holding it, and say what cancel was asked meanwhile.
     "renew_lease": """
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
 WHERE run_id = %(run_id)s AND worker_id = %(worker_id)s AND status = 'running'
+RETURNING cancel_action
+""",
+    # Keep a cancel asked of a running run on its row.
+    "ask_cancel": """
+UPDATE runs SET cancel_action = %(action)s WHERE run_id = %(run_id)s AND status = 'running'
 """,
     # The thread of a run and its state (NULLs when the thread is gone), the thread locked
     # until commit: threads before runs, always.

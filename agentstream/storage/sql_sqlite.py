@@ -170,6 +170,11 @@ MIGRATIONS = [
         FROM json_each(NEW.metadata) WHERE type NOT IN ('object', 'array', 'null');
     END;
     """,
+    # 8: a cancel asked of a running run, kept on its row: a worker that missed the message
+    # (none listened, its listener was reconnecting) finds it when it next renews the lease
+    """
+    ALTER TABLE runs ADD COLUMN cancel_action TEXT;
+    """,
 ]
 
 _ASSISTANT = (
@@ -400,10 +405,15 @@ AND NOT EXISTS (SELECT 1 FROM runs WHERE {_EXPIRED})
 SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', min(min(due_at), 253370764800.0), 'unixepoch')
 FROM runs WHERE status = 'pending' AND due_at > :now
 """,
-    # Extend a lease, only for the worker holding it.
+    # Extend a lease, only for the worker holding it, and say what cancel was asked meanwhile.
     "renew_lease": """
 UPDATE runs SET lease_expires_at = :now + :lease
 WHERE run_id = :run_id AND worker_id = :worker_id AND status = 'running'
+RETURNING cancel_action
+""",
+    # Keep a cancel asked of a running run on its row.
+    "ask_cancel": """
+UPDATE runs SET cancel_action = :action WHERE run_id = :run_id AND status = 'running'
 """,
     # The thread of a run and its state (NULLs when the thread is gone), to change both (the
     # write transaction already excludes every other writer).
