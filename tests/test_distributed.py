@@ -215,24 +215,29 @@ async def test_a_run_whose_only_worker_died_ends_its_stream_when_its_thread_is_d
 
 async def test_a_cancel_sent_while_no_worker_listens_still_ends_the_run() -> None:
     """Its only worker dead, the run is cancelled: the message reaches no worker. The worker
-    started after it takes the run over and finds the cancel kept on the run's row at its
-    first renewal. It ran the run to its end before, a cancel answered 202 and lost."""
+    started after it takes the run over and finds the cancel kept on the run's row before the
+    graph runs again. It ran the run to its end before, a cancel answered 202 and lost."""
     with running_cluster(apis=1, workers=1) as alone:
         client = get_client(url=alone.apis[0].url)
         try:
             t = (await client.threads.create())["thread_id"]
             body = {"n": 500, "delay": 0.02}  # 10 s, from its start again when taken over
             run = await client.runs.create(t, "ticker", input=body, stream_mode=["custom"])
-            async with asyncio.timeout(30):
+            attempts, ticks = [], []
+            async with asyncio.timeout(60):
                 async for part in client.runs.join_stream(t, run["run_id"], last_event_id="0"):
-                    if part.event == "custom" and part.data["tick"] == 5:
-                        break
-            killed = _kill_the_worker_of(alone, run["run_id"])
-            await client.runs.cancel(t, run["run_id"])
-            _replace_worker(alone, killed)
-            async with asyncio.timeout(30):
-                await client.runs.join(t, run["run_id"])
+                    if part.event == "metadata":
+                        attempts.append(part.data["attempt"])
+                    elif part.event == "custom":
+                        ticks.append(part.data["tick"])
+                        if ticks == [*range(6)]:
+                            killed = _kill_the_worker_of(alone, run["run_id"])
+                            await client.runs.cancel(t, run["run_id"])
+                            _replace_worker(alone, killed)
             assert (await client.runs.get(t, run["run_id"]))["status"] == "interrupted"
+            # Not run again, not even until the new worker's first renewal.
+            assert attempts == [1]
+            assert ticks == [*range(len(ticks))]
         finally:
             await client.http.client.aclose()
         assert any("kept on its row" in line for line in alone.workers[0].output)

@@ -347,6 +347,8 @@ class Worker:
     async def _execute(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run_id = claim["run"]["run_id"]
         try:
+            if claim["attempt"] > 1:  # taken over: it may have been cancelled meanwhile
+                await self._kept_cancel(run_id, cancellation)
             cancellation.started = True
             if cancellation.asked:  # before this task first ran (see _cancel)
                 cast(asyncio.Task[None], asyncio.current_task()).cancel()
@@ -421,6 +423,21 @@ class Worker:
                     self.hand_back(run_id)
                 else:
                     log.error("renewing the lease of run %s failed: %r", run_id, result)
+
+    async def _kept_cancel(self, run_id: str, cancellation: Cancellation) -> None:
+        """A run taken over starts cancelled if a cancel is kept on its row (a renewal says,
+        Storage.ask_cancel): the renewals would find it too, but only after the graph had run
+        for up to a third of a lease, its tools called again, after the user had stopped it.
+        Before the task counts as started, so that a cancel meanwhile is only asked."""
+        try:
+            kept = await self.storage.renew_lease(run_id, self.worker_id, self.lease_seconds)
+        except Exception as exc:  # the renewals look again
+            log.warning("run %s: reading whether it was cancelled failed: %r", run_id, exc)
+            return
+        if isinstance(kept, str) and not cancellation.asked:
+            log.warning("run %s: a cancel (%s) kept on its row; cancelling it", run_id, kept)
+            cancellation.action = kept
+            cancellation.asked = True
 
     def _cancel_kept(self, run_id: str, action: str) -> None:
         """Cancels a run whose row keeps a cancel (Storage.ask_cancel) this worker did not
