@@ -135,7 +135,10 @@ class RunService:
         # Kept on the run's row first: its worker finds it at its next renewal should the
         # message miss it (the cancel was lost when no worker listened, and one started later,
         # or this server restarted, ran the run to its end).
-        await self.storage.ask_cancel(run_id, action)
+        try:
+            await self.storage.ask_cancel(run_id, action)
+        except Exception as exc:  # the message may still reach its worker
+            log.warning("run %s: keeping its cancel failed: %r", run_id, exc)
         await self.control.cancel(run_id, action)
 
     async def _end_log(self, run: Run) -> None:
