@@ -1,8 +1,10 @@
-"""What a restart keeps: threads, state, history and runs survive a stop, and runs caught by a
-kill -9 are taken over by the next server on the same database instead of hanging."""
+"""What a restart keeps: threads, state, history and runs survive a stop, runs caught by a
+kill -9 are taken over by the next server on the same database instead of hanging, and a cancel
+answered before the kill still ends its run."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,3 +112,32 @@ async def test_runs_caught_by_a_kill_are_taken_over_after_a_restart(
             (running["run_id"], "success"),
         ]
         assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_a_run_cancelled_before_a_kill_ends_cancelled_after_the_restart(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A cancel answered before a kill -9, while the run (a graph slow to stop) still cleaned
+    up: the next server takes the run over and finds the cancel kept on its row, so the run
+    ends interrupted. It ran the graph again from its start before (this one waits for good)."""
+    database = tmp_path / "cancelled.sqlite"
+    stubborn = Path(__file__).parent / "stubborn_app" / "langgraph.json"
+    first = server_factory(database=database, config=stubborn)
+    async with connect(first) as client:
+        thread_id = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread_id, "stubborn", input={"cleanup": 600}, stream_mode=["custom"]
+        )
+        stream = client.runs.join_stream(thread_id, run["run_id"], last_event_id="0")
+        await read_until(stream, lambda parts: any(p.event == "custom" for p in parts))
+        await client.runs.cancel(thread_id, run["run_id"])  # it cleans up for 600 s
+        assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "running"
+        first.kill()
+
+    second = server_factory(database=database, config=stubborn)
+    async with connect(second) as client:
+        async with asyncio.timeout(30):  # before: forever
+            await client.runs.join(thread_id, run["run_id"])
+        assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
+        assert (await client.threads.get(thread_id))["status"] == "interrupted"
+    assert any("kept on its row" in line for line in second.output)
