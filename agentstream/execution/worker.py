@@ -407,12 +407,14 @@ class Worker:
                     renewed[run_id] = now
                 elif isinstance(result, str):  # renewed, and a cancel is kept on its row
                     renewed[run_id] = now
-                    self._cancel_kept(run_id, result)
+                    self._cancel_unheard(run_id, result, f"a cancel ({result}) kept on its row")
                 elif result is False:
                     if self._stoppable(run_id) is None:
                         continue  # it ended meanwhile: its row is no longer running
                     if await self._gone(run_id):
-                        self._end_gone(run_id)
+                        self._cancel_unheard(
+                            run_id, "interrupt", "its row is deleted (its thread was)"
+                        )
                         continue
                     log.warning("run %s was taken over by another worker; stopping it", run_id)
                     self._drop(run_id)
@@ -439,16 +441,6 @@ class Worker:
             cancellation.action = kept
             cancellation.asked = True
 
-    def _cancel_kept(self, run_id: str, action: str) -> None:
-        """Cancels a run whose row keeps a cancel (Storage.ask_cancel) this worker did not
-        hear of: its message was sent while no worker listened (this one took the run over
-        later) or while this one's listener was reconnecting."""
-        entry = self._stoppable(run_id)
-        if entry is not None and not entry[1].asked:
-            log.warning("run %s: a cancel (%s) kept on its row; cancelling it", run_id, action)
-            entry[1].action = action
-            _cancel(*entry)
-
     async def _gone(self, run_id: str) -> bool:
         """Whether the run's row is deleted: its thread was deleted while it ran. That waits
         SETTLE_SECONDS for the thread's cancelled runs to stop, and a graph may take longer to
@@ -461,15 +453,19 @@ class Worker:
             return False
         return False
 
-    def _end_gone(self, run_id: str) -> None:
-        """Ends a run whose row is deleted, as cancelled, unless it is ending already: there is
-        nothing to hand back, and stopping it unsettled left its stream open for good (a
-        renewal took the missing row for another worker's claim). A run still cleaning up
-        after its cancel is left to finish that."""
+    def _cancel_unheard(self, run_id: str, action: str, why: str) -> None:
+        """Cancels a run this worker heard no cancel of, unless one was asked already (a run
+        still cleaning up after its cancel is left to finish that) or it is settling:
+        - its row keeps a cancel (Storage.ask_cancel) whose message was sent while no worker
+          listened (this one took the run over later) or while this one's listener was
+          reconnecting;
+        - its row is deleted (its thread was): there is nothing to hand back, and stopping it
+          unsettled left its stream open for good (a renewal took the missing row for another
+          worker's claim)."""
         entry = self._stoppable(run_id)
         if entry is not None and not entry[1].asked:
-            log.warning("run %s: its row is deleted (its thread was); ending it", run_id)
-            entry[1].action = "interrupt"
+            log.warning("run %s: %s; cancelling it", run_id, why)
+            entry[1].action = action
             _cancel(*entry)
 
     def _stoppable(self, run_id: str) -> tuple[asyncio.Task[None], Cancellation] | None:
