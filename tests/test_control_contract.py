@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
+import redis.asyncio
 
 from agentstream.execution.control import Control, LocalControl
 from agentstream.execution.control_redis import RedisControl
@@ -160,3 +161,29 @@ async def test_a_cancel_that_lands_with_a_wake_up_still_cancels() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_a_listener_back_from_losing_redis_says_messages_may_be_missed() -> None:
+    """Its connection killed, the listener subscribes again and calls its on_missed handlers
+    (the worker then looks for cancels kept on its runs' rows); not at its first subscribe."""
+    prefix = f"agentstream-test:{secrets.token_hex(8)}:"
+    listener = RedisControl(REDIS_URL, channel_prefix=prefix)
+    sender = RedisControl(REDIS_URL, channel_prefix=prefix)
+    missed = asyncio.Event()
+    listener.on_missed(missed.set)
+    admin = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await listener.start()
+        assert not missed.is_set()
+        name = f"agentstream-control:{os.getpid()}"
+        [connection] = [
+            c["id"] for c in await admin.client_list() if c["name"] == name and int(c["sub"]) > 0
+        ]
+        await admin.execute_command("CLIENT", "KILL", "ID", connection)
+        await asyncio.wait_for(missed.wait(), 10)
+        await sender.start()
+        await _delivered(sender, listener)  # and it hears cancels again
+    finally:
+        for control in (listener, sender):
+            await control.aclose()
+        await admin.aclose()

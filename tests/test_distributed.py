@@ -10,6 +10,7 @@ import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
+from redis.asyncio import Redis
 
 from tests.cluster import REDIS_URI, Cluster, running_cluster
 from tests.conftest import ServerProcess, start_server
@@ -241,6 +242,49 @@ async def test_a_cancel_sent_while_no_worker_listens_still_ends_the_run() -> Non
         finally:
             await client.http.client.aclose()
         assert any("kept on its row" in line for line in alone.workers[0].output)
+
+
+async def test_a_cancel_missed_while_the_worker_s_listener_was_away_ends_the_run_at_once() -> None:
+    """A cancel whose message reached no worker (sent while the worker's control listener had
+    lost Redis) is kept on the run's row; the listener subscribing again brings a lease
+    renewal at once, which finds it. Before, it waited for the next round of renewals, a third
+    of a lease later (200 s here): the run, a minute long, ran to its end. The cancel is kept
+    here as `RunService.cancel` keeps it, without its message (whether a real one arrives
+    before or after the listener is back is a race), then the listener's connection killed."""
+    with running_cluster(apis=1, workers=1, env={"AGENTSTREAM_LEASE_SECONDS": "600"}) as made:
+        worker = made.workers[0]
+        client = get_client(url=made.apis[0].url)
+        redis = Redis.from_url(REDIS_URI)
+        try:
+            t = (await client.threads.create())["thread_id"]
+            body = {"n": 3000, "delay": 0.02}  # a minute
+            run = await client.runs.create(t, "ticker", input=body, stream_mode=["custom"])
+            ticks = []
+            async with asyncio.timeout(45):
+                async for part in client.runs.join_stream(t, run["run_id"], last_event_id="0"):
+                    if part.event == "custom":
+                        ticks.append(part.data["tick"])
+                        if len(ticks) == 5:
+                            kept = "UPDATE runs SET cancel_action = 'interrupt' WHERE run_id = %s"
+                            made.rows(kept + " RETURNING run_id", run["run_id"])
+                            [listener] = await _control_listeners(redis, worker.pid)
+                            await redis.execute_command("CLIENT", "KILL", "ID", listener)
+            assert (await client.runs.get(t, run["run_id"]))["status"] == "interrupted"
+            assert 5 <= len(ticks) < 3000
+            assert len(await _control_listeners(redis, worker.pid)) == 1  # subscribed again
+        finally:
+            await redis.aclose()
+            await client.http.client.aclose()
+        assert any("kept on its row" in line for line in worker.output)
+
+
+async def _control_listeners(redis: Redis, pid: int) -> list[str]:
+    """The ids of the Redis connections subscribed to the control channels from process `pid`."""
+    return [
+        c["id"]
+        for c in await redis.client_list()
+        if c.get("name") == f"agentstream-control:{pid}" and int(c["sub"]) > 0
+    ]
 
 
 def _kill_the_worker_of(cluster: Cluster, run_id: str) -> ServerProcess:

@@ -34,15 +34,22 @@ class Control(Protocol):
 
     def on_cancel(self, handler: CancelHandler) -> None: ...
 
+    def on_missed(self, handler: Callable[[], None]) -> None:
+        """`handler` is called when messages to this process may have been lost: its listener
+        lost Redis and has just subscribed again. Cancels sent meanwhile reached nobody."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
 class LocalControl:
-    """API and workers in one process: an event for wake-ups, direct calls for cancels."""
+    """API and workers in one process: an event for wake-ups, direct calls for cancels (none
+    is ever missed)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._handlers: list[CancelHandler] = []
+        self._missed: list[Callable[[], None]] = []
 
     async def wake(self) -> None:
         self._event.set()
@@ -68,8 +75,12 @@ class LocalControl:
     def on_cancel(self, handler: CancelHandler) -> None:
         self._handlers.append(handler)
 
+    def on_missed(self, handler: Callable[[], None]) -> None:
+        self._missed.append(handler)
+
     async def aclose(self) -> None:
         self._handlers.clear()
+        self._missed.clear()
 
     async def _run_handlers(self, run_id: str, action: str) -> bool:
         """Whether a handler of this process owned the run; one that fails is logged and the

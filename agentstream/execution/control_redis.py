@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -25,7 +26,8 @@ class RedisControl(LocalControl):
 
     def __init__(self, url: str, *, channel_prefix: str = CHANNEL_PREFIX) -> None:
         super().__init__()
-        self._redis = counted(Redis.from_url(url))
+        # Named, with its process: an operator (and a test) can tell its connections apart.
+        self._redis = counted(Redis.from_url(url, client_name=f"agentstream-control:{os.getpid()}"))
         # Pub/sub ignores the database number: the prefix is what separates deployments.
         self._wake_channel = f"{channel_prefix}wake"
         self._cancel_channel = f"{channel_prefix}cancel"
@@ -86,6 +88,8 @@ class RedisControl(LocalControl):
             return
         if message["type"] == "subscribe":  # subscribed again after a reconnect
             self._event.set()
+            for handler in self._missed:  # the worker looks for cancels kept on its runs' rows
+                handler()
             return
         if message["type"] != "message":
             return

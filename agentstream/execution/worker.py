@@ -147,7 +147,11 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._handbacks: set[asyncio.Future[None]] = set()
+        # Set when the control listener subscribed again after losing Redis: a renewal round at
+        # once, which finds the cancels sent meanwhile kept on their runs' rows.
+        self._renew_now = asyncio.Event()
         control.on_cancel(self.cancel)
+        control.on_missed(self._renew_now.set)
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="agentstream-claim-loop")
@@ -387,14 +391,21 @@ class Worker:
     async def _renew_loop(self) -> None:
         """Every third of a lease, renew the lease of every run this worker holds: one task
         per worker, not one per run. A run claimed just after a round waits at most a third of
-        its lease for its first renewal, as it would have with a timer of its own.
+        its lease for its first renewal, as it would have with a timer of its own. A round also
+        comes at once when the control listener subscribed again after losing Redis: a cancel
+        sent meanwhile reached nobody, and the round finds it kept on its run's row.
 
         A run whose lease is lost stops here without settling: another worker has taken it
         over (the renewal found it no longer ours), or may have (renewals failed for a whole
         lease, a database outage, say). Two attempts of one run must never run side by side."""
         renewed: dict[str, float] = {}
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with asyncio.timeout(self.lease_seconds / 3):
+                    await self._renew_now.wait()
+            except TimeoutError:
+                pass
+            self._renew_now.clear()
             held = list(self._running)
             results = await asyncio.gather(
                 *(self.storage.renew_lease(r, self.worker_id, self.lease_seconds) for r in held),
