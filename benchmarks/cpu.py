@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from benchmarks.harness import (
     cpu_split,
     cpu_times,
     free_port,
+    freeze_client,
     io_calls,
     median,
     percentile,
@@ -207,10 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(1.0)
             for figures in timings.values():
                 figures.clear()
-            # This client's own full collections stopped it for a tenth of a second each,
-            # read as streams closing late (benchmarks.run's _freeze_client).
-            gc.collect()
-            gc.freeze()
+            freeze_client()
             counted = _all_counters(processes)
             io_before = _all_io(processes)
             before, start = _all_cpu(processes), time.perf_counter()

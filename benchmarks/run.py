@@ -50,6 +50,7 @@ from benchmarks.harness import (
     RssSampler,
     cpu_split,
     free_port,
+    freeze_client,
     median,
     pin_self,
     rss_kb,
@@ -77,18 +78,6 @@ EXPIRE_SECONDS = "0.01"
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _freeze_client() -> None:
-    """What this process holds by now (its clients, graphs and figures so far) collected and
-    frozen out of its collector's sight, before a figure it measures a server by. Left in
-    sight, the collector walked all of it at each full collection: 100-235 ms each, 80 of
-    them in a run, a dozen landing inside the figures of each server, where a client that
-    stops for a tenth of a second is read as a stream closing late and as fewer runs a second.
-    The baselines beside each figure run in a process of their own and freeze theirs the
-    same way (benchmarks.baseline)."""
-    gc.collect()
-    gc.freeze()
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -197,14 +186,14 @@ async def _client_figures(
         return base.pacer(where[key], request, busy)
 
     _log(f"{label} ({kind}): time to first event")
-    _freeze_client()
+    freeze_client()
     with Busy(pids) as busy:
         block = {"figure": "ttfe", "samples": scenarios.ttfe_block(sizes)}
         paced = pace(busy, block, reps, "ttfe")
         figures["ttfe"] = await scenarios.ttfe_client(client, sizes, paced)
     figures["ttfe"]["busy"] = busy.figures
     _log(f"{label} ({kind}): throughput")
-    _freeze_client()
+    freeze_client()
     with Busy(pids) as busy:
         figures["ticker_throughput"] = await scenarios.ticker_throughput_client(
             client, sizes, pace(busy, {"figure": "ticker_throughput"}, reps, "ticker_throughput")
@@ -219,7 +208,7 @@ async def _client_figures(
     figures["concurrency"] = {}
     for n, rounds in sizes.concurrency:
         _log(f"{label} ({kind}): {n} concurrent runs")
-        _freeze_client()
+        freeze_client()
         before = await service_requests(*counted)
         with Busy(pids) as busy:
             request = {"figure": "concurrency", "n": n}
@@ -233,7 +222,7 @@ async def _client_figures(
     figures["threaded"] = {}
     for n, rounds in sizes.threaded:
         _log(f"{label} ({kind}): {n} concurrent threaded runs")
-        _freeze_client()
+        freeze_client()
         before = await service_requests(*counted)
         seen = await metric_samples(counted[0])  # the closes and the requests so far
         runner = counted[-1]  # the runs' process: the worker, if apart; else the API itself
@@ -256,7 +245,7 @@ async def _client_figures(
     figures["join"] = {}
     for joiners in sizes.joiners:
         _log(f"{label} ({kind}): {joiners} joiner(s)")
-        _freeze_client()
+        freeze_client()
         figures["join"][str(joiners)] = await scenarios.joiners_client(client, joiners, sizes)
     return figures
 
@@ -432,7 +421,7 @@ async def measure_v2(database: Path, cpus: set[int] | None, sizes: Sizes) -> dic
         runs: dict[str, list[scenarios.V2Run]] = {"inprocess": [], **{t: [] for t in V2_TRANSPORTS}}
         _log("protocol v2: the agent's reply through threads.stream and astream_events v3")
         for _ in range(sizes.throughput_reps):
-            _freeze_client()  # for both sides: the in-process side runs in this process too
+            freeze_client()  # for both sides: the in-process side runs in this process too
             runs["inprocess"].append(await scenarios.v2_once_inprocess(agent, sizes))
             for transport in V2_TRANSPORTS:
                 runs[transport].append(await scenarios.v2_once_client(client, sizes, transport))

@@ -47,6 +47,7 @@ from benchmarks.harness import (
     RssSampler,
     ServerProcess,
     cpu_split,
+    freeze_client,
     median,
     percentile,
     pin_self,
@@ -267,6 +268,7 @@ async def _idle_streams(server: ServerProcess, sizes: ScaleSizes) -> dict[str, A
             cpu_before, start = _cpu_seconds(server.pid), time.perf_counter()
             await asyncio.sleep(sizes.idle_cpu_seconds)
             cpu = (_cpu_seconds(server.pid) - cpu_before) / (time.perf_counter() - start)
+            freeze_client()  # the streams held, out of the collector's sight
             ttfe = await scenarios.ttfe_client(client, ttfe_sizes)
             rows.append(
                 {
@@ -348,6 +350,7 @@ async def _joiners(server: ServerProcess, sizes: ScaleSizes) -> dict[str, Any]:
             blocker, run_id = await _blocked_run(client, thread_id, run_input)
             path = f"/threads/{thread_id}/runs/{run_id}/stream"
             conns = await _batched([path] * n, CONNECT_BATCH, lambda p: Sse.open(server.url, p))
+            freeze_client()  # the joiners' connections, out of the collector's sight
             readers = [asyncio.create_task(_read_ticks(s, ticks)) for s in conns]
             with RssSampler(server.pid) as sampler:
                 before = rss_kb(server.pid)
