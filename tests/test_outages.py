@@ -203,6 +203,37 @@ async def test_a_run_created_while_redis_is_down_is_answered_created_and_runs_on
         assert [(r["run_id"], r["status"]) for r in runs] == [(run_id, "success")]
 
 
+async def test_a_cancel_while_redis_is_down_is_accepted_and_ends_the_run(
+    cluster_on_own_redis: str, redis_server: RedisServer
+) -> None:
+    """Redis is down when a running run is cancelled: the cancel is kept on the run's row but
+    its message cannot be sent. The worker finds it when its listener is back (or at its next
+    lease renewal), so the cancel is answered as accepted and the run ends interrupted."""
+    url = cluster_on_own_redis
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        thread = (await http.post("/threads", json={})).json()["thread_id"]
+        body = {
+            "assistant_id": "ticker",
+            "input": {"n": 3000, "delay": 0.02},  # a minute
+            "stream_mode": ["custom"],
+        }
+        run_id = (await http.post(f"/threads/{thread}/runs", json=body)).json()["run_id"]
+        path = f"/threads/{thread}/runs/{run_id}"
+        async with http.stream("GET", f"{path}/stream") as stream:  # until its first tick
+            async for line in stream.aiter_lines():
+                if line == "event: custom":
+                    break
+        redis_server.kill()
+        restart = asyncio.create_task(restart_later(redis_server))
+        answer = await http.post(f"{path}/cancel")
+        # Kept on the run's row, so accepted: a 503 told the client it had failed, and the
+        # run then ended cancelled all the same.
+        assert answer.status_code == 202, answer.text
+        await restart
+        await http.get(f"{path}/join", timeout=45)  # the run alone takes a minute
+        assert (await http.get(path)).json()["status"] == "interrupted"
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
 

@@ -139,7 +139,15 @@ class RunService:
             await self.storage.ask_cancel(run_id, action)
         except Exception as exc:  # the message may still reach its worker
             log.warning("run %s: keeping its cancel failed: %r", run_id, exc)
-        await self.control.cancel(run_id, action)
+            await self.control.cancel(run_id, action)
+            return
+        try:
+            await self.control.cancel(run_id, action)
+        except Exception as exc:
+            # Kept, so it is done: its worker finds it at its next lease renewal, or at once
+            # when its listener is back from the same outage. A 503 here told the client its
+            # cancel had failed while the run went on to end cancelled.
+            log.warning("run %s: its cancel is kept, but its message failed: %r", run_id, exc)
 
     async def _end_log(self, run: Run) -> None:
         """Ends the log of a run that no worker will end, as cancelled."""
