@@ -34,7 +34,7 @@ from agentstream.app import tune_gc
 from agentstream.graphs import GraphRegistry, read_config
 from agentstream.settings import Settings
 from benchmarks import scenarios
-from benchmarks.harness import EXAMPLES, ROOT, Busy, pin_self
+from benchmarks.harness import EXAMPLES, ROOT, Busy, freeze_client, pin_self
 from benchmarks.scenarios import Graph, Pace, Sizes
 
 READY = "ready"
@@ -95,8 +95,7 @@ def main(argv: list[str]) -> None:
             # The plain baseline's collector runs as a script's does, through its repetitions:
             # collected before each, 200 runs at once read 1,300 runs/s where a script reads
             # 700-800, its full collections left out.
-            gc.collect()
-            gc.freeze()
+            freeze_client()
         figures = loop.run_until_complete(_measure(graphs, sizes, json.loads(line)))
         print(json.dumps(figures), flush=True)
 
