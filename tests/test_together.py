@@ -106,26 +106,9 @@ async def test_with_two_flights_a_write_held_up_holds_up_no_other() -> None:
     held = asyncio.ensure_future(together("a"))
     await _until(lambda: writes.made == [["a"]])
     await asyncio.wait_for(together("b"), 5)  # written while "a" still waits
-    rest = [asyncio.ensure_future(together(item)) for item in ("c", "d", "e")]
+    rest = [asyncio.ensure_future(together(item)) for item in ("c", "d")]
     await asyncio.wait_for(asyncio.gather(*rest), 5)
     assert not held.done()
     writes.release.set()
     await held
-    assert writes.made[0] == ["a"]
-    assert sorted(item for made in writes.made[1:] for item in made) == ["b", "c", "d", "e"]
-
-
-async def test_a_caller_with_a_flight_free_writes_its_item_in_its_own_task() -> None:
-    # No writer task in between: the caller goes on in the turn its write is answered.
-    writers: list[asyncio.Task[object] | None] = []
-
-    async def one(item: str) -> None:
-        writers.append(asyncio.current_task())
-
-    async def many(items: list[str]) -> None:
-        raise AssertionError("a caller alone is never batched")
-
-    together: Together[str] = Together(many, one)
-    caller = asyncio.ensure_future(together("a"))
-    await caller
-    assert writers == [caller]
+    assert writes.made == [["a"], ["b"], ["c", "d"]]

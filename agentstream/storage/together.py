@@ -19,15 +19,7 @@ class Together(Generic[T]):
     checkpoint writes of every other run: under load that wait was most of the time from a
     threaded run's last event to the end of its stream. Together, they share one statement,
     one connection and one commit. A batch that fails is written again an item at a time, so
-    an item the database refuses fails its own caller alone.
-
-    A caller that finds a flight free and nobody waiting writes its item itself, at once, and
-    goes on in the turn its answer arrives. Through a writer task it waited two turns more of
-    its loop (the task's start, then its own wake-up), and a worker busy with other runs takes
-    milliseconds a turn: on `serve` + `worker` a threaded run's stream closed 1.0-2.5 ms
-    sooner after its last event on the median (benchmarks.cpu --threaded --split --distributed
-    --concurrent 50, seven pairs: 12.1-14.2 -> 10.2-12.1 ms; p99 within its noise), for 0.4
-    more statements a run (ends that fall in one turn with flights free go apart)."""
+    an item the database refuses fails its own caller alone."""
 
     def __init__(
         self,
@@ -44,31 +36,19 @@ class Together(Generic[T]):
 
     async def __call__(self, item: T) -> None:
         """Returns once the item is written (or raises why it could not be). A caller that is
-        cancelled while it waits may still have its item written with the others; one
-        cancelled while it writes its own item cancels that write."""
-        if self._writing < self._flights and not self._pending:
-            self._writing += 1
-            try:
-                await self._one(item)
-            finally:
-                self._writing -= 1
-                if self._pending:  # handed in while every flight was taken
-                    self._start_writer()
-            return
+        cancelled meanwhile may still have its item written with the others."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._writing < self._flights:
-            self._start_writer()
+            # Counted here, and by the writer once it has nothing left to write, with no
+            # suspension in between: an item handed in as a write ends starts the next (a
+            # flag cleared by a done callback, a loop turn later, left such an item waiting
+            # forever).
+            self._writing += 1
+            writer = asyncio.ensure_future(self._write_all())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         await future
-
-    def _start_writer(self) -> None:
-        # Counted here, and by the writer once it has nothing left to write, with no
-        # suspension in between: an item handed in as a write ends starts the next (a flag
-        # cleared by a done callback, a loop turn later, left such an item waiting forever).
-        self._writing += 1
-        writer = asyncio.ensure_future(self._write_all())
-        self._writers.add(writer)
-        writer.add_done_callback(self._writers.discard)
 
     async def _write_all(self) -> None:
         batch: list[tuple[T, asyncio.Future[None]]] = []
