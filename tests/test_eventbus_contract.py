@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection as RedisConnection
 
+from agentstream import metrics
 from agentstream.api.streams import from_start
 from agentstream.eventbus import Event, EventBus, EventsEvicted, Frames
 from agentstream.eventbus.memory import MemoryEventBus
@@ -747,8 +748,8 @@ async def test_redis_close_with_events_retried_appends_them_once(
         await bus.publish("r", _items("a"))
         keys = [bus.key("r"), bus._meta("r")]
         args = bus._batch("r", _items("b"), 30_000, "__end__", led=())  # no items led
-        for _ in range(2):
-            assert await bus._finish(keys=keys, args=args) is None
+        for _ in range(2):  # the last event's id and the end's, the same on the retry
+            assert await bus._finish(keys=keys, args=args) == [2, 2]
         assert await _read_all(bus, "r", 0) == [1, 2]
         assert [e[0] for e in await client.xrange(bus.key("r"))] == [b"1-0", b"2-0", b"2-1"]
         assert 0 < await client.ttl(bus.key("r")) <= 30
@@ -777,6 +778,91 @@ async def test_redis_subscriber_in_another_process_gets_everything_live(
     await publisher.close("r")
     await asyncio.wait_for(task, 10)
     assert received == [(n + 1, f'{{"n":"{n}"}}'.encode()) for n in range(301)]
+
+
+async def _local_watch(bus: RedisEventBus, run_id: str) -> Any:
+    """The watch of this process's reader of the run's log, once it is handed its publishes
+    (Reads.feed) instead of reading them."""
+    key = bus.key(run_id)
+    for _ in range(500):
+        lane = bus._reads._home.get(key)
+        found = [w for w in lane.watches.get(key, ())] if lane is not None else []
+        if found and found[0].local:
+            return found[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the reader never became local")
+
+
+async def test_redis_a_reader_where_the_run_executes_is_handed_its_events(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # `dev` on Redis: the executor publishes, a stream in the same process reads. What the
+    # reader gets comes with each publish's answer, without a read of it back from Redis.
+    bus = redis_bus()
+    bus.own("r")
+    await bus.publish("r", _items("a"))
+    reader = asyncio.ensure_future(_read_all(bus, "r", 1))
+    await _local_watch(bus, "r")
+    before = metrics.REDIS_ROUND_TRIPS._value.get()
+    await bus.publish("r", _items("b", "c"))
+    await bus.publish("r", _items(*"defg"))
+    await bus.close("r", [*_items("h"), result_item({}, None, "success", [])])
+    assert await asyncio.wait_for(reader, 10) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert metrics.REDIS_ROUND_TRIPS._value.get() - before == 3, "two publishes and a close"
+    bus.release("r")
+    assert await _read_all(bus, "r", 0) == list(range(1, 10)), "the log holds them all"
+
+
+async def test_redis_a_local_reader_reads_again_what_another_process_published(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A run taken over while its first worker still publishes: the other process's events
+    # reach the reader in the log's order, once a publish here shows it was left behind.
+    here, other = redis_bus(), redis_bus()
+    here.own("r")
+    await here.publish("r", _items("a"))
+    got: list[int] = []
+
+    async def read() -> None:
+        async for batch in here.subscribe("r", 1):
+            got.extend(e.seq for e in batch)
+
+    reader = asyncio.ensure_future(read())
+    await _local_watch(here, "r")
+    await other.publish("r", _items("b"))
+    await here.publish("r", _items("c"))
+    for _ in range(500):  # both, while the run is still this process's
+        if got == [2, 3]:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [2, 3]
+    here.release("r")  # the executor here stopped: what comes next is read from the log
+    await other.publish("r", _items("d"))
+    await other.close("r")
+    await asyncio.wait_for(reader, 10)
+    assert got == [2, 3, 4]
+
+
+async def test_redis_a_local_reader_that_does_not_take_its_events_is_handed_no_more(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # A slow client: past a read's worth it is left to read the log when it comes back, as a
+    # lane would have paused it, instead of holding every publish in memory meanwhile.
+    bus = redis_bus()
+    bus.own("r")
+    await bus.publish("r", _items("0"))
+    stream = bus.subscribe("r", 1)
+    first = asyncio.ensure_future(anext(stream))
+    watch = await _local_watch(bus, "r")
+    await bus.publish("r", _items("1"))
+    got = [e.seq for e in await asyncio.wait_for(first, 10)]
+    for i in range(2, 100):  # nobody takes these meanwhile
+        await bus.publish("r", _items(str(i)))
+    assert len(watch.taken) <= 32 and not watch.local
+    await bus.close("r")
+    async for batch in stream:
+        got += [e.seq for e in batch]
+    assert got == list(range(2, 101))
 
 
 async def test_redis_publishers_in_two_processes_never_share_an_id(

@@ -213,6 +213,33 @@ def test_a_burst_of_events_costs_the_worker_one_publish() -> None:
             assert trips() - before >= 1 + math.ceil(1000 / PUBLISH_MOST)
 
 
+def test_a_stream_where_its_run_executes_is_handed_its_events_without_reading_them_back() -> None:
+    """`dev` on Redis runs a threaded run and streams it in one process: the stream is handed
+    each publish as Redis takes it (eventbus/redis_reads.py, Reads.feed), instead of reading
+    back what the process had just written. A threaded run of the agent cost the process 9 or
+    10 round trips to Redis while its stream read them back, 6 since (7 now and then)."""
+    with running_cluster(apis=0, workers=0, dev=1) as cluster:
+        with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
+
+            def trips() -> float:
+                return value(
+                    samples(http.get("/metrics").text), "agentstream_redis_round_trips_total"
+                )
+
+            spent = []
+            for _ in range(7):  # the first two open the connections and lanes
+                thread = http.post("/threads", json={}).json()["thread_id"]
+                before = trips()
+                body = {"assistant_id": "agent", "input": HI, "stream_mode": ["values"]}
+                streamed = http.post(f"/threads/{thread}/runs/stream", json=body)
+                assert streamed.status_code == 200
+                spent.append(trips() - before)
+                values = [data for name, data in sse_events(streamed.text) if name == "values"]
+                state = http.get(f"/threads/{thread}/state").json()
+                assert values and values[-1] == state["values"], "every event, the last too"
+    assert sorted(spent[2:])[2] <= 7, spent
+
+
 def test_fastapis_opentelemetry_hooks_are_on_only_where_opentelemetry_is_set_up() -> None:
     from opentelemetry._logs._internal import ProxyLoggerProvider
     from opentelemetry.metrics._internal import _ProxyMeterProvider

@@ -193,6 +193,17 @@ class EventBus(Protocol):
         left and stop. One step, so a run's last events and its end cost one round trip."""
         ...
 
+    def own(self, run_id: str) -> None:
+        """The run's executor is in this process from now until release(): what it publishes
+        and closes, readers here may be handed as it is stored, without reading it back (the
+        Redis bus; `dev` on Redis runs API and worker in one process). Never suspends."""
+        ...
+
+    def release(self, run_id: str) -> None:
+        """The run's executor here has stopped (its log closed, or the run handed back, to be
+        run again anywhere): readers here read the log again for what comes next."""
+        ...
+
     async def last_seq(self, run_id: str) -> int:
         """The id of the newest event, 0 when there is none."""
         ...

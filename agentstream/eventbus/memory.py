@@ -315,6 +315,12 @@ class MemoryEventBus:
         if items:  # nothing to wait for here: the log has them now, or had something
             self._first(run_id, items)
 
+    def own(self, run_id: str) -> None:
+        """Nothing to do: every reader here is handed every publish."""
+
+    def release(self, run_id: str) -> None:
+        """Nothing to do (see own())."""
+
     def _first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         log = self._logs.get(run_id)
         if log is not None and (log.closed or log.next_seq > 1):

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from itertools import accumulate, count
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -106,7 +106,8 @@ return append(5)
 )
 
 # A second close in a row adds no second marker; either way the log expires keep_ms later.
-# floor is the closer's, as for _PUBLISH: an emptied log still ends after the last id.
+# floor is the closer's, as for _PUBLISH: an emptied log still ends after the last id. Returns
+# n of the log's end marker "n-1".
 _END = """
 local function close(floor, keep_ms, mode)
   local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
@@ -120,13 +121,20 @@ local function close(floor, keep_ms, mode)
   end
   redis.call('PEXPIRE', KEYS[1], keep_ms)
   redis.call('PEXPIRE', KEYS[2], keep_ms)
+  return seq
 end
 """
 _CLOSE = _END + "close(tonumber(ARGV[3]), ARGV[1], ARGV[2])"
 # A run's last events and the end of its log in one round trip (and one reply to its readers):
 # ARGV as for _PUBLISH, with the close's keep_ms and end mode before the count of led items. A
-# retry whose batch had landed appends nothing and closes again, which adds nothing.
-_FINISH = _APPEND + _LED + _END + "close(append(after_lead(7)), ARGV[5], ARGV[6])"
+# retry whose batch had landed appends nothing and closes again, which adds nothing. Returns the
+# last event's id and the end marker's n (the same unless another publisher came after).
+_FINISH = (
+    _APPEND
+    + _LED
+    + _END
+    + "local last = append(after_lead(7)) return {last, close(last, ARGV[5], ARGV[6])}"
+)
 # How long publishes and reads ride out Redis not answering before they give up.
 OUTAGE_SECONDS = 30.0
 # Floors remembered per process (run and thread logs): the newest this many.
@@ -266,12 +274,16 @@ class RedisEventBus:
         self._block_ms = int(block_seconds * 1000)
         self._publisher = uuid.uuid4().hex  # this process, as a publisher
         wakes = f"{key_prefix}reads:{self._publisher}:"
-        self._reads = Reads(readers, self._redis, wakes, read_lanes, self._block_ms, _CHUNK)
+        self._reads = Reads(
+            readers, self._redis, wakes, read_lanes, self._block_ms, _CHUNK, self._current
+        )
         self._readers = readers
         self._tokens = itertools.count(1)  # its batches
         self._floors: OrderedDict[str, int] = OrderedDict()
         self._leads: dict[str, Sequence[tuple[str, str, bytes]]] = {}  # see lead()
         self._hiding: dict[str, set[Watch]] = {}  # see close(): this process's readers that hide
+        self._own: set[str] = set()  # runs whose executor is here (own(): readers are handed)
+        self._own_keys: dict[str, str] = {}  # their logs' keys, and whose they are
 
     def pool_stats(self) -> tuple[int, int, int]:
         """(max, in use, idle) connections of the publishing pool, for /metrics. redis-py
@@ -291,7 +303,57 @@ class RedisEventBus:
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
         self._leads.pop(run_id, None)
         self._remember(run_id, seq)
+        if run_id in self._own:
+            self._hand(run_id, seq, items, args)
         return seq
+
+    def own(self, run_id: str) -> None:
+        self._own.add(run_id)
+        self._own_keys[self.key(run_id)] = run_id
+
+    def release(self, run_id: str) -> None:
+        if run_id in self._own:
+            self._own.discard(run_id)
+            key = self.key(run_id)
+            del self._own_keys[key]
+            self._reads.release(key)
+
+    def _current(self, key: str, seen: int) -> bool:
+        """Whether this process's executor writes the log at key, and a reader through event
+        `seen` has every event it published there (a publish not yet answered is handed over
+        when it is: Reads.feed). Not while this process knows no floor of it (none published
+        yet, or forgotten among _FLOORS others): the reader reads, and the next publish it
+        is through is handed over."""
+        run_id = self._own_keys.get(key)
+        floor = None if run_id is None else self._floors.get(run_id)
+        return floor is not None and seen >= floor
+
+    def _hand(
+        self,
+        run_id: str,
+        seq: int,
+        items: Sequence[tuple[str, str, bytes]],
+        args: list[str | bytes | int],
+        end: int | None = None,
+    ) -> None:
+        """Hands this process's readers of an owned log what a publish of items (its
+        arguments, `args`, ending with their entries) appended, the last at `seq`; with
+        `end`, the log's end marker after them too."""
+        before = seq - len(items)
+        count = -(-len(items) // ENTRY_MOST)
+        entries: list[_Entry] = []
+        at = before
+        tail = args[len(args) - 3 * count :]
+        for i in range(0, len(tail), 3):
+            at += cast(int, tail[i])
+            entries.append(
+                (b"%d-0" % at, [b"h", cast(bytes, tail[i + 1]), b"d", cast(bytes, tail[i + 2])])
+            )
+        if end is not None:
+            entries.append(
+                (b"%d-1" % end, [b"mode", END_MODE.encode(), b"name", b"", b"data", b""])
+            )
+        self._reads.feed(self.key(run_id), before, entries)
 
     def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
         if not items:
@@ -311,6 +373,8 @@ class RedisEventBus:
         seq: int = await self._retrying(lambda: self._publish_first(keys=keys, args=args))
         # Either way the floor of this publisher's next publish (see _APPEND): the log's end.
         self._remember(run_id, abs(seq))
+        if seq > 0 and run_id in self._own:
+            self._hand(run_id, seq, items, args)
         return max(seq, 0)
 
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
@@ -321,10 +385,16 @@ class RedisEventBus:
             self._end_here(run_id, last, {mode for mode, _, _ in items})
         if items or led:
             args = self._batch(run_id, items, self._keep_ms, END_MODE, led=led)
-            await self._retrying(lambda: self._finish(keys=keys, args=args))
+            last, end = await self._retrying(lambda: self._finish(keys=keys, args=args))
             self._leads.pop(run_id, None)
             self._floors.pop(run_id, None)
+            if run_id in self._own:
+                if end == last:
+                    self._hand(run_id, last, items, args, end)
+                else:  # another publisher's events after ours: read from the log
+                    self._reads.release(keys[0])
             return
+        self._reads.release(keys[0])  # what the close adds is read from the log
         close_args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
         await self._retrying(lambda: self._close(keys=keys, args=close_args))
 
@@ -390,7 +460,10 @@ class RedisEventBus:
                 ended = False
                 if block:
                     if watch is None:
-                        watch = self._reads.watch(key, pos, hidden)
+                        # Handed this process's publishes from the start when the run's
+                        # executor is here and it has read through the last of them.
+                        local = self._current(key, seen) and not _is_marker(pos)
+                        watch = self._reads.watch(key, pos, hidden, local=local)
                         if hidden:
                             self._hiding.setdefault(run_id, set()).add(watch)
                     entries = await self._retrying(partial(self._reads.read, watch, pos))

@@ -193,6 +193,14 @@ class Executor:
         return config  # type: ignore[return-value]
 
     async def run(self, claim: RunClaim, cancellation: Cancellation) -> None:
+        run_id = claim["run"]["run_id"]
+        self.bus.own(run_id)  # readers here may be handed its events as they are published
+        try:
+            await self._run(claim, cancellation)
+        finally:
+            self.bus.release(run_id)
+
+    async def _run(self, claim: RunClaim, cancellation: Cancellation) -> None:
         run = claim["run"]
         run_id = run["run_id"]
         started = datetime.now(UTC)
