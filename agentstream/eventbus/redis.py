@@ -353,7 +353,8 @@ class RedisEventBus:
             entries.append(
                 (b"%d-1" % end, [b"mode", END_MODE.encode(), b"name", b"", b"data", b""])
             )
-        self._reads.feed(self.key(run_id), before, entries)
+        if entries:  # (a publish of nothing appends nothing)
+            self._reads.feed(self.key(run_id), before, entries)
 
     def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
         if not items:

@@ -183,20 +183,20 @@ class Reads:
         found, watch.taken = watch.taken, []
         return found
 
-    def feed(self, key: str, before: int, entries: list[Entry] | None) -> None:
-        """This process wrote `entries` to the log at `key`, the events after `before` (None:
-        it wrote there, but they are not to be handed over). Each watch that has read through
-        `before` is given them, and is local from then on, as is one its lane gave them first
-        (Redis answers a waiting read and the publish at once); any other that was local reads
-        again: something it has not been handed came first. A watch whose reader has not
-        taken what it holds (paused) is handed nothing more: it reads again when it comes
-        back, as a lane would have paused it, so a slow client holds no more than a read's."""
+    def feed(self, key: str, before: int, entries: list[Entry]) -> None:
+        """This process wrote `entries` (at least one) to the log at `key`, the events after
+        `before`. Each watch that has read through `before` is given them, and is local from
+        then on, as is one its lane gave them first (Redis answers a waiting read and the
+        publish at once); any other that was local reads again: something it has not been
+        handed came first. A watch whose reader has not taken what it holds (paused) is handed
+        nothing more: it reads again when it comes back, as a lane would have paused it, so a
+        slow client holds no more than a read's."""
         lane = self._home.get(key)
         if lane is None:
             return
-        last = parse_id(entries[-1][0]) if entries else None
+        last = parse_id(entries[-1][0])
         for watch in lane.watches.get(key, ()):
-            if not entries or watch.paused:
+            if watch.paused:
                 if watch.local:
                     self.unlocal(watch)
                 continue
