@@ -45,7 +45,10 @@ try {
   result.step = "first turn";
   const chat = await browser.newPage();
   watch(chat, "chat");
-  await chat.goto(`${base}&delay=0.05`);
+  // 0.2 s a token: the page must render the reply between tokens, and on a loaded machine
+  // (two test processes, their servers and Chromium on two cores) 0.05 s once let three
+  // tokens arrive in one render.
+  await chat.goto(`${base}&delay=0.2`);
   await send(chat, "one two three four");
   await until(chat, "echo: one two three four");
   result.seen = await chat.evaluate(() => window.seen);
