@@ -780,17 +780,26 @@ async def test_redis_subscriber_in_another_process_gets_everything_live(
     assert received == [(n + 1, f'{{"n":"{n}"}}'.encode()) for n in range(301)]
 
 
+async def _until(check: Callable[[], Any], what: str) -> Any:
+    """check()'s first true answer, asked every 10 ms for up to 5 s."""
+    for _ in range(500):
+        if found := check():
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
 async def _local_watch(bus: RedisEventBus, run_id: str) -> Any:
     """The watch of this process's reader of the run's log, once it is handed its publishes
     (Reads.feed) instead of reading them."""
     key = bus.key(run_id)
-    for _ in range(500):
+
+    def local() -> Any:
         lane = bus._reads._home.get(key)
-        found = [w for w in lane.watches.get(key, ())] if lane is not None else []
-        if found and found[0].local:
-            return found[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("the reader never became local")
+        found = lane.watches.get(key, ()) if lane is not None else ()
+        return found[0] if found and found[0].local else None
+
+    return await _until(local, "the reader never became local")
 
 
 async def test_redis_a_reader_where_the_run_executes_is_handed_its_events(
@@ -831,11 +840,8 @@ async def test_redis_a_local_reader_reads_again_what_another_process_published(
     await _local_watch(here, "r")
     await other.publish("r", _items("b"))
     await here.publish("r", _items("c"))
-    for _ in range(500):  # both, while the run is still this process's
-        if got == [2, 3]:
-            break
-        await asyncio.sleep(0.01)
-    assert got == [2, 3]
+    # Both, while the run is still this process's.
+    await _until(lambda: got == [2, 3], "the reader never got events 2 and 3")
     here.release("r")  # the executor here stopped: what comes next is read from the log
     await other.publish("r", _items("d"))
     await other.close("r")

@@ -282,8 +282,9 @@ class RedisEventBus:
         self._floors: OrderedDict[str, int] = OrderedDict()
         self._leads: dict[str, Sequence[tuple[str, str, bytes]]] = {}  # see lead()
         self._hiding: dict[str, set[Watch]] = {}  # see close(): this process's readers that hide
-        self._own: set[str] = set()  # runs whose executor is here (own(): readers are handed)
-        self._own_keys: dict[str, str] = {}  # their logs' keys, and whose they are
+        # The logs of runs whose executor is here (own(): their readers here are handed their
+        # publishes), each with its run's id.
+        self._own: dict[str, str] = {}
 
     def pool_stats(self) -> tuple[int, int, int]:
         """(max, in use, idle) connections of the publishing pool, for /metrics. redis-py
@@ -303,19 +304,16 @@ class RedisEventBus:
         seq: int = await self._retrying(lambda: self._publish(keys=keys, args=args))
         self._leads.pop(run_id, None)
         self._remember(run_id, seq)
-        if run_id in self._own:
-            self._hand(run_id, seq, items, args)
+        if keys[0] in self._own:
+            self._hand(keys[0], seq, items, args)
         return seq
 
     def own(self, run_id: str) -> None:
-        self._own.add(run_id)
-        self._own_keys[self.key(run_id)] = run_id
+        self._own[self.key(run_id)] = run_id
 
     def release(self, run_id: str) -> None:
-        if run_id in self._own:
-            self._own.discard(run_id)
-            key = self.key(run_id)
-            del self._own_keys[key]
+        key = self.key(run_id)
+        if self._own.pop(key, None) is not None:
             self._reads.release(key)
 
     def _current(self, key: str, seen: int) -> bool:
@@ -324,19 +322,19 @@ class RedisEventBus:
         when it is: Reads.feed). Not while this process knows no floor of it (none published
         yet, or forgotten among _FLOORS others): the reader reads, and the next publish it
         is through is handed over."""
-        run_id = self._own_keys.get(key)
+        run_id = self._own.get(key)
         floor = None if run_id is None else self._floors.get(run_id)
         return floor is not None and seen >= floor
 
     def _hand(
         self,
-        run_id: str,
+        key: str,
         seq: int,
         items: Sequence[tuple[str, str, bytes]],
         args: list[str | bytes | int],
         end: int | None = None,
     ) -> None:
-        """Hands this process's readers of an owned log what a publish of items (its
+        """Hands this process's readers of an owned log (at key) what a publish of items (its
         arguments, `args`, ending with their entries) appended, the last at `seq`; with
         `end`, the log's end marker after them too."""
         before = seq - len(items)
@@ -354,7 +352,7 @@ class RedisEventBus:
                 (b"%d-1" % end, [b"mode", END_MODE.encode(), b"name", b"", b"data", b""])
             )
         if entries:  # (a publish of nothing appends nothing)
-            self._reads.feed(self.key(run_id), before, entries)
+            self._reads.feed(key, before, entries)
 
     def lead(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> None:
         if not items:
@@ -374,8 +372,8 @@ class RedisEventBus:
         seq: int = await self._retrying(lambda: self._publish_first(keys=keys, args=args))
         # Either way the floor of this publisher's next publish (see _APPEND): the log's end.
         self._remember(run_id, abs(seq))
-        if seq > 0 and run_id in self._own:
-            self._hand(run_id, seq, items, args)
+        if seq > 0 and keys[0] in self._own:
+            self._hand(keys[0], seq, items, args)
         return max(seq, 0)
 
     async def close(self, run_id: str, items: Sequence[tuple[str, str, bytes]] = ()) -> None:
@@ -389,9 +387,9 @@ class RedisEventBus:
             last, end = await self._retrying(lambda: self._finish(keys=keys, args=args))
             self._leads.pop(run_id, None)
             self._floors.pop(run_id, None)
-            if run_id in self._own:
+            if keys[0] in self._own:
                 if end == last:
-                    self._hand(run_id, last, items, args, end)
+                    self._hand(keys[0], last, items, args, end)
                 else:  # another publisher's events after ours: read from the log
                     self._reads.release(keys[0])
             return
