@@ -238,7 +238,13 @@ def test_join_a_background_run_live_then_from_its_first_event_then_cancel_one(
 
         # A long run started from the page, cancelled from the page.
         browser.start("ticker", {"n": 2000, "delay": 0.01})
-        browser.until("document.querySelectorAll('.lane[data-lane=custom] .event').length >= 3")
+        # Its own events: until the page watches the new run, its lanes may still hold the
+        # joined run's (a cancel pressed then went to that run, ended: 404, and the new run
+        # ran on past the wait).
+        browser.until(
+            f"!['{run}', '—'].includes(document.querySelector('#watch-run').textContent) && "
+            "document.querySelectorAll('.lane[data-lane=custom] .event').length >= 3"
+        )
         browser("click", selector="#cancel")
         thread, run = browser.text("#watch-thread"), browser.text("#watch-run")
         try:
