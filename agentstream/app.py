@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -290,7 +290,16 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.worker = worker
             app.state.ttl = ttl
             app.state.draining_since = None
-            async with _user_lifespan(user_app):
+            # `serve`: its streams end at the commit of their runs' ends in the workers, as the
+            # database tells it (PostgreSQL), not a round trip to Redis after it. A process
+            # with a worker ends the streams of its own runs itself, and would only pay for
+            # hearing of everyone else's.
+            ends = (
+                nullcontext()
+                if worker is not None
+                else backends.storage.ended_notices(backends.bus.ended)
+            )
+            async with ends, _user_lifespan(user_app):
                 yield
 
     app = FastAPI(

@@ -26,7 +26,7 @@ from agentstream.eventbus.memory import MemoryEventBus
 from agentstream.eventbus.redis import ENTRY_MOST, RedisEventBus, _shared_ends
 from agentstream.execution.executor import YIELD_EVERY, Executor
 from agentstream.graphs import GraphRegistry
-from agentstream.protocol import metadata_item, result_item
+from agentstream.protocol import RESULT_MODE, metadata_item, result_item
 from agentstream.serde import loads
 from agentstream.storage.base import Run, Storage
 from tests.sse import sse_frames
@@ -869,6 +869,40 @@ async def test_redis_a_local_reader_that_does_not_take_its_events_is_handed_no_m
     async for batch in stream:
         got += [e.seq for e in batch]
     assert got == list(range(2, 101))
+
+
+async def test_redis_a_reader_elsewhere_that_hides_the_close_ends_at_the_notice_of_it(
+    redis_bus: Callable[..., RedisEventBus],
+) -> None:
+    # `serve`: a run executes in a worker process, its stream (which hides the result) in an
+    # API process. The worker's notice of the run's end, as the database delivers it at the
+    # end's commit, ends that stream once it has read the run's last event: before the close.
+    worker, api = redis_bus(), redis_bus()
+    assert worker.end_notice("r", {RESULT_MODE}) is None, "nothing published: no floor known"
+    await worker.publish("r", _items("a", "b"))
+    got: list[int] = []
+
+    async def read() -> None:
+        async for batch in api.subscribe("r", 0, hidden=frozenset({RESULT_MODE})):
+            got.extend(e.seq for e in batch)
+
+    stream = asyncio.ensure_future(read())
+    plain = asyncio.ensure_future(_read_all(api, "r", 0))  # hides nothing
+    await _until(lambda: got == [1, 2], "the stream never read events 1 and 2")
+    await worker.publish("r", _items("c"))  # not read yet, perhaps, when the notice comes
+    notice = worker.end_notice("r", {RESULT_MODE})
+    assert notice is not None
+    for foreign in ("", "x", f"{notice} more", notice.replace(" 3 ", " three ")):
+        api.ended(foreign)  # not a notice: ignored
+    await _until(lambda: got == [1, 2, 3], "the stream never read event 3")
+    assert [w.end for w in api._hiding["r"]] == [None], "no end told to the stream yet"
+    api.ended(notice.replace(RESULT_MODE, "values"))  # a close that adds what it shows
+    api.ended(notice)
+    await asyncio.wait_for(stream, 10)
+    assert got == [1, 2, 3]
+    assert not plain.done(), "a reader that shows the result waits for the close"
+    await worker.close("r", [result_item({}, None, "success", [])])
+    assert await asyncio.wait_for(plain, 10) == [1, 2, 3, 4]
 
 
 async def test_redis_publishers_in_two_processes_never_share_an_id(

@@ -240,6 +240,33 @@ def test_a_stream_where_its_run_executes_is_handed_its_events_without_reading_th
     assert sorted(spent[2:])[2] <= 7, spent
 
 
+def test_serves_streams_end_at_the_commit_of_their_runs_end_in_a_worker() -> None:
+    """`serve` + `worker`: the worker's end of a run notifies at its commit (PostgreSQL), and the
+    API process ends the run's stream there, before the worker has closed its log in Redis.
+    Each stream still ends after the run's end is stored, with every event."""
+    with running_cluster(apis=1, workers=1) as cluster:
+        with httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http:
+            for _ in range(5):
+                thread = http.post("/threads", json={}).json()["thread_id"]
+                body = {"assistant_id": "agent", "input": HI, "stream_mode": ["values"]}
+                streamed = http.post(f"/threads/{thread}/runs/stream", json=body)
+                assert streamed.status_code == 200
+                run_id = streamed.headers["location"].rsplit("/", 2)[-2]
+                # Read at once: a stream ended only at the commit of its run's end.
+                run = http.get(f"/threads/{thread}/runs/{run_id}").json()
+                assert run["status"] == "success"
+                assert http.get(f"/threads/{thread}").json()["status"] == "idle"
+                values = [data for name, data in sse_events(streamed.text) if name == "values"]
+                state = http.get(f"/threads/{thread}/state").json()
+                assert values and values[-1] == state["values"], "every event, the last too"
+            noticed = value(
+                samples(http.get("/metrics").text), "agentstream_stream_ends_noticed_total"
+            )
+    # The notice comes at the commit, the log's close a worker's loop turn and a round trip to
+    # Redis after it: nearly every stream ends at the notice (one may lose the race).
+    assert noticed >= 3
+
+
 def test_fastapis_opentelemetry_hooks_are_on_only_where_opentelemetry_is_set_up() -> None:
     from opentelemetry._logs._internal import ProxyLoggerProvider
     from opentelemetry.metrics._internal import _ProxyMeterProvider

@@ -43,7 +43,7 @@ from agentstream.storage.base import (
 from agentstream.storage.dialect import binder, match
 from agentstream.storage.pgsaver import HEAVY_SECONDS, LoopSaver
 from agentstream.storage.postgres import PostgresStorage
-from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
+from agentstream.storage.sql_pgverbs import ENDED_CHANNEL, QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import MIGRATIONS
 from agentstream.storage.sql_sqlite import DIALECT
 from agentstream.storage.sql_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
@@ -1753,6 +1753,62 @@ async def test_postgres_tells_listeners_of_the_run_a_finished_one_leaves_waiting
             assert heard.payload == waiting  # the first notice: the two ends before told nobody
     finally:
         await storage.aclose()
+
+
+async def test_postgres_tells_listeners_of_a_runs_end_with_its_notice(pg_database: str) -> None:
+    """A finish_run given a notice has it told to ended_notices' listeners at its commit: alone,
+    and as one of several ends in one statement; an end without one tells nobody."""
+    uri = await _fresh_schema(pg_database)
+    storage = PostgresStorage(uri, pool_min=1, pool_max=2)
+    await storage.setup()
+    heard: list[str] = []
+    try:
+        runs = [(await _enqueue(storage, f"t{n}"))[0] for n in range(9)]
+        for _ in runs:
+            await _claim_within(storage, "w")
+        async with storage.ended_notices(heard.append):
+            await _listening(uri, ENDED_CHANNEL)
+
+            async def finish(run_id: str, notice: str | None) -> None:
+                await storage.finish_run(
+                    run_id, status="success", thread_status="idle", values={}, interrupts={},
+                    error=None, delete_thread=False, notice=notice,
+                )  # fmt: skip
+
+            await finish(runs[0], None)
+            await finish(runs[1], f"one {runs[1]}")
+            await _heard(heard, 1)
+            await asyncio.gather(*(finish(run_id, f"together {run_id}") for run_id in runs[2:]))
+            await _heard(heard, 8)
+        assert heard[0] == f"one {runs[1]}", "the end without a notice told nobody"
+        assert sorted(heard[1:]) == sorted(f"together {run_id}" for run_id in runs[2:])
+        for run_id in runs:
+            assert (await storage.get_run(None, run_id))["status"] == "success"
+    finally:
+        await storage.aclose()
+
+
+async def _listening(uri: str, channel: str) -> None:
+    """Returns once a connection LISTENs to channel (its last statement, now idle)."""
+    async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
+        for _ in range(500):
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query = %s AND state = 'idle' "
+                "AND datname = current_database()",
+                (f"LISTEN {channel}",),
+            )
+            if await cur.fetchone() is not None:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"nobody came to listen to {channel}")
+
+
+async def _heard(heard: list[str], count: int) -> None:
+    for _ in range(500):
+        if len(heard) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} notices expected, {heard} heard")
 
 
 async def test_finish_says_whether_the_backend_woke_the_workers(storage: Storage) -> None:

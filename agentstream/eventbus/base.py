@@ -204,6 +204,20 @@ class EventBus(Protocol):
         run again anywhere): readers here read the log again for what comes next."""
         ...
 
+    def end_notice(self, run_id: str, modes: set[str]) -> str | None:
+        """What to tell this bus in other processes (ended()) when the run's end is stored,
+        its log about to be closed here with events of `modes` only: none where no other
+        process reads its logs (the in-process bus), or where this process cannot say where
+        the log stands (it published nothing to it yet). Never suspends."""
+        ...
+
+    def ended(self, notice: str) -> None:
+        """A run's end was stored in another process, which told end_notice(): readers here
+        that hide every mode its close adds end once they have read through its last event,
+        before the close reaches the log. Anything else (a notice of this process's own, or
+        none of its readers here) is ignored. Never suspends."""
+        ...
+
     async def last_seq(self, run_id: str) -> int:
         """The id of the newest event, 0 when there is none."""
         ...

@@ -321,6 +321,13 @@ class MemoryEventBus:
     def release(self, run_id: str) -> None:
         """Nothing to do (see own())."""
 
+    def end_notice(self, run_id: str, modes: set[str]) -> None:
+        """None: no other process reads these logs."""
+        return None
+
+    def ended(self, notice: str) -> None:
+        """Nothing to do (see end_notice())."""
+
     def _first(self, run_id: str, items: Sequence[tuple[str, str, bytes]]) -> int:
         log = self._logs.get(run_id)
         if log is not None and (log.closed or log.next_seq > 1):

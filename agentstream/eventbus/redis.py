@@ -397,9 +397,27 @@ class RedisEventBus:
         close_args: list[str | int] = [self._keep_ms, END_MODE, self._floors.pop(run_id, 0)]
         await self._retrying(lambda: self._close(keys=keys, args=close_args))
 
-    def _end_here(self, run_id: str, last: int, modes: set[str]) -> None:
+    def end_notice(self, run_id: str, modes: set[str]) -> str | None:
+        last = self._floors.get(run_id)
+        if last is None or self._leads.get(run_id):  # (led events go out with the close)
+            return None
+        return f"{self._publisher} {run_id} {last} {','.join(sorted(modes))}"
+
+    def ended(self, notice: str) -> None:
+        """See EventBus.ended. A notice is `publisher run_id last modes`, as end_notice()
+        makes it (modes comma-separated); one that is not is ignored, as is one of this
+        process's own, whose close ends its readers here itself (_end_here)."""
+        parts = notice.split(" ")
+        if len(parts) != 4 or parts[0] == self._publisher or not parts[2].isdigit():
+            return
+        ended = self._end_here(parts[1], int(parts[2]), set(filter(None, parts[3].split(","))))
+        if ended:
+            metrics.STREAM_ENDS_NOTICED.inc(ended)
+
+    def _end_here(self, run_id: str, last: int, modes: set[str]) -> int:
         """Ends this process's readers of the log that hide every mode the close adds once they
-        have read through `last`, this process's last publish to it, before Redis has the close.
+        have read through `last`, its closer's last publish to it, before Redis has the close:
+        this process's, or another's that told ended() when it stored the run's end.
 
         A run's stream (SSE) hides its result, the only event of a v1 run's close: those of a
         run executed here (`dev` on Redis, API and worker in one process) end as soon as the run's
@@ -408,11 +426,18 @@ class RedisEventBus:
         the stream's close after its last event 5.7 / 6.5 -> 4.7 / 4.9 ms p50, 19.2 / 20.5 ->
         14.2 / 14.0 ms p99). A log's closer published its last event: the run's executor, or
         the API process cancelling a run no worker took (its log holds that process's first
-        event alone, if anything); a process that published nothing to it ends nobody here."""
+        event alone, if anything); a process that published nothing to it ends nobody here.
+        In `serve`, whose streams read the runs of worker processes, the notice comes from the
+        database at the end's commit (Storage.ended_notices), not a round trip to Redis after
+        it from a worker that shares the machine with every other run's work. Returns how
+        many readers it ended."""
+        ended = 0
         for watch in self._hiding.get(run_id, ()):
-            if modes <= watch.hidden:
+            if modes <= watch.hidden and watch.end is None:
                 watch.end = last
                 watch._wake()
+                ended += 1
+        return ended
 
     def _batch(
         self,

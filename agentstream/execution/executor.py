@@ -527,6 +527,11 @@ class Executor:
             outcome.values, outcome.error, outcome.status, outcome.pending_interrupts
         )
         v3 = self._v3.pop(run_id, None)
+        end = (
+            []
+            if v3 is None
+            else v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
+        )
         delete_thread = stateless(claim)
         cancellation.settling = True
         if cancellation.action == "rollback" and outcome.status == "interrupted":
@@ -541,15 +546,13 @@ class Executor:
                 error=outcome.error,
                 delete_thread=delete_thread,
                 checkpointed=not delete_thread,
+                # Told, at the commit, to the API processes streaming the run (`serve`): their
+                # streams hide the result, so they end there, not a round trip to Redis later.
+                notice=self.bus.end_notice(run_id, {mode for mode, _, _ in (*end, result)}),
             )
         # Only now that the run's end is stored does its stream end: a client may start the
         # thread's next run the moment it closes (under `reject`, refused were the run still
         # stored as running) or read the thread's state.
-        end = (
-            []
-            if v3 is None
-            else v3.terminal(outcome.status, outcome.pending_interrupts, outcome.error)
-        )
         await self.bus.close(run_id, [*end, result])
 
     async def abandon(self, run_id: str, exc: BaseException, *, temporary: bool = False) -> None:

@@ -246,6 +246,13 @@ class RunQueue(Protocol):
         was queued while nobody listened. A store whose creates never notify calls it never."""
         ...
 
+    def ended_notices(self, on_ended: Callable[[str], None]) -> AbstractAsyncContextManager[None]:
+        """While entered, on_ended(notice) is called, in any process, for every finish_run
+        given a notice, once its end is committed. At most once each, and none is kept while
+        nobody listens: a notice hastens what the event bus tells anyway. A store shared by no
+        other process (SQLite) calls it never."""
+        ...
+
     async def renew_lease(self, run_id: str, worker_id: str, lease_seconds: float) -> bool | str:
         """Extends the run's lease if this worker holds it (a lease of -1 hands it back): False
         when it does not (the run ended, was taken over or deleted); else the action of a
@@ -277,12 +284,13 @@ class RunQueue(Protocol):
         error: Any,
         delete_thread: bool,
         checkpointed: bool = True,
+        notice: str | None = None,
     ) -> bool:
         """Stores a run's end and settles its thread (or removes it). True when the backend
         itself tells the workers of a run left waiting on the thread (PostgreSQL notifies at
         commit, as for a queued run): the caller then wakes nobody. checkpointed=False: the
         thread it removes has no checkpoints to remove (the run kept none), so a backend may
-        skip looking for them."""
+        skip looking for them. A notice is told to ended_notices' listeners at the commit."""
         ...
 
     async def cancel_pending(self, run_id: str, *, status: RunStatus) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import select
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
@@ -23,7 +23,7 @@ from agentstream.storage.dialect import Verb
 from agentstream.storage.pgfilters import jsonb
 from agentstream.storage.pgsaver import LoopSaver
 from agentstream.storage.queue import ENDS_CONNECTIONS, Row
-from agentstream.storage.sql_pgverbs import QUEUED_CHANNEL
+from agentstream.storage.sql_pgverbs import ENDED_CHANNEL, QUEUED_CHANNEL
 from agentstream.storage.sql_postgres import (
     DIALECT,
     FUNCTIONS,
@@ -153,26 +153,36 @@ class PostgresConnector:
         """LISTENs, on a connection of its own, to what agentstream_create_run notifies when it
         queues a run: a worker hears of it at the create's commit, from the database, instead
         of from the API process a round trip to Redis later."""
-        listener = asyncio.create_task(self._listen(on_queued), name="agentstream-queued")
-        try:
+        # Lost (a restart, a failover), creates meanwhile wake nobody through it, so once
+        # listening again it looks for work (on_queued() at every start). The lease timeout
+        # still bounds the wait.
+        listen = self._listen(QUEUED_CHANNEL, lambda _: on_queued(), on_queued, "queued runs")
+        async with _listening(listen, "agentstream-queued"):
             yield
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
 
-    async def _listen(self, on_queued: Callable[[], None]) -> None:
+    @asynccontextmanager
+    async def ended_notices(self, on_ended: Callable[[str], None]) -> AsyncIterator[None]:
+        """LISTENs, on a connection of its own, to the notices of runs' ends (finish_run's
+        `notice`): told at the end's commit, by the database, instead of by the run's worker a
+        round trip to Redis after it. Notices missed while reconnecting are not asked for
+        again: each run's log tells its end anyway."""
+        listen = self._listen(ENDED_CHANNEL, on_ended, lambda: None, "runs' ends")
+        async with _listening(listen, "agentstream-ended"):
+            yield
+
+    async def _listen(
+        self, channel: str, on_notice: Callable[[str], None], on_start: Callable[[], None],
+        what: str,
+    ) -> None:  # fmt: skip
         while True:
             try:
                 async with await AsyncConnection.connect(self.uri, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {QUEUED_CHANNEL}")
-                    on_queued()  # what was queued while nobody listened here
-                    async for _ in conn.notifies():
-                        on_queued()
+                    await conn.execute(f"LISTEN {channel}")
+                    on_start()
+                    async for notice in conn.notifies():
+                        on_notice(notice.payload)
             except Exception as exc:
-                # Lost (a restart, a failover): creates meanwhile wake nobody through it, so
-                # look for work once listening again. The lease timeout still bounds the wait.
-                log.warning("listening for queued runs failed (%s); again in 1 s", exc)
+                log.warning("listening for %s failed (%s); again in 1 s", what, exc)
             await asyncio.sleep(1.0)
 
     @asynccontextmanager
@@ -242,6 +252,18 @@ def _has_rows(cur: AsyncCursor[Any]) -> bool:
     once, a create returning thirteen columns)."""
     result = cur.pgresult
     return result is not None and result.status == ExecStatus.TUPLES_OK
+
+
+@asynccontextmanager
+async def _listening(listen: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Runs a listener (PostgresConnector._listen) while entered."""
+    listener = asyncio.create_task(listen, name=name)
+    try:
+        yield
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 async def check_idle_connection(conn: AsyncConnection[Any]) -> None:

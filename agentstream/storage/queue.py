@@ -91,11 +91,15 @@ class Connector(Protocol):
         """See RunQueue.queued_notices: the backend's own channel, if it has one."""
         ...
 
+    def ended_notices(self, on_ended: Callable[[str], None]) -> AbstractAsyncContextManager[None]:
+        """See RunQueue.ended_notices: the backend's own channel, if it has one."""
+        ...
+
 
 # finish_runs' parameters: a list each, one entry per run, in the function's order.
 _FINISH_COLUMNS = (
     "run_id", "status", "remove", "thread_status", "thread_values", "thread_interrupts",
-    "thread_error",
+    "thread_error", "notice",
 )  # fmt: skip
 
 
@@ -200,6 +204,9 @@ class QueueStore:
 
     def queued_notices(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
         return self.c.queued_notices(on_queued)
+
+    def ended_notices(self, on_ended: Callable[[str], None]) -> AbstractAsyncContextManager[None]:
+        return self.c.ended_notices(on_ended)
 
     def _create_run(
         self, new: NewRun, cond: str, p: Params
@@ -390,8 +397,9 @@ class QueueStore:
         error: Any,
         delete_thread: bool,
         checkpointed: bool = True,
+        notice: str | None = None,
     ) -> bool:
-        p = self._params(run_id=run_id, status=status)
+        p = self._params(run_id=run_id, status=status, notice=notice)
         settle = None if delete_thread else self._settled(thread_status, values, interrupts, error)
         if self._finishes is not None:  # one statement, shared by the runs ending together
             cached = settle or {"status": None, "values": None, "interrupts": None, "error": None}

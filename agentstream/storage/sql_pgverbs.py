@@ -17,6 +17,9 @@ from collections.abc import Mapping
 
 # What the create function notifies when it queued a run (PostgresConnector.queued_notices).
 QUEUED_CHANNEL = "agentstream_runs_queued"
+# What a run's end notifies when its worker asked (the event bus's notice of it, see
+# EventBus.end_notice): PostgresConnector.ended_notices.
+ENDED_CHANNEL = "agentstream_runs_ended"
 
 
 def _bind(sql: str, **args: str) -> str:
@@ -254,13 +257,18 @@ CALLS = {
     # agentstream_finish_run, when it began to notify: a process of the older version, started
     # during a rolling upgrade, recreates that one as it was, and the newer workers, which
     # wake nobody after a run, would not hear of the next one until a lease check.)
+    # With a notice, the run's end is told on ENDED_CHANNEL at the same commit (in the
+    # statement, not the function: its signature stays the older processes').
     "finish_run": "SELECT agentstream_end_run(%(run_id)s, %(status)s, %(remove)s, "
-    "%(thread_status)s, %(thread_values)s, %(thread_interrupts)s, %(thread_error)s)",
+    "%(thread_status)s, %(thread_values)s, %(thread_interrupts)s, %(thread_error)s), "
+    f"CASE WHEN %(notice)s::text IS NOT NULL THEN pg_notify('{ENDED_CHANNEL}', %(notice)s) END",
     # End several runs in one statement, each as finish_run does (one transaction: its
     # commit, the slowest part of a small write, is shared).
     "finish_runs": "SELECT agentstream_end_run(f.run_id, f.status, f.remove, f.thread_status, "
-    "f.thread_values, f.thread_interrupts, f.thread_error) FROM unnest(%(run_id)s::text[], "
+    "f.thread_values, f.thread_interrupts, f.thread_error), CASE WHEN f.notice IS NOT NULL "
+    f"THEN pg_notify('{ENDED_CHANNEL}', f.notice) END FROM unnest(%(run_id)s::text[], "
     "%(status)s::text[], %(remove)s::boolean[], %(thread_status)s::text[], "
-    "%(thread_values)s::jsonb[], %(thread_interrupts)s::jsonb[], %(thread_error)s::jsonb[]) "
-    "AS f(run_id, status, remove, thread_status, thread_values, thread_interrupts, thread_error)",
+    "%(thread_values)s::jsonb[], %(thread_interrupts)s::jsonb[], %(thread_error)s::jsonb[], "
+    "%(notice)s::text[]) AS f(run_id, status, remove, thread_status, thread_values, "
+    "thread_interrupts, thread_error, notice)",
 }

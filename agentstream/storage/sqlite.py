@@ -208,6 +208,10 @@ class SqliteConnector:
         """None: one process owns the database, and wakes its own worker."""
         return nullcontext()
 
+    def ended_notices(self, on_ended: Callable[[str], None]) -> AbstractAsyncContextManager[None]:
+        """None: one process owns the database, and its runs' streams."""
+        return nullcontext()
+
     json = staticmethod(_text)
     load = staticmethod(_load)
     ts = staticmethod(_iso)
