@@ -65,6 +65,36 @@ async def test_loop_load_is_busy_only_while_the_loop_computes() -> None:
         load.stop()
 
 
+def test_loop_load_counts_only_the_lateness_beyond_an_idle_loops() -> None:
+    # A KVM guest's timers woke 0.6 ms late on an idle loop: read as late, its worker held at
+    # half its slots with nothing to do. What counts is the lateness beyond the least watched.
+    class Loop:  # what LoopLoad's ticks ask of a loop: its time, and the next tick booked
+        now = 0.0
+
+        def time(self) -> float:
+            return self.now
+
+        def call_at(self, when: float, *_: object) -> None:
+            return None
+
+    loop, load = Loop(), LoopLoad()
+
+    def ticks(count: int, late: float) -> None:
+        for _ in range(count):
+            loop.now = load._due + late
+            load._tick(loop)  # type: ignore[arg-type]
+
+    load._until = 3600.0  # watched all along (as if asked: busy())
+    load._arm(loop)  # type: ignore[arg-type]
+    ticks(LoopLoad.SETTLED - 1, 0.0015)  # not settled yet: no floor
+    assert load.floor is None and load.lag > BUSY_LAG
+    ticks(50, 0.0006)
+    assert load.floor == pytest.approx(0.0006, abs=2e-5) and load.lag <= BUSY_LAG
+    ticks(50, 0.0006 + 2 * BUSY_LAG)  # another process takes the core
+    assert load.lag == pytest.approx(2 * BUSY_LAG, abs=2e-5) and load.lag > BUSY_LAG
+    assert load.floor == pytest.approx(0.0006, abs=2e-5)
+
+
 async def test_a_worker_takes_every_slot_for_waiting_runs_and_its_share_while_computing(
     tmp_path: Path,
 ) -> None:
@@ -101,12 +131,21 @@ async def test_a_worker_takes_every_slot_for_waiting_runs_and_its_share_while_co
                 while worker.load.busy():  # noqa: ASYNC110 - a moving average sets no event
                     await asyncio.sleep(LoopLoad.INTERVAL)
 
+        async def every_slot() -> None:
+            # A calm loop takes every slot. On a slow, jittery host (a KVM guest whose Python
+            # ran three times slower than the last) the round's own creates and starts can
+            # make the loop late enough to close the gate halfway, once: up to three rounds.
+            for _ in range(3):
+                await calm()
+                await round_of(slots)
+                if peaks[-1] == slots:
+                    return
+            raise AssertionError(f"no round took every slot: {peaks}")
+
         await round_of(1)  # a first run's one-off work (the graph's first use) out of the way
-        await calm()
-        await round_of(slots)
-        assert peaks[-1] == slots  # every slot
+        await every_slot()
         # The loop computing most of the time: its timers late, its thread busy.
-        computing = asyncio.create_task(_compute(30, rest=0.001))
+        computing = asyncio.create_task(_compute(30))
         try:
             worker.load.busy()  # watched from now: measured over the next tenths of a second
             await asyncio.sleep(0.3)
@@ -116,9 +155,7 @@ async def test_a_worker_takes_every_slot_for_waiting_runs_and_its_share_while_co
         finally:
             computing.cancel()
         # Once it calms, every slot again.
-        await calm()
-        await round_of(slots)
-        assert peaks[-1] == slots
+        await every_slot()
 
 
 def _loaded(lag: float, cpu: float) -> LoopLoad:
