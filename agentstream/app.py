@@ -142,17 +142,19 @@ async def running(
     store: StoreOptions,
     worker: bool,
     grace: Callable[[], float],
+    api: bool = True,
 ) -> AsyncIterator[tuple[Backends, Worker | None]]:
     """What a server or worker process holds while it runs: the backends, the graphs bound to
     the store, their default assistants, and (with `worker`) a worker claiming runs; stopped
-    and closed in reverse, the worker's runs given `grace()` seconds (asked when it stops)."""
+    and closed in reverse, the worker's runs given `grace()` seconds (asked when it stops).
+    `api=False`: a process that serves no API (`agentstream worker`)."""
     async with AsyncExitStack() as stack:
         backends = await stack.enter_async_context(open_backends(settings, config, store))
         graphs.bind_store(backends.store)
         await ensure_default_assistants(backends.storage, graphs)
         started = None
         if worker:
-            started = await start_worker(settings, backends, graphs)
+            started = await start_worker(settings, backends, graphs, alone=not api)
             stop_worker = started.stop
             stack.push_async_callback(lambda: stop_worker(grace=grace()))
             # Runs queued by any process, as the database tells of them (PostgreSQL).
@@ -234,7 +236,10 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, second, third)
 
 
-async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegistry) -> Worker:
+async def start_worker(
+    settings: Settings, backends: Backends, graphs: GraphRegistry, *, alone: bool = False
+) -> Worker:
+    """The process's worker; `alone`, in a process without an API (`agentstream worker`)."""
     if not backends.distributed:
         # One process owns the embedded database: runs a dead process left running resume now
         # instead of after their lease runs out.
@@ -248,6 +253,7 @@ async def start_worker(settings: Settings, backends: Backends, graphs: GraphRegi
         f"http://{settings.host}:{settings.port}",
         max_attempts=settings.max_attempts,
         webhooks=WebhookSender(WebhookPolicy.from_config(graphs.config)),
+        notify_ends=alone,
     )
     worker = Worker(
         backends.storage,
@@ -443,8 +449,9 @@ async def run_worker_process(settings: Settings) -> None:
     graphs = GraphRegistry(config)
     grace = settings.shutdown_grace_seconds
     working = running(
-        settings, config, graphs, store=store_options(config), worker=True, grace=lambda: grace
-    )
+        settings, config, graphs, store=store_options(config), worker=True,
+        grace=lambda: grace, api=False,
+    )  # fmt: skip
     async with working as (_, worker):
         assert worker is not None
         stop = asyncio.Event()

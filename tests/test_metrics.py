@@ -7,10 +7,12 @@ import math
 from collections.abc import Callable
 
 import httpx
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agentstream.execution.executor import PUBLISH_MOST, YIELD_EVERY
+from agentstream.storage.sql_pgverbs import ENDED_CHANNEL
 from tests.cluster import running_cluster
 from tests.conftest import ServerProcess
 from tests.services import free_port
@@ -265,6 +267,26 @@ def test_serves_streams_end_at_the_commit_of_their_runs_end_in_a_worker() -> Non
     # The notice comes at the commit, the log's close a worker's loop turn and a round trip to
     # Redis after it: nearly every stream ends at the notice (one may lose the race).
     assert noticed >= 3
+
+
+def test_dev_notifies_nobody_of_its_runs_ends() -> None:
+    """`dev` ends its own runs' streams: its ends do not notify (a notifying commit holds
+    PostgreSQL's one lock for notifiers through its flush), only a worker process's do."""
+    with running_cluster(apis=0, workers=0, dev=1) as cluster:
+        with (
+            psycopg.connect(cluster.database_uri, autocommit=True) as listener,
+            httpx.Client(base_url=cluster.apis[0].url, timeout=30) as http,
+        ):
+            listener.execute(f"LISTEN {ENDED_CHANNEL}")
+            for _ in range(3):
+                thread = http.post("/threads", json={}).json()["thread_id"]
+                body = {"assistant_id": "agent", "input": HI, "stream_mode": ["values"]}
+                assert http.post(f"/threads/{thread}/runs/stream", json=body).status_code == 200
+                body["input"] = {"n": 2}
+                assert http.post("/runs/wait", json={**body, "assistant_id": "ticker"}).is_success
+            listener.execute(f"NOTIFY {ENDED_CHANNEL}, 'after the runs'")
+            heard = next(listener.notifies(timeout=10))
+    assert heard.payload == "after the runs"
 
 
 def test_fastapis_opentelemetry_hooks_are_on_only_where_opentelemetry_is_set_up() -> None:
