@@ -106,15 +106,16 @@ EVENT_LOOP_LAG = Histogram(
     buckets=_SECONDS, registry=REGISTRY,
 )  # fmt: skip
 
-# What the distributed path costs per run, in requests to its services (benchmarks.cpu reports
-# them per run): every statement sent to PostgreSQL, ours and LangGraph's checkpointer's, and
-# every request to Redis (a command or a whole pipeline: one round trip each).
 STREAM_ENDS_NOTICED = Counter(
     "agentstream_stream_ends_noticed",
     "Streams told their run's end by the database at its commit (`serve`: the worker's notice), "
     "before the run's log was closed.",
     registry=REGISTRY,
 )  # fmt: skip
+
+# What the distributed path costs per run, in requests to its services (benchmarks.cpu reports
+# them per run): every statement sent to PostgreSQL, ours and LangGraph's checkpointer's, and
+# every request to Redis (a command or a whole pipeline: one round trip each).
 POSTGRES_STATEMENTS = Counter(
     "agentstream_postgres_statements", "Statements this process sent to PostgreSQL.",
     registry=REGISTRY,

@@ -1777,9 +1777,9 @@ async def test_postgres_tells_listeners_of_a_runs_end_with_its_notice(pg_databas
 
             await finish(runs[0], None)
             await finish(runs[1], f"one {runs[1]}")
-            await _heard(heard, 1)
+            await _until(lambda: len(heard) >= 1)
             await asyncio.gather(*(finish(run_id, f"together {run_id}") for run_id in runs[2:]))
-            await _heard(heard, 8)
+            await _until(lambda: len(heard) >= 8)
         assert heard[0] == f"one {runs[1]}", "the end without a notice told nobody"
         assert sorted(heard[1:]) == sorted(f"together {run_id}" for run_id in runs[2:])
         for run_id in runs:
@@ -1801,14 +1801,6 @@ async def _listening(uri: str, channel: str) -> None:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError(f"nobody came to listen to {channel}")
-
-
-async def _heard(heard: list[str], count: int) -> None:
-    for _ in range(500):
-        if len(heard) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} notices expected, {heard} heard")
 
 
 async def test_finish_says_whether_the_backend_woke_the_workers(storage: Storage) -> None:
