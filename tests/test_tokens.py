@@ -11,22 +11,17 @@ streaming at once.
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.callbacks import manager as callbacks_manager
 from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from agentstream.execution import tokens as tokens_module
 from agentstream.execution.modes import Translator
 from agentstream.execution.tokens import Tokens
 from tests.helpers import import_file, url_on_each_deployment
@@ -167,85 +162,3 @@ async def test_tokens_takes_what_langgraphs_queue_holds_before_its_own_events() 
     assert names.count("messages") == 33
     assert handler.count + looped == len(items)
     assert flushed, "a model call's tokens are handed to the log's readers on their way"
-
-
-def _handler(items: list[Any], run_id: uuid.UUID) -> Tokens:
-    translator = Translator(["messages-tuple"])
-    return Tokens(translator, items, lambda: None, lambda: None, root=run_id, subgraphs=False)
-
-
-def _texts(items: list[Any]) -> list[tuple[str, str]]:
-    """Each `messages` event's text and node (its ids are new each run)."""
-    pairs = [orjson.loads(data) for _, name, data in items if name == "messages"]
-    return [(message["content"], meta["langgraph_node"]) for message, meta in pairs]
-
-
-async def _tokens_of(callbacks: list[Any], run_id: uuid.UUID) -> None:
-    say = {"messages": [HumanMessage("hi there")]}
-    config = {"run_id": run_id, "callbacks": callbacks}
-    async for _ in GRAPHS.tokens.astream(say, config, stream_mode="values"):
-        pass
-
-
-@pytest.fixture
-def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The events LangChain's generic dispatch hands to asynchronous handlers, by name."""
-    names: list[str] = []
-    dispatch = callbacks_manager.ahandle_event
-
-    async def counted(handlers: Any, event_name: str, *args: Any, **kwargs: Any) -> None:
-        names.append(event_name)
-        await dispatch(handlers, event_name, *args, **kwargs)
-
-    monkeypatch.setattr(callbacks_manager, "ahandle_event", counted)
-    return names
-
-
-async def test_an_async_models_tokens_reach_its_only_handler_without_langchains_dispatch(
-    dispatched: list[str],
-) -> None:
-    assert tokens_module.DIRECT, "the LangChain pinned is the one the direct path stands in for"
-    items: list[Any] = []
-    run_id = uuid.uuid4()
-    await _tokens_of([_handler(items, run_id)], run_id)
-    assert [name for _, name, _ in items].count("messages") == 33
-    # The synchronous models' tokens go through LangChain's synchronous manager, as ever.
-    assert "on_llm_new_token" not in dispatched
-    assert "on_chat_model_start" in dispatched  # the dispatch was watched
-
-
-async def test_a_second_handler_gets_every_token_too_langchains_way(
-    dispatched: list[str],
-) -> None:
-    class Counting(BaseCallbackHandler):
-        tokens: list[str] = []
-
-        def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-            self.tokens.append(token)
-
-    alone: list[Any] = []
-    run_id = uuid.uuid4()
-    await _tokens_of([_handler(alone, run_id)], run_id)
-    beside: list[Any] = []
-    counting = Counting()
-    run_id = uuid.uuid4()
-    await _tokens_of([_handler(beside, run_id), counting], run_id)
-    assert _texts(beside) == _texts(alone)
-    # Every token of the async model's, in order (it hears the `nostream` model's too).
-    spoken = [text for text, node in _texts(alone) if node == "speak"]
-    assert spoken and counting.tokens[: len(spoken)] == spoken
-    assert "on_llm_new_token" in dispatched
-
-
-async def test_a_handler_that_fails_on_a_token_does_not_stop_the_model(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    class Refusing(list[Any]):
-        def append(self, item: Any) -> None:
-            raise RuntimeError("refused")
-
-    run_id = uuid.uuid4()
-    with caplog.at_level(logging.WARNING, logger="agentstream.tokens"):
-        await _tokens_of([_handler(Refusing(), run_id)], run_id)  # ends: nothing raised
-    refused = [r for r in caplog.records if "refused" in r.getMessage()]
-    assert refused, "each failure is logged, as LangChain's dispatch logs it"

@@ -25,6 +25,7 @@ from langgraph.types import Command
 from agentstream import __version__, metrics, serde
 from agentstream.eventbus import EventBus, InstantEventBus
 from agentstream.eventbus.base import Writer
+from agentstream.execution import dispatch
 from agentstream.execution.bound import bound, interrupts_by_task
 from agentstream.execution.flights import PUBLISH_MOST, Flights
 from agentstream.execution.modes import Item, Translator, graph_modes
@@ -145,6 +146,11 @@ class Executor:
         # until it is flushed (pgbench here: 5,700-6,300 small commits/s, 1,900-2,900 with
         # a notify each).
         self.notify_ends = notify_ends
+        # The runs' models hand their tokens to our handlers and LangGraph's in place, not
+        # through LangChain's generic dispatch (dispatch.py): from the process's first executor
+        # on, not at import, so a script importing this module keeps LangChain's (the
+        # benchmark's in-process baselines are LangChain's own).
+        dispatch.install()
         # Runs started through protocol v2, by run id, while they run: their terminal events.
         self._v3: dict[str, V3Run] = {}
 

@@ -19,21 +19,18 @@ just before the call (LangGraph's stream writer puts it in the queue a loop turn
 there to take.
 
 A token also reaches the handler without LangChain's dispatch in between, where the handler
-is the model call's only one (`_on_llm_new_token`, at the end of this module).
+is the model call's only one (`Tokens.direct`, dispatch.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from uuid import UUID, uuid4
 
-from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langgraph.pregel import Pregel
@@ -47,8 +44,6 @@ from agentstream.execution.pace import YIELD_EVERY
 _QUEUE = "stream"
 _CODE = Pregel.astream.__code__
 SUPPORTED = _QUEUE in _CODE.co_varnames + _CODE.co_cellvars  # a cell: its closures use it
-
-log = logging.getLogger("agentstream.tokens")
 
 _Chunk = tuple[tuple[str, ...], str, tuple[BaseMessage, dict[str, Any]]]  # (ns, mode, pair)
 
@@ -134,7 +129,7 @@ class Tokens(StreamMessagesHandler):
         return self._token_and_turn
 
     def direct(self, token: Any, chunk: Any, run_id: UUID) -> Coroutine[Any, Any, None] | None:
-        """A token handed over by `_on_llm_new_token`, paced as on_llm_new_token's: taken at
+        """A token handed over by dispatch.py, paced as on_llm_new_token's: taken at
         once, or a coroutine to await that takes it and hands the loop over."""
         self._left -= 1
         if self._left > 0:
@@ -233,52 +228,3 @@ class Tokens(StreamMessagesHandler):
             if not was:
                 self._soon()
             self.count += len(items) - was
-
-
-# -- a token straight to its handler ----------------------------------------------------------
-
-# LangChain hands each token of an asynchronous model to the call's handlers through its
-# generic dispatch (ahandle_event): the inline handlers one by one, each in a coroutine of its
-# own that checks its ignore flag and whether its method is a coroutine function, then a
-# gather() of the others, which makes a future and looks up the running loop (a getpid system
-# call on Python 3.11) even when there are none. With one inline handler that is 3.2 us a
-# token here, against 0.2 us for the handler's own call: a fifth of the server's CPU a token.
-# Where a Tokens handler is a model call's only one, its tokens are handed to it directly,
-# and every other call's go LangChain's way, unchanged.
-_LANGCHAINS = AsyncCallbackManagerForLLMRun.on_llm_new_token
-
-
-async def _on_llm_new_token(
-    self: AsyncCallbackManagerForLLMRun, token: Any, *, chunk: Any = None, **kwargs: Any
-) -> None:
-    handlers = self.handlers
-    if len(handlers) != 1 or type(handlers[0]) is not Tokens:
-        await _LANGCHAINS(self, token, chunk=chunk, **kwargs)
-        return
-    try:
-        paced = handlers[0].direct(token, chunk, self.run_id)
-        if paced is not None:
-            await paced
-    except Exception as exc:  # as LangChain's dispatch: a handler's error never fails the model
-        log.warning("Error in Tokens.on_llm_new_token callback: %r", exc)
-
-
-def _direct_supported() -> bool:
-    """Whether LangChain's method is the one _on_llm_new_token stands in for: (token, *,
-    chunk=None, **kwargs) on a run manager that has its handlers and run_id."""
-    try:
-        parameters = list(inspect.signature(_LANGCHAINS).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    shape = [(p.name, p.kind) for p in parameters]
-    return shape == [
-        ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        ("token", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        ("chunk", inspect.Parameter.KEYWORD_ONLY),
-        ("kwargs", inspect.Parameter.VAR_KEYWORD),
-    ] and inspect.iscoroutinefunction(_LANGCHAINS)
-
-
-DIRECT = SUPPORTED and _direct_supported()
-if DIRECT:
-    AsyncCallbackManagerForLLMRun.on_llm_new_token = _on_llm_new_token  # type: ignore[method-assign]
