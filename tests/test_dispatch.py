@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,26 +174,22 @@ async def test_a_handler_not_ours_gets_every_token_langchains_way(dispatched: li
     assert "on_llm_new_token" in dispatched
 
 
-async def test_langgraphs_messages_mode_and_pace_in_place_are_langchains(
-    dispatched: list[str], langchains: Callable[[], None]
+@pytest.mark.parametrize(
+    ("stream", "event"),
+    [(_v1_messages, "on_llm_new_token"), (_v3_deltas, "on_stream_event")],
+    ids=["langgraphs-messages-mode", "protocol-v2s-stream-events"],
+)
+async def test_langgraphs_handlers_and_pace_in_place_are_langchains(
+    dispatched: list[str],
+    langchains: Callable[[], None],
+    stream: Callable[[list[Any]], Awaitable[list[tuple[str, str]]]],
+    event: str,
 ) -> None:
-    ours = await _v1_messages([Pace()])
-    assert "on_llm_new_token" not in dispatched
+    ours = await stream([Pace()])
+    assert event not in dispatched
     langchains()
-    theirs = await _v1_messages([Pace()])
-    assert "on_llm_new_token" in dispatched
-    assert ours == theirs
-    assert sum(node == "speak" for _, node in ours) >= 4
-
-
-async def test_protocol_v2s_stream_events_in_place_are_langchains(
-    dispatched: list[str], langchains: Callable[[], None]
-) -> None:
-    ours = await _v3_deltas([Pace()])
-    assert "on_stream_event" not in dispatched
-    langchains()
-    theirs = await _v3_deltas([Pace()])
-    assert "on_stream_event" in dispatched
+    theirs = await stream([Pace()])
+    assert event in dispatched
     assert ours == theirs
     assert [text for text, node in ours if node == "speak"][:3] == ["echo:", " hi", " there"]
 

@@ -119,25 +119,25 @@ class Tokens(StreamMessagesHandler):
     @property
     def on_llm_new_token(self) -> Callable[..., Any]:  # type: ignore[override]
         # Read by LangChain for each token, then called; a coroutine function is awaited.
-        # Most tokens get the plain method; the paced ones (as Pace: a call's 1st, 2nd, 4th
-        # ... token, then every `every`) the one that hands the loop over.
-        self._left -= 1
-        if self._left > 0 or asyncio._get_running_loop() is None:
-            return self._token
-        self._left = self._step
-        self._step = min(self._step * 2, self._every)
-        return self._token_and_turn
+        return self._token_and_turn if self._paced() else self._token
 
     def direct(self, token: Any, chunk: Any, run_id: UUID) -> Coroutine[Any, Any, None] | None:
         """A token handed over by dispatch.py, paced as on_llm_new_token's: taken at
         once, or a coroutine to await that takes it and hands the loop over."""
+        if self._paced():
+            return self._token_and_turn(token, chunk=chunk, run_id=run_id)
+        self._token(token, chunk=chunk, run_id=run_id)
+        return None
+
+    def _paced(self) -> bool:
+        """Counts a token: whether it is one that hands the loop over (as Pace: a call's 1st,
+        2nd, 4th ... token, then every `every`), where a loop runs to hand over."""
         self._left -= 1
-        if self._left > 0:
-            self._token(token, chunk=chunk, run_id=run_id)
-            return None
+        if self._left > 0 or asyncio._get_running_loop() is None:
+            return False
         self._left = self._step
         self._step = min(self._step * 2, self._every)
-        return self._token_and_turn(token, chunk=chunk, run_id=run_id)
+        return True
 
     def _token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         meta = self.metadata.get(run_id)
