@@ -459,7 +459,13 @@ async def run_worker_process(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if settings.metrics_port:
-            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY)
+            try:
+                start_http_server(
+                    settings.metrics_port, addr=settings.host, registry=metrics.REGISTRY
+                )
+            except OSError as exc:
+                where = f"{settings.host}:{settings.metrics_port}"
+                raise SystemExit(f"agentstream: metrics port {where}: {exc.strerror}") from exc
         kind = type(loop).__module__.split(".")[0]  # uvloop, or asyncio
         print(f"agentstream: worker {worker.worker_id} ready (event loop: {kind})", flush=True)
         await stop.wait()

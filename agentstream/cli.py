@@ -120,6 +120,10 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening at once holds the port from here: a port bound but not yet listening (uvicorn
+    # listens after the app's startup, seconds later) may be bound by another process that
+    # also sets SO_REUSEADDR, and then that one answers this server's clients.
+    sock.listen(2048)  # uvicorn's default backlog, which its own listen sets again
     sock.set_inheritable(True)
     return sock
 

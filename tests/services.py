@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,10 +14,28 @@ import threading
 from pathlib import Path
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a process that binds it later, chosen below the kernel's ephemeral
+    range. A port the kernel picked (bind to 0) and then released may be handed to the next
+    process that binds to 0, as the servers under test do: once an API was given a worker's
+    metrics port that way, and its clients reached the metrics server."""
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found between 10000 and {low}")
 
 
 def _wait_for(check: object, what: str, attempts: int = 200) -> None:

@@ -4,12 +4,14 @@ fails to import, an unwritable database: the process exits with one line saying 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from agentstream.cli import _bind
 from tests.cluster import ADMIN_URI, REDIS_URI
 from tests.conftest import EXAMPLES
 from tests.services import free_port  # bound, then released: nothing listens there
@@ -81,3 +83,22 @@ def test_an_unwritable_sqlite_folder_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("")
     line = start("dev", {}, EXAMPLES, "--database", str(blocker / "db.sqlite"))
     assert line.startswith("agentstream: cannot create"), line
+
+
+def test_a_taken_metrics_port_is_one_line() -> None:
+    with socket.create_server(("127.0.0.1", free_port())) as taken:
+        port = taken.getsockname()[1]
+        env = {"DATABASE_URI": ADMIN_URI, "REDIS_URI": REDIS_URI}
+        line = start("worker", {**env, "AGENTSTREAM_METRICS_PORT": str(port)})
+    assert line == f"agentstream: metrics port 127.0.0.1:{port}: Address already in use", line
+
+
+def test_the_servers_port_is_held_from_its_bind() -> None:
+    """Listening from the bind on, so no other process can bind the port while the app starts
+    (with SO_REUSEADDR, as uvicorn and prometheus_client's server both set, Linux lets a second
+    socket bind a port whose first is bound but not listening)."""
+    sock = _bind("127.0.0.1", 0)
+    with sock, socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError, match="Address already in use"):
+            other.bind(("127.0.0.1", sock.getsockname()[1]))
