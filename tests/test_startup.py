@@ -86,7 +86,7 @@ def test_an_unwritable_sqlite_folder_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_taken_metrics_port_is_one_line() -> None:
-    with socket.create_server(("127.0.0.1", free_port())) as taken:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # held: no other process binds it
         port = taken.getsockname()[1]
         env = {"DATABASE_URI": ADMIN_URI, "REDIS_URI": REDIS_URI}
         line = start("worker", {**env, "AGENTSTREAM_METRICS_PORT": str(port)})
