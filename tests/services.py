@@ -27,14 +27,16 @@ def free_port() -> int:
     process that binds to 0, as the servers under test do: once an API was given a worker's
     metrics port that way, and its clients reached the metrics server."""
     low = min(_ephemeral_low(), 32768)
-    for _ in range(200):
-        port = random.randrange(10_000, low)
+    # A host whose ephemeral range starts at 10000 or lower leaves nothing below it to pick
+    # from: there the kernel picks, as before.
+    picks = [random.randrange(10_000, low) for _ in range(200)] if low > 10_000 else [0]
+    for port in picks:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+            return int(sock.getsockname()[1])
     raise RuntimeError(f"no free port found between 10000 and {low}")
 
 
